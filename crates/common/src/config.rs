@@ -1,0 +1,44 @@
+//! The configuration of a Sluice process.
+//!
+//! The `server` crate fills this from flags, `SLUICE_*` environment variables and an
+//! optional TOML file (in that order of precedence); everything below reads it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of `sluice serve` (coordinator and worker in one process).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Directory for data and metadata.
+    pub data_dir: PathBuf,
+    /// pgwire listen address.
+    pub pg_listen: String,
+    /// REST API listen address.
+    pub rest_listen: String,
+    /// Arrow Flight SQL listen address.
+    pub flight_listen: String,
+    /// Where checkpoints go (an object_store URL); default `file://<data-dir>/checkpoints`.
+    pub checkpoint_url: Option<String>,
+    /// Parallelism of new streaming jobs when a session sets none (0 = number of cores).
+    pub default_parallelism: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            data_dir: PathBuf::from("sluice-data"),
+            pg_listen: "127.0.0.1:6875".into(),
+            rest_listen: "127.0.0.1:8081".into(),
+            flight_listen: "127.0.0.1:50051".into(),
+            checkpoint_url: None,
+            default_parallelism: 0,
+        }
+    }
+}
+
+/// The number of cores, the default parallelism of streaming jobs.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

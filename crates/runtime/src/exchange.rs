@@ -1,0 +1,382 @@
+//! Edges between subtasks: bounded channels, the partitioning of a subtask's output over
+//! its downstream subtasks, and the [`InputGate`] that merges a subtask's inputs while
+//! aligning barriers and taking the minimum watermark.
+
+use std::future::poll_fn;
+use std::task::Poll;
+
+use arrow::array::UInt32Array;
+use arrow::compute::take_record_batch;
+use async_trait::async_trait;
+use sluice_common::error::{Result, SluiceError};
+use sluice_state::subtask_of_key_group;
+use tokio::sync::mpsc;
+
+use crate::keygroup::key_groups_of;
+use crate::message::{CheckpointBarrier, Message, Watermark};
+
+/// Capacity of every channel, in messages. A full channel blocks its sender, which is how
+/// backpressure reaches the sources.
+pub const CHANNEL_CAPACITY: usize = 16;
+
+/// A bounded channel for one edge between two subtasks.
+pub fn channel() -> (mpsc::Sender<Message>, mpsc::Receiver<Message>) {
+    mpsc::channel(CHANNEL_CAPACITY)
+}
+
+/// Where the tail of a subtask's chain puts its messages: an exchange to downstream
+/// subtasks, or a sink.
+#[async_trait]
+pub trait Collector: Send {
+    async fn collect(&mut self, message: Message) -> Result<()>;
+}
+
+/// How rows are spread over the downstream subtasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Subtask i sends to subtask i only (the receivers list has one element).
+    Forward,
+    /// Rows go to the subtask owning the key group of the key columns' hash.
+    Hash {
+        key_indices: Vec<usize>,
+        key_groups: u16,
+    },
+}
+
+/// Sends a subtask's output to downstream subtasks. Rows are partitioned; watermarks,
+/// barriers and end of stream are broadcast to every receiver.
+pub struct ExchangeOutput {
+    senders: Vec<mpsc::Sender<Message>>,
+    partitioning: Partitioning,
+}
+
+impl ExchangeOutput {
+    pub fn new(senders: Vec<mpsc::Sender<Message>>, partitioning: Partitioning) -> Self {
+        debug_assert!(partitioning != Partitioning::Forward || senders.len() == 1);
+        ExchangeOutput {
+            senders,
+            partitioning,
+        }
+    }
+
+    async fn send(&self, target: usize, message: Message) -> Result<()> {
+        self.senders[target]
+            .send(message)
+            .await
+            .map_err(|_| SluiceError::internal("downstream subtask stopped"))
+    }
+}
+
+#[async_trait]
+impl Collector for ExchangeOutput {
+    async fn collect(&mut self, message: Message) -> Result<()> {
+        match (message, &self.partitioning) {
+            (
+                Message::Batch(batch),
+                Partitioning::Hash {
+                    key_indices,
+                    key_groups,
+                },
+            ) if self.senders.len() > 1 => {
+                let parallelism = self.senders.len();
+                let groups = key_groups_of(&batch, key_indices, *key_groups)?;
+                // Per-row loop: no Arrow kernel partitions by a computed target index;
+                // DataFusion's RepartitionExec builds its index lists the same way.
+                let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parallelism];
+                for (row, kg) in groups.into_iter().enumerate() {
+                    indices[subtask_of_key_group(kg, *key_groups, parallelism)].push(row as u32);
+                }
+                for (target, rows) in indices.into_iter().enumerate() {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let part = if rows.len() == batch.num_rows() {
+                        batch.clone()
+                    } else {
+                        take_record_batch(&batch, &UInt32Array::from(rows))?
+                    };
+                    self.send(target, Message::Batch(part)).await?;
+                }
+                Ok(())
+            }
+            (Message::Batch(batch), _) => self.send(0, Message::Batch(batch)).await,
+            (other, _) => {
+                for target in 0..self.senders.len() {
+                    self.send(target, other.clone()).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Merges the input channels of one subtask.
+///
+/// - Barrier n is aligned: an input that delivered it is not read again until every live
+///   input has, then the barrier is returned once. Barriers with an epoch at or below the
+///   gate's starting epoch are dropped (an input subscribed mid-epoch).
+/// - The watermark returned is the minimum over live inputs, and only when it advances.
+/// - `EndOfStream` is returned once every input has ended. An input whose sender goes away
+///   without `EndOfStream` is an error: its subtask failed.
+pub struct InputGate {
+    inputs: Vec<Option<mpsc::Receiver<Message>>>,
+    blocked: Vec<bool>,
+    aligning: Option<CheckpointBarrier>,
+    watermarks: Vec<Option<Watermark>>,
+    current_watermark: Option<Watermark>,
+    skip_epochs_up_to: u64,
+    next_input: usize,
+    ended: bool,
+}
+
+impl InputGate {
+    pub fn new(inputs: Vec<mpsc::Receiver<Message>>) -> Self {
+        Self::starting_after_epoch(inputs, 0)
+    }
+
+    /// A gate that ignores barriers of epochs `<= epoch`.
+    pub fn starting_after_epoch(inputs: Vec<mpsc::Receiver<Message>>, epoch: u64) -> Self {
+        let n = inputs.len();
+        InputGate {
+            inputs: inputs.into_iter().map(Some).collect(),
+            blocked: vec![false; n],
+            aligning: None,
+            watermarks: vec![None; n],
+            current_watermark: None,
+            skip_epochs_up_to: epoch,
+            next_input: 0,
+            ended: n == 0,
+        }
+    }
+
+    /// The next message, or `Ok(None)` after `EndOfStream` has been returned.
+    pub async fn next(&mut self) -> Result<Option<Message>> {
+        poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    fn poll_next(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<Option<Message>>> {
+        loop {
+            if self.ended {
+                return Poll::Ready(Ok(None));
+            }
+            if self.inputs.iter().all(Option::is_none) {
+                self.ended = true;
+                return Poll::Ready(Ok(Some(Message::EndOfStream)));
+            }
+            let n = self.inputs.len();
+            let mut progressed = false;
+            for k in 0..n {
+                let i = (self.next_input + k) % n;
+                if self.blocked[i] {
+                    continue;
+                }
+                let Some(rx) = self.inputs[i].as_mut() else {
+                    continue;
+                };
+                match rx.poll_recv(cx) {
+                    Poll::Pending => continue,
+                    Poll::Ready(received) => {
+                        self.next_input = (i + 1) % n;
+                        progressed = true;
+                        if let Some(out) = self.on_message(i, received)? {
+                            return Poll::Ready(Ok(Some(out)));
+                        }
+                        break;
+                    }
+                }
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Handles one message of input `i`; returns what the gate emits, if anything.
+    fn on_message(&mut self, i: usize, received: Option<Message>) -> Result<Option<Message>> {
+        match received {
+            Some(Message::Batch(b)) => Ok(Some(Message::Batch(b))),
+            Some(Message::Watermark(w)) => {
+                let slot = &mut self.watermarks[i];
+                if slot.is_none_or(|old| w > old) {
+                    *slot = Some(w);
+                }
+                Ok(self.advance_watermark())
+            }
+            Some(Message::Barrier(b)) => {
+                if b.epoch <= self.skip_epochs_up_to {
+                    return Ok(None);
+                }
+                match self.aligning {
+                    None => self.aligning = Some(b),
+                    Some(a) if a.epoch == b.epoch => {}
+                    Some(a) => {
+                        return Err(SluiceError::internal(format!(
+                            "barrier {} arrived while aligning barrier {}",
+                            b.epoch, a.epoch
+                        )));
+                    }
+                }
+                self.blocked[i] = true;
+                Ok(self.release_if_aligned())
+            }
+            Some(Message::EndOfStream) => {
+                self.inputs[i] = None;
+                self.blocked[i] = false;
+                Ok(self
+                    .release_if_aligned()
+                    .or_else(|| self.advance_watermark()))
+            }
+            None => Err(SluiceError::internal(
+                "an upstream subtask stopped without finishing its stream",
+            )),
+        }
+    }
+
+    fn release_if_aligned(&mut self) -> Option<Message> {
+        let barrier = self.aligning?;
+        let all = self
+            .inputs
+            .iter()
+            .zip(&self.blocked)
+            .all(|(input, blocked)| input.is_none() || *blocked);
+        if !all {
+            return None;
+        }
+        self.aligning = None;
+        self.blocked.iter_mut().for_each(|b| *b = false);
+        self.skip_epochs_up_to = barrier.epoch;
+        Some(Message::Barrier(barrier))
+    }
+
+    fn advance_watermark(&mut self) -> Option<Message> {
+        let min = self
+            .inputs
+            .iter()
+            .zip(&self.watermarks)
+            .filter(|(input, _)| input.is_some())
+            .map(|(_, w)| *w)
+            .min()
+            .flatten()?;
+        if self.current_watermark.is_none_or(|c| min > c) {
+            self.current_watermark = Some(min);
+            return Some(Message::Watermark(min));
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::BarrierKind;
+    use arrow::array::Int64Array;
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch(v: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(v))]).unwrap()
+    }
+
+    fn barrier(epoch: u64) -> Message {
+        Message::Barrier(CheckpointBarrier {
+            epoch,
+            kind: BarrierKind::Flush,
+        })
+    }
+
+    #[tokio::test]
+    async fn barrier_blocks_an_input_until_every_input_has_delivered_it() {
+        let (tx0, rx0) = channel();
+        let (tx1, rx1) = channel();
+        let mut gate = InputGate::new(vec![rx0, rx1]);
+        tx0.send(barrier(1)).await.unwrap();
+        tx0.send(Message::Batch(batch(vec![99]))).await.unwrap();
+        tx1.send(Message::Batch(batch(vec![1]))).await.unwrap();
+        // Input 0 is blocked behind barrier 1, so input 1's row comes first.
+        let Some(Message::Batch(b)) = gate.next().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(b, batch(vec![1]));
+        tx1.send(barrier(1)).await.unwrap();
+        assert!(matches!(gate.next().await.unwrap(), Some(Message::Barrier(b)) if b.epoch == 1));
+        let Some(Message::Batch(b)) = gate.next().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(b, batch(vec![99]));
+    }
+
+    #[tokio::test]
+    async fn watermark_is_the_minimum_of_live_inputs_and_end_needs_every_input() {
+        let (tx0, rx0) = channel();
+        let (tx1, rx1) = channel();
+        let mut gate = InputGate::new(vec![rx0, rx1]);
+        tx0.send(Message::Watermark(Watermark(10))).await.unwrap();
+        tx1.send(Message::Watermark(Watermark(5))).await.unwrap();
+        assert!(matches!(
+            gate.next().await.unwrap(),
+            Some(Message::Watermark(Watermark(5)))
+        ));
+        tx1.send(Message::EndOfStream).await.unwrap();
+        assert!(matches!(
+            gate.next().await.unwrap(),
+            Some(Message::Watermark(Watermark(10)))
+        ));
+        tx0.send(Message::EndOfStream).await.unwrap();
+        assert!(matches!(
+            gate.next().await.unwrap(),
+            Some(Message::EndOfStream)
+        ));
+        assert!(gate.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_vanished_upstream_is_an_error_not_an_end() {
+        let (tx0, rx0) = channel();
+        let mut gate = InputGate::new(vec![rx0]);
+        drop(tx0);
+        assert!(gate.next().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn hash_exchange_sends_each_key_to_one_subtask_and_broadcasts_barriers() {
+        let (senders, mut receivers): (Vec<_>, Vec<_>) = (0..3).map(|_| channel()).unzip();
+        let mut out = ExchangeOutput::new(
+            senders,
+            Partitioning::Hash {
+                key_indices: vec![0],
+                key_groups: 128,
+            },
+        );
+        out.collect(Message::Batch(batch((0..100).map(|i| i % 10).collect())))
+            .await
+            .unwrap();
+        out.collect(barrier(7)).await.unwrap();
+        let mut owner = std::collections::HashMap::new();
+        let mut total = 0;
+        for (i, rx) in receivers.iter_mut().enumerate() {
+            loop {
+                match rx.recv().await.unwrap() {
+                    Message::Batch(b) => {
+                        let keys = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                        for k in keys.values() {
+                            assert_eq!(
+                                *owner.entry(*k).or_insert(i),
+                                i,
+                                "key {k} went to two subtasks"
+                            );
+                        }
+                        total += b.num_rows();
+                    }
+                    Message::Barrier(b) => {
+                        assert_eq!(b.epoch, 7);
+                        break;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(total, 100);
+    }
+}

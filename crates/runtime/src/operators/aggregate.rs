@@ -1,0 +1,345 @@
+//! Updating GROUP BY aggregation.
+//!
+//! Each group keeps one DataFusion [`Accumulator`] per aggregate, so every aggregate
+//! DataFusion has works here. Rows of a batch are bucketed by group and each bucket goes
+//! to its accumulators in one `update_batch` (insertions) or `retract_batch` (retractions)
+//! call. After the batch, every group whose result changed emits a change: `+I` for a new
+//! group, `-U`/`+U` for a new value, `-D` when its last row was retracted. A global
+//! aggregate (no GROUP BY) has one group that exists from the start, so `count(*)` over an
+//! empty input is a row with 0, as in a batch query.
+//!
+//! Per-group accumulators (rather than DataFusion's `GroupsAccumulator`) are used because
+//! results are read after every batch and `GroupsAccumulator::evaluate` consumes its state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
+use arrow::compute::{filter, take};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::scalar::ScalarValue;
+use sluice_common::error::{Result, SluiceError};
+
+use super::Operator;
+use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
+
+/// One aggregate of an [`AggregateOperator`].
+pub struct AggregateSpec {
+    pub function: Arc<AggregateFunctionExpr>,
+    /// `FILTER (WHERE ...)`.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+struct Group {
+    key: OwnedRow,
+    accumulators: Vec<Box<dyn Accumulator>>,
+    /// Insertions minus retractions: the group exists while this is positive.
+    rows: i64,
+    /// The aggregate values last emitted for this group.
+    emitted: Option<Vec<ScalarValue>>,
+}
+
+/// GROUP BY aggregation producing a changelog. Input may be append-only or a changelog
+/// (retractions need accumulators that support `retract_batch`; the planner checks).
+pub struct AggregateOperator {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    aggregates: Vec<AggregateSpec>,
+    /// Group columns, then aggregate columns, then the op column.
+    schema: SchemaRef,
+    converter: RowConverter,
+    /// Group key (row-format bytes) to slot in `groups`.
+    index: HashMap<Box<[u8]>, usize>,
+    groups: Vec<Option<Group>>,
+    free_slots: Vec<usize>,
+}
+
+impl AggregateOperator {
+    pub fn new(
+        group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+        aggregates: Vec<AggregateSpec>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let fields = schema.fields();
+        debug_assert_eq!(fields.len(), group_exprs.len() + aggregates.len() + 1);
+        let sort_fields = fields[..group_exprs.len()]
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(AggregateOperator {
+            converter: RowConverter::new(sort_fields)?,
+            group_exprs,
+            aggregates,
+            schema,
+            index: HashMap::new(),
+            groups: Vec::new(),
+            free_slots: Vec::new(),
+        })
+    }
+
+    fn is_global(&self) -> bool {
+        self.group_exprs.is_empty()
+    }
+
+    /// Number of live groups, for tests and metrics.
+    pub fn group_count(&self) -> usize {
+        self.groups.iter().flatten().count()
+    }
+
+    fn new_group(&mut self, key: OwnedRow) -> Result<usize> {
+        let accumulators = self
+            .aggregates
+            .iter()
+            .map(|a| a.function.create_accumulator())
+            .collect::<datafusion::error::Result<_>>()?;
+        let group = Group {
+            key,
+            accumulators,
+            rows: 0,
+            emitted: None,
+        };
+        Ok(match self.free_slots.pop() {
+            Some(slot) => {
+                self.groups[slot] = Some(group);
+                slot
+            }
+            None => {
+                self.groups.push(Some(group));
+                self.groups.len() - 1
+            }
+        })
+    }
+
+    /// The global group exists from the first message on, so its initial value (count 0,
+    /// sum NULL) is visible before any row arrives.
+    fn ensure_global_group(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        if self.is_global() && self.groups.is_empty() {
+            let key = self.converter.empty_rows(0, 0).row(0).owned();
+            let slot = self.new_group(key)?;
+            self.emit(&[slot], out)?;
+        }
+        Ok(())
+    }
+
+    fn group_slots(&mut self, data: &RecordBatch) -> Result<Vec<usize>> {
+        let n = data.num_rows();
+        if self.is_global() {
+            return Ok(vec![0; n]);
+        }
+        let keys: Vec<ArrayRef> = self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(data).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::error::Result<_>>()?;
+        let rows = self.converter.convert_columns(&keys)?;
+        // Per-row loop: looking a key up in the group index is inherently per row.
+        let mut slots = Vec::with_capacity(n);
+        for row in rows.iter() {
+            let slot = match self.index.get(row.data()) {
+                Some(&slot) => slot,
+                None => {
+                    let key = row.owned();
+                    let slot = self.new_group(key.clone())?;
+                    self.index.insert(key.as_ref().into(), slot);
+                    slot
+                }
+            };
+            slots.push(slot);
+        }
+        Ok(slots)
+    }
+
+    /// Emits the changes of the groups in `slots` whose value differs from what was last
+    /// emitted; drops groups whose rows were all retracted.
+    fn emit(&mut self, slots: &[usize], out: &mut Vec<Message>) -> Result<()> {
+        let mut keys: Vec<OwnedRow> = Vec::new();
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
+        let mut ops: Vec<i8> = Vec::new();
+        let mut push = |key: &OwnedRow, row: &[ScalarValue], op: RowKind| {
+            keys.push(key.clone());
+            for (col, v) in values.iter_mut().zip(row) {
+                col.push(v.clone());
+            }
+            ops.push(op as i8);
+        };
+        let global = self.is_global();
+        for &slot in slots {
+            let Some(group) = self.groups[slot].as_mut() else {
+                continue;
+            };
+            if group.rows < 0 {
+                return Err(SluiceError::internal(
+                    "aggregate received more retractions than insertions for a group",
+                ));
+            }
+            if group.rows == 0 && !global {
+                if let Some(old) = group.emitted.take() {
+                    push(&group.key, &old, RowKind::Delete);
+                }
+                let group = self.groups[slot].take().expect("checked above");
+                self.index.remove(group.key.as_ref());
+                self.free_slots.push(slot);
+                continue;
+            }
+            let new: Vec<ScalarValue> = group
+                .accumulators
+                .iter_mut()
+                .map(|a| a.evaluate())
+                .collect::<datafusion::error::Result<_>>()?;
+            match &group.emitted {
+                Some(old) if *old == new => continue,
+                Some(old) => {
+                    push(&group.key, old, RowKind::UpdateBefore);
+                    push(&group.key, &new, RowKind::UpdateAfter);
+                }
+                None => push(&group.key, &new, RowKind::Insert),
+            }
+            group.emitted = Some(new);
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = if global {
+            Vec::new()
+        } else {
+            self.converter.convert_rows(keys.iter().map(|k| k.row()))?
+        };
+        for (col, field) in values
+            .into_iter()
+            .zip(&self.schema.fields()[self.group_exprs.len()..])
+        {
+            let array = if col.is_empty() {
+                arrow::array::new_empty_array(field.data_type())
+            } else {
+                ScalarValue::iter_to_array(col)?
+            };
+            columns.push(arrow::compute::cast(&array, field.data_type())?);
+        }
+        columns.push(Arc::new(Int8Array::from(ops)));
+        out.push(Message::Batch(RecordBatch::try_new(
+            self.schema.clone(),
+            columns,
+        )?));
+        Ok(())
+    }
+}
+
+impl Operator for AggregateOperator {
+    fn name(&self) -> &'static str {
+        "Aggregate"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+        self.ensure_global_group(out)?;
+        let (data, ops) = split_changelog(&batch);
+        let n = data.num_rows();
+        let slots = self.group_slots(&data)?;
+
+        // Bucket rows by group, insertions and retractions apart.
+        let mut local_of: HashMap<usize, usize> = HashMap::new();
+        let mut touched: Vec<usize> = Vec::new();
+        let mut additions: Vec<Vec<u32>> = Vec::new();
+        let mut retractions: Vec<Vec<u32>> = Vec::new();
+        for (row, &slot) in slots.iter().enumerate() {
+            let local = *local_of.entry(slot).or_insert_with(|| {
+                touched.push(slot);
+                additions.push(Vec::new());
+                retractions.push(Vec::new());
+                touched.len() - 1
+            });
+            if RowKind::is_addition(ops.value(row)) {
+                additions[local].push(row as u32);
+            } else {
+                retractions[local].push(row as u32);
+            }
+        }
+
+        let mut arguments: Vec<(Vec<ArrayRef>, Option<BooleanArray>)> = Vec::new();
+        for spec in &self.aggregates {
+            let args = spec
+                .function
+                .expressions()
+                .iter()
+                .map(|e| e.evaluate(&data).and_then(|v| v.into_array(n)))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            let mask = match &spec.filter {
+                Some(f) => {
+                    let m = f.evaluate(&data)?.into_array(n)?;
+                    let m = m
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .ok_or_else(|| SluiceError::internal("aggregate FILTER is not boolean"))?
+                        .clone();
+                    Some(m)
+                }
+                None => None,
+            };
+            arguments.push((args, mask));
+        }
+
+        for (local, &slot) in touched.iter().enumerate() {
+            let group = self.groups[slot].as_mut().expect("slot was just looked up");
+            for (retract, rows) in [(false, &additions[local]), (true, &retractions[local])] {
+                if rows.is_empty() {
+                    continue;
+                }
+                let indices = UInt32Array::from(rows.clone());
+                for (j, (args, mask)) in arguments.iter().enumerate() {
+                    let mut values: Vec<ArrayRef> = args
+                        .iter()
+                        .map(|a| take(a, &indices, None))
+                        .collect::<Result<_, _>>()?;
+                    if let Some(mask) = mask {
+                        let m = take(mask, &indices, None)?;
+                        let m = m
+                            .as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .expect("taken from booleans");
+                        values = values
+                            .iter()
+                            .map(|v| filter(v, m))
+                            .collect::<Result<_, _>>()?;
+                    }
+                    let acc = &mut group.accumulators[j];
+                    if retract {
+                        if !acc.supports_retract_batch() {
+                            return Err(SluiceError::unsupported(format!(
+                                "aggregate {} cannot take back rows yet, so it cannot run over an updating input",
+                                self.aggregates[j].function.name()
+                            )));
+                        }
+                        acc.retract_batch(&values)?;
+                    } else {
+                        acc.update_batch(&values)?;
+                    }
+                }
+                let delta = rows.len() as i64;
+                group.rows += if retract { -delta } else { delta };
+            }
+        }
+        self.emit(&touched, out)
+    }
+
+    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        self.ensure_global_group(out)?;
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
+    fn process_barrier(
+        &mut self,
+        barrier: CheckpointBarrier,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.ensure_global_group(out)?;
+        out.push(Message::Barrier(barrier));
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        self.ensure_global_group(out)
+    }
+}

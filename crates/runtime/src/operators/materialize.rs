@@ -1,0 +1,400 @@
+//! The end of a materialized view's dataflow: applies the view's changelog to keyed state
+//! and passes the same changes on to the views that read this one.
+//!
+//! A view's result is a multiset of rows: state maps each distinct row (in Arrow's row
+//! format) to how many times it is present. Insertions add one, retractions take one
+//! away, a row whose count reaches zero is deleted. This is correct for every changelog
+//! shape (append-only, retracting) without knowing the view's key.
+//!
+//! Subscribing (a downstream view starting) is atomic with respect to the changes: the
+//! state update and the read of the subscriber list happen under one lock, so a new
+//! subscriber sees each change either in its snapshot or as a message, never both or
+//! neither.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int8Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use sluice_common::error::{Result, SluiceError};
+use sluice_state::{StateTable, StateWrite};
+use tokio::sync::{mpsc, watch};
+
+use crate::exchange::{Collector, channel};
+use crate::keygroup::key_groups_of;
+use crate::message::{Message, RowKind, changelog_schema, split_changelog};
+
+/// Rows per batch when reading a view's state.
+const SCAN_BATCH_ROWS: usize = 8192;
+
+/// How far a sink subtask has got: the last barrier it applied, and whether its input
+/// has ended. FLUSH waits on this.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkProgress {
+    pub epoch: u64,
+    pub finished: bool,
+}
+
+/// A new reader of a view partition: the rows now, then every change after them.
+pub struct Subscription {
+    /// The partition's rows at subscription time, as insertions in the stream schema.
+    pub snapshot: Vec<RecordBatch>,
+    /// Barriers up to this epoch were applied before the snapshot; ignore them.
+    pub after_epoch: u64,
+    pub changes: mpsc::Receiver<Message>,
+}
+
+#[derive(Default)]
+struct Subscribers {
+    senders: Vec<mpsc::Sender<Message>>,
+    last_epoch: u64,
+    finished: bool,
+}
+
+/// One partition (one sink subtask's share) of a materialized view's result.
+pub struct ViewPartition {
+    /// The view's columns (no op column).
+    schema: SchemaRef,
+    /// Whether the stream into the view is a changelog (then subscribers get the op column).
+    changelog: bool,
+    key_groups: u16,
+    state: Arc<dyn StateTable>,
+    subscribers: Mutex<Subscribers>,
+}
+
+impl ViewPartition {
+    pub fn new(
+        schema: SchemaRef,
+        changelog: bool,
+        key_groups: u16,
+        state: Arc<dyn StateTable>,
+    ) -> Arc<Self> {
+        Arc::new(ViewPartition {
+            schema,
+            changelog,
+            key_groups,
+            state,
+            subscribers: Mutex::new(Subscribers::default()),
+        })
+    }
+
+    /// The schema of the change stream subscribers receive.
+    pub fn stream_schema(&self) -> SchemaRef {
+        if self.changelog {
+            changelog_schema(&self.schema)
+        } else {
+            self.schema.clone()
+        }
+    }
+
+    fn converter(&self) -> Result<RowConverter> {
+        let fields = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(RowConverter::new(fields)?)
+    }
+
+    /// The rows of this partition now (each as many times as it is present).
+    pub fn scan(&self) -> Result<Vec<RecordBatch>> {
+        let entries = self.state.scan(None);
+        self.rows_to_batches(entries, false)
+    }
+
+    /// Number of distinct rows in state, for tests and metrics.
+    pub fn state_entries(&self) -> usize {
+        self.state.len()
+    }
+
+    fn rows_to_batches(
+        &self,
+        entries: Vec<(u16, Vec<u8>, Vec<u8>)>,
+        with_ops: bool,
+    ) -> Result<Vec<RecordBatch>> {
+        let converter = self.converter()?;
+        let parser = converter.parser();
+        let mut keys: Vec<&[u8]> = Vec::new();
+        for (_, key, value) in &entries {
+            for _ in 0..decode_count(value)? {
+                keys.push(key);
+            }
+        }
+        let mut batches = Vec::new();
+        for chunk in keys.chunks(SCAN_BATCH_ROWS) {
+            let mut columns: Vec<ArrayRef> =
+                converter.convert_rows(chunk.iter().map(|k| parser.parse(k)))?;
+            let schema = if with_ops {
+                columns.push(Arc::new(Int8Array::from(vec![
+                    RowKind::Insert as i8;
+                    chunk.len()
+                ])));
+                changelog_schema(&self.schema)
+            } else {
+                self.schema.clone()
+            };
+            batches.push(RecordBatch::try_new(schema, columns)?);
+        }
+        Ok(batches)
+    }
+
+    /// Starts reading this partition's changes; see [`Subscription`].
+    pub fn subscribe(&self) -> Result<Subscription> {
+        let (tx, rx) = channel();
+        let mut subs = self.subscribers.lock();
+        let snapshot = self.rows_to_batches(self.state.scan(None), self.changelog)?;
+        if subs.finished {
+            tx.try_send(Message::EndOfStream)
+                .expect("a new channel has room");
+        } else {
+            subs.senders.push(tx);
+        }
+        Ok(Subscription {
+            snapshot,
+            after_epoch: subs.last_epoch,
+            changes: rx,
+        })
+    }
+
+    /// Applies a changelog batch to state; returns the subscribers to forward it to.
+    fn apply(
+        &self,
+        batch: &RecordBatch,
+        converter: &RowConverter,
+    ) -> Result<Vec<mpsc::Sender<Message>>> {
+        let (data, ops) = split_changelog(batch);
+        let rows = converter.convert_columns(data.columns())?;
+        let all_columns: Vec<usize> = (0..data.num_columns()).collect();
+        let groups = key_groups_of(&data, &all_columns, self.key_groups)?;
+        // Net change per distinct row, so a -U/+U pair of the same row costs nothing.
+        let mut deltas: HashMap<(u16, &[u8]), i64> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            let d = if RowKind::is_addition(ops.value(i)) {
+                1
+            } else {
+                -1
+            };
+            *deltas.entry((groups[i], row.data())).or_default() += d;
+        }
+        let subs = self.subscribers.lock();
+        let mut writes = Vec::with_capacity(deltas.len());
+        for ((key_group, key), delta) in deltas {
+            if delta == 0 {
+                continue;
+            }
+            let current = match self.state.get(key_group, key) {
+                Some(v) => decode_count(&v)?,
+                None => 0,
+            };
+            let count = current + delta;
+            if count < 0 {
+                return Err(SluiceError::internal(
+                    "a materialized view received a retraction of a row it does not hold",
+                ));
+            }
+            writes.push(if count == 0 {
+                StateWrite::Delete {
+                    key_group,
+                    key: key.to_vec(),
+                }
+            } else {
+                StateWrite::Put {
+                    key_group,
+                    key: key.to_vec(),
+                    value: count.to_le_bytes().to_vec(),
+                }
+            });
+        }
+        self.state.write(writes);
+        Ok(subs.senders.clone())
+    }
+
+    fn forward_targets(&self, message: &Message) -> Vec<mpsc::Sender<Message>> {
+        let mut subs = self.subscribers.lock();
+        match message {
+            Message::Barrier(b) => subs.last_epoch = b.epoch,
+            Message::EndOfStream => subs.finished = true,
+            _ => {}
+        }
+        subs.senders.clone()
+    }
+
+    fn remove_closed_subscribers(&self) {
+        self.subscribers.lock().senders.retain(|s| !s.is_closed());
+    }
+}
+
+fn decode_count(value: &[u8]) -> Result<i64> {
+    let bytes: [u8; 8] = value
+        .try_into()
+        .map_err(|_| SluiceError::internal("corrupt row count in view state"))?;
+    Ok(i64::from_le_bytes(bytes))
+}
+
+/// The sink subtask of a materialized view.
+pub struct MaterializeSink {
+    partition: Arc<ViewPartition>,
+    converter: RowConverter,
+    progress: watch::Sender<SinkProgress>,
+}
+
+impl MaterializeSink {
+    pub fn new(
+        partition: Arc<ViewPartition>,
+        progress: watch::Sender<SinkProgress>,
+    ) -> Result<Self> {
+        let converter = partition.converter()?;
+        Ok(MaterializeSink {
+            partition,
+            converter,
+            progress,
+        })
+    }
+
+    async fn forward(&self, targets: Vec<mpsc::Sender<Message>>, message: Message) {
+        let mut lost = false;
+        for target in targets {
+            // A closed channel is a downstream view that was dropped; forget it.
+            lost |= target.send(message.clone()).await.is_err();
+        }
+        if lost {
+            self.partition.remove_closed_subscribers();
+        }
+    }
+}
+
+#[async_trait]
+impl Collector for MaterializeSink {
+    async fn collect(&mut self, message: Message) -> Result<()> {
+        match message {
+            Message::Batch(batch) => {
+                let targets = self.partition.apply(&batch, &self.converter)?;
+                self.forward(targets, Message::Batch(batch)).await;
+            }
+            Message::Barrier(barrier) => {
+                let targets = self.partition.forward_targets(&Message::Barrier(barrier));
+                self.forward(targets, Message::Barrier(barrier)).await;
+                self.progress
+                    .send_modify(|p| p.epoch = p.epoch.max(barrier.epoch));
+            }
+            Message::EndOfStream => {
+                let targets = self.partition.forward_targets(&Message::EndOfStream);
+                self.forward(targets, Message::EndOfStream).await;
+                self.progress.send_modify(|p| p.finished = true);
+            }
+            Message::Watermark(w) => {
+                let targets = self.partition.forward_targets(&Message::Watermark(w));
+                self.forward(targets, Message::Watermark(w)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{BarrierKind, CheckpointBarrier};
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use sluice_state::{MemoryStateBackend, StateBackend};
+
+    fn changes(values: Vec<i64>, ops: Vec<RowKind>) -> RecordBatch {
+        let schema = changelog_schema(&Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(values)),
+                Arc::new(Int8Array::from(
+                    ops.into_iter().map(|o| o as i8).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn sorted_values(batches: &[RecordBatch]) -> Vec<i64> {
+        let mut v: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn view_state_is_the_multiset_of_applied_changes_and_subscribers_see_each_change_once() {
+        let backend = MemoryStateBackend::new();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let partition = ViewPartition::new(schema, true, 128, backend.table("mv"));
+        let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
+        let mut sink = MaterializeSink::new(partition.clone(), progress_tx).unwrap();
+
+        sink.collect(Message::Batch(changes(
+            vec![1, 1, 2],
+            vec![RowKind::Insert; 3],
+        )))
+        .await
+        .unwrap();
+        let mut early = partition.subscribe().unwrap();
+        assert_eq!(sorted_values(&early.snapshot), vec![1, 1, 2]);
+
+        sink.collect(Message::Batch(changes(
+            vec![1, 3, 2, 2],
+            vec![
+                RowKind::Delete,
+                RowKind::Insert,
+                RowKind::UpdateBefore,
+                RowKind::UpdateAfter,
+            ],
+        )))
+        .await
+        .unwrap();
+        sink.collect(Message::Barrier(CheckpointBarrier {
+            epoch: 4,
+            kind: BarrierKind::Flush,
+        }))
+        .await
+        .unwrap();
+        assert_eq!(sorted_values(&partition.scan().unwrap()), vec![1, 2, 3]);
+        assert_eq!(progress_rx.borrow().epoch, 4);
+
+        let Message::Batch(b) = early.changes.recv().await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.num_rows(), 4);
+        assert!(matches!(
+            early.changes.recv().await.unwrap(),
+            Message::Barrier(_)
+        ));
+
+        let late = partition.subscribe().unwrap();
+        assert_eq!(late.after_epoch, 4);
+        assert_eq!(sorted_values(&late.snapshot), vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn retracting_a_row_that_is_not_there_is_an_error() {
+        let backend = MemoryStateBackend::new();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let partition = ViewPartition::new(schema, true, 128, backend.table("mv"));
+        let (tx, _rx) = watch::channel(SinkProgress::default());
+        let mut sink = MaterializeSink::new(partition, tx).unwrap();
+        assert!(
+            sink.collect(Message::Batch(changes(vec![7], vec![RowKind::Delete])))
+                .await
+                .is_err()
+        );
+    }
+}

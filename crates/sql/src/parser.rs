@@ -1,0 +1,642 @@
+//! Parsing Sluice's SQL: PostgreSQL's dialect (through sqlparser, as DataFusion uses it)
+//! plus the streaming statements users know from RisingWave and Flink.
+//!
+//! sqlparser does not know `CREATE SOURCE`, `APPEND ONLY`, `FLUSH`, `SHOW JOBS` or
+//! RisingWave-style `WITH (fields.id.kind = 'sequence')` options, so the text is first
+//! tokenized, split into statements at top-level semicolons, and each statement is
+//! recognised by its leading keywords. Sluice-only syntax is taken off the token list and
+//! the rest goes to sqlparser, so column definitions, types and queries are parsed by the
+//! same code DataFusion uses.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use datafusion::sql::sqlparser::ast::{self, ObjectName};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use sluice_common::error::{Result, SluiceError};
+
+/// The kinds of catalog object a statement can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    Table,
+    Source,
+    MaterializedView,
+}
+
+impl ObjectKind {
+    /// The SQL spelling, as in `DROP <kind>`.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            ObjectKind::Table => "TABLE",
+            ObjectKind::Source => "SOURCE",
+            ObjectKind::MaterializedView => "MATERIALIZED VIEW",
+        }
+    }
+}
+
+/// What `SHOW` lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShowTarget {
+    Tables,
+    Sources,
+    MaterializedViews,
+    Jobs,
+    /// `SHOW <setting>`.
+    Variable(String),
+}
+
+/// One parsed statement.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// `CREATE TABLE` (`append_only` from `APPEND ONLY`); `with` holds `WITH (...)` options.
+    CreateTable {
+        create: Box<ast::Statement>,
+        append_only: bool,
+        with: BTreeMap<String, String>,
+    },
+    /// `CREATE SOURCE name (columns) WITH (connector = ..., ...)`. `create` is the same
+    /// definition spelled as a `CREATE TABLE`, so column types parse as they do for tables.
+    CreateSource {
+        create: Box<ast::Statement>,
+        with: BTreeMap<String, String>,
+    },
+    /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name AS query`.
+    CreateMaterializedView {
+        name: ObjectName,
+        if_not_exists: bool,
+        query: Box<ast::Query>,
+        /// The text of the query, kept for `SHOW` and the catalog.
+        query_sql: String,
+    },
+    /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the stream graph it would run.
+    ExplainStream(Box<Statement>),
+    Flush,
+    Show(ShowTarget),
+    Describe(ObjectName),
+    Drop {
+        kind: ObjectKind,
+        names: Vec<ObjectName>,
+        if_exists: bool,
+        cascade: bool,
+    },
+    /// `SET name = value` / `SET name TO value`.
+    Set {
+        name: String,
+        value: String,
+    },
+    /// `BEGIN`, `COMMIT`, `ROLLBACK`: accepted so drivers work; Sluice has no multi-statement
+    /// transactions, every statement commits on its own.
+    Transaction(&'static str),
+    /// Anything else (`SELECT`, `INSERT`, `EXPLAIN SELECT`, ...): DataFusion plans it.
+    Query(Box<ast::Statement>),
+    /// An empty statement (only comments or `;`).
+    Empty,
+}
+
+/// A statement with the text it was parsed from.
+#[derive(Debug, Clone)]
+pub struct ParsedStatement {
+    pub statement: Statement,
+    pub sql: String,
+}
+
+impl fmt::Display for ParsedStatement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.sql)
+    }
+}
+
+/// Parses a string that may hold several `;`-separated statements.
+pub fn parse_sql(sql: &str) -> Result<Vec<ParsedStatement>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| SluiceError::syntax(e.to_string()))?;
+    let mut out = Vec::new();
+    for group in split_statements(tokens) {
+        let text: String = group
+            .iter()
+            .map(|t| t.token.to_string())
+            .collect::<String>();
+        let text = text.trim().to_string();
+        let statement = parse_one(group)?;
+        if !matches!(statement, Statement::Empty) {
+            out.push(ParsedStatement {
+                statement,
+                sql: text,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
+    let mut groups = vec![Vec::new()];
+    for t in tokens {
+        match t.token {
+            Token::SemiColon => groups.push(Vec::new()),
+            Token::EOF => {}
+            _ => groups.last_mut().expect("never empty").push(t),
+        }
+    }
+    groups
+}
+
+/// A statement's tokens without whitespace and comments, with helpers to match keywords.
+struct Tokens {
+    all: Vec<TokenWithSpan>,
+}
+
+impl Tokens {
+    fn significant(&self) -> Vec<&Token> {
+        self.all
+            .iter()
+            .map(|t| &t.token)
+            .filter(|t| !matches!(t, Token::Whitespace(_)))
+            .collect()
+    }
+
+    /// True when the statement starts with these (unquoted, case-insensitive) words.
+    fn starts_with(&self, words: &[&str]) -> bool {
+        let sig = self.significant();
+        words.len() <= sig.len() && words.iter().zip(sig).all(|(w, t)| is_word(t, w))
+    }
+}
+
+fn is_word(t: &Token, word: &str) -> bool {
+    matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    let toks = Tokens { all: tokens };
+    let sig = toks.significant();
+    if sig.is_empty() {
+        return Ok(Statement::Empty);
+    }
+    if toks.starts_with(&["FLUSH"]) && sig.len() == 1 {
+        return Ok(Statement::Flush);
+    }
+    if toks.starts_with(&["EXPLAIN", "CREATE"]) {
+        let rest = drop_leading_words(toks.all, 1);
+        return match parse_one(rest)? {
+            s @ Statement::CreateMaterializedView { .. } => {
+                Ok(Statement::ExplainStream(Box::new(s)))
+            }
+            _ => Err(SluiceError::unsupported(
+                "EXPLAIN CREATE is supported for CREATE MATERIALIZED VIEW only",
+            )),
+        };
+    }
+    for (words, tag) in [
+        (&["BEGIN"][..], "BEGIN"),
+        (&["START", "TRANSACTION"][..], "BEGIN"),
+        (&["COMMIT"][..], "COMMIT"),
+        (&["END"][..], "COMMIT"),
+        (&["ROLLBACK"][..], "ROLLBACK"),
+        (&["ABORT"][..], "ROLLBACK"),
+    ] {
+        if toks.starts_with(words) {
+            return Ok(Statement::Transaction(tag));
+        }
+    }
+    if toks.starts_with(&["SHOW"]) {
+        return parse_show(&sig);
+    }
+    if toks.starts_with(&["DESCRIBE"]) || toks.starts_with(&["DESC"]) {
+        let rest = drop_leading_words(toks.all, 1);
+        let mut parser = sql_parser(rest);
+        let name = parser.parse_object_name(false).map_err(syntax)?;
+        return Ok(Statement::Describe(name));
+    }
+    if toks.starts_with(&["DROP"]) {
+        return parse_drop(toks);
+    }
+    if toks.starts_with(&["SET"]) {
+        return parse_set(&sig);
+    }
+    if toks.starts_with(&["CREATE", "SOURCE"]) || toks.starts_with(&["CREATE", "TABLE"]) {
+        let is_source = toks.starts_with(&["CREATE", "SOURCE"]);
+        return parse_create_table_like(toks.all, is_source);
+    }
+    if toks.starts_with(&["CREATE", "MATERIALIZED", "VIEW"]) {
+        return parse_create_materialized_view(toks.all);
+    }
+    let mut parser = sql_parser(toks.all);
+    let statement = parser.parse_statement().map_err(syntax)?;
+    expect_end(&mut parser)?;
+    Ok(Statement::Query(Box::new(statement)))
+}
+
+fn syntax(e: datafusion::sql::sqlparser::parser::ParserError) -> SluiceError {
+    let msg = e.to_string();
+    SluiceError::syntax(
+        msg.strip_prefix("sql parser error: ")
+            .unwrap_or(&msg)
+            .to_string(),
+    )
+}
+
+fn sql_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
+    static DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
+    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
+}
+
+fn expect_end(parser: &mut Parser<'_>) -> Result<()> {
+    let next = parser.peek_token();
+    if next.token != Token::EOF {
+        return Err(SluiceError::syntax(format!(
+            "unexpected {} at line {}, column {}",
+            next.token, next.span.start.line, next.span.start.column
+        )));
+    }
+    Ok(())
+}
+
+/// Removes the first `n` significant tokens (and the whitespace before them).
+fn drop_leading_words(tokens: Vec<TokenWithSpan>, n: usize) -> Vec<TokenWithSpan> {
+    let mut seen = 0;
+    tokens
+        .into_iter()
+        .skip_while(|t| {
+            if seen >= n {
+                return false;
+            }
+            if !matches!(t.token, Token::Whitespace(_)) {
+                seen += 1;
+            }
+            true
+        })
+        .collect()
+}
+
+fn parse_show(sig: &[&Token]) -> Result<Statement> {
+    let words: Vec<String> = sig[1..]
+        .iter()
+        .map(|t| match t {
+            Token::Word(w) => w.value.to_ascii_uppercase(),
+            other => other.to_string(),
+        })
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let target = match words.as_slice() {
+        ["TABLES"] => ShowTarget::Tables,
+        ["SOURCES"] => ShowTarget::Sources,
+        ["MATERIALIZED", "VIEWS"] => ShowTarget::MaterializedViews,
+        ["JOBS"] | ["STREAMING", "JOBS"] => ShowTarget::Jobs,
+        ["ALL"] => ShowTarget::Variable("all".into()),
+        [name] => ShowTarget::Variable(name.to_ascii_lowercase()),
+        _ => {
+            return Err(SluiceError::syntax(format!(
+                "SHOW {} is not a known SHOW statement; try SHOW TABLES, SOURCES, MATERIALIZED VIEWS, JOBS or SHOW <setting>",
+                words.join(" ")
+            )));
+        }
+    };
+    Ok(Statement::Show(target))
+}
+
+fn parse_drop(toks: Tokens) -> Result<Statement> {
+    let (kind, skip) = if toks.starts_with(&["DROP", "MATERIALIZED", "VIEW"]) {
+        (ObjectKind::MaterializedView, 3)
+    } else if toks.starts_with(&["DROP", "SOURCE"]) {
+        (ObjectKind::Source, 2)
+    } else if toks.starts_with(&["DROP", "TABLE"]) {
+        (ObjectKind::Table, 2)
+    } else {
+        let mut parser = sql_parser(toks.all);
+        let statement = parser.parse_statement().map_err(syntax)?;
+        return Ok(Statement::Query(Box::new(statement)));
+    };
+    let mut parser = sql_parser(drop_leading_words(toks.all, skip));
+    let if_exists = parser.parse_keywords(&[
+        datafusion::sql::sqlparser::keywords::Keyword::IF,
+        datafusion::sql::sqlparser::keywords::Keyword::EXISTS,
+    ]);
+    let names = parser
+        .parse_comma_separated(|p| p.parse_object_name(false))
+        .map_err(syntax)?;
+    let cascade = parser.parse_keyword(datafusion::sql::sqlparser::keywords::Keyword::CASCADE);
+    if !cascade {
+        let _restrict =
+            parser.parse_keyword(datafusion::sql::sqlparser::keywords::Keyword::RESTRICT);
+    }
+    expect_end(&mut parser)?;
+    Ok(Statement::Drop {
+        kind,
+        names,
+        if_exists,
+        cascade,
+    })
+}
+
+fn parse_set(sig: &[&Token]) -> Result<Statement> {
+    // SET [SESSION | LOCAL] name { = | TO } value [, value ...]
+    let mut i = 1;
+    if sig
+        .get(i)
+        .is_some_and(|t| is_word(t, "SESSION") || is_word(t, "LOCAL"))
+    {
+        i += 1;
+    }
+    let mut name = String::new();
+    while let Some(t) = sig.get(i) {
+        match t {
+            Token::Eq => break,
+            t if is_word(t, "TO") => break,
+            Token::Word(w) => name.push_str(&w.value.to_ascii_lowercase()),
+            Token::Period => name.push('.'),
+            other => {
+                return Err(SluiceError::syntax(format!("unexpected {other} in SET")));
+            }
+        }
+        i += 1;
+    }
+    if name.is_empty() || i >= sig.len() {
+        return Err(SluiceError::syntax(
+            "SET needs a name and a value: SET name = value",
+        ));
+    }
+    let value: Vec<String> = sig[i + 1..].iter().map(|t| token_value(t)).collect();
+    if value.is_empty() {
+        return Err(SluiceError::syntax(format!("SET {name} needs a value")));
+    }
+    Ok(Statement::Set {
+        name,
+        value: value.join(""),
+    })
+}
+
+/// The value a token stands for in `SET` and `WITH` options: strings unquoted, words and
+/// numbers as written.
+fn token_value(t: &Token) -> String {
+    match t {
+        Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s.clone(),
+        Token::Word(w) => w.value.clone(),
+        Token::Number(n, _) => n.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn parse_create_table_like(tokens: Vec<TokenWithSpan>, is_source: bool) -> Result<Statement> {
+    let (mut tokens, with) = take_with_options(tokens)?;
+    let append_only = take_append_only(&mut tokens);
+    if is_source {
+        // Spell `CREATE SOURCE` as `CREATE TABLE` for sqlparser.
+        if let Some(t) = tokens.iter_mut().find(|t| is_word(&t.token, "SOURCE")) {
+            t.token = Token::make_keyword("TABLE");
+        }
+    }
+    let mut parser = sql_parser(tokens);
+    let create = parser.parse_statement().map_err(syntax)?;
+    expect_end(&mut parser)?;
+    if !matches!(create, ast::Statement::CreateTable(_)) {
+        return Err(SluiceError::syntax("expected a table definition"));
+    }
+    if is_source {
+        // Sources are always append-only; a redundant APPEND ONLY (RisingWave) is accepted.
+        Ok(Statement::CreateSource {
+            create: Box::new(create),
+            with,
+        })
+    } else {
+        Ok(Statement::CreateTable {
+            create: Box::new(create),
+            append_only,
+            with,
+        })
+    }
+}
+
+/// Takes a trailing top-level `WITH ( key = value, ... )` off a CREATE statement. Keys may
+/// be dotted (`fields.id.kind`, `datagen.rows.per.second`) or quoted (`'rows-per-second'`).
+fn take_with_options(
+    tokens: Vec<TokenWithSpan>,
+) -> Result<(Vec<TokenWithSpan>, BTreeMap<String, String>)> {
+    let mut depth = 0i32;
+    let mut with_at = None;
+    for (i, t) in tokens.iter().enumerate() {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            tok if depth == 0 && is_word(tok, "WITH") => with_at = Some(i),
+            _ => {}
+        }
+    }
+    let Some(at) = with_at else {
+        return Ok((tokens, BTreeMap::new()));
+    };
+    let rest: Vec<&Token> = tokens[at + 1..]
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    if rest.first() != Some(&&Token::LParen) || rest.last() != Some(&&Token::RParen) {
+        return Err(SluiceError::syntax(
+            "WITH options must be a parenthesized list at the end: WITH (key = 'value', ...)",
+        ));
+    }
+    let mut options = BTreeMap::new();
+    for entry in rest[1..rest.len() - 1].split(|t| **t == Token::Comma) {
+        let eq = entry.iter().position(|t| **t == Token::Eq).ok_or_else(|| {
+            SluiceError::syntax(format!(
+                "WITH option '{}' needs a value: key = 'value'",
+                entry.iter().map(|t| t.to_string()).collect::<String>()
+            ))
+        })?;
+        let key: String = entry[..eq].iter().map(|t| token_value(t)).collect();
+        let value: String = entry[eq + 1..].iter().map(|t| token_value(t)).collect();
+        if key.is_empty() || value.is_empty() {
+            return Err(SluiceError::syntax(
+                "WITH options must look like key = 'value'",
+            ));
+        }
+        if options.insert(key.to_ascii_lowercase(), value).is_some() {
+            return Err(SluiceError::syntax(format!(
+                "WITH option '{}' is given twice",
+                key.to_ascii_lowercase()
+            )));
+        }
+    }
+    let mut kept = tokens;
+    kept.truncate(at);
+    Ok((kept, options))
+}
+
+/// Removes a top-level `APPEND ONLY` and reports whether it was there.
+fn take_append_only(tokens: &mut Vec<TokenWithSpan>) -> bool {
+    let mut depth = 0i32;
+    let sig: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    for w in sig.windows(2) {
+        match tokens[w[0]].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        if depth == 0
+            && is_word(&tokens[w[0]].token, "APPEND")
+            && is_word(&tokens[w[1]].token, "ONLY")
+        {
+            let (a, b) = (w[0], w[1]);
+            tokens.drain(a..=b);
+            return true;
+        }
+    }
+    false
+}
+
+fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    // The query text is everything after the top-level AS.
+    let mut depth = 0i32;
+    let as_at = tokens.iter().position(|t| {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        depth == 0 && is_word(&t.token, "AS")
+    });
+    let query_sql = as_at
+        .map(|i| {
+            tokens[i + 1..]
+                .iter()
+                .map(|t| t.token.to_string())
+                .collect::<String>()
+        })
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let mut parser = sql_parser(tokens);
+    let statement = parser.parse_statement().map_err(syntax)?;
+    expect_end(&mut parser)?;
+    match statement {
+        ast::Statement::CreateView(view) if view.materialized => {
+            if view.or_replace {
+                return Err(SluiceError::unsupported(
+                    "CREATE OR REPLACE MATERIALIZED VIEW is not supported; DROP the view and create it again",
+                ));
+            }
+            if !view.columns.is_empty() {
+                return Err(SluiceError::unsupported(
+                    "column lists on CREATE MATERIALIZED VIEW are not supported; alias the columns in the query",
+                ));
+            }
+            Ok(Statement::CreateMaterializedView {
+                name: view.name,
+                if_not_exists: view.if_not_exists,
+                query: view.query,
+                query_sql,
+            })
+        }
+        _ => Err(SluiceError::syntax(
+            "expected CREATE MATERIALIZED VIEW name AS query",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Statement {
+        let mut v = parse_sql(sql).unwrap();
+        assert_eq!(v.len(), 1, "{sql}");
+        v.remove(0).statement
+    }
+
+    #[test]
+    fn create_source_takes_dotted_and_quoted_with_options() {
+        let s = one(
+            "CREATE SOURCE s (id BIGINT, v INT) WITH (connector = 'datagen', fields.id.kind = 'sequence', \
+             'rows-per-second' = '10', datagen.rows.per.second = 5)",
+        );
+        let Statement::CreateSource { create, with } = s else {
+            panic!("{s:?}")
+        };
+        assert!(matches!(*create, ast::Statement::CreateTable(_)));
+        assert_eq!(with["connector"], "datagen");
+        assert_eq!(with["fields.id.kind"], "sequence");
+        assert_eq!(with["rows-per-second"], "10");
+        assert_eq!(with["datagen.rows.per.second"], "5");
+    }
+
+    #[test]
+    fn append_only_is_recognised_and_removed() {
+        let Statement::CreateTable { append_only, .. } =
+            one("CREATE TABLE t (a INT, b VARCHAR, PRIMARY KEY (a)) APPEND ONLY")
+        else {
+            panic!()
+        };
+        assert!(append_only);
+        let Statement::CreateTable { append_only, .. } = one("create table t (a int)") else {
+            panic!()
+        };
+        assert!(!append_only);
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons_only() {
+        let v = parse_sql("INSERT INTO t VALUES ('a;b'); FLUSH; ; SELECT 1").unwrap();
+        assert_eq!(v.len(), 3);
+        assert!(matches!(v[1].statement, Statement::Flush));
+        assert_eq!(v[0].sql, "INSERT INTO t VALUES ('a;b')");
+    }
+
+    #[test]
+    fn materialized_view_keeps_query_text() {
+        let Statement::CreateMaterializedView {
+            name, query_sql, ..
+        } = one("CREATE MATERIALIZED VIEW v AS SELECT a, count(*) AS n FROM t GROUP BY a")
+        else {
+            panic!()
+        };
+        assert_eq!(name.to_string(), "v");
+        assert_eq!(query_sql, "SELECT a, count(*) AS n FROM t GROUP BY a");
+    }
+
+    #[test]
+    fn show_drop_set_and_explain() {
+        assert!(matches!(
+            one("SHOW MATERIALIZED VIEWS"),
+            Statement::Show(ShowTarget::MaterializedViews)
+        ));
+        assert!(matches!(
+            one("show jobs"),
+            Statement::Show(ShowTarget::Jobs)
+        ));
+        let Statement::Drop {
+            kind,
+            if_exists,
+            names,
+            ..
+        } = one("DROP MATERIALIZED VIEW IF EXISTS a, b")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (kind, if_exists, names.len()),
+            (ObjectKind::MaterializedView, true, 2)
+        );
+        let Statement::Set { name, value } = one("SET RW_IMPLICIT_FLUSH TO true") else {
+            panic!()
+        };
+        assert_eq!(
+            (name.as_str(), value.as_str()),
+            ("rw_implicit_flush", "true")
+        );
+        assert!(matches!(
+            one("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT 1"),
+            Statement::ExplainStream(_)
+        ));
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let e = parse_sql("SELEC 1").unwrap_err();
+        assert_eq!(e.state, sluice_common::SqlState::SYNTAX_ERROR);
+        assert!(e.message.contains("SELEC"), "{}", e.message);
+    }
+}
