@@ -5,14 +5,17 @@
 use std::future::poll_fn;
 use std::task::Poll;
 
-use arrow::array::UInt32Array;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, UInt32Array};
+use datafusion::physical_expr::PhysicalExpr;
 use arrow::compute::take_record_batch;
 use async_trait::async_trait;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::subtask_of_key_group;
 use tokio::sync::mpsc;
 
-use crate::keygroup::key_groups_of;
+use crate::keygroup::key_groups_of_columns;
 use crate::message::{CheckpointBarrier, Message, Watermark};
 
 /// Capacity of every channel, in messages. A full channel blocks its sender, which is how
@@ -32,7 +35,7 @@ pub trait Collector: Send {
 }
 
 /// How rows are spread over the downstream subtasks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Partitioning {
     /// Subtask i sends to subtask i only (the receivers list has one element).
     Forward,
@@ -272,7 +275,6 @@ mod tests {
     use arrow::array::Int64Array;
     use arrow::array::RecordBatch;
     use arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
 
     fn batch(v: Vec<i64>) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));

@@ -39,9 +39,12 @@ impl StateBackend for MemoryStateBackend {
     }
 }
 
+/// The entries of one key group, in key order.
+type KeyGroupEntries = BTreeMap<Vec<u8>, Vec<u8>>;
+
 #[derive(Debug, Default)]
 struct MemoryStateTable {
-    groups: RwLock<BTreeMap<u16, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    groups: RwLock<BTreeMap<u16, KeyGroupEntries>>,
 }
 
 impl StateTable for MemoryStateTable {

@@ -98,19 +98,18 @@ impl TableLogReader {
         self.log.len()
     }
 
-    /// Takes this reader's entries that are already in the log, without waiting.
-    /// Advances the position to the log's end.
-    pub fn poll_entries(&mut self) -> Vec<RecordBatch> {
+    /// The next entry of this reader's share that is already in the log, without waiting.
+    /// Entries of other subtasks are skipped, so after `None` the position is the log's end.
+    pub fn poll_next(&mut self) -> Option<RecordBatch> {
         let entries = self.log.entries.read();
-        let end = entries.len() as u64;
-        let mut out = Vec::new();
-        while self.position < end {
-            if self.position % self.parallelism == self.subtask {
-                out.push(entries[self.position as usize].clone());
-            }
+        while (self.position as usize) < entries.len() {
+            let offset = self.position;
             self.position += 1;
+            if offset % self.parallelism == self.subtask {
+                return Some(entries[offset as usize].clone());
+            }
         }
-        out
+        None
     }
 
     /// Waits until the log has entries past this reader's position. Cancel-safe.
@@ -140,16 +139,15 @@ mod tests {
         }
         let mut r0 = log.reader(0, 2);
         let mut r1 = log.reader(1, 2);
-        assert_eq!(r0.poll_entries().len(), 3);
-        assert_eq!(r1.poll_entries().len(), 2);
+        let drain = |r: &mut TableLogReader| std::iter::from_fn(|| r.poll_next()).count();
+        assert_eq!(drain(&mut r0), 3);
+        assert_eq!(drain(&mut r1), 2);
         assert_eq!(r1.position(), 5);
         let waiter = tokio::spawn(async move {
             r1.wait_for_entries().await;
-            r1.poll_entries()
+            r1.poll_next()
         });
         log.append(batch(&schema, 5));
-        let got = waiter.await.unwrap();
-        assert_eq!(got.len(), 1);
-        assert_eq!(got[0], batch(&schema, 5));
+        assert_eq!(waiter.await.unwrap(), Some(batch(&schema, 5)));
     }
 }

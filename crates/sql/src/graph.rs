@@ -1,0 +1,200 @@
+//! The stream graph: the logical dataflow of one streaming job, as the planner produced it.
+//!
+//! Nodes are in topological order (inputs before their consumers) and the last node is the
+//! job's sink. Expressions are DataFusion logical [`Expr`]s over the input node's schema;
+//! the worker compiles them to physical expressions, so a graph can be shipped to another
+//! process (with datafusion-proto) before anything is compiled.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+
+use datafusion::common::DFSchemaRef;
+use datafusion::logical_expr::Expr;
+
+/// How rows move from a node's input to the node.
+#[derive(Debug, Clone)]
+pub enum Exchange {
+    /// Subtask i feeds subtask i (same parallelism); such edges are chained.
+    Forward,
+    /// Rows are hash-partitioned by these expressions (over the input's schema) into key
+    /// groups; no expressions sends everything to a single subtask.
+    Hash(Vec<Expr>),
+}
+
+/// An input edge of a node.
+#[derive(Debug, Clone)]
+pub struct StreamEdge {
+    pub from: usize,
+    pub exchange: Exchange,
+}
+
+/// What a node does.
+#[derive(Debug, Clone)]
+pub enum StreamOperator {
+    /// Reads a table's log (backfill, then new writes).
+    TableScan { table: String },
+    /// Reads an external source through its connector.
+    SourceScan {
+        source: String,
+        options: BTreeMap<String, String>,
+    },
+    /// Reads another view: its current rows, then its changes.
+    ViewScan { view: String },
+    Project { exprs: Vec<Expr> },
+    Filter { predicate: Expr },
+    /// GROUP BY; output columns are the group expressions, then the aggregates.
+    Aggregate {
+        group_exprs: Vec<Expr>,
+        aggr_exprs: Vec<Expr>,
+    },
+    /// Stores the result of view `view`.
+    Materialize { view: String },
+}
+
+impl StreamOperator {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamOperator::TableScan { .. } => "TableScan",
+            StreamOperator::SourceScan { .. } => "SourceScan",
+            StreamOperator::ViewScan { .. } => "ViewScan",
+            StreamOperator::Project { .. } => "Project",
+            StreamOperator::Filter { .. } => "Filter",
+            StreamOperator::Aggregate { .. } => "Aggregate",
+            StreamOperator::Materialize { .. } => "Materialize",
+        }
+    }
+
+    pub fn is_source(&self) -> bool {
+        matches!(
+            self,
+            StreamOperator::TableScan { .. } | StreamOperator::SourceScan { .. } | StreamOperator::ViewScan { .. }
+        )
+    }
+}
+
+/// One node of the graph.
+#[derive(Debug, Clone)]
+pub struct StreamNode {
+    pub id: usize,
+    pub operator: StreamOperator,
+    pub inputs: Vec<StreamEdge>,
+    /// The node's output columns (without the changelog column).
+    pub schema: DFSchemaRef,
+    /// Whether the output carries retractions (`__op` column).
+    pub changelog: bool,
+    pub parallelism: usize,
+}
+
+/// The logical dataflow of one job.
+#[derive(Debug, Clone, Default)]
+pub struct StreamGraph {
+    pub nodes: Vec<StreamNode>,
+}
+
+impl StreamGraph {
+    /// The sink (last node).
+    pub fn sink(&self) -> &StreamNode {
+        self.nodes.last().expect("a stream graph has a sink")
+    }
+
+    /// Groups nodes into chains: a node joins its input's chain when the edge is
+    /// forward, parallelism is equal and the input feeds nobody else. Returns chains of
+    /// node ids, in topological order.
+    pub fn chains(&self) -> Vec<Vec<usize>> {
+        let mut consumers = vec![0usize; self.nodes.len()];
+        for node in &self.nodes {
+            for edge in &node.inputs {
+                consumers[edge.from] += 1;
+            }
+        }
+        let mut chain_of: Vec<usize> = vec![usize::MAX; self.nodes.len()];
+        let mut chains: Vec<Vec<usize>> = Vec::new();
+        for node in &self.nodes {
+            let chained_to = match node.inputs.as_slice() {
+                [edge]
+                    if matches!(edge.exchange, Exchange::Forward)
+                        && consumers[edge.from] == 1
+                        && self.nodes[edge.from].parallelism == node.parallelism =>
+                {
+                    Some(chain_of[edge.from])
+                }
+                _ => None,
+            };
+            match chained_to {
+                Some(c) => {
+                    chains[c].push(node.id);
+                    chain_of[node.id] = c;
+                }
+                None => {
+                    chain_of[node.id] = chains.len();
+                    chains.push(vec![node.id]);
+                }
+            }
+        }
+        chains
+    }
+}
+
+impl fmt::Display for StreamGraph {
+    /// The text of `EXPLAIN CREATE MATERIALIZED VIEW`: the operator tree from the sink
+    /// down, then the tasks the operators are chained into.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn node_line(node: &StreamNode) -> String {
+            let detail = match &node.operator {
+                StreamOperator::TableScan { table } => format!("table={table}"),
+                StreamOperator::SourceScan { source, options } => format!(
+                    "source={source}, connector={}",
+                    options.get("connector").map(String::as_str).unwrap_or("?")
+                ),
+                StreamOperator::ViewScan { view } => format!("view={view}"),
+                StreamOperator::Project { exprs } => {
+                    format!("exprs=[{}]", exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))
+                }
+                StreamOperator::Filter { predicate } => format!("predicate={predicate}"),
+                StreamOperator::Aggregate { group_exprs, aggr_exprs } => format!(
+                    "group=[{}], aggs=[{}]",
+                    group_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
+                    aggr_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+                StreamOperator::Materialize { view } => format!("view={view}"),
+            };
+            let kind = if node.changelog { "retract" } else { "append-only" };
+            format!(
+                "{} [{detail}] parallelism={} output={kind}",
+                node.operator.name(),
+                node.parallelism
+            )
+        }
+        fn walk(graph: &StreamGraph, id: usize, depth: usize, out: &mut String) {
+            let node = &graph.nodes[id];
+            let _ = writeln!(out, "{}{}", "  ".repeat(depth), node_line(node));
+            for edge in &node.inputs {
+                let mut d = depth + 1;
+                if let Exchange::Hash(keys) = &edge.exchange {
+                    let keys = if keys.is_empty() {
+                        "single".to_string()
+                    } else {
+                        format!("hash({})", keys.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))
+                    };
+                    let _ = writeln!(out, "{}Exchange [{keys}]", "  ".repeat(d));
+                    d += 1;
+                }
+                walk(graph, edge.from, d, out);
+            }
+        }
+        let mut out = String::new();
+        if !self.nodes.is_empty() {
+            walk(self, self.nodes.len() - 1, 0, &mut out);
+        }
+        for (i, chain) in self.chains().iter().enumerate() {
+            let names: Vec<&str> = chain.iter().map(|&n| self.nodes[n].operator.name()).collect();
+            let _ = writeln!(
+                out,
+                "Task {i}: {} (parallelism {})",
+                names.join(" -> "),
+                self.nodes[chain[0]].parallelism
+            );
+        }
+        f.write_str(out.trim_end())
+    }
+}

@@ -1,0 +1,269 @@
+//! The streaming planner: lowers a DataFusion logical plan (already analyzed, so types
+//! are coerced) onto a [`StreamGraph`].
+//!
+//! Each supported logical node maps to one stream node; the planner decides parallelism,
+//! where rows must be re-partitioned (exchanges), and whether each edge is append-only or
+//! carries retractions. Constructs that have no streaming operator yet are refused with
+//! `0A000` and a message naming the construct.
+
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNode;
+use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
+use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan, TableScan};
+use sluice_common::error::{Result, SluiceError, SqlState};
+
+use crate::catalog::{Catalog, RelationKind};
+use crate::graph::{Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator};
+
+/// Lowers `plan` (the query of view `view`) to a stream graph whose sink materializes the
+/// view. `parallelism` is the job's parallelism (at least 1).
+pub fn plan_stream_graph(
+    plan: &LogicalPlan,
+    view: &str,
+    catalog: &Catalog,
+    parallelism: usize,
+) -> Result<StreamGraph> {
+    debug_assert!(parallelism >= 1);
+    let mut builder = GraphBuilder {
+        graph: StreamGraph::default(),
+        catalog,
+        parallelism,
+    };
+    let root = builder.lower(plan)?;
+    let root_node = &builder.graph.nodes[root];
+    let (schema, changelog, p) = (root_node.schema.clone(), root_node.changelog, root_node.parallelism);
+    check_unique_column_names(&schema)?;
+    builder.add(
+        StreamOperator::Materialize { view: view.to_string() },
+        vec![StreamEdge { from: root, exchange: Exchange::Forward }],
+        schema,
+        changelog,
+        p,
+    );
+    Ok(builder.graph)
+}
+
+/// Names of the relations a stream graph reads.
+pub fn dependencies(graph: &StreamGraph) -> Vec<String> {
+    let mut deps: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.operator {
+            StreamOperator::TableScan { table } => Some(table.clone()),
+            StreamOperator::SourceScan { source, .. } => Some(source.clone()),
+            StreamOperator::ViewScan { view } => Some(view.clone()),
+            _ => None,
+        })
+        .collect();
+    deps.sort();
+    deps.dedup();
+    deps
+}
+
+struct GraphBuilder<'a> {
+    graph: StreamGraph,
+    catalog: &'a Catalog,
+    parallelism: usize,
+}
+
+fn unsupported(what: &str) -> SluiceError {
+    SluiceError::unsupported(format!("{what} is not supported in materialized views yet"))
+}
+
+impl GraphBuilder<'_> {
+    fn add(
+        &mut self,
+        operator: StreamOperator,
+        inputs: Vec<StreamEdge>,
+        schema: DFSchemaRef,
+        changelog: bool,
+        parallelism: usize,
+    ) -> usize {
+        let id = self.graph.nodes.len();
+        self.graph.nodes.push(StreamNode {
+            id,
+            operator,
+            inputs,
+            schema,
+            changelog,
+            parallelism,
+        });
+        id
+    }
+
+    /// A node applied to `input` with a forward edge, inheriting its parallelism and kind.
+    fn add_forward(&mut self, operator: StreamOperator, input: usize, schema: DFSchemaRef) -> usize {
+        let (changelog, p) = (self.graph.nodes[input].changelog, self.graph.nodes[input].parallelism);
+        self.add(operator, vec![StreamEdge { from: input, exchange: Exchange::Forward }], schema, changelog, p)
+    }
+
+    fn lower(&mut self, plan: &LogicalPlan) -> Result<usize> {
+        match plan {
+            LogicalPlan::TableScan(scan) => self.lower_scan(scan),
+            LogicalPlan::Projection(p) => {
+                check_no_subqueries(&p.expr)?;
+                let input = self.lower(&p.input)?;
+                Ok(self.add_forward(StreamOperator::Project { exprs: p.expr.clone() }, input, p.schema.clone()))
+            }
+            LogicalPlan::Filter(f) => {
+                check_no_subqueries(std::slice::from_ref(&f.predicate))?;
+                let input = self.lower(&f.input)?;
+                let schema = self.graph.nodes[input].schema.clone();
+                Ok(self.add_forward(StreamOperator::Filter { predicate: f.predicate.clone() }, input, schema))
+            }
+            LogicalPlan::SubqueryAlias(alias) => {
+                // Only the qualifiers change; relabel the input node's output.
+                let input = self.lower(&alias.input)?;
+                self.graph.nodes[input].schema = alias.schema.clone();
+                Ok(input)
+            }
+            LogicalPlan::Aggregate(agg) => self.lower_aggregate(agg),
+            LogicalPlan::Distinct(Distinct::All(input)) => {
+                let group_exprs: Vec<Expr> = input.schema().columns().into_iter().map(Expr::Column).collect();
+                let agg = Aggregate::try_new(input.clone(), group_exprs, vec![])?;
+                self.lower_aggregate(&agg)
+            }
+            LogicalPlan::Distinct(Distinct::On(_)) => Err(unsupported("DISTINCT ON")),
+            // A view's rows have no order; ORDER BY without LIMIT is accepted and ignored,
+            // as PostgreSQL does not keep a materialized view's order either.
+            LogicalPlan::Sort(sort) if sort.fetch.is_none() => self.lower(&sort.input),
+            LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(unsupported("LIMIT (Top-N)")),
+            LogicalPlan::Join(_) => Err(unsupported("JOIN")),
+            LogicalPlan::Window(_) => Err(unsupported("a window function (OVER)")),
+            LogicalPlan::Union(_) => Err(unsupported("UNION")),
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(SluiceError::unsupported(
+                "a materialized view must read from a table, source or materialized view",
+            )),
+            LogicalPlan::Unnest(_) => Err(unsupported("UNNEST")),
+            LogicalPlan::Subquery(_) => Err(unsupported("a subquery")),
+            other => Err(SluiceError::unsupported(format!(
+                "{} is not supported in materialized views",
+                other.display()
+            ))),
+        }
+    }
+
+    fn lower_scan(&mut self, scan: &TableScan) -> Result<usize> {
+        let name = relation_name(&scan.table_name)?;
+        let relation = self.catalog.get(&name).ok_or_else(|| SluiceError::undefined_table(&name))?;
+        if scan.fetch.is_some() {
+            return Err(unsupported("LIMIT (Top-N)"));
+        }
+        let full_schema = Arc::new(DFSchema::try_from_qualified_schema(
+            scan.table_name.clone(),
+            &relation.schema,
+        )?);
+        let (operator, changelog, parallelism) = match &relation.kind {
+            RelationKind::Table { .. } => (StreamOperator::TableScan { table: name.clone() }, false, self.parallelism),
+            RelationKind::Source { options } => (
+                StreamOperator::SourceScan { source: name.clone(), options: options.clone() },
+                false,
+                self.parallelism,
+            ),
+            RelationKind::MaterializedView { changelog, partitions, .. } => {
+                (StreamOperator::ViewScan { view: name.clone() }, *changelog, *partitions)
+            }
+        };
+        let mut node = self.add(operator, vec![], full_schema, changelog, parallelism);
+        if !scan.filters.is_empty() {
+            let predicate = scan
+                .filters
+                .iter()
+                .cloned()
+                .reduce(Expr::and)
+                .expect("checked non-empty");
+            let schema = self.graph.nodes[node].schema.clone();
+            node = self.add_forward(StreamOperator::Filter { predicate }, node, schema);
+        }
+        if let Some(projection) = &scan.projection {
+            let input_schema = self.graph.nodes[node].schema.clone();
+            let exprs = projection
+                .iter()
+                .map(|&i| Expr::Column(input_schema.columns()[i].clone()))
+                .collect();
+            node = self.add_forward(StreamOperator::Project { exprs }, node, scan.projected_schema.clone());
+        }
+        Ok(node)
+    }
+
+    fn lower_aggregate(&mut self, agg: &Aggregate) -> Result<usize> {
+        if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+            return Err(unsupported("GROUPING SETS, ROLLUP and CUBE"));
+        }
+        check_no_subqueries(&agg.aggr_expr)?;
+        for e in &agg.aggr_expr {
+            let mut ordered = false;
+            e.apply(|e| {
+                if let Expr::AggregateFunction(f) = e {
+                    ordered |= !f.params.order_by.is_empty();
+                }
+                Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+            })?;
+            if ordered {
+                return Err(unsupported("an aggregate with ORDER BY"));
+            }
+        }
+        let input = self.lower(&agg.input)?;
+        let input_parallelism = self.graph.nodes[input].parallelism;
+        let parallelism = if agg.group_expr.is_empty() { 1 } else { self.parallelism };
+        let exchange = if parallelism == 1 && input_parallelism == 1 {
+            Exchange::Forward
+        } else {
+            Exchange::Hash(agg.group_expr.clone())
+        };
+        Ok(self.add(
+            StreamOperator::Aggregate {
+                group_exprs: agg.group_expr.clone(),
+                aggr_exprs: agg.aggr_expr.clone(),
+            },
+            vec![StreamEdge { from: input, exchange }],
+            agg.schema.clone(),
+            true,
+            parallelism,
+        ))
+    }
+}
+
+/// The catalog name of a table reference: `t`, `public.t` or `sluice.public.t`.
+pub fn relation_name(reference: &TableReference) -> Result<String> {
+    let schema_ok = reference.schema().is_none_or(|s| s == "public");
+    let catalog_ok = match reference {
+        TableReference::Full { catalog, .. } => catalog.as_ref() == "sluice",
+        _ => true,
+    };
+    if !schema_ok || !catalog_ok {
+        return Err(SluiceError::unsupported(format!(
+            "materialized views can read only Sluice's own tables, sources and views, not {reference}"
+        )));
+    }
+    Ok(reference.table().to_string())
+}
+
+fn check_no_subqueries(exprs: &[Expr]) -> Result<()> {
+    for e in exprs {
+        let found = e.exists(|e| {
+            Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)))
+        })?;
+        if found {
+            return Err(unsupported("a subquery"));
+        }
+    }
+    Ok(())
+}
+
+fn check_unique_column_names(schema: &DFSchema) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for field in schema.fields() {
+        if !seen.insert(field.name().as_str()) {
+            return Err(SluiceError::new(
+                SqlState::DUPLICATE_OBJECT,
+                format!(
+                    "column \"{}\" appears more than once in the view's output; give each column its own alias",
+                    field.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
