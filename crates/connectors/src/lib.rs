@@ -1,4 +1,69 @@
-//! Connectors: the sources and sinks that move data between Sluice and the outside
-//! world, as implementations of the runtime's `SourceReader` (and, later, sink) traits.
+//! Sources and sinks that connect Sluice to the outside world.
+//!
+//! A source connector turns a `CREATE SOURCE ... WITH (connector = '...', ...)` into
+//! [`SourceReader`]s, one per parallel split. [`validate_source_options`] runs at DDL
+//! time so bad options fail when the source is created, not when a job starts;
+//! [`create_source_reader`] runs on the worker for each split. Both dispatch on the
+//! `connector` option; every connector is one module. Tables are read through
+//! [`table::TableSourceReader`], which follows a table's log.
 
+pub mod datagen;
 pub mod table;
+
+use std::collections::BTreeMap;
+
+use arrow::datatypes::SchemaRef;
+use sluice_common::error::{Result, SluiceError};
+use sluice_runtime::source::SourceReader;
+
+/// The source connectors this build knows, by their `connector` option value.
+pub const SOURCE_CONNECTORS: [&str; 1] = ["datagen"];
+
+/// Checks a source's `WITH` options (keys lower-cased) against its schema, without
+/// creating a reader. Fails with `INVALID_PARAMETER_VALUE` naming the option, its value
+/// and what is allowed.
+pub fn validate_source_options(
+    options: &BTreeMap<String, String>,
+    schema: SchemaRef,
+) -> Result<()> {
+    match connector(options)?.as_str() {
+        "datagen" => datagen::validate_options(options, &schema),
+        other => Err(unknown_connector(other)),
+    }
+}
+
+/// Creates the reader of split `split` (0-based) of `splits` for a source with these
+/// `WITH` options (keys lower-cased) and schema. Fails like
+/// [`validate_source_options`] on bad options.
+pub fn create_source_reader(
+    options: &BTreeMap<String, String>,
+    schema: SchemaRef,
+    split: usize,
+    splits: usize,
+) -> Result<Box<dyn SourceReader>> {
+    match connector(options)?.as_str() {
+        "datagen" => Ok(Box::new(datagen::DatagenReader::new(
+            options, schema, split, splits,
+        )?)),
+        other => Err(unknown_connector(other)),
+    }
+}
+
+fn connector(options: &BTreeMap<String, String>) -> Result<String> {
+    options
+        .get("connector")
+        .map(|c| c.trim().to_ascii_lowercase())
+        .ok_or_else(|| {
+            SluiceError::invalid_parameter(format!(
+                "a source needs the option connector = '...'; known connectors: {}",
+                SOURCE_CONNECTORS.join(", ")
+            ))
+        })
+}
+
+fn unknown_connector(name: &str) -> SluiceError {
+    SluiceError::invalid_parameter(format!(
+        "unknown connector \"{name}\"; known source connectors: {}",
+        SOURCE_CONNECTORS.join(", ")
+    ))
+}
