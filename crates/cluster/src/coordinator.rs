@@ -1,14 +1,42 @@
-//! The coordinator's SQL front door. (Interface first; streaming execution lands behind it.)
+//! The coordinator's SQL front door: every protocol (pgwire, REST, later Flight SQL)
+//! calls [`Coordinator`] to parse, describe and execute statements.
+//!
+//! Batch statements (`SELECT`, `INSERT`) run in a DataFusion [`SessionContext`] in which
+//! every table, source and view is registered as a table provider. Streaming statements
+//! (`CREATE MATERIALIZED VIEW`) are planned into a stream graph and deployed as a job.
+//! `FLUSH` injects a barrier into every job's sources and waits until it has reached
+//! every sink.
+//!
+//! Locking: `ddl` serializes catalog changes; `epochs` serializes barrier injection and
+//! job registration, so that barriers reach every source in epoch order and a FLUSH
+//! waits exactly for the jobs that received its barrier; `inner` is a short-held lock
+//! over the maps and is never held across an await.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{Array, RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DFSchema, TableReference};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
-use sluice_common::config::ServeConfig;
-use sluice_common::error::{Result, SluiceError};
-use sluice_sql::{ParsedStatement, Statement, parse_sql};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{self, ObjectName};
+use parking_lot::Mutex;
+use sluice_common::config::{ServeConfig, available_cores};
+use sluice_common::error::{Result, SluiceError, SqlState};
+use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
+use sluice_runtime::operators::materialize::ViewPartition;
+use sluice_sql::{
+    Catalog, ObjectKind, ParsedStatement, Relation, RelationKind, ShowTarget, Statement,
+    dependencies, parse_sql, plan_stream_graph,
+};
+use sluice_state::{DEFAULT_KEY_GROUPS, MemoryStateBackend, StateBackend};
+
+use crate::job::{DeployContext, Job, JobState, deploy};
+use crate::providers::{SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
+use crate::results::{jobs_result, jobs_schema, pg_type_name, text_result, text_schema};
 
 /// One client connection's settings (`SET`), owned by the protocol handler.
 #[derive(Debug, Clone, Default)]
@@ -18,7 +46,7 @@ pub struct Session {
     /// `SET streaming_parallelism = N` (0: the server's default).
     pub streaming_parallelism: usize,
     /// Other settings, as set, for `SHOW name`.
-    pub settings: std::collections::BTreeMap<String, String>,
+    pub settings: BTreeMap<String, String>,
 }
 
 /// The command tag of a statement that returns no rows (`CREATE TABLE`, `INSERT 0 3`).
@@ -28,6 +56,15 @@ pub struct CommandTag {
     pub tag: String,
     /// Rows affected, for `INSERT`, `UPDATE`, `DELETE` (pgwire adds the OID 0 for INSERT).
     pub rows: Option<usize>,
+}
+
+impl CommandTag {
+    fn new(tag: &str) -> Self {
+        CommandTag {
+            tag: tag.to_string(),
+            rows: None,
+        }
+    }
 }
 
 /// What executing one statement returned.
@@ -69,11 +106,22 @@ pub struct JobInfo {
     pub error: Option<String>,
 }
 
+#[derive(Default)]
+struct Inner {
+    catalog: Catalog,
+    tables: BTreeMap<String, Arc<TableStorage>>,
+    views: BTreeMap<String, Vec<Arc<ViewPartition>>>,
+    jobs: BTreeMap<String, Arc<Job>>,
+}
+
 /// The coordinator: catalog, planning, jobs and FLUSH.
 pub struct Coordinator {
     ctx: SessionContext,
-    #[allow(dead_code)]
-    config: ServeConfig,
+    default_parallelism: usize,
+    backend: Arc<dyn StateBackend>,
+    inner: Mutex<Inner>,
+    ddl: tokio::sync::Mutex<()>,
+    epochs: tokio::sync::Mutex<u64>,
 }
 
 impl Coordinator {
@@ -84,9 +132,21 @@ impl Coordinator {
             .with_information_schema(true)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
+        let default_parallelism = match config.default_parallelism {
+            0 => available_cores(),
+            n => n,
+        }
+        .min(DEFAULT_KEY_GROUPS as usize);
         Ok(Arc::new(Coordinator {
             ctx: SessionContext::new_with_config(session_config),
-            config,
+            default_parallelism,
+            backend: Arc::new(MemoryStateBackend::new()),
+            inner: Mutex::new(Inner {
+                catalog: Catalog::new(),
+                ..Inner::default()
+            }),
+            ddl: tokio::sync::Mutex::new(()),
+            epochs: tokio::sync::Mutex::new(0),
         }))
     }
 
@@ -108,65 +168,687 @@ impl Coordinator {
 
     /// Describes a statement without running it.
     pub async fn describe(&self, _session: &Session, stmt: &ParsedStatement) -> Result<Described> {
-        match &stmt.statement {
+        let schema = match &stmt.statement {
             Statement::Query(q) => {
-                let plan = self
-                    .ctx
-                    .state()
-                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(q.clone()))
-                    .await?;
-                let params = plan.get_parameter_types()?;
-                let mut ids: Vec<_> = params.into_iter().collect();
-                ids.sort_by_key(|(k, _)| k.trim_start_matches('$').parse::<usize>().unwrap_or(0));
-                let returns_rows =
-                    matches!(**q, datafusion::sql::sqlparser::ast::Statement::Query(_));
-                Ok(Described {
-                    param_types: ids.into_iter().map(|(_, t)| t).collect(),
+                let plan = self.plan_query(q).await?;
+                let mut params: Vec<_> = plan.get_parameter_types()?.into_iter().collect();
+                params
+                    .sort_by_key(|(k, _)| k.trim_start_matches('$').parse::<usize>().unwrap_or(0));
+                let returns_rows = matches!(
+                    **q,
+                    ast::Statement::Query(_)
+                        | ast::Statement::Explain { .. }
+                        | ast::Statement::ShowVariable { .. }
+                );
+                return Ok(Described {
+                    param_types: params.into_iter().map(|(_, t)| t).collect(),
                     schema: returns_rows.then(|| Arc::new(plan.schema().as_arrow().clone())),
-                })
+                });
             }
-            _ => Ok(Described {
-                param_types: vec![],
-                schema: None,
-            }),
-        }
+            Statement::Show(ShowTarget::Jobs) => Some(jobs_schema()),
+            Statement::Show(ShowTarget::Variable(name)) => Some(text_schema(&[name.as_str()])),
+            Statement::Show(_) => Some(text_schema(&["Name"])),
+            Statement::Describe(_) => Some(text_schema(&["Name", "Type", "Nullable"])),
+            Statement::ExplainStream(_) => Some(text_schema(&["QUERY PLAN"])),
+            _ => None,
+        };
+        Ok(Described {
+            param_types: vec![],
+            schema,
+        })
     }
 
     /// Executes one statement with `$n` parameter values.
     pub async fn execute(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         stmt: &ParsedStatement,
         params: &[ScalarValue],
     ) -> Result<StatementResult> {
         match &stmt.statement {
-            Statement::Query(q) => {
-                let plan = self
-                    .ctx
-                    .state()
-                    .statement_to_plan(datafusion::sql::parser::Statement::Statement(q.clone()))
-                    .await?;
-                let plan = if params.is_empty() {
-                    plan
-                } else {
-                    plan.with_param_values(params.to_vec())?
-                };
-                let df = self.ctx.execute_logical_plan(plan).await?;
-                let schema = Arc::new(df.schema().as_arrow().clone());
-                let batches = df.collect().await?;
-                Ok(StatementResult::Rows { schema, batches })
+            Statement::Query(q) => self.execute_query(session, q, params).await,
+            Statement::CreateTable {
+                create,
+                append_only,
+                with,
+            } => {
+                if !with.is_empty() {
+                    return Err(SluiceError::unsupported(
+                        "CREATE TABLE ... WITH (...) is not supported; use CREATE SOURCE to read from a connector",
+                    ));
+                }
+                self.create_table(create, *append_only).await
             }
-            other => Err(SluiceError::unsupported(format!("not yet: {other:?}"))),
+            Statement::CreateSource { create, with } => self.create_source(create, with).await,
+            Statement::CreateMaterializedView {
+                name,
+                if_not_exists,
+                query,
+                query_sql,
+            } => {
+                self.create_materialized_view(session, name, *if_not_exists, query, query_sql)
+                    .await
+            }
+            Statement::ExplainStream(inner) => self.explain_stream(session, inner).await,
+            Statement::Flush => {
+                self.flush().await;
+                Ok(StatementResult::Command(CommandTag::new("FLUSH")))
+            }
+            Statement::Show(target) => self.show(session, target),
+            Statement::Describe(name) => self.describe_relation(name),
+            Statement::Drop {
+                kind,
+                names,
+                if_exists,
+                cascade,
+            } => {
+                self.drop_relations(*kind, names, *if_exists, *cascade)
+                    .await
+            }
+            Statement::Set { name, value } => {
+                apply_setting(session, name, value)?;
+                Ok(StatementResult::Command(CommandTag::new("SET")))
+            }
+            Statement::Transaction(tag) => Ok(StatementResult::Command(CommandTag::new(tag))),
+            Statement::Empty => Ok(StatementResult::Command(CommandTag::new(""))),
         }
     }
 
     /// Every table, source and materialized view.
     pub fn relations(&self) -> Vec<RelationInfo> {
-        vec![]
+        let inner = self.inner.lock();
+        inner
+            .catalog
+            .relations()
+            .map(|r| RelationInfo {
+                name: r.name.clone(),
+                kind: match r.kind {
+                    RelationKind::Table { .. } => "table",
+                    RelationKind::Source { .. } => "source",
+                    RelationKind::MaterializedView { .. } => "materialized view",
+                },
+                schema: r.schema.clone(),
+            })
+            .collect()
     }
 
     /// Every streaming job.
     pub fn jobs(&self) -> Vec<JobInfo> {
-        vec![]
+        let inner = self.inner.lock();
+        inner
+            .jobs
+            .values()
+            .map(|job| {
+                let state = job.state();
+                JobInfo {
+                    id: job.id,
+                    name: job.view.clone(),
+                    status: state.name().to_string(),
+                    parallelism: job.parallelism,
+                    error: match state {
+                        JobState::Failed(e) => Some(e),
+                        _ => None,
+                    },
+                }
+            })
+            .collect()
     }
+
+    /// Waits until every view reflects every write acknowledged before this call.
+    pub async fn flush(&self) {
+        let (epoch, jobs) = {
+            let mut epoch = self.epochs.lock().await;
+            *epoch += 1;
+            let jobs: Vec<Arc<Job>> = self.inner.lock().jobs.values().cloned().collect();
+            let barrier = CheckpointBarrier {
+                epoch: *epoch,
+                kind: BarrierKind::Flush,
+            };
+            for job in &jobs {
+                job.inject(barrier).await;
+            }
+            (*epoch, jobs)
+        };
+        for job in jobs {
+            job.wait_for_epoch(epoch).await;
+        }
+    }
+
+    async fn plan_query(&self, query: &ast::Statement) -> Result<LogicalPlan> {
+        Ok(self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(query.clone())))
+            .await?)
+    }
+
+    async fn execute_query(
+        &self,
+        session: &Session,
+        statement: &ast::Statement,
+        params: &[ScalarValue],
+    ) -> Result<StatementResult> {
+        let is_insert = match statement {
+            ast::Statement::Query(_)
+            | ast::Statement::Explain { .. }
+            | ast::Statement::ShowVariable { .. } => false,
+            ast::Statement::Insert(_) => true,
+            ast::Statement::Update { .. } => {
+                return Err(SluiceError::unsupported(
+                    "UPDATE is not supported yet; tables accept INSERT only",
+                ));
+            }
+            ast::Statement::Delete(_) => {
+                return Err(SluiceError::unsupported(
+                    "DELETE is not supported yet; tables accept INSERT only",
+                ));
+            }
+            ast::Statement::CreateView(_) => {
+                return Err(SluiceError::unsupported(
+                    "CREATE VIEW is not supported; use CREATE MATERIALIZED VIEW",
+                ));
+            }
+            other => {
+                let text = other.to_string();
+                let words: Vec<&str> = text.split_whitespace().take(2).collect();
+                return Err(SluiceError::unsupported(format!(
+                    "{} is not supported",
+                    words.join(" ")
+                )));
+            }
+        };
+        let plan = self.plan_query(statement).await?;
+        let plan = if params.is_empty() {
+            plan
+        } else {
+            plan.with_param_values(params.to_vec())?
+        };
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        if !is_insert {
+            return Ok(StatementResult::Rows { schema, batches });
+        }
+        let rows = batches
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<UInt64Array>()
+                    .map(|c| c.value(0))
+            })
+            .unwrap_or(0);
+        if session.implicit_flush {
+            self.flush().await;
+        }
+        Ok(StatementResult::Command(CommandTag {
+            tag: "INSERT".into(),
+            rows: Some(rows as usize),
+        }))
+    }
+
+    /// Plans a `CREATE TABLE`-shaped statement with DataFusion to get its schema and
+    /// primary key.
+    async fn plan_table_definition(
+        &self,
+        create: &ast::Statement,
+    ) -> Result<(String, SchemaRef, Vec<usize>, bool)> {
+        let plan = self.plan_query(create).await?;
+        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(def)) = plan else {
+            return Err(SluiceError::unsupported(
+                "CREATE TABLE AS is not supported; CREATE TABLE, then INSERT INTO ... SELECT",
+            ));
+        };
+        if !matches!(*def.input, LogicalPlan::EmptyRelation(_)) {
+            return Err(SluiceError::unsupported(
+                "CREATE TABLE AS is not supported; CREATE TABLE, then INSERT INTO ... SELECT",
+            ));
+        }
+        if def.or_replace {
+            return Err(SluiceError::unsupported(
+                "CREATE OR REPLACE TABLE is not supported; DROP it first",
+            ));
+        }
+        if !def.column_defaults.is_empty() {
+            return Err(SluiceError::unsupported(
+                "column DEFAULT values are not supported yet",
+            ));
+        }
+        let name = sluice_sql::relation_name(&def.name)?;
+        let mut primary_key = Vec::new();
+        for constraint in def.constraints.iter() {
+            match constraint {
+                datafusion::common::Constraint::PrimaryKey(cols) => primary_key = cols.clone(),
+                datafusion::common::Constraint::Unique(_) => {
+                    return Err(SluiceError::unsupported(
+                        "UNIQUE constraints are not supported; use PRIMARY KEY",
+                    ));
+                }
+            }
+        }
+        let arrow_schema = def.input.schema().as_arrow();
+        let fields: Vec<Field> = arrow_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let nullable = f.is_nullable() && !primary_key.contains(&i);
+                f.as_ref().clone().with_nullable(nullable)
+            })
+            .collect();
+        Ok((
+            name,
+            Arc::new(Schema::new(fields)),
+            primary_key,
+            def.if_not_exists,
+        ))
+    }
+
+    async fn create_table(
+        &self,
+        create: &ast::Statement,
+        append_only: bool,
+    ) -> Result<StatementResult> {
+        let (name, schema, primary_key, if_not_exists) = self.plan_table_definition(create).await?;
+        let _ddl = self.ddl.lock().await;
+        if if_not_exists && self.inner.lock().catalog.get(&name).is_some() {
+            return Ok(StatementResult::Command(CommandTag::new("CREATE TABLE")));
+        }
+        let storage = TableStorage::new(name.clone(), schema.clone(), primary_key.clone());
+        let mut inner = self.inner.lock();
+        inner.catalog.check_free(&name)?;
+        let id = inner.catalog.allocate_id();
+        inner.catalog.insert(Relation {
+            id,
+            name: name.clone(),
+            schema,
+            kind: RelationKind::Table {
+                primary_key,
+                append_only,
+            },
+        })?;
+        self.ctx.register_table(
+            TableReference::bare(name.clone()),
+            Arc::new(TableProviderImpl {
+                storage: storage.clone(),
+            }),
+        )?;
+        inner.tables.insert(name, storage);
+        Ok(StatementResult::Command(CommandTag::new("CREATE TABLE")))
+    }
+
+    async fn create_source(
+        &self,
+        create: &ast::Statement,
+        options: &BTreeMap<String, String>,
+    ) -> Result<StatementResult> {
+        let (name, schema, primary_key, if_not_exists) = self.plan_table_definition(create).await?;
+        if !primary_key.is_empty() {
+            return Err(SluiceError::unsupported(
+                "a source cannot have a PRIMARY KEY",
+            ));
+        }
+        sluice_connectors::validate_source_options(options, schema.clone())?;
+        let _ddl = self.ddl.lock().await;
+        let mut inner = self.inner.lock();
+        if if_not_exists && inner.catalog.get(&name).is_some() {
+            return Ok(StatementResult::Command(CommandTag::new("CREATE SOURCE")));
+        }
+        inner.catalog.check_free(&name)?;
+        let id = inner.catalog.allocate_id();
+        inner.catalog.insert(Relation {
+            id,
+            name: name.clone(),
+            schema: schema.clone(),
+            kind: RelationKind::Source {
+                options: options.clone(),
+            },
+        })?;
+        self.ctx.register_table(
+            TableReference::bare(name.clone()),
+            Arc::new(SourceProvider { name, schema }),
+        )?;
+        Ok(StatementResult::Command(CommandTag::new("CREATE SOURCE")))
+    }
+
+    fn job_parallelism(&self, session: &Session) -> usize {
+        match session.streaming_parallelism {
+            0 => self.default_parallelism,
+            n => n,
+        }
+    }
+
+    /// Plans the query of a view into a stream graph.
+    async fn plan_view(
+        &self,
+        session: &Session,
+        name: &str,
+        query: &ast::Query,
+    ) -> Result<sluice_sql::StreamGraph> {
+        let plan = self
+            .plan_query(&ast::Statement::Query(Box::new(query.clone())))
+            .await?;
+        let state = self.ctx.state();
+        let plan = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})?;
+        let inner = self.inner.lock();
+        plan_stream_graph(&plan, name, &inner.catalog, self.job_parallelism(session))
+    }
+
+    async fn create_materialized_view(
+        &self,
+        session: &Session,
+        name: &ObjectName,
+        if_not_exists: bool,
+        query: &ast::Query,
+        query_sql: &str,
+    ) -> Result<StatementResult> {
+        let tag = StatementResult::Command(CommandTag::new("CREATE MATERIALIZED VIEW"));
+        let name = object_name(name)?;
+        let _ddl = self.ddl.lock().await;
+        if let Some(existing) = self.inner.lock().catalog.get(&name) {
+            if if_not_exists && existing.object_kind() == ObjectKind::MaterializedView {
+                return Ok(tag);
+            }
+            self.inner.lock().catalog.check_free(&name)?;
+        }
+        let graph = self.plan_view(session, &name, query).await?;
+        let sink = graph.sink();
+        let schema = Arc::new(sink.schema.as_arrow().clone());
+        let changelog = sink.changelog;
+        let partitions_count = sink.parallelism;
+        let depends_on = dependencies(&graph);
+        let id = self.inner.lock().catalog.allocate_id();
+        let partitions: Vec<Arc<ViewPartition>> = (0..partitions_count)
+            .map(|p| {
+                let table = self.backend.table(&view_state_table(id, p));
+                ViewPartition::new(schema.clone(), changelog, DEFAULT_KEY_GROUPS, table)
+            })
+            .collect();
+        let job = {
+            let inner = self.inner.lock();
+            let ctx = DeployContext {
+                tables: &inner.tables,
+                views: &inner.views,
+            };
+            deploy(id, &name, graph, &partitions, &ctx)
+        };
+        let job = match job {
+            Ok(job) => Arc::new(job),
+            Err(e) => {
+                for p in 0..partitions_count {
+                    self.backend.drop_table(&view_state_table(id, p));
+                }
+                return Err(e);
+            }
+        };
+        let _epochs = self.epochs.lock().await;
+        let mut inner = self.inner.lock();
+        inner.catalog.insert(Relation {
+            id,
+            name: name.clone(),
+            schema: schema.clone(),
+            kind: RelationKind::MaterializedView {
+                query: query_sql.to_string(),
+                depends_on,
+                partitions: partitions_count,
+                changelog,
+            },
+        })?;
+        self.ctx.register_table(
+            TableReference::bare(name.clone()),
+            Arc::new(ViewProvider {
+                schema,
+                partitions: partitions.clone(),
+            }),
+        )?;
+        inner.views.insert(name.clone(), partitions);
+        inner.jobs.insert(name, job);
+        Ok(tag)
+    }
+
+    async fn explain_stream(
+        &self,
+        session: &Session,
+        statement: &Statement,
+    ) -> Result<StatementResult> {
+        let Statement::CreateMaterializedView { name, query, .. } = statement else {
+            return Err(SluiceError::unsupported(
+                "EXPLAIN CREATE supports CREATE MATERIALIZED VIEW only",
+            ));
+        };
+        let graph = self.plan_view(session, &object_name(name)?, query).await?;
+        let rows = graph
+            .to_string()
+            .lines()
+            .map(|l| vec![Some(l.to_string())])
+            .collect();
+        text_result(&["QUERY PLAN"], rows)
+    }
+
+    async fn drop_relations(
+        &self,
+        kind: ObjectKind,
+        names: &[ObjectName],
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<StatementResult> {
+        let _ddl = self.ddl.lock().await;
+        let mut to_drop: Vec<String> = Vec::new();
+        {
+            let inner = self.inner.lock();
+            for name in names {
+                let name = object_name(name)?;
+                if inner.catalog.get(&name).is_none() && if_exists {
+                    continue;
+                }
+                inner.catalog.get_kind(&name, kind)?;
+                let mut stack = vec![name];
+                while let Some(n) = stack.pop() {
+                    if to_drop.contains(&n) {
+                        continue;
+                    }
+                    let dependents = inner.catalog.dependents(&n);
+                    if !dependents.is_empty() && !cascade {
+                        return Err(SluiceError::new(
+                            SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
+                            format!(
+                                "cannot drop {} \"{n}\" because materialized view(s) {} depend on it; drop them first or use CASCADE",
+                                inner.catalog.get(&n).map_or("relation", |r| {
+                                    match r.object_kind() {
+                                        ObjectKind::Table => "table",
+                                        ObjectKind::Source => "source",
+                                        ObjectKind::MaterializedView => "materialized view",
+                                    }
+                                }),
+                                dependents
+                                    .iter()
+                                    .map(|d| format!("\"{d}\""))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                    to_drop.push(n);
+                    stack.extend(dependents);
+                }
+            }
+        }
+        // Dependents were pushed after what they depend on: drop in reverse.
+        for name in to_drop.iter().rev() {
+            self.drop_one(name)?;
+        }
+        Ok(StatementResult::Command(CommandTag::new(&format!(
+            "DROP {}",
+            kind.sql_name()
+        ))))
+    }
+
+    fn drop_one(&self, name: &str) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let Some(relation) = inner.catalog.remove(name) else {
+            return Ok(());
+        };
+        self.ctx
+            .deregister_table(TableReference::bare(name.to_string()))?;
+        inner.tables.remove(name);
+        inner.jobs.remove(name);
+        if let Some(parts) = inner.views.remove(name) {
+            for p in 0..parts.len() {
+                self.backend.drop_table(&view_state_table(relation.id, p));
+            }
+        }
+        Ok(())
+    }
+
+    fn show(&self, session: &Session, target: &ShowTarget) -> Result<StatementResult> {
+        let names_of = |kind: ObjectKind| -> Vec<Vec<Option<String>>> {
+            let inner = self.inner.lock();
+            inner
+                .catalog
+                .relations()
+                .filter(|r| r.object_kind() == kind)
+                .map(|r| vec![Some(r.name.clone())])
+                .collect()
+        };
+        match target {
+            ShowTarget::Tables => text_result(&["Name"], names_of(ObjectKind::Table)),
+            ShowTarget::Sources => text_result(&["Name"], names_of(ObjectKind::Source)),
+            ShowTarget::MaterializedViews => {
+                text_result(&["Name"], names_of(ObjectKind::MaterializedView))
+            }
+            ShowTarget::Jobs => jobs_result(
+                self.jobs()
+                    .into_iter()
+                    .map(|j| (j.id, j.name, j.status, j.parallelism, j.error))
+                    .collect(),
+            ),
+            ShowTarget::Variable(name) => {
+                let value =
+                    setting_value(session, self.default_parallelism, name).ok_or_else(|| {
+                        SluiceError::new(
+                            SqlState::UNDEFINED_OBJECT,
+                            format!("unrecognized configuration parameter \"{name}\""),
+                        )
+                    })?;
+                text_result(&[name.as_str()], vec![vec![Some(value)]])
+            }
+        }
+    }
+
+    fn describe_relation(&self, name: &ObjectName) -> Result<StatementResult> {
+        let name = object_name(name)?;
+        let inner = self.inner.lock();
+        let relation = inner
+            .catalog
+            .get(&name)
+            .ok_or_else(|| SluiceError::undefined_table(&name))?;
+        let rows = relation
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                vec![
+                    Some(f.name().clone()),
+                    Some(pg_type_name(f.data_type())),
+                    Some(if f.is_nullable() { "YES" } else { "NO" }.to_string()),
+                ]
+            })
+            .collect();
+        text_result(&["Name", "Type", "Nullable"], rows)
+    }
+}
+
+fn view_state_table(view_id: u64, partition: usize) -> String {
+    format!("mv/{view_id}/{partition}")
+}
+
+/// The catalog name of an object name (lower-cased unless quoted).
+fn object_name(name: &ObjectName) -> Result<String> {
+    let idents: Vec<String> = name
+        .0
+        .iter()
+        .map(|part| {
+            let ident = part
+                .as_ident()
+                .ok_or_else(|| SluiceError::syntax(format!("invalid name {name}")))?;
+            Ok(if ident.quote_style.is_some() {
+                ident.value.clone()
+            } else {
+                ident.value.to_lowercase()
+            })
+        })
+        .collect::<Result<_>>()?;
+    let reference = match idents.as_slice() {
+        [t] => TableReference::bare(t.clone()),
+        [s, t] => TableReference::partial(s.clone(), t.clone()),
+        [c, s, t] => TableReference::full(c.clone(), s.clone(), t.clone()),
+        _ => return Err(SluiceError::syntax(format!("invalid name {name}"))),
+    };
+    sluice_sql::relation_name(&reference)
+}
+
+fn parse_bool(name: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "on" | "1" | "yes" | "t" => Ok(true),
+        "false" | "off" | "0" | "no" | "f" => Ok(false),
+        _ => Err(SluiceError::invalid_parameter(format!(
+            "parameter \"{name}\" requires a Boolean value, got \"{value}\""
+        ))),
+    }
+}
+
+/// Applies `SET name = value` to a session.
+fn apply_setting(session: &mut Session, name: &str, value: &str) -> Result<()> {
+    match name {
+        "implicit_flush" | "rw_implicit_flush" => session.implicit_flush = parse_bool(name, value)?,
+        "streaming_parallelism" => {
+            let n: usize = match value.to_ascii_lowercase().as_str() {
+                "default" | "adaptive" | "auto" => 0,
+                v => v.parse().map_err(|_| {
+                    SluiceError::invalid_parameter(format!(
+                        "streaming_parallelism must be a number from 0 to {DEFAULT_KEY_GROUPS} (0 = default), got \"{value}\""
+                    ))
+                })?,
+            };
+            if n > DEFAULT_KEY_GROUPS as usize {
+                return Err(SluiceError::invalid_parameter(format!(
+                    "streaming_parallelism {n} is above the maximum {DEFAULT_KEY_GROUPS}"
+                )));
+            }
+            session.streaming_parallelism = n;
+        }
+        _ => {}
+    }
+    session.settings.insert(name.to_string(), value.to_string());
+    Ok(())
+}
+
+/// The value `SHOW name` reports.
+fn setting_value(session: &Session, default_parallelism: usize, name: &str) -> Option<String> {
+    if let Some(v) = session.settings.get(name) {
+        return Some(v.clone());
+    }
+    Some(match name {
+        "implicit_flush" | "rw_implicit_flush" => session.implicit_flush.to_string(),
+        "streaming_parallelism" => default_parallelism.to_string(),
+        "server_version" => "15.0".into(),
+        "server_encoding" | "client_encoding" => "UTF8".into(),
+        "search_path" => "public".into(),
+        "datestyle" => "ISO, MDY".into(),
+        "timezone" => "UTC".into(),
+        "transaction_isolation" | "default_transaction_isolation" => "read committed".into(),
+        "standard_conforming_strings" => "on".into(),
+        "integer_datetimes" => "on".into(),
+        "max_identifier_length" => "63".into(),
+        _ => return None,
+    })
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Coordinator>();
+    let _ = DFSchema::empty();
 }

@@ -1,8 +1,11 @@
 //! The coordinator (Flink's JobManager) and the worker (TaskManager). `sluice serve` runs
 //! both in one process; the [`Coordinator`] is the front door every protocol (pgwire,
-//! REST, Flight SQL) calls.
+//! REST, Flight SQL) calls, and [`job`] deploys stream graphs as running subtasks.
 
 mod coordinator;
+pub mod job;
+mod providers;
+mod results;
 
 pub use coordinator::{
     CommandTag, Coordinator, Described, JobInfo, RelationInfo, Session, StatementResult,

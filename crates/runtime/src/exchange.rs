@@ -8,9 +8,9 @@ use std::task::Poll;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, UInt32Array};
-use datafusion::physical_expr::PhysicalExpr;
 use arrow::compute::take_record_batch;
 use async_trait::async_trait;
+use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::subtask_of_key_group;
 use tokio::sync::mpsc;
@@ -39,9 +39,10 @@ pub trait Collector: Send {
 pub enum Partitioning {
     /// Subtask i sends to subtask i only (the receivers list has one element).
     Forward,
-    /// Rows go to the subtask owning the key group of the key columns' hash.
+    /// Rows go to the subtask owning the key group of the hash of `keys`, expressions
+    /// evaluated on each batch.
     Hash {
-        key_indices: Vec<usize>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
         key_groups: u16,
     },
 }
@@ -55,7 +56,7 @@ pub struct ExchangeOutput {
 
 impl ExchangeOutput {
     pub fn new(senders: Vec<mpsc::Sender<Message>>, partitioning: Partitioning) -> Self {
-        debug_assert!(partitioning != Partitioning::Forward || senders.len() == 1);
+        debug_assert!(!matches!(partitioning, Partitioning::Forward) || senders.len() == 1);
         ExchangeOutput {
             senders,
             partitioning,
@@ -74,15 +75,16 @@ impl ExchangeOutput {
 impl Collector for ExchangeOutput {
     async fn collect(&mut self, message: Message) -> Result<()> {
         match (message, &self.partitioning) {
-            (
-                Message::Batch(batch),
-                Partitioning::Hash {
-                    key_indices,
-                    key_groups,
-                },
-            ) if self.senders.len() > 1 => {
+            (Message::Batch(batch), Partitioning::Hash { keys, key_groups })
+                if self.senders.len() > 1 =>
+            {
                 let parallelism = self.senders.len();
-                let groups = key_groups_of(&batch, key_indices, *key_groups)?;
+                let n = batch.num_rows();
+                let columns: Vec<ArrayRef> = keys
+                    .iter()
+                    .map(|k| k.evaluate(&batch).and_then(|v| v.into_array(n)))
+                    .collect::<datafusion::error::Result<_>>()?;
+                let groups = key_groups_of_columns(&columns, n, *key_groups)?;
                 // Per-row loop: no Arrow kernel partitions by a computed target index;
                 // DataFusion's RepartitionExec builds its index lists the same way.
                 let mut indices: Vec<Vec<u32>> = vec![Vec::new(); parallelism];
@@ -347,7 +349,9 @@ mod tests {
         let mut out = ExchangeOutput::new(
             senders,
             Partitioning::Hash {
-                key_indices: vec![0],
+                keys: vec![Arc::new(
+                    datafusion::physical_expr::expressions::Column::new("k", 0),
+                )],
                 key_groups: 128,
             },
         );

@@ -92,7 +92,10 @@ impl Catalog {
             ObjectKind::Table => SluiceError::undefined_table(name),
             _ => SluiceError::new(
                 SqlState::UNDEFINED_TABLE,
-                format!("{} \"{name}\" does not exist", kind.sql_name().to_lowercase()),
+                format!(
+                    "{} \"{name}\" does not exist",
+                    kind.sql_name().to_lowercase()
+                ),
             ),
         })?;
         if relation.object_kind() != kind {

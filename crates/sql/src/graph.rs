@@ -32,23 +32,33 @@ pub struct StreamEdge {
 #[derive(Debug, Clone)]
 pub enum StreamOperator {
     /// Reads a table's log (backfill, then new writes).
-    TableScan { table: String },
+    TableScan {
+        table: String,
+    },
     /// Reads an external source through its connector.
     SourceScan {
         source: String,
         options: BTreeMap<String, String>,
     },
     /// Reads another view: its current rows, then its changes.
-    ViewScan { view: String },
-    Project { exprs: Vec<Expr> },
-    Filter { predicate: Expr },
+    ViewScan {
+        view: String,
+    },
+    Project {
+        exprs: Vec<Expr>,
+    },
+    Filter {
+        predicate: Expr,
+    },
     /// GROUP BY; output columns are the group expressions, then the aggregates.
     Aggregate {
         group_exprs: Vec<Expr>,
         aggr_exprs: Vec<Expr>,
     },
     /// Stores the result of view `view`.
-    Materialize { view: String },
+    Materialize {
+        view: String,
+    },
 }
 
 impl StreamOperator {
@@ -67,7 +77,9 @@ impl StreamOperator {
     pub fn is_source(&self) -> bool {
         matches!(
             self,
-            StreamOperator::TableScan { .. } | StreamOperator::SourceScan { .. } | StreamOperator::ViewScan { .. }
+            StreamOperator::TableScan { .. }
+                | StreamOperator::SourceScan { .. }
+                | StreamOperator::ViewScan { .. }
         )
     }
 }
@@ -148,17 +160,39 @@ impl fmt::Display for StreamGraph {
                 ),
                 StreamOperator::ViewScan { view } => format!("view={view}"),
                 StreamOperator::Project { exprs } => {
-                    format!("exprs=[{}]", exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        "exprs=[{}]",
+                        exprs
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
                 StreamOperator::Filter { predicate } => format!("predicate={predicate}"),
-                StreamOperator::Aggregate { group_exprs, aggr_exprs } => format!(
+                StreamOperator::Aggregate {
+                    group_exprs,
+                    aggr_exprs,
+                } => format!(
                     "group=[{}], aggs=[{}]",
-                    group_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "),
-                    aggr_exprs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", ")
+                    group_exprs
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    aggr_exprs
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 StreamOperator::Materialize { view } => format!("view={view}"),
             };
-            let kind = if node.changelog { "retract" } else { "append-only" };
+            let kind = if node.changelog {
+                "retract"
+            } else {
+                "append-only"
+            };
             format!(
                 "{} [{detail}] parallelism={} output={kind}",
                 node.operator.name(),
@@ -174,7 +208,13 @@ impl fmt::Display for StreamGraph {
                     let keys = if keys.is_empty() {
                         "single".to_string()
                     } else {
-                        format!("hash({})", keys.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(", "))
+                        format!(
+                            "hash({})",
+                            keys.iter()
+                                .map(|e| e.to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
                     };
                     let _ = writeln!(out, "{}Exchange [{keys}]", "  ".repeat(d));
                     d += 1;
@@ -187,7 +227,10 @@ impl fmt::Display for StreamGraph {
             walk(self, self.nodes.len() - 1, 0, &mut out);
         }
         for (i, chain) in self.chains().iter().enumerate() {
-            let names: Vec<&str> = chain.iter().map(|&n| self.nodes[n].operator.name()).collect();
+            let names: Vec<&str> = chain
+                .iter()
+                .map(|&n| self.nodes[n].operator.name())
+                .collect();
             let _ = writeln!(
                 out,
                 "Task {i}: {} (parallelism {})",

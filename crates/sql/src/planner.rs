@@ -32,11 +32,20 @@ pub fn plan_stream_graph(
     };
     let root = builder.lower(plan)?;
     let root_node = &builder.graph.nodes[root];
-    let (schema, changelog, p) = (root_node.schema.clone(), root_node.changelog, root_node.parallelism);
+    let (schema, changelog, p) = (
+        root_node.schema.clone(),
+        root_node.changelog,
+        root_node.parallelism,
+    );
     check_unique_column_names(&schema)?;
     builder.add(
-        StreamOperator::Materialize { view: view.to_string() },
-        vec![StreamEdge { from: root, exchange: Exchange::Forward }],
+        StreamOperator::Materialize {
+            view: view.to_string(),
+        },
+        vec![StreamEdge {
+            from: root,
+            exchange: Exchange::Forward,
+        }],
         schema,
         changelog,
         p,
@@ -93,9 +102,26 @@ impl GraphBuilder<'_> {
     }
 
     /// A node applied to `input` with a forward edge, inheriting its parallelism and kind.
-    fn add_forward(&mut self, operator: StreamOperator, input: usize, schema: DFSchemaRef) -> usize {
-        let (changelog, p) = (self.graph.nodes[input].changelog, self.graph.nodes[input].parallelism);
-        self.add(operator, vec![StreamEdge { from: input, exchange: Exchange::Forward }], schema, changelog, p)
+    fn add_forward(
+        &mut self,
+        operator: StreamOperator,
+        input: usize,
+        schema: DFSchemaRef,
+    ) -> usize {
+        let (changelog, p) = (
+            self.graph.nodes[input].changelog,
+            self.graph.nodes[input].parallelism,
+        );
+        self.add(
+            operator,
+            vec![StreamEdge {
+                from: input,
+                exchange: Exchange::Forward,
+            }],
+            schema,
+            changelog,
+            p,
+        )
     }
 
     fn lower(&mut self, plan: &LogicalPlan) -> Result<usize> {
@@ -104,13 +130,25 @@ impl GraphBuilder<'_> {
             LogicalPlan::Projection(p) => {
                 check_no_subqueries(&p.expr)?;
                 let input = self.lower(&p.input)?;
-                Ok(self.add_forward(StreamOperator::Project { exprs: p.expr.clone() }, input, p.schema.clone()))
+                Ok(self.add_forward(
+                    StreamOperator::Project {
+                        exprs: p.expr.clone(),
+                    },
+                    input,
+                    p.schema.clone(),
+                ))
             }
             LogicalPlan::Filter(f) => {
                 check_no_subqueries(std::slice::from_ref(&f.predicate))?;
                 let input = self.lower(&f.input)?;
                 let schema = self.graph.nodes[input].schema.clone();
-                Ok(self.add_forward(StreamOperator::Filter { predicate: f.predicate.clone() }, input, schema))
+                Ok(self.add_forward(
+                    StreamOperator::Filter {
+                        predicate: f.predicate.clone(),
+                    },
+                    input,
+                    schema,
+                ))
             }
             LogicalPlan::SubqueryAlias(alias) => {
                 // Only the qualifiers change; relabel the input node's output.
@@ -120,7 +158,12 @@ impl GraphBuilder<'_> {
             }
             LogicalPlan::Aggregate(agg) => self.lower_aggregate(agg),
             LogicalPlan::Distinct(Distinct::All(input)) => {
-                let group_exprs: Vec<Expr> = input.schema().columns().into_iter().map(Expr::Column).collect();
+                let group_exprs: Vec<Expr> = input
+                    .schema()
+                    .columns()
+                    .into_iter()
+                    .map(Expr::Column)
+                    .collect();
                 let agg = Aggregate::try_new(input.clone(), group_exprs, vec![])?;
                 self.lower_aggregate(&agg)
             }
@@ -132,9 +175,11 @@ impl GraphBuilder<'_> {
             LogicalPlan::Join(_) => Err(unsupported("JOIN")),
             LogicalPlan::Window(_) => Err(unsupported("a window function (OVER)")),
             LogicalPlan::Union(_) => Err(unsupported("UNION")),
-            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => Err(SluiceError::unsupported(
-                "a materialized view must read from a table, source or materialized view",
-            )),
+            LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
+                Err(SluiceError::unsupported(
+                    "a materialized view must read from a table, source or materialized view",
+                ))
+            }
             LogicalPlan::Unnest(_) => Err(unsupported("UNNEST")),
             LogicalPlan::Subquery(_) => Err(unsupported("a subquery")),
             other => Err(SluiceError::unsupported(format!(
@@ -146,7 +191,10 @@ impl GraphBuilder<'_> {
 
     fn lower_scan(&mut self, scan: &TableScan) -> Result<usize> {
         let name = relation_name(&scan.table_name)?;
-        let relation = self.catalog.get(&name).ok_or_else(|| SluiceError::undefined_table(&name))?;
+        let relation = self
+            .catalog
+            .get(&name)
+            .ok_or_else(|| SluiceError::undefined_table(&name))?;
         if scan.fetch.is_some() {
             return Err(unsupported("LIMIT (Top-N)"));
         }
@@ -155,15 +203,30 @@ impl GraphBuilder<'_> {
             &relation.schema,
         )?);
         let (operator, changelog, parallelism) = match &relation.kind {
-            RelationKind::Table { .. } => (StreamOperator::TableScan { table: name.clone() }, false, self.parallelism),
-            RelationKind::Source { options } => (
-                StreamOperator::SourceScan { source: name.clone(), options: options.clone() },
+            RelationKind::Table { .. } => (
+                StreamOperator::TableScan {
+                    table: name.clone(),
+                },
                 false,
                 self.parallelism,
             ),
-            RelationKind::MaterializedView { changelog, partitions, .. } => {
-                (StreamOperator::ViewScan { view: name.clone() }, *changelog, *partitions)
-            }
+            RelationKind::Source { options } => (
+                StreamOperator::SourceScan {
+                    source: name.clone(),
+                    options: options.clone(),
+                },
+                false,
+                self.parallelism,
+            ),
+            RelationKind::MaterializedView {
+                changelog,
+                partitions,
+                ..
+            } => (
+                StreamOperator::ViewScan { view: name.clone() },
+                *changelog,
+                *partitions,
+            ),
         };
         let mut node = self.add(operator, vec![], full_schema, changelog, parallelism);
         if !scan.filters.is_empty() {
@@ -182,13 +245,21 @@ impl GraphBuilder<'_> {
                 .iter()
                 .map(|&i| Expr::Column(input_schema.columns()[i].clone()))
                 .collect();
-            node = self.add_forward(StreamOperator::Project { exprs }, node, scan.projected_schema.clone());
+            node = self.add_forward(
+                StreamOperator::Project { exprs },
+                node,
+                scan.projected_schema.clone(),
+            );
         }
         Ok(node)
     }
 
     fn lower_aggregate(&mut self, agg: &Aggregate) -> Result<usize> {
-        if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+        if agg
+            .group_expr
+            .iter()
+            .any(|e| matches!(e, Expr::GroupingSet(_)))
+        {
             return Err(unsupported("GROUPING SETS, ROLLUP and CUBE"));
         }
         check_no_subqueries(&agg.aggr_expr)?;
@@ -206,7 +277,11 @@ impl GraphBuilder<'_> {
         }
         let input = self.lower(&agg.input)?;
         let input_parallelism = self.graph.nodes[input].parallelism;
-        let parallelism = if agg.group_expr.is_empty() { 1 } else { self.parallelism };
+        let parallelism = if agg.group_expr.is_empty() {
+            1
+        } else {
+            self.parallelism
+        };
         let exchange = if parallelism == 1 && input_parallelism == 1 {
             Exchange::Forward
         } else {
@@ -217,7 +292,10 @@ impl GraphBuilder<'_> {
                 group_exprs: agg.group_expr.clone(),
                 aggr_exprs: agg.aggr_expr.clone(),
             },
-            vec![StreamEdge { from: input, exchange }],
+            vec![StreamEdge {
+                from: input,
+                exchange,
+            }],
             agg.schema.clone(),
             true,
             parallelism,
@@ -243,7 +321,10 @@ pub fn relation_name(reference: &TableReference) -> Result<String> {
 fn check_no_subqueries(exprs: &[Expr]) -> Result<()> {
     for e in exprs {
         let found = e.exists(|e| {
-            Ok(matches!(e, Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)))
+            Ok(matches!(
+                e,
+                Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+            ))
         })?;
         if found {
             return Err(unsupported("a subquery"));

@@ -32,10 +32,32 @@ pub struct AggregateSpec {
     pub function: Arc<AggregateFunctionExpr>,
     /// `FILTER (WHERE ...)`.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The input carries retractions: use DataFusion's retractable ("sliding")
+    /// accumulator. Only valid for aggregates whose retraction does not depend on the
+    /// order rows arrived in (see [`retracts_in_any_order`]).
+    pub retracting: bool,
+}
+
+impl AggregateSpec {
+    fn create_accumulator(&self) -> datafusion::error::Result<Box<dyn Accumulator>> {
+        if self.retracting {
+            self.function.create_sliding_accumulator()
+        } else {
+            self.function.create_accumulator()
+        }
+    }
+}
+
+/// Whether `function` can take back any earlier row, in any order. DataFusion's sliding
+/// accumulators are built for window frames, which retract oldest-first; for sums and
+/// counts that order does not matter, but min/max keep a queue that it does.
+pub fn retracts_in_any_order(function: &AggregateFunctionExpr) -> bool {
+    !function.is_distinct() && matches!(function.fun().name(), "count" | "sum" | "avg" | "mean")
 }
 
 struct Group {
-    key: OwnedRow,
+    /// The group key in row format; `None` for the one group of a global aggregate.
+    key: Option<OwnedRow>,
     accumulators: Vec<Box<dyn Accumulator>>,
     /// Insertions minus retractions: the group exists while this is positive.
     rows: i64,
@@ -89,11 +111,11 @@ impl AggregateOperator {
         self.groups.iter().flatten().count()
     }
 
-    fn new_group(&mut self, key: OwnedRow) -> Result<usize> {
+    fn new_group(&mut self, key: Option<OwnedRow>) -> Result<usize> {
         let accumulators = self
             .aggregates
             .iter()
-            .map(|a| a.function.create_accumulator())
+            .map(AggregateSpec::create_accumulator)
             .collect::<datafusion::error::Result<_>>()?;
         let group = Group {
             key,
@@ -117,8 +139,7 @@ impl AggregateOperator {
     /// sum NULL) is visible before any row arrives.
     fn ensure_global_group(&mut self, out: &mut Vec<Message>) -> Result<()> {
         if self.is_global() && self.groups.is_empty() {
-            let key = self.converter.empty_rows(0, 0).row(0).owned();
-            let slot = self.new_group(key)?;
+            let slot = self.new_group(None)?;
             self.emit(&[slot], out)?;
         }
         Ok(())
@@ -141,9 +162,8 @@ impl AggregateOperator {
             let slot = match self.index.get(row.data()) {
                 Some(&slot) => slot,
                 None => {
-                    let key = row.owned();
-                    let slot = self.new_group(key.clone())?;
-                    self.index.insert(key.as_ref().into(), slot);
+                    let slot = self.new_group(Some(row.owned()))?;
+                    self.index.insert(row.data().into(), slot);
                     slot
                 }
             };
@@ -155,10 +175,10 @@ impl AggregateOperator {
     /// Emits the changes of the groups in `slots` whose value differs from what was last
     /// emitted; drops groups whose rows were all retracted.
     fn emit(&mut self, slots: &[usize], out: &mut Vec<Message>) -> Result<()> {
-        let mut keys: Vec<OwnedRow> = Vec::new();
+        let mut keys: Vec<Option<OwnedRow>> = Vec::new();
         let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); self.aggregates.len()];
         let mut ops: Vec<i8> = Vec::new();
-        let mut push = |key: &OwnedRow, row: &[ScalarValue], op: RowKind| {
+        let mut push = |key: &Option<OwnedRow>, row: &[ScalarValue], op: RowKind| {
             keys.push(key.clone());
             for (col, v) in values.iter_mut().zip(row) {
                 col.push(v.clone());
@@ -180,7 +200,9 @@ impl AggregateOperator {
                     push(&group.key, &old, RowKind::Delete);
                 }
                 let group = self.groups[slot].take().expect("checked above");
-                self.index.remove(group.key.as_ref());
+                if let Some(key) = &group.key {
+                    self.index.remove(key.as_ref());
+                }
                 self.free_slots.push(slot);
                 continue;
             }
@@ -205,7 +227,8 @@ impl AggregateOperator {
         let mut columns: Vec<ArrayRef> = if global {
             Vec::new()
         } else {
-            self.converter.convert_rows(keys.iter().map(|k| k.row()))?
+            self.converter
+                .convert_rows(keys.iter().flatten().map(|k| k.row()))?
         };
         for (col, field) in values
             .into_iter()

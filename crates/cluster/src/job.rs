@@ -1,0 +1,421 @@
+//! Streaming jobs: turning a [`StreamGraph`] into running subtasks (the execution graph),
+//! supervising them, and waiting for barriers to reach their sinks.
+//!
+//! In `sluice serve` the coordinator and the worker share a process, so deployment builds
+//! the subtasks directly; the graph is the unit that a remote deployment will ship.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::execution::context::ExecutionProps;
+use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use sluice_common::error::{Result, SluiceError};
+use sluice_runtime::exchange::{Collector, ExchangeOutput, InputGate, Partitioning, channel};
+use sluice_runtime::message::{CheckpointBarrier, Message, changelog_schema};
+use sluice_runtime::operators::Operator;
+use sluice_runtime::operators::aggregate::{
+    AggregateOperator, AggregateSpec, retracts_in_any_order,
+};
+use sluice_runtime::operators::calc::{FilterOperator, ProjectOperator};
+use sluice_runtime::operators::materialize::{MaterializeSink, SinkProgress, ViewPartition};
+use sluice_runtime::task::{BARRIER_INJECTION_CAPACITY, Subtask, TaskInput};
+use sluice_sql::{Exchange, StreamGraph, StreamNode, StreamOperator};
+use sluice_state::DEFAULT_KEY_GROUPS;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::providers::TableStorage;
+
+/// The lifecycle state of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    /// Every input ended (bounded sources) and every row reached the view.
+    Finished,
+    Failed(String),
+}
+
+impl JobState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Running => "RUNNING",
+            JobState::Finished => "FINISHED",
+            JobState::Failed(_) => "FAILED",
+        }
+    }
+}
+
+/// What deployment needs from the coordinator.
+pub struct DeployContext<'a> {
+    pub tables: &'a BTreeMap<String, Arc<TableStorage>>,
+    pub views: &'a BTreeMap<String, Vec<Arc<ViewPartition>>>,
+}
+
+/// A running job. Dropping it stops every subtask.
+pub struct Job {
+    pub id: u64,
+    pub view: String,
+    pub parallelism: usize,
+    pub graph: StreamGraph,
+    state: watch::Receiver<JobState>,
+    injectors: Vec<mpsc::Sender<CheckpointBarrier>>,
+    sinks: Vec<watch::Receiver<SinkProgress>>,
+    supervisor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        // Aborting the supervisor drops its JoinSet, which aborts every subtask.
+        self.supervisor.abort();
+    }
+}
+
+impl Job {
+    pub fn state(&self) -> JobState {
+        self.state.borrow().clone()
+    }
+
+    /// Sends barrier `barrier` into every source of this job. Sources that already ended
+    /// are skipped: their end of stream carries everything a barrier would.
+    pub async fn inject(&self, barrier: CheckpointBarrier) {
+        for injector in &self.injectors {
+            let _ = injector.send(barrier).await;
+        }
+    }
+
+    /// Waits until every sink has applied barrier `epoch` (or finished), or the job failed.
+    pub async fn wait_for_epoch(&self, epoch: u64) {
+        let mut state = self.state.clone();
+        for sink in &self.sinks {
+            let mut sink = sink.clone();
+            tokio::select! {
+                _ = sink.wait_for(|p| p.epoch >= epoch || p.finished) => {}
+                _ = state.wait_for(|s| matches!(s, JobState::Failed(_))) => return,
+            }
+        }
+    }
+}
+
+/// Builds the subtasks of `graph` for view `view_id`/`view` whose result goes to
+/// `partitions`, starts them, and returns the job.
+pub fn deploy(
+    id: u64,
+    view: &str,
+    graph: StreamGraph,
+    partitions: &[Arc<ViewPartition>],
+    ctx: &DeployContext<'_>,
+) -> Result<Job> {
+    let chains = graph.chains();
+    let mut chain_of = vec![0usize; graph.nodes.len()];
+    for (c, chain) in chains.iter().enumerate() {
+        for &n in chain {
+            chain_of[n] = c;
+        }
+    }
+    // Channels for every edge between chains: receivers[c][j] are the inputs of subtask j
+    // of chain c; senders[c][i] the outputs of subtask i of chain c.
+    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = chains
+        .iter()
+        .map(|ch| {
+            (0..graph.nodes[ch[0]].parallelism)
+                .map(|_| Vec::new())
+                .collect()
+        })
+        .collect();
+    let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = chains
+        .iter()
+        .map(|ch| {
+            (0..graph.nodes[ch[0]].parallelism)
+                .map(|_| Vec::new())
+                .collect()
+        })
+        .collect();
+    let mut out_partitioning: Vec<Option<(Exchange, usize)>> = vec![None; chains.len()];
+    for (c, chain) in chains.iter().enumerate() {
+        let head = &graph.nodes[chain[0]];
+        for edge in &head.inputs {
+            let up = chain_of[edge.from];
+            let up_p = graph.nodes[edge.from].parallelism;
+            out_partitioning[up] = Some((edge.exchange.clone(), edge.from));
+            match edge.exchange {
+                Exchange::Forward => {
+                    if up_p != head.parallelism {
+                        return Err(SluiceError::internal(
+                            "forward edge between different parallelisms",
+                        ));
+                    }
+                    for i in 0..up_p {
+                        let (tx, rx) = channel();
+                        senders[up][i].push(tx);
+                        receivers[c][i].push(rx);
+                    }
+                }
+                Exchange::Hash(_) => {
+                    for i in 0..up_p {
+                        for j in 0..head.parallelism {
+                            let (tx, rx) = channel();
+                            senders[up][i].push(tx);
+                            receivers[c][j].push(rx);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let props = ExecutionProps::new();
+    let mut subtasks: Vec<Subtask> = Vec::new();
+    let mut forwarders: Vec<std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>> =
+        Vec::new();
+    let mut injectors = Vec::new();
+    let mut sinks = Vec::new();
+    for (c, chain) in chains.iter().enumerate() {
+        let head = &graph.nodes[chain[0]];
+        for j in 0..head.parallelism {
+            let inputs = std::mem::take(&mut receivers[c][j]);
+            let (input, op_nodes): (TaskInput, &[usize]) = match &head.operator {
+                StreamOperator::TableScan { table } => {
+                    let storage = ctx
+                        .tables
+                        .get(table)
+                        .ok_or_else(|| SluiceError::undefined_table(table))?;
+                    let reader = sluice_connectors::table::TableSourceReader::new(
+                        &storage.log,
+                        j,
+                        head.parallelism,
+                    );
+                    let (tx, rx) = mpsc::channel(BARRIER_INJECTION_CAPACITY);
+                    injectors.push(tx);
+                    (
+                        TaskInput::Source {
+                            reader: Box::new(reader),
+                            barriers: rx,
+                        },
+                        &chain[1..],
+                    )
+                }
+                StreamOperator::SourceScan { options, .. } => {
+                    let schema = Arc::new(head.schema.as_arrow().clone());
+                    let reader = sluice_connectors::create_source_reader(
+                        options,
+                        schema,
+                        j,
+                        head.parallelism,
+                    )?;
+                    let (tx, rx) = mpsc::channel(BARRIER_INJECTION_CAPACITY);
+                    injectors.push(tx);
+                    (
+                        TaskInput::Source {
+                            reader,
+                            barriers: rx,
+                        },
+                        &chain[1..],
+                    )
+                }
+                StreamOperator::ViewScan { view: upstream } => {
+                    let parts = ctx
+                        .views
+                        .get(upstream)
+                        .ok_or_else(|| SluiceError::undefined_table(upstream))?;
+                    let part = parts
+                        .get(j)
+                        .ok_or_else(|| SluiceError::internal("view scan parallelism mismatch"))?;
+                    let subscription = part.subscribe()?;
+                    let (tx, rx) = channel();
+                    let after_epoch = subscription.after_epoch;
+                    forwarders.push(Box::pin(forward_subscription(subscription, tx)));
+                    (
+                        TaskInput::Gate(InputGate::starting_after_epoch(vec![rx], after_epoch)),
+                        &chain[1..],
+                    )
+                }
+                _ => (TaskInput::Gate(InputGate::new(inputs)), &chain[..]),
+            };
+            let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+            let mut output: Option<Box<dyn Collector>> = None;
+            for &n in op_nodes {
+                let node = &graph.nodes[n];
+                if let StreamOperator::Materialize { .. } = node.operator {
+                    let (tx, rx) = watch::channel(SinkProgress::default());
+                    sinks.push(rx);
+                    let part = partitions
+                        .get(j)
+                        .ok_or_else(|| SluiceError::internal("sink parallelism mismatch"))?;
+                    output = Some(Box::new(MaterializeSink::new(part.clone(), tx)?));
+                } else {
+                    ops.push(compile_operator(&graph, node, &props)?);
+                }
+            }
+            let output = match output {
+                Some(sink) => sink,
+                None => {
+                    let (exchange, tail) = out_partitioning[c]
+                        .clone()
+                        .ok_or_else(|| SluiceError::internal("chain without consumer"))?;
+                    let partitioning = match exchange {
+                        Exchange::Forward => Partitioning::Forward,
+                        Exchange::Hash(keys) => Partitioning::Hash {
+                            keys: compile_exprs(&keys, &graph.nodes[tail].schema, &props)?,
+                            key_groups: DEFAULT_KEY_GROUPS,
+                        },
+                    };
+                    Box::new(ExchangeOutput::new(
+                        std::mem::take(&mut senders[c][j]),
+                        partitioning,
+                    ))
+                }
+            };
+            let names: Vec<&str> = chain
+                .iter()
+                .map(|&n| graph.nodes[n].operator.name())
+                .collect();
+            subtasks.push(Subtask {
+                name: format!("{view}/{}#{j}", names.join("->")),
+                input,
+                chain: ops,
+                output,
+            });
+        }
+    }
+
+    let (state_tx, state_rx) = watch::channel(JobState::Running);
+    let mut set = JoinSet::new();
+    for subtask in subtasks {
+        set.spawn(subtask.run());
+    }
+    for forwarder in forwarders {
+        set.spawn(forwarder);
+    }
+    let view_name = view.to_string();
+    let supervisor = tokio::spawn(async move {
+        while let Some(joined) = set.join_next().await {
+            let failure = match joined {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.message,
+                Err(e) if e.is_panic() => format!("a subtask panicked: {e}"),
+                Err(_) => continue,
+            };
+            tracing::warn!(view = %view_name, error = %failure, "streaming job failed");
+            state_tx.send_replace(JobState::Failed(failure));
+            set.abort_all();
+            return;
+        }
+        state_tx.send_replace(JobState::Finished);
+    });
+    let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
+    Ok(Job {
+        id,
+        view: view.to_string(),
+        parallelism,
+        graph,
+        state: state_rx,
+        injectors,
+        sinks,
+        supervisor,
+    })
+}
+
+/// Feeds a downstream view from an upstream view partition: its snapshot, then its changes.
+async fn forward_subscription(
+    subscription: sluice_runtime::operators::materialize::Subscription,
+    tx: mpsc::Sender<Message>,
+) -> Result<()> {
+    let closed = || SluiceError::internal("view reader stopped");
+    for batch in subscription.snapshot {
+        tx.send(Message::Batch(batch)).await.map_err(|_| closed())?;
+    }
+    let mut changes = subscription.changes;
+    while let Some(message) = changes.recv().await {
+        let end = matches!(message, Message::EndOfStream);
+        tx.send(message).await.map_err(|_| closed())?;
+        if end {
+            return Ok(());
+        }
+    }
+    Err(SluiceError::internal("the upstream view was dropped"))
+}
+
+fn compile_exprs(
+    exprs: &[Expr],
+    schema: &DFSchema,
+    props: &ExecutionProps,
+) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+    exprs
+        .iter()
+        .map(|e| {
+            create_physical_expr(e, schema, props, &PhysicalPlanningContext::default())
+                .map_err(SluiceError::from)
+        })
+        .collect()
+}
+
+/// The physical schema of a node's output: its columns, plus the op column on changelogs.
+fn output_schema(node: &StreamNode) -> SchemaRef {
+    let schema: Schema = node.schema.as_arrow().clone();
+    if node.changelog {
+        changelog_schema(&schema)
+    } else {
+        Arc::new(schema)
+    }
+}
+
+fn compile_operator(
+    graph: &StreamGraph,
+    node: &StreamNode,
+    props: &ExecutionProps,
+) -> Result<Box<dyn Operator>> {
+    let input = graph.nodes[node.inputs[0].from].clone();
+    let input_schema = &input.schema;
+    Ok(match &node.operator {
+        StreamOperator::Project { exprs } => Box::new(ProjectOperator::new(
+            compile_exprs(exprs, input_schema, props)?,
+            output_schema(node),
+        )),
+        StreamOperator::Filter { predicate } => {
+            let predicate =
+                compile_exprs(std::slice::from_ref(predicate), input_schema, props)?.remove(0);
+            Box::new(FilterOperator::new(predicate))
+        }
+        StreamOperator::Aggregate {
+            group_exprs,
+            aggr_exprs,
+        } => {
+            let planning = PhysicalPlanningContext::default();
+            let physical_input = input_schema.as_arrow();
+            let mut aggregates = Vec::with_capacity(aggr_exprs.len());
+            for e in aggr_exprs {
+                let lowered =
+                    LoweredAggregateBuilder::new(e, input_schema, physical_input, props, &planning)
+                        .build()?;
+                if input.changelog && !retracts_in_any_order(&lowered.aggregate) {
+                    return Err(SluiceError::unsupported(format!(
+                        "aggregate {} over an updating input (such as a view with GROUP BY) is not supported yet; \
+                         count, sum and avg are",
+                        lowered.aggregate.name()
+                    )));
+                }
+                aggregates.push(AggregateSpec {
+                    function: lowered.aggregate,
+                    filter: lowered.filter,
+                    retracting: input.changelog,
+                });
+            }
+            Box::new(AggregateOperator::new(
+                compile_exprs(group_exprs, input_schema, props)?,
+                aggregates,
+                output_schema(node),
+            )?)
+        }
+        other => {
+            return Err(SluiceError::internal(format!(
+                "{} is not a chainable operator",
+                other.name()
+            )));
+        }
+    })
+}

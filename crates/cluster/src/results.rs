@@ -1,0 +1,99 @@
+//! Building the row results of Sluice's own statements (SHOW, DESCRIBE, EXPLAIN).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use sluice_common::error::Result;
+
+use crate::coordinator::StatementResult;
+
+/// A result of text columns.
+pub fn text_result(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Result<StatementResult> {
+    let schema = text_schema(columns);
+    let arrays: Vec<ArrayRef> = (0..columns.len())
+        .map(|c| Arc::new(rows.iter().map(|r| r[c].clone()).collect::<StringArray>()) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+    Ok(StatementResult::Rows {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// The schema of a result of text columns.
+pub fn text_schema(columns: &[&str]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(*c, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The schema of `SHOW JOBS`.
+pub fn jobs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("parallelism", DataType::Int64, false),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+/// Rows of `SHOW JOBS`: (id, name, status, parallelism, error).
+pub fn jobs_result(
+    rows: Vec<(u64, String, String, usize, Option<String>)>,
+) -> Result<StatementResult> {
+    let schema = jobs_schema();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(rows.iter().map(|r| r.0 as i64).collect::<Int64Array>()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.1.clone()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.2.clone()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(rows.iter().map(|r| r.3 as i64).collect::<Int64Array>()),
+            Arc::new(rows.iter().map(|r| r.4.clone()).collect::<StringArray>()),
+        ],
+    )?;
+    Ok(StatementResult::Rows {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// PostgreSQL's name for an Arrow type, as `DESCRIBE` and psql show it.
+pub fn pg_type_name(t: &DataType) -> String {
+    match t {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
+        DataType::Int32 | DataType::UInt16 => "integer".into(),
+        DataType::Int64 | DataType::UInt32 | DataType::UInt64 => "bigint".into(),
+        DataType::Float16 | DataType::Float32 => "real".into(),
+        DataType::Float64 => "double precision".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("numeric({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "character varying".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Time32(_) | DataType::Time64(_) => "time without time zone".into(),
+        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
+        DataType::Timestamp(
+            TimeUnit::Second | TimeUnit::Millisecond | TimeUnit::Microsecond | TimeUnit::Nanosecond,
+            Some(_),
+        ) => "timestamp with time zone".into(),
+        DataType::Interval(_) | DataType::Duration(_) => "interval".into(),
+        DataType::List(f) | DataType::LargeList(f) => format!("{}[]", pg_type_name(f.data_type())),
+        DataType::Struct(_) => "struct".into(),
+        DataType::Null => "unknown".into(),
+        other => other.to_string().to_lowercase(),
+    }
+}

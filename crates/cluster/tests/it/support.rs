@@ -1,0 +1,74 @@
+//! Running SQL against a coordinator and reading results as sorted text rows.
+
+use std::sync::Arc;
+
+use arrow::util::display::array_value_to_string;
+use sluice_cluster::{Coordinator, Session, StatementResult};
+use sluice_common::config::ServeConfig;
+use sluice_common::error::SluiceError;
+
+pub struct Engine {
+    pub coordinator: Arc<Coordinator>,
+    pub session: Session,
+}
+
+impl Engine {
+    pub async fn start() -> Engine {
+        let coordinator = Coordinator::start(ServeConfig::default())
+            .await
+            .expect("coordinator starts");
+        let session = coordinator.new_session();
+        Engine {
+            coordinator,
+            session,
+        }
+    }
+
+    /// Runs every statement of `sql`; returns the last result.
+    pub async fn run(&mut self, sql: &str) -> Result<StatementResult, SluiceError> {
+        let mut last = None;
+        for stmt in self.coordinator.parse(sql)? {
+            last = Some(
+                self.coordinator
+                    .execute(&mut self.session, &stmt, &[])
+                    .await?,
+            );
+        }
+        Ok(last.expect("at least one statement"))
+    }
+
+    pub async fn ok(&mut self, sql: &str) {
+        if let Err(e) = self.run(sql).await {
+            panic!("{sql}: {} ({})", e.message, e.state);
+        }
+    }
+
+    /// The rows of a query, each as its values joined by spaces, sorted.
+    pub async fn rows(&mut self, sql: &str) -> Vec<String> {
+        match self.run(sql).await {
+            Ok(StatementResult::Rows { batches, .. }) => {
+                let mut rows = Vec::new();
+                for b in batches {
+                    for r in 0..b.num_rows() {
+                        let values: Vec<String> = b
+                            .columns()
+                            .iter()
+                            .map(|c| {
+                                if c.is_null(r) {
+                                    "NULL".to_string()
+                                } else {
+                                    array_value_to_string(c, r).unwrap()
+                                }
+                            })
+                            .collect();
+                        rows.push(values.join(" "));
+                    }
+                }
+                rows.sort();
+                rows
+            }
+            Ok(other) => panic!("{sql}: expected rows, got {other:?}"),
+            Err(e) => panic!("{sql}: {} ({})", e.message, e.state),
+        }
+    }
+}

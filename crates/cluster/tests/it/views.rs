@@ -1,0 +1,83 @@
+use crate::support::Engine;
+
+#[tokio::test]
+async fn grouped_view_backfills_and_follows_inserts() {
+    let mut e = Engine::start().await;
+    e.ok("CREATE TABLE t (k INT, v BIGINT)").await;
+    e.ok("INSERT INTO t VALUES (1, 10), (2, 20), (1, 5)").await;
+    e.ok(
+        "CREATE MATERIALIZED VIEW s AS SELECT k, sum(v) AS total, count(*) AS n FROM t GROUP BY k",
+    )
+    .await;
+    e.ok("FLUSH").await;
+    assert_eq!(e.rows("SELECT * FROM s").await, vec!["1 15 2", "2 20 1"]);
+    e.ok("INSERT INTO t VALUES (2, 1), (3, 3)").await;
+    e.ok("FLUSH").await;
+    assert_eq!(
+        e.rows("SELECT * FROM s").await,
+        vec!["1 15 2", "2 21 2", "3 3 1"]
+    );
+}
+
+#[tokio::test]
+async fn parallelism_one_and_four_give_the_same_result() {
+    let mut e = Engine::start().await;
+    e.ok("CREATE TABLE t (k INT, v INT)").await;
+    for i in 0..20 {
+        e.ok(&format!(
+            "INSERT INTO t VALUES ({}, {i}), ({}, {})",
+            i % 7,
+            (i * 3) % 5,
+            i * 2
+        ))
+        .await;
+    }
+    e.ok("SET streaming_parallelism = 1").await;
+    e.ok("CREATE MATERIALIZED VIEW a AS SELECT k, count(*) AS n, max(v) AS m, avg(v) AS av FROM t WHERE v > 2 GROUP BY k").await;
+    e.ok("SET streaming_parallelism = 4").await;
+    e.ok("CREATE MATERIALIZED VIEW b AS SELECT k, count(*) AS n, max(v) AS m, avg(v) AS av FROM t WHERE v > 2 GROUP BY k").await;
+    e.ok("FLUSH").await;
+    let a = e.rows("SELECT * FROM a").await;
+    assert!(!a.is_empty());
+    assert_eq!(a, e.rows("SELECT * FROM b").await);
+    assert_eq!(
+        a,
+        e.rows("SELECT k, count(*), max(v), avg(v) FROM t WHERE v > 2 GROUP BY k")
+            .await
+    );
+}
+
+#[tokio::test]
+async fn view_on_view_and_global_aggregate() {
+    let mut e = Engine::start().await;
+    e.ok("CREATE TABLE t (k INT, v INT)").await;
+    e.ok("CREATE MATERIALIZED VIEW total AS SELECT count(*) AS n, sum(v) AS s FROM t")
+        .await;
+    e.ok("FLUSH").await;
+    assert_eq!(e.rows("SELECT * FROM total").await, vec!["0 NULL"]);
+    e.ok("CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM t GROUP BY k")
+        .await;
+    e.ok("CREATE MATERIALIZED VIEW big AS SELECT k, n * 10 AS n10 FROM per_k WHERE n > 1")
+        .await;
+    e.ok("CREATE MATERIALIZED VIEW counts AS SELECT sum(n) AS rows FROM per_k")
+        .await;
+    e.ok("INSERT INTO t VALUES (1, 1), (1, 2), (2, 3)").await;
+    e.ok("FLUSH").await;
+    assert_eq!(e.rows("SELECT * FROM total").await, vec!["3 6"]);
+    assert_eq!(e.rows("SELECT * FROM big").await, vec!["1 20"]);
+    assert_eq!(e.rows("SELECT * FROM counts").await, vec!["3"]);
+    e.ok("INSERT INTO t VALUES (2, 3)").await;
+    e.ok("FLUSH").await;
+    assert_eq!(e.rows("SELECT * FROM big").await, vec!["1 20", "2 20"]);
+}
+
+#[tokio::test]
+async fn bounded_datagen_source_is_fully_read_by_flush() {
+    let mut e = Engine::start().await;
+    e.ok("CREATE SOURCE g (id BIGINT, v INT) WITH (connector = 'datagen', fields.id.kind = 'sequence', \
+          fields.id.start = '1', fields.id.end = '1000', fields.v.min = '0', fields.v.max = '9', \
+          datagen.rows.per.second = '100000')").await;
+    e.ok("CREATE MATERIALIZED VIEW c AS SELECT count(*) AS n, sum(id) AS s, count(DISTINCT id) AS d FROM g").await;
+    e.ok("FLUSH").await;
+    assert_eq!(e.rows("SELECT * FROM c").await, vec!["1000 500500 1000"]);
+}
