@@ -348,3 +348,82 @@ fn check_unique_column_names(schema: &DFSchema) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Relation;
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    async fn graph(sql: &str, parallelism: usize) -> Result<StreamGraph> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int32, true),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let ctx = SessionContext::new();
+        ctx.register_table("t", Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()))
+            .unwrap();
+        let mut catalog = Catalog::new();
+        catalog
+            .insert(Relation {
+                id: 1,
+                name: "t".into(),
+                schema,
+                kind: RelationKind::Table { primary_key: vec![], append_only: true },
+            })
+            .unwrap();
+        let plan = ctx.state().create_logical_plan(sql).await?;
+        let state = ctx.state();
+        let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?;
+        plan_stream_graph(&plan, "v", &catalog, parallelism)
+    }
+
+    fn operators(g: &StreamGraph) -> Vec<&'static str> {
+        g.nodes.iter().map(|n| n.operator.name()).collect()
+    }
+
+    #[tokio::test]
+    async fn group_by_hash_partitions_by_the_group_keys_and_outputs_a_changelog() {
+        let g = graph("SELECT k, count(*) AS n FROM t WHERE v > 0 GROUP BY k", 4).await.unwrap();
+        assert_eq!(operators(&g), vec!["TableScan", "Filter", "Aggregate", "Project", "Materialize"]);
+        let agg = &g.nodes[2];
+        assert!(matches!(&agg.inputs[0].exchange, Exchange::Hash(keys) if keys.len() == 1));
+        assert!(agg.changelog && !g.nodes[1].changelog);
+        assert_eq!(agg.parallelism, 4);
+        // Scan and filter chain into one task; aggregate, project and sink into another.
+        assert_eq!(g.chains(), vec![vec![0, 1], vec![2, 3, 4]]);
+        let text = g.to_string();
+        assert!(text.contains("Exchange [hash(t.k)]"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn global_aggregate_runs_on_one_subtask() {
+        let g = graph("SELECT sum(v) FROM t", 4).await.unwrap();
+        let agg = g.nodes.iter().find(|n| n.operator.name() == "Aggregate").unwrap();
+        assert_eq!(agg.parallelism, 1);
+        assert!(matches!(&agg.inputs[0].exchange, Exchange::Hash(keys) if keys.is_empty()));
+    }
+
+    #[tokio::test]
+    async fn stateless_view_is_one_append_only_chain() {
+        let g = graph("SELECT k + 1 AS k1, upper(CAST(v AS VARCHAR)) AS s FROM t", 2).await.unwrap();
+        assert_eq!(g.chains().len(), 1);
+        assert!(!g.sink().changelog);
+    }
+
+    #[tokio::test]
+    async fn constructs_without_a_streaming_operator_are_named_in_the_error() {
+        for (sql, construct) in [
+            ("SELECT a.k FROM t a JOIN t b ON a.k = b.k", "JOIN"),
+            ("SELECT k FROM t ORDER BY k LIMIT 3", "LIMIT"),
+            ("SELECT k, row_number() OVER (ORDER BY v) FROM t", "window function"),
+            ("SELECT 1", "must read from a table"),
+        ] {
+            let err = graph(sql, 1).await.unwrap_err();
+            assert_eq!(err.state, SqlState::FEATURE_NOT_SUPPORTED, "{sql}");
+            assert!(err.message.contains(construct), "{sql}: {}", err.message);
+        }
+    }
+}
