@@ -34,7 +34,7 @@ pub enum Outcome {
 
 /// Server variables PostgreSQL clients read, with the values Sluice reports when a
 /// session has not set them.
-const DEFAULT_VARIABLES: &[(&str, &str)] = &[
+pub const DEFAULT_VARIABLES: &[(&str, &str)] = &[
     ("server_version", "16.6"),
     ("server_version_num", "160006"),
     ("server_encoding", "UTF8"),

@@ -33,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 
 pub use encode::text_strings;
+pub use execute::DEFAULT_VARIABLES;
 use execute::{Outcome, run_statement};
 pub use extended::{PreparedStatement, SluiceQueryParser};
 
