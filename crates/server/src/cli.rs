@@ -1,0 +1,92 @@
+//! The `sluice` command line: subcommands and their flags.
+//!
+//! Every `serve` flag can also come from an environment variable (`SLUICE_` + the flag in
+//! upper snake case) or from the TOML file given by `--config`; flags win over the
+//! environment, which wins over the file, which wins over the built-in defaults. The
+//! merging itself lives in [`crate::config`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Sluice: a streaming SQL engine served over the PostgreSQL wire protocol.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, long_about = None)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `sluice`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run coordinator and one worker in this process, serving pgwire and REST.
+    Serve(ServeArgs),
+    /// Run a cluster coordinator (not implemented yet; use `sluice serve`).
+    Coordinator(DistributedArgs),
+    /// Run a cluster worker (not implemented yet; use `sluice serve`).
+    Worker(DistributedArgs),
+    /// An interactive SQL shell (and script runner) over pgwire.
+    Sql(SqlArgs),
+}
+
+/// Flags of `sluice serve`. Unset flags fall back to the environment, then to the TOML
+/// file, then to the defaults of `ServeConfig`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Directory for data and metadata (created if missing) [default: sluice-data]
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the PostgreSQL wire protocol listens on; port 0 picks a free port
+    /// [default: 127.0.0.1:6875]
+    #[arg(long, env = "SLUICE_PG_LISTEN", value_name = "ADDR")]
+    pub pg_listen: Option<String>,
+    /// Address the REST API listens on [default: 127.0.0.1:8081]
+    #[arg(long, env = "SLUICE_REST_LISTEN", value_name = "ADDR")]
+    pub rest_listen: Option<String>,
+    /// Address Arrow Flight SQL listens on [default: 127.0.0.1:50051]
+    #[arg(long, env = "SLUICE_FLIGHT_LISTEN", value_name = "ADDR")]
+    pub flight_listen: Option<String>,
+    /// Where checkpoints are stored, an object_store URL (file://, s3://)
+    /// [default: file://<data-dir>/checkpoints]
+    #[arg(long, env = "SLUICE_CHECKPOINT_URL", value_name = "URL")]
+    pub checkpoint_url: Option<String>,
+    /// Parallelism of new streaming jobs when the session sets none (0 = number of cores)
+    /// [default: 0]
+    #[arg(long, env = "SLUICE_DEFAULT_PARALLELISM", value_name = "N")]
+    pub default_parallelism: Option<usize>,
+    /// TOML file with defaults for the options above (keys: data_dir, pg_listen,
+    /// rest_listen, flight_listen, checkpoint_url, default_parallelism)
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Flags of `sluice coordinator` and `sluice worker`, accepted so scripts written for a
+/// cluster get a clear error rather than a usage error.
+#[derive(Debug, Clone, Args)]
+pub struct DistributedArgs {
+    /// Any flags; distributed mode is not implemented yet.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+/// Flags of `sluice sql`.
+#[derive(Debug, Clone, Args)]
+pub struct SqlArgs {
+    /// Host of the Sluice server
+    #[arg(long, env = "SLUICE_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// pgwire port of the Sluice server
+    #[arg(long, short = 'p', env = "SLUICE_PORT", default_value_t = 6875)]
+    pub port: u16,
+    /// User name sent at startup
+    #[arg(long, short = 'U', env = "SLUICE_USER", default_value = "sluice")]
+    pub user: String,
+    /// Run this SQL (several statements allowed) and exit
+    #[arg(short = 'c', long = "command", value_name = "SQL")]
+    pub command: Option<String>,
+    /// Run the SQL in this file and exit
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}

@@ -1,0 +1,101 @@
+//! Building a [`ServeConfig`] from flags, environment and an optional TOML file.
+//!
+//! clap already resolves "flag, else environment variable" for each option, so what is
+//! left here is the bottom of the precedence order: a value that neither gave falls back
+//! to the `--config` file and then to [`ServeConfig::default`].
+
+use std::path::Path;
+
+use sluice_common::config::ServeConfig;
+use sluice_common::error::{Result, SluiceError, SqlState};
+
+use crate::cli::ServeArgs;
+
+/// Reads the TOML file named by `args.config` (if any) and overlays every option the
+/// flags or environment set. Fails with `F0000` when the file cannot be read or holds
+/// unknown keys or values of the wrong type.
+pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
+    let mut config = match &args.config {
+        Some(path) => load_toml(path)?,
+        None => ServeConfig::default(),
+    };
+    if let Some(v) = &args.data_dir {
+        config.data_dir = v.clone();
+    }
+    if let Some(v) = &args.pg_listen {
+        config.pg_listen = v.clone();
+    }
+    if let Some(v) = &args.rest_listen {
+        config.rest_listen = v.clone();
+    }
+    if let Some(v) = &args.flight_listen {
+        config.flight_listen = v.clone();
+    }
+    if let Some(v) = &args.checkpoint_url {
+        config.checkpoint_url = Some(v.clone());
+    }
+    if let Some(v) = args.default_parallelism {
+        config.default_parallelism = v;
+    }
+    Ok(config)
+}
+
+/// Parses a `ServeConfig` from a TOML file; missing keys keep their defaults.
+pub fn load_toml(path: &Path) -> Result<ServeConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SluiceError::new(
+            SqlState::CONFIG_FILE_ERROR,
+            format!("cannot read config file {}: {e}", path.display()),
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        SluiceError::new(
+            SqlState::CONFIG_FILE_ERROR,
+            format!("invalid config file {}: {e}", path.display()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sluice-config-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("sluice.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    #[test]
+    fn flags_override_toml_which_overrides_defaults() {
+        let path = temp_file(
+            "precedence",
+            "pg_listen = \"0.0.0.0:7000\"\nrest_listen = \"0.0.0.0:7001\"\n",
+        );
+        let args = ServeArgs {
+            pg_listen: Some("127.0.0.1:9000".into()),
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&args).expect("valid config");
+        assert_eq!(config.pg_listen, "127.0.0.1:9000");
+        assert_eq!(config.rest_listen, "0.0.0.0:7001");
+        assert_eq!(config.flight_listen, ServeConfig::default().flight_listen);
+        let _ = std::fs::remove_dir_all(path.parent().expect("parent"));
+    }
+
+    #[test]
+    fn unknown_toml_key_is_a_config_error() {
+        let path = temp_file("unknown", "pg_lsten = \"x\"\n");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let err = resolve(&args).expect_err("unknown key must fail");
+        assert_eq!(err.state, SqlState::CONFIG_FILE_ERROR);
+        assert!(err.message.contains("pg_lsten"), "{}", err.message);
+        let _ = std::fs::remove_dir_all(path.parent().expect("parent"));
+    }
+}

@@ -1,0 +1,110 @@
+//! `sluice serve`: coordinator and worker in one process, behind pgwire and REST.
+//!
+//! Startup order matters to scripts: the data directory is created, the coordinator
+//! started and every listener bound *before* the single `sluice ready ...` line is
+//! printed, so a script that waits for that line can connect at once. Ctrl-C or SIGTERM
+//! stops accepting connections and returns.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use sluice_cluster::Coordinator;
+use sluice_common::config::ServeConfig;
+use sluice_common::error::{Result, SluiceError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::pgwire::PgServer;
+
+/// Runs the server until a shutdown signal arrives. Fails when the data directory cannot
+/// be created, the engine does not start, or a listen address cannot be bound.
+pub async fn serve(mut config: ServeConfig) -> Result<()> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        SluiceError::internal(format!(
+            "cannot create data directory {}: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let pg_listener = bind("pg-listen", &config.pg_listen).await?;
+    let rest_listener = bind("rest-listen", &config.rest_listen).await?;
+    // Arrow Flight SQL is not served yet; the address is bound so that the ready line
+    // names a real address and a second server cannot take it.
+    let flight_listener = bind("flight-listen", &config.flight_listen).await?;
+    let pg_addr = pg_listener.local_addr()?;
+    let rest_addr = rest_listener.local_addr()?;
+    let flight_addr = flight_listener.local_addr()?;
+    config.pg_listen = pg_addr.to_string();
+    config.rest_listen = rest_addr.to_string();
+    config.flight_listen = flight_addr.to_string();
+
+    let coordinator = Coordinator::start(config.clone()).await?;
+    crate::pg_catalog::register(&coordinator)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let pg = Arc::new(PgServer::new(coordinator.clone()));
+    let pg_task = tokio::spawn(pg.serve(pg_listener, shutdown_rx.clone()));
+    let mut rest_shutdown = shutdown_rx.clone();
+    let rest_task = tokio::spawn(async move {
+        let app = crate::rest::router(coordinator);
+        let result = axum::serve(rest_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rest_shutdown.changed().await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "REST server failed");
+        }
+    });
+
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "sluice ready pg={pg_addr} rest={rest_addr} flight={flight_addr}"
+        )?;
+        out.flush()?;
+    }
+    tracing::info!(pg = %pg_addr, rest = %rest_addr, flight = %flight_addr, data_dir = %config.data_dir.display(), "sluice serving");
+
+    wait_for_shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    drop(flight_listener);
+    let _ = pg_task.await;
+    let _ = rest_task.await;
+    Ok(())
+}
+
+async fn bind(flag: &str, addr: &str) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        SluiceError::invalid_parameter(format!("cannot listen on --{flag} {addr}: {e}"))
+    })
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+async fn wait_for_shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
