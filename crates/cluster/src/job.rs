@@ -76,8 +76,14 @@ impl Drop for Job {
 }
 
 impl Job {
+    /// The job's state. A job whose sinks have all seen the end of their input is
+    /// finished as soon as that is visible, even before its subtasks have exited.
     pub fn state(&self) -> JobState {
-        self.state.borrow().clone()
+        let state = self.state.borrow().clone();
+        if state == JobState::Running && self.sinks.iter().all(|s| s.borrow().finished) {
+            return JobState::Finished;
+        }
+        state
     }
 
     /// Sends barrier `barrier` into every source of this job. Sources that already ended

@@ -153,6 +153,9 @@ fn classify_datafusion_error(e: datafusion::error::DataFusionError) -> SluiceErr
         root => {
             let msg = strip_error_prefixes(&root.to_string());
             let lower = msg.to_ascii_lowercase();
+            if let Some(name) = missing_table_name(&msg) {
+                return SluiceError::undefined_table(&name);
+            }
             let state = if lower.contains("table") && lower.contains("not found") {
                 SqlState::UNDEFINED_TABLE
             } else if lower.contains("no field named")
@@ -184,6 +187,13 @@ fn classify_datafusion_error(e: datafusion::error::DataFusionError) -> SluiceErr
             SluiceError::new(state, msg)
         }
     }
+}
+
+/// The unqualified name in DataFusion's "table 'sluice.public.x' not found".
+fn missing_table_name(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("table '")?;
+    let quoted = rest.strip_suffix("' not found")?;
+    Some(quoted.rsplit('.').next().unwrap_or(quoted).to_string())
 }
 
 /// DataFusion and Arrow prefix messages with their error kind ("Error during planning: ",
@@ -233,7 +243,7 @@ mod tests {
             datafusion::error::DataFusionError::Plan("table 'sluice.public.nope' not found".into());
         let s: SluiceError = e.into();
         assert_eq!(s.state, SqlState::UNDEFINED_TABLE);
-        assert_eq!(s.message, "table 'sluice.public.nope' not found");
+        assert_eq!(s.message, "relation \"nope\" does not exist");
     }
 
     #[test]
