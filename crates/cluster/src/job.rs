@@ -298,6 +298,7 @@ pub fn deploy(
         set.spawn(forwarder);
     }
     let view_name = view.to_string();
+    let outputs: Vec<Arc<ViewPartition>> = partitions.to_vec();
     let supervisor = tokio::spawn(async move {
         while let Some(joined) = set.join_next().await {
             let failure = match joined {
@@ -307,6 +308,9 @@ pub fn deploy(
                 Err(_) => continue,
             };
             tracing::warn!(view = %view_name, error = %failure, "streaming job failed");
+            for partition in &outputs {
+                partition.fail(&failure);
+            }
             state_tx.send_replace(JobState::Failed(failure));
             set.abort_all();
             return;
@@ -327,23 +331,25 @@ pub fn deploy(
 }
 
 /// Feeds a downstream view from an upstream view partition: its snapshot, then its changes.
+/// If the upstream stops without `EndOfStream` (its job failed, or it was dropped), this
+/// just ends: the downstream input gate then fails the job with one clear error.
 async fn forward_subscription(
     subscription: sluice_runtime::operators::materialize::Subscription,
     tx: mpsc::Sender<Message>,
 ) -> Result<()> {
-    let closed = || SluiceError::internal("view reader stopped");
     for batch in subscription.snapshot {
-        tx.send(Message::Batch(batch)).await.map_err(|_| closed())?;
+        if tx.send(Message::Batch(batch)).await.is_err() {
+            return Ok(());
+        }
     }
     let mut changes = subscription.changes;
     while let Some(message) = changes.recv().await {
         let end = matches!(message, Message::EndOfStream);
-        tx.send(message).await.map_err(|_| closed())?;
-        if end {
+        if tx.send(message).await.is_err() || end {
             return Ok(());
         }
     }
-    Err(SluiceError::internal("the upstream view was dropped"))
+    Ok(())
 }
 
 fn compile_exprs(

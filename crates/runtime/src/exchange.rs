@@ -231,8 +231,9 @@ impl InputGate {
                     .release_if_aligned()
                     .or_else(|| self.advance_watermark()))
             }
-            None => Err(SluiceError::internal(
-                "an upstream subtask stopped without finishing its stream",
+            None => Err(SluiceError::new(
+                sluice_common::SqlState::DATA_EXCEPTION,
+                "an input of this job stopped without finishing its stream (the operator or view it reads failed or was dropped)",
             )),
         }
     }

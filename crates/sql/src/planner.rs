@@ -363,20 +363,28 @@ mod tests {
             Field::new("v", DataType::Int64, true),
         ]));
         let ctx = SessionContext::new();
-        ctx.register_table("t", Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()))
-            .unwrap();
+        ctx.register_table(
+            "t",
+            Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()),
+        )
+        .unwrap();
         let mut catalog = Catalog::new();
         catalog
             .insert(Relation {
                 id: 1,
                 name: "t".into(),
                 schema,
-                kind: RelationKind::Table { primary_key: vec![], append_only: true },
+                kind: RelationKind::Table {
+                    primary_key: vec![],
+                    append_only: true,
+                },
             })
             .unwrap();
         let plan = ctx.state().create_logical_plan(sql).await?;
         let state = ctx.state();
-        let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {})?;
+        let plan = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})?;
         plan_stream_graph(&plan, "v", &catalog, parallelism)
     }
 
@@ -386,8 +394,13 @@ mod tests {
 
     #[tokio::test]
     async fn group_by_hash_partitions_by_the_group_keys_and_outputs_a_changelog() {
-        let g = graph("SELECT k, count(*) AS n FROM t WHERE v > 0 GROUP BY k", 4).await.unwrap();
-        assert_eq!(operators(&g), vec!["TableScan", "Filter", "Aggregate", "Project", "Materialize"]);
+        let g = graph("SELECT k, count(*) AS n FROM t WHERE v > 0 GROUP BY k", 4)
+            .await
+            .unwrap();
+        assert_eq!(
+            operators(&g),
+            vec!["TableScan", "Filter", "Aggregate", "Project", "Materialize"]
+        );
         let agg = &g.nodes[2];
         assert!(matches!(&agg.inputs[0].exchange, Exchange::Hash(keys) if keys.len() == 1));
         assert!(agg.changelog && !g.nodes[1].changelog);
@@ -401,14 +414,23 @@ mod tests {
     #[tokio::test]
     async fn global_aggregate_runs_on_one_subtask() {
         let g = graph("SELECT sum(v) FROM t", 4).await.unwrap();
-        let agg = g.nodes.iter().find(|n| n.operator.name() == "Aggregate").unwrap();
+        let agg = g
+            .nodes
+            .iter()
+            .find(|n| n.operator.name() == "Aggregate")
+            .unwrap();
         assert_eq!(agg.parallelism, 1);
         assert!(matches!(&agg.inputs[0].exchange, Exchange::Hash(keys) if keys.is_empty()));
     }
 
     #[tokio::test]
     async fn stateless_view_is_one_append_only_chain() {
-        let g = graph("SELECT k + 1 AS k1, upper(CAST(v AS VARCHAR)) AS s FROM t", 2).await.unwrap();
+        let g = graph(
+            "SELECT k + 1 AS k1, upper(CAST(v AS VARCHAR)) AS s FROM t",
+            2,
+        )
+        .await
+        .unwrap();
         assert_eq!(g.chains().len(), 1);
         assert!(!g.sink().changelog);
     }
@@ -418,7 +440,10 @@ mod tests {
         for (sql, construct) in [
             ("SELECT a.k FROM t a JOIN t b ON a.k = b.k", "JOIN"),
             ("SELECT k FROM t ORDER BY k LIMIT 3", "LIMIT"),
-            ("SELECT k, row_number() OVER (ORDER BY v) FROM t", "window function"),
+            (
+                "SELECT k, row_number() OVER (ORDER BY v) FROM t",
+                "window function",
+            ),
             ("SELECT 1", "must read from a table"),
         ] {
             let err = graph(sql, 1).await.unwrap_err();

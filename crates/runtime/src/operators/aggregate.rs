@@ -410,15 +410,25 @@ mod tests {
         fields.push(Field::new("n", DataType::Int64, false));
         fields.push(Field::new("s", DataType::Int64, true));
         let output = changelog_schema(&Schema::new(fields));
-        AggregateOperator::new(groups, vec![spec(count_udaf(), "n"), spec(sum_udaf(), "s")], output).unwrap()
+        AggregateOperator::new(
+            groups,
+            vec![spec(count_udaf(), "n"), spec(sum_udaf(), "s")],
+            output,
+        )
+        .unwrap()
     }
 
     fn rows(keys: Vec<i32>, values: Vec<i64>, ops: Option<Vec<RowKind>>) -> RecordBatch {
         let base = input_schema();
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(Int32Array::from(keys)), Arc::new(Int64Array::from(values))];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(keys)),
+            Arc::new(Int64Array::from(values)),
+        ];
         let schema = match ops {
             Some(ops) => {
-                columns.push(Arc::new(Int8Array::from(ops.into_iter().map(|o| o as i8).collect::<Vec<_>>())));
+                columns.push(Arc::new(Int8Array::from(
+                    ops.into_iter().map(|o| o as i8).collect::<Vec<_>>(),
+                )));
                 changelog_schema(&base)
             }
             None => base,
@@ -436,10 +446,16 @@ mod tests {
                 let values: Vec<String> = (0..b.num_columns() - 1)
                     .map(|c| match b.column(c).is_null(r) {
                         true => "NULL".to_string(),
-                        false => arrow::util::display::array_value_to_string(b.column(c), r).unwrap(),
+                        false => {
+                            arrow::util::display::array_value_to_string(b.column(c), r).unwrap()
+                        }
                     })
                     .collect();
-                result.push(format!("{} {}", RowKind::symbol(ops.value(r)), values.join(" ")));
+                result.push(format!(
+                    "{} {}",
+                    RowKind::symbol(ops.value(r)),
+                    values.join(" ")
+                ));
             }
         }
         result
@@ -449,10 +465,12 @@ mod tests {
     fn new_groups_insert_changed_groups_update_and_unchanged_groups_stay_quiet() {
         let mut agg = operator(true, false);
         let mut out = vec![];
-        agg.process_batch(rows(vec![1, 2, 1], vec![10, 20, 5], None), &mut out).unwrap();
+        agg.process_batch(rows(vec![1, 2, 1], vec![10, 20, 5], None), &mut out)
+            .unwrap();
         assert_eq!(changes(&out), vec!["+I 1 2 15", "+I 2 1 20"]);
         out.clear();
-        agg.process_batch(rows(vec![2], vec![7], None), &mut out).unwrap();
+        agg.process_batch(rows(vec![2], vec![7], None), &mut out)
+            .unwrap();
         assert_eq!(changes(&out), vec!["-U 2 1 20", "+U 2 2 27"]);
         assert_eq!(agg.group_count(), 2);
     }
@@ -461,12 +479,24 @@ mod tests {
     fn retracting_every_row_of_a_group_deletes_it() {
         let mut agg = operator(true, true);
         let mut out = vec![];
-        agg.process_batch(rows(vec![1, 1], vec![3, 4], Some(vec![RowKind::Insert; 2])), &mut out).unwrap();
+        agg.process_batch(
+            rows(vec![1, 1], vec![3, 4], Some(vec![RowKind::Insert; 2])),
+            &mut out,
+        )
+        .unwrap();
         out.clear();
-        agg.process_batch(rows(vec![1], vec![3], Some(vec![RowKind::Delete])), &mut out).unwrap();
+        agg.process_batch(
+            rows(vec![1], vec![3], Some(vec![RowKind::Delete])),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(changes(&out), vec!["-U 1 2 7", "+U 1 1 4"]);
         out.clear();
-        agg.process_batch(rows(vec![1], vec![4], Some(vec![RowKind::UpdateBefore])), &mut out).unwrap();
+        agg.process_batch(
+            rows(vec![1], vec![4], Some(vec![RowKind::UpdateBefore])),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(changes(&out), vec!["-D 1 1 4"]);
         assert_eq!(agg.group_count(), 0);
     }
@@ -475,11 +505,19 @@ mod tests {
     fn global_aggregate_exists_before_any_row() {
         let mut agg = operator(false, false);
         let mut out = vec![];
-        agg.process_barrier(CheckpointBarrier { epoch: 1, kind: BarrierKind::Flush }, &mut out).unwrap();
+        agg.process_barrier(
+            CheckpointBarrier {
+                epoch: 1,
+                kind: BarrierKind::Flush,
+            },
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(changes(&out), vec!["+I 0 NULL"]);
         assert!(matches!(out.last(), Some(Message::Barrier(_))));
         out.clear();
-        agg.process_batch(rows(vec![9], vec![4], None), &mut out).unwrap();
+        agg.process_batch(rows(vec![9], vec![4], None), &mut out)
+            .unwrap();
         assert_eq!(changes(&out), vec!["-U 0 NULL", "+U 1 4"]);
     }
 
@@ -487,8 +525,17 @@ mod tests {
     fn retracting_from_an_accumulator_that_cannot_is_refused() {
         let mut agg = operator(true, false);
         let mut out = vec![];
-        agg.process_batch(rows(vec![1], vec![3], Some(vec![RowKind::Insert])), &mut out).unwrap();
-        let err = agg.process_batch(rows(vec![1], vec![3], Some(vec![RowKind::Delete])), &mut out).unwrap_err();
+        agg.process_batch(
+            rows(vec![1], vec![3], Some(vec![RowKind::Insert])),
+            &mut out,
+        )
+        .unwrap();
+        let err = agg
+            .process_batch(
+                rows(vec![1], vec![3], Some(vec![RowKind::Delete])),
+                &mut out,
+            )
+            .unwrap_err();
         assert_eq!(err.state, sluice_common::SqlState::FEATURE_NOT_SUPPORTED);
     }
 }

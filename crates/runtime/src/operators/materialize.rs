@@ -52,6 +52,8 @@ struct Subscribers {
     senders: Vec<mpsc::Sender<Message>>,
     last_epoch: u64,
     finished: bool,
+    /// Set when the job maintaining this view failed: no more changes will come.
+    failed: Option<String>,
 }
 
 /// One partition (one sink subtask's share) of a materialized view's result.
@@ -142,10 +144,27 @@ impl ViewPartition {
         Ok(batches)
     }
 
-    /// Starts reading this partition's changes; see [`Subscription`].
+    /// Marks the view as no longer maintained (its job failed) and closes every
+    /// subscriber's channel, so the views reading it fail too instead of waiting forever.
+    pub fn fail(&self, error: &str) {
+        let mut subs = self.subscribers.lock();
+        subs.failed = Some(error.to_string());
+        subs.senders.clear();
+    }
+
+    /// Starts reading this partition's changes; see [`Subscription`]. Fails when the
+    /// view's job has failed.
     pub fn subscribe(&self) -> Result<Subscription> {
         let (tx, rx) = channel();
         let mut subs = self.subscribers.lock();
+        if let Some(error) = &subs.failed {
+            return Err(SluiceError::new(
+                sluice_common::SqlState::DATA_EXCEPTION,
+                format!(
+                    "the materialized view it reads has failed ({error}); drop and recreate that view"
+                ),
+            ));
+        }
         let snapshot = self.rows_to_batches(self.state.scan(None), self.changelog)?;
         if subs.finished {
             tx.try_send(Message::EndOfStream)
