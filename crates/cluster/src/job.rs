@@ -18,9 +18,7 @@ use sluice_common::error::{Result, SluiceError};
 use sluice_runtime::exchange::{Collector, ExchangeOutput, InputGate, Partitioning, channel};
 use sluice_runtime::message::{CheckpointBarrier, Message, changelog_schema};
 use sluice_runtime::operators::Operator;
-use sluice_runtime::operators::aggregate::{
-    AggregateOperator, AggregateSpec, retracts_in_any_order,
-};
+use sluice_runtime::operators::aggregate::{AggregateOperator, AggregateSpec};
 use sluice_runtime::operators::calc::{FilterOperator, ProjectOperator};
 use sluice_runtime::operators::materialize::{MaterializeSink, SinkProgress, ViewPartition};
 use sluice_runtime::task::{BARRIER_INJECTION_CAPACITY, Subtask, TaskInput};
@@ -404,18 +402,12 @@ fn compile_operator(
                 let lowered =
                     LoweredAggregateBuilder::new(e, input_schema, physical_input, props, &planning)
                         .build()?;
-                if input.changelog && !retracts_in_any_order(&lowered.aggregate) {
-                    return Err(SluiceError::unsupported(format!(
-                        "aggregate {} over an updating input (such as a view with GROUP BY) is not supported yet; \
-                         count, sum and avg are",
-                        lowered.aggregate.name()
-                    )));
-                }
-                aggregates.push(AggregateSpec {
-                    function: lowered.aggregate,
-                    filter: lowered.filter,
-                    retracting: input.changelog,
-                });
+                aggregates.push(AggregateSpec::new(
+                    lowered.aggregate,
+                    lowered.filter,
+                    physical_input,
+                    input.changelog,
+                )?);
             }
             Box::new(AggregateOperator::new(
                 compile_exprs(group_exprs, input_schema, props)?,

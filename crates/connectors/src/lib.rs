@@ -8,6 +8,7 @@
 //! [`table::TableSourceReader`], which follows a table's log.
 
 pub mod datagen;
+pub mod nexmark;
 pub mod table;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use sluice_common::error::{Result, SluiceError};
 use sluice_runtime::source::SourceReader;
 
 /// The source connectors this build knows, by their `connector` option value.
-pub const SOURCE_CONNECTORS: [&str; 1] = ["datagen"];
+pub const SOURCE_CONNECTORS: [&str; 2] = ["datagen", "nexmark"];
 
 /// Checks a source's `WITH` options (keys lower-cased) against its schema, without
 /// creating a reader. Fails with `INVALID_PARAMETER_VALUE` naming the option, its value
@@ -28,6 +29,7 @@ pub fn validate_source_options(
 ) -> Result<()> {
     match connector(options)?.as_str() {
         "datagen" => datagen::validate_options(options, &schema),
+        "nexmark" => nexmark::validate_options(options, &schema),
         other => Err(unknown_connector(other)),
     }
 }
@@ -43,6 +45,9 @@ pub fn create_source_reader(
 ) -> Result<Box<dyn SourceReader>> {
     match connector(options)?.as_str() {
         "datagen" => Ok(Box::new(datagen::DatagenReader::new(
+            options, schema, split, splits,
+        )?)),
+        "nexmark" => Ok(Box::new(nexmark::NexmarkReader::new(
             options, schema, split, splits,
         )?)),
         other => Err(unknown_connector(other)),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
 use arrow::compute::{filter, take};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -25,34 +25,73 @@ use datafusion::scalar::ScalarValue;
 use sluice_common::error::{Result, SluiceError};
 
 use super::Operator;
+use super::retractable::{MultisetAccumulator, MultisetAggregate};
 use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
+
+/// Which accumulator an aggregate uses.
+#[derive(Debug, Clone)]
+enum AccumulatorKind {
+    /// DataFusion's accumulator: append-only input.
+    Plain,
+    /// DataFusion's retractable ("sliding") accumulator, for aggregates whose retraction
+    /// does not depend on the order rows arrived in (sum, count, avg).
+    Sliding,
+    /// A [`MultisetAccumulator`] of the argument's values (min, max, count distinct).
+    Multiset(MultisetAggregate, DataType),
+}
 
 /// One aggregate of an [`AggregateOperator`].
 pub struct AggregateSpec {
     pub function: Arc<AggregateFunctionExpr>,
     /// `FILTER (WHERE ...)`.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
-    /// The input carries retractions: use DataFusion's retractable ("sliding")
-    /// accumulator. Only valid for aggregates whose retraction does not depend on the
-    /// order rows arrived in (see [`retracts_in_any_order`]).
-    pub retracting: bool,
+    accumulator: AccumulatorKind,
 }
 
 impl AggregateSpec {
-    fn create_accumulator(&self) -> datafusion::error::Result<Box<dyn Accumulator>> {
-        if self.retracting {
-            self.function.create_sliding_accumulator()
+    /// An aggregate over input of `input_schema`; `retracting` when the input carries
+    /// retractions. Fails with `0A000` for an aggregate that cannot take rows back.
+    pub fn new(
+        function: Arc<AggregateFunctionExpr>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        input_schema: &Schema,
+        retracting: bool,
+    ) -> Result<Self> {
+        let name = function.fun().name().to_string();
+        let accumulator = if !retracting {
+            AccumulatorKind::Plain
+        } else if !function.is_distinct() && matches!(name.as_str(), "count" | "sum" | "avg" | "mean") {
+            // DataFusion's sliding accumulators retract oldest-first (window frames); for
+            // these aggregates the order does not matter.
+            AccumulatorKind::Sliding
+        } else if let (Some(kind), [arg]) = (
+            MultisetAggregate::for_function(&name, function.is_distinct()),
+            function.expressions().as_slice(),
+        ) {
+            AccumulatorKind::Multiset(kind, arg.data_type(input_schema)?)
         } else {
-            self.function.create_accumulator()
+            return Err(SluiceError::unsupported(format!(
+                "aggregate {} over an updating input is not supported yet; \
+                 count, sum, avg, min, max and count(DISTINCT) are",
+                function.name()
+            )));
+        };
+        Ok(AggregateSpec {
+            function,
+            filter,
+            accumulator,
+        })
+    }
+
+    fn create_accumulator(&self) -> datafusion::error::Result<Box<dyn Accumulator>> {
+        match &self.accumulator {
+            AccumulatorKind::Plain => self.function.create_accumulator(),
+            AccumulatorKind::Sliding => self.function.create_sliding_accumulator(),
+            AccumulatorKind::Multiset(kind, data_type) => {
+                Ok(Box::new(MultisetAccumulator::try_new(*kind, data_type)?))
+            }
         }
     }
-}
-
-/// Whether `function` can take back any earlier row, in any order. DataFusion's sliding
-/// accumulators are built for window frames, which retract oldest-first; for sums and
-/// counts that order does not matter, but min/max keep a queue that it does.
-pub fn retracts_in_any_order(function: &AggregateFunctionExpr) -> bool {
-    !function.is_distinct() && matches!(function.fun().name(), "count" | "sum" | "avg" | "mean")
 }
 
 struct Group {
@@ -390,16 +429,13 @@ mod tests {
     fn operator(grouped: bool, retracting: bool) -> AggregateOperator {
         let schema = input_schema();
         let v: Arc<dyn PhysicalExpr> = Arc::new(Column::new("v", 1));
-        let spec = |udaf, name: &str| AggregateSpec {
-            function: Arc::new(
-                AggregateExprBuilder::new(udaf, vec![v.clone()])
-                    .schema(schema.clone())
-                    .alias(name)
-                    .build()
-                    .unwrap(),
-            ),
-            filter: None,
-            retracting,
+        let spec = |udaf, name: &str| {
+            let function = AggregateExprBuilder::new(udaf, vec![v.clone()])
+                .schema(schema.clone())
+                .alias(name)
+                .build()
+                .unwrap();
+            AggregateSpec::new(Arc::new(function), None, &schema, retracting).unwrap()
         };
         let mut fields = vec![];
         let mut groups: Vec<Arc<dyn PhysicalExpr>> = vec![];

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod calc;
 pub mod materialize;
+pub mod retractable;
 
 use arrow::array::RecordBatch;
 use sluice_common::error::Result;
