@@ -299,11 +299,17 @@ impl Coordinator {
         let (epoch, jobs) = {
             let mut epoch = self.epochs.lock().await;
             *epoch += 1;
-            let jobs: Vec<Arc<Job>> = self.inner.lock().jobs.values().cloned().collect();
+            let (jobs, tables): (Vec<Arc<Job>>, Vec<Arc<TableStorage>>) = {
+                let inner = self.inner.lock();
+                (inner.jobs.values().cloned().collect(), inner.tables.values().cloned().collect())
+            };
             let barrier = CheckpointBarrier {
                 epoch: *epoch,
                 kind: BarrierKind::Flush,
             };
+            for table in &tables {
+                table.inject(barrier).await;
+            }
             for job in &jobs {
                 job.inject(barrier).await;
             }
@@ -328,21 +334,21 @@ impl Coordinator {
         statement: &ast::Statement,
         params: &[ScalarValue],
     ) -> Result<StatementResult> {
-        let is_insert = match statement {
-            ast::Statement::Query(_)
-            | ast::Statement::Explain { .. }
-            | ast::Statement::ShowVariable { .. } => false,
-            ast::Statement::Insert(_) => true,
-            ast::Statement::Update { .. } => {
-                return Err(SluiceError::unsupported(
-                    "UPDATE is not supported yet; tables accept INSERT only",
-                ));
+        let dml_tag = match statement {
+            ast::Statement::Query(_) | ast::Statement::ShowVariable { .. } => None,
+            // Planning DML runs it (see `TableProviderImpl::delete_from`), so only
+            // queries may be explained.
+            ast::Statement::Explain { statement, .. } => {
+                if !matches!(**statement, ast::Statement::Query(_)) {
+                    return Err(SluiceError::unsupported(
+                        "EXPLAIN is supported for SELECT and CREATE MATERIALIZED VIEW only",
+                    ));
+                }
+                None
             }
-            ast::Statement::Delete(_) => {
-                return Err(SluiceError::unsupported(
-                    "DELETE is not supported yet; tables accept INSERT only",
-                ));
-            }
+            ast::Statement::Insert(_) => Some("INSERT"),
+            ast::Statement::Update { .. } => Some("UPDATE"),
+            ast::Statement::Delete(_) => Some("DELETE"),
             ast::Statement::CreateView(_) => {
                 return Err(SluiceError::unsupported(
                     "CREATE VIEW is not supported; use CREATE MATERIALIZED VIEW",
@@ -366,9 +372,9 @@ impl Coordinator {
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
-        if !is_insert {
+        let Some(tag) = dml_tag else {
             return Ok(StatementResult::Rows { schema, batches });
-        }
+        };
         let rows = batches
             .first()
             .and_then(|b| {
@@ -382,7 +388,7 @@ impl Coordinator {
             self.flush().await;
         }
         Ok(StatementResult::Command(CommandTag {
-            tag: "INSERT".into(),
+            tag: tag.into(),
             rows: Some(rows as usize),
         }))
     }
@@ -454,10 +460,16 @@ impl Coordinator {
         if if_not_exists && self.inner.lock().catalog.get(&name).is_some() {
             return Ok(StatementResult::Command(CommandTag::new("CREATE TABLE")));
         }
-        let storage = TableStorage::new(name.clone(), schema.clone(), primary_key.clone());
         let mut inner = self.inner.lock();
         inner.catalog.check_free(&name)?;
         let id = inner.catalog.allocate_id();
+        let storage = TableStorage::new(
+            name.clone(),
+            schema.clone(),
+            primary_key.clone(),
+            append_only,
+            self.backend.table(&table_state_table(id)),
+        )?;
         inner.catalog.insert(Relation {
             id,
             name: name.clone(),
@@ -565,7 +577,7 @@ impl Coordinator {
                 let table = self.backend.table(&view_state_table(id, p));
                 ViewPartition::new(schema.clone(), changelog, DEFAULT_KEY_GROUPS, table)
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let job = {
             let inner = self.inner.lock();
             let ctx = DeployContext {
@@ -692,7 +704,9 @@ impl Coordinator {
         };
         self.ctx
             .deregister_table(TableReference::bare(name.to_string()))?;
-        inner.tables.remove(name);
+        if inner.tables.remove(name).is_some() {
+            self.backend.drop_table(&table_state_table(relation.id));
+        }
         inner.jobs.remove(name);
         if let Some(parts) = inner.views.remove(name) {
             for p in 0..parts.len() {
@@ -758,6 +772,10 @@ impl Coordinator {
             .collect();
         text_result(&["Name", "Type", "Nullable"], rows)
     }
+}
+
+fn table_state_table(table_id: u64) -> String {
+    format!("table/{table_id}")
 }
 
 fn view_state_table(view_id: u64, partition: usize) -> String {

@@ -182,26 +182,10 @@ pub fn deploy(
         let head = &graph.nodes[chain[0]];
         for j in 0..head.parallelism {
             let inputs = std::mem::take(&mut receivers[c][j]);
-            let (input, op_nodes): (TaskInput, &[usize]) = match &head.operator {
+            let input = match &head.operator {
                 StreamOperator::TableScan { table } => {
-                    let storage = ctx
-                        .tables
-                        .get(table)
-                        .ok_or_else(|| SluiceError::undefined_table(table))?;
-                    let reader = sluice_connectors::table::TableSourceReader::new(
-                        &storage.log,
-                        j,
-                        head.parallelism,
-                    );
-                    let (tx, rx) = mpsc::channel(BARRIER_INJECTION_CAPACITY);
-                    injectors.push(tx);
-                    (
-                        TaskInput::Source {
-                            reader: Box::new(reader),
-                            barriers: rx,
-                        },
-                        &chain[1..],
-                    )
+                    let storage = ctx.tables.get(table).ok_or_else(|| SluiceError::undefined_table(table))?;
+                    subscribe_to(&storage.partition, &mut forwarders)?
                 }
                 StreamOperator::SourceScan { options, .. } => {
                     let schema = Arc::new(head.schema.as_arrow().clone());
@@ -213,33 +197,20 @@ pub fn deploy(
                     )?;
                     let (tx, rx) = mpsc::channel(BARRIER_INJECTION_CAPACITY);
                     injectors.push(tx);
-                    (
-                        TaskInput::Source {
-                            reader,
-                            barriers: rx,
-                        },
-                        &chain[1..],
-                    )
+                    TaskInput::Source {
+                        reader,
+                        barriers: rx,
+                    }
                 }
                 StreamOperator::ViewScan { view: upstream } => {
-                    let parts = ctx
-                        .views
-                        .get(upstream)
-                        .ok_or_else(|| SluiceError::undefined_table(upstream))?;
-                    let part = parts
-                        .get(j)
-                        .ok_or_else(|| SluiceError::internal("view scan parallelism mismatch"))?;
-                    let subscription = part.subscribe()?;
-                    let (tx, rx) = channel();
-                    let after_epoch = subscription.after_epoch;
-                    forwarders.push(Box::pin(forward_subscription(subscription, tx)));
-                    (
-                        TaskInput::Gate(InputGate::starting_after_epoch(vec![rx], after_epoch)),
-                        &chain[1..],
-                    )
+                    let parts = ctx.views.get(upstream).ok_or_else(|| SluiceError::undefined_table(upstream))?;
+                    let part = parts.get(j).ok_or_else(|| SluiceError::internal("view scan parallelism mismatch"))?;
+                    subscribe_to(part, &mut forwarders)?
                 }
-                _ => (TaskInput::Gate(InputGate::new(inputs)), &chain[..]),
+                _ => TaskInput::Gate(InputGate::new(inputs)),
             };
+            // A source node is the task's input, not an operator of its chain.
+            let op_nodes = if head.operator.is_source() { &chain[1..] } else { &chain[..] };
             let mut ops: Vec<Box<dyn Operator>> = Vec::new();
             let mut output: Option<Box<dyn Collector>> = None;
             for &n in op_nodes {
@@ -250,7 +221,7 @@ pub fn deploy(
                     let part = partitions
                         .get(j)
                         .ok_or_else(|| SluiceError::internal("sink parallelism mismatch"))?;
-                    output = Some(Box::new(MaterializeSink::new(part.clone(), tx)?));
+                    output = Some(Box::new(MaterializeSink::new(part.clone(), tx)));
                 } else {
                     ops.push(compile_operator(&graph, node, &props)?);
                 }
@@ -326,6 +297,18 @@ pub fn deploy(
         sinks,
         supervisor,
     })
+}
+
+type Forwarder = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+/// The input of a subtask reading a table or view partition: a gate over a channel that
+/// a forwarder feeds with the partition's rows, then its changes.
+fn subscribe_to(partition: &ViewPartition, forwarders: &mut Vec<Forwarder>) -> Result<TaskInput> {
+    let subscription = partition.subscribe()?;
+    let (tx, rx) = channel();
+    let after_epoch = subscription.after_epoch;
+    forwarders.push(Box::pin(forward_subscription(subscription, tx)));
+    Ok(TaskInput::Gate(InputGate::starting_after_epoch(vec![rx], after_epoch)))
 }
 
 /// Feeds a downstream view from an upstream view partition: its snapshot, then its changes.

@@ -2,13 +2,17 @@
 //! through DataFusion: tables read their log and take inserts through a [`DataSink`];
 //! views read their materialized state; sources refuse batch reads.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::compute::concat_batches;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{Array, BooleanArray, Int8Array, RecordBatch, UInt32Array, UInt64Array};
+use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use sluice_runtime::message::{CheckpointBarrier, Message, RowKind, changelog_schema};
+use sluice_state::{DEFAULT_KEY_GROUPS, StateTable};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -23,57 +27,79 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
 };
 use futures::StreamExt;
-use parking_lot::Mutex;
 use sluice_common::error::{SluiceError, SqlState};
 use sluice_runtime::operators::materialize::ViewPartition;
-use sluice_state::TableLog;
 
 fn external(e: SluiceError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// A table: its log, and the set of primary keys written so far.
+/// A table: its rows (a single-partition store that views subscribe to, like a view's
+/// result) and the index of its primary key.
 pub struct TableStorage {
     pub name: String,
-    pub log: Arc<TableLog>,
+    schema: SchemaRef,
     primary_key: Vec<usize>,
-    /// Row-format primary keys present in the table. Tables are append-only for now, so
-    /// a key once written stays.
-    keys: Mutex<HashSet<Box<[u8]>>>,
+    append_only: bool,
+    /// The rows, and the views reading them.
+    pub partition: Arc<ViewPartition>,
+    /// Row format of the primary key columns (when there is a key).
+    key_converter: Option<RowConverter>,
+    /// Held by every write and barrier injection, so changes reach views in the order
+    /// they were applied. Guards the primary-key index: key → row, in row format.
+    writer: tokio::sync::Mutex<HashMap<Box<[u8]>, Box<[u8]>>>,
 }
 
 impl fmt::Debug for TableStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TableStorage")
-            .field("name", &self.name)
-            .finish()
+        f.debug_struct("TableStorage").field("name", &self.name).finish()
     }
 }
 
+fn count_batch(n: u64) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![n]))])?;
+    Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?)
+}
+
 impl TableStorage {
-    pub fn new(name: String, schema: SchemaRef, primary_key: Vec<usize>) -> Arc<Self> {
-        Arc::new(TableStorage {
+    pub fn new(
+        name: String,
+        schema: SchemaRef,
+        primary_key: Vec<usize>,
+        append_only: bool,
+        state: Arc<dyn StateTable>,
+    ) -> Result<Arc<Self>, SluiceError> {
+        let key_converter = if primary_key.is_empty() {
+            None
+        } else {
+            let fields = primary_key
+                .iter()
+                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+                .collect();
+            Some(RowConverter::new(fields)?)
+        };
+        let partition = ViewPartition::new(schema.clone(), !append_only, DEFAULT_KEY_GROUPS, state)?;
+        Ok(Arc::new(TableStorage {
             name,
-            log: TableLog::new(schema),
+            schema,
             primary_key,
-            keys: Mutex::new(HashSet::new()),
-        })
+            append_only,
+            partition,
+            key_converter,
+            writer: tokio::sync::Mutex::new(HashMap::new()),
+        }))
     }
 
-    fn schema(&self) -> &SchemaRef {
-        self.log.schema()
+    /// Passes a barrier to the views reading this table, after every write before it.
+    pub async fn inject(&self, barrier: CheckpointBarrier) {
+        let _writer = self.writer.lock().await;
+        self.partition.write_control(Message::Barrier(barrier)).await;
     }
 
-    /// Validates and appends one INSERT's rows as one log entry; returns the row count.
-    /// Nothing is appended when any row is invalid.
-    fn append(&self, batches: Vec<RecordBatch>) -> Result<u64, SluiceError> {
-        let schema = self.schema().clone();
-        if batches.is_empty() {
-            return Ok(0);
-        }
-        let combined = concat_batches(&batches[0].schema(), &batches)?;
-        for (i, field) in schema.fields().iter().enumerate() {
-            if !field.is_nullable() && combined.column(i).null_count() > 0 {
+    fn check_not_null(&self, batch: &RecordBatch) -> Result<(), SluiceError> {
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            if !field.is_nullable() && batch.column(i).null_count() > 0 {
                 return Err(SluiceError::new(
                     SqlState::NOT_NULL_VIOLATION,
                     format!(
@@ -84,54 +110,228 @@ impl TableStorage {
                 ));
             }
         }
-        let batch = RecordBatch::try_new(schema.clone(), combined.columns().to_vec())?;
-        if !self.primary_key.is_empty() {
-            let fields = self
-                .primary_key
-                .iter()
-                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-                .collect();
-            let converter = RowConverter::new(fields)?;
-            let key_columns: Vec<_> = self
-                .primary_key
-                .iter()
-                .map(|&i| batch.column(i).clone())
-                .collect();
-            let rows = converter.convert_columns(&key_columns)?;
-            let mut keys = self.keys.lock();
-            let mut fresh: HashSet<Box<[u8]>> = HashSet::with_capacity(rows.num_rows());
-            for (i, row) in rows.iter().enumerate() {
-                let key: Box<[u8]> = row.data().into();
-                if keys.contains(&key) || !fresh.insert(key) {
-                    let names: Vec<&str> = self
-                        .primary_key
-                        .iter()
-                        .map(|&c| schema.field(c).name().as_str())
-                        .collect();
-                    let values: Vec<String> = self
-                        .primary_key
-                        .iter()
-                        .map(|&c| {
-                            arrow::util::display::array_value_to_string(batch.column(c), i)
-                                .unwrap_or_else(|_| "?".into())
-                        })
-                        .collect();
-                    return Err(SluiceError::new(
-                        SqlState::UNIQUE_VIOLATION,
-                        format!(
-                            "duplicate key value violates unique constraint \"{}_pkey\": key ({})=({}) already exists",
-                            self.name,
-                            names.join(", "),
-                            values.join(", ")
-                        ),
-                    ));
+        Ok(())
+    }
+
+    fn keys_of(&self, batch: &RecordBatch) -> Result<Option<arrow::row::Rows>, SluiceError> {
+        let Some(converter) = &self.key_converter else {
+            return Ok(None);
+        };
+        let columns: Vec<_> = self.primary_key.iter().map(|&i| batch.column(i).clone()).collect();
+        Ok(Some(converter.convert_columns(&columns)?))
+    }
+
+    fn duplicate_key(&self, batch: &RecordBatch, row: usize) -> SluiceError {
+        let names: Vec<&str> = self.primary_key.iter().map(|&c| self.schema.field(c).name().as_str()).collect();
+        let values: Vec<String> = self
+            .primary_key
+            .iter()
+            .map(|&c| arrow::util::display::array_value_to_string(batch.column(c), row).unwrap_or_else(|_| "?".into()))
+            .collect();
+        SluiceError::new(
+            SqlState::UNIQUE_VIOLATION,
+            format!(
+                "duplicate key value violates unique constraint \"{}_pkey\": key ({})=({}) already exists",
+                self.name,
+                names.join(", "),
+                values.join(", ")
+            ),
+        )
+    }
+
+    /// The changelog batch `retracted` rows (row format) with `retract_op`, followed by
+    /// `added` with their ops.
+    fn changes(
+        &self,
+        retracted: &[Box<[u8]>],
+        retract_op: RowKind,
+        added: Option<(&RecordBatch, Vec<RowKind>)>,
+    ) -> Result<RecordBatch, SluiceError> {
+        let converter = self.partition.converter();
+        let parser = converter.parser();
+        let mut parts = Vec::new();
+        let mut ops: Vec<i8> = Vec::new();
+        if !retracted.is_empty() {
+            let columns = converter.convert_rows(retracted.iter().map(|r| parser.parse(r)))?;
+            parts.push(RecordBatch::try_new(self.schema.clone(), columns)?);
+            ops.extend(std::iter::repeat_n(retract_op as i8, retracted.len()));
+        }
+        if let Some((batch, kinds)) = added {
+            parts.push(batch.clone());
+            ops.extend(kinds.into_iter().map(|k| k as i8));
+        }
+        let data = concat_batches(&self.schema, &parts)?;
+        let mut columns = data.columns().to_vec();
+        columns.push(Arc::new(Int8Array::from(ops)));
+        Ok(RecordBatch::try_new(changelog_schema(&self.schema), columns)?)
+    }
+
+    /// INSERT: all rows or none. On a table with a primary key and without APPEND ONLY a
+    /// row whose key exists replaces the old row (upsert); on an APPEND ONLY table it is
+    /// refused with `23505`.
+    pub async fn insert(&self, batches: Vec<RecordBatch>) -> Result<u64, SluiceError> {
+        if batches.is_empty() {
+            return Ok(0);
+        }
+        let mut index = self.writer.lock().await;
+        let combined = concat_batches(&batches[0].schema(), &batches)?;
+        self.check_not_null(&combined)?;
+        let batch = RecordBatch::try_new(self.schema.clone(), combined.columns().to_vec())?;
+        let rows = batch.num_rows() as u64;
+        let Some(keys) = self.keys_of(&batch)? else {
+            let out = if self.append_only {
+                batch
+            } else {
+                self.changes(&[], RowKind::Insert, Some((&batch, vec![RowKind::Insert; rows as usize])))?
+            };
+            self.partition.write(out).await?;
+            return Ok(rows);
+        };
+        if self.append_only {
+            let mut fresh: HashMap<Box<[u8]>, Box<[u8]>> = HashMap::with_capacity(keys.num_rows());
+            for (i, key) in keys.iter().enumerate() {
+                let key: Box<[u8]> = key.data().into();
+                if index.contains_key(&key) || fresh.insert(key, Box::default()).is_some() {
+                    return Err(self.duplicate_key(&batch, i));
                 }
             }
-            keys.extend(fresh);
+            self.partition.write(batch).await?;
+            index.extend(fresh);
+            return Ok(rows);
         }
-        let rows = batch.num_rows() as u64;
-        self.log.append(batch);
+        // Upsert. Within one INSERT the last row of a key wins, as if rows came one by one.
+        let full_rows = self.partition.converter().convert_columns(batch.columns())?;
+        let mut position_of_key: HashMap<Box<[u8]>, usize> = HashMap::new();
+        let mut kept: Vec<(usize, bool)> = Vec::new();
+        let mut retracted: Vec<Box<[u8]>> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let key: Box<[u8]> = key.data().into();
+            if let Some(&pos) = position_of_key.get(&key) {
+                kept[pos].0 = i;
+                continue;
+            }
+            let replaces = match index.get(&key) {
+                Some(old) => {
+                    retracted.push(old.clone());
+                    true
+                }
+                None => false,
+            };
+            position_of_key.insert(key, kept.len());
+            kept.push((i, replaces));
+        }
+        let indices = UInt32Array::from(kept.iter().map(|(i, _)| *i as u32).collect::<Vec<_>>());
+        let added = take_record_batch(&batch, &indices)?;
+        let kinds = kept
+            .iter()
+            .map(|(_, replaces)| if *replaces { RowKind::UpdateAfter } else { RowKind::Insert })
+            .collect();
+        let out = self.changes(&retracted, RowKind::UpdateBefore, Some((&added, kinds)))?;
+        self.partition.write(out).await?;
+        for (key, pos) in position_of_key {
+            index.insert(key, full_rows.row(kept[pos].0).data().into());
+        }
         Ok(rows)
+    }
+
+    /// The rows matching every predicate, from the current contents.
+    fn matching(&self, filters: &[Arc<dyn PhysicalExpr>]) -> Result<RecordBatch, SluiceError> {
+        let current = concat_batches(&self.schema, &self.partition.scan()?)?;
+        let mut mask = BooleanArray::from(vec![true; current.num_rows()]);
+        for f in filters {
+            let value = f.evaluate(&current)?.into_array(current.num_rows())?;
+            let value = value
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| SluiceError::internal("WHERE clause is not boolean"))?;
+            mask = arrow::compute::and_kleene(&mask, value)?;
+        }
+        Ok(filter_record_batch(&current, &mask)?)
+    }
+
+    fn refuse_if_append_only(&self, what: &str) -> Result<(), SluiceError> {
+        if self.append_only {
+            return Err(SluiceError::unsupported(format!(
+                "{what} on table \"{}\" is not allowed: it is APPEND ONLY",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// DELETE: removes the rows matching every predicate.
+    pub async fn delete(&self, filters: &[Arc<dyn PhysicalExpr>]) -> Result<u64, SluiceError> {
+        self.refuse_if_append_only("DELETE")?;
+        let mut index = self.writer.lock().await;
+        let matching = self.matching(filters)?;
+        let rows = matching.num_rows() as u64;
+        if rows == 0 {
+            return Ok(0);
+        }
+        if let Some(keys) = self.keys_of(&matching)? {
+            for key in keys.iter() {
+                index.remove(key.data());
+            }
+        }
+        let out = self.changes(&[], RowKind::Delete, Some((&matching, vec![RowKind::Delete; rows as usize])))?;
+        self.partition.write(out).await?;
+        Ok(rows)
+    }
+
+    /// UPDATE: replaces each row matching every predicate with `assignments` applied
+    /// (column index → new value over the old row).
+    pub async fn update(
+        &self,
+        assignments: &[(usize, Arc<dyn PhysicalExpr>)],
+        filters: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<u64, SluiceError> {
+        self.refuse_if_append_only("UPDATE")?;
+        let mut index = self.writer.lock().await;
+        let old = self.matching(filters)?;
+        let rows = old.num_rows();
+        if rows == 0 {
+            return Ok(0);
+        }
+        let mut columns = old.columns().to_vec();
+        for (column, expr) in assignments {
+            let value = expr.evaluate(&old)?.into_array(rows)?;
+            columns[*column] = arrow::compute::cast(&value, self.schema.field(*column).data_type())?;
+        }
+        self.check_not_null(&RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(
+                self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+            )),
+            columns.clone(),
+            &Default::default(),
+        )?)?;
+        let new = RecordBatch::try_new(self.schema.clone(), columns)?;
+        if let (Some(old_keys), Some(new_keys)) = (self.keys_of(&old)?, self.keys_of(&new)?) {
+            let old_keys: Vec<Box<[u8]>> = old_keys.iter().map(|k| k.data().into()).collect();
+            let mut taken: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+            for (i, key) in new_keys.iter().enumerate() {
+                let exists_elsewhere = index.contains_key(key.data()) && !old_keys.iter().any(|k| **k == *key.data());
+                if exists_elsewhere || !taken.insert(key.data()) {
+                    return Err(self.duplicate_key(&new, i));
+                }
+            }
+            let full_rows = self.partition.converter().convert_columns(new.columns())?;
+            for key in &old_keys {
+                index.remove(key);
+            }
+            for (i, key) in new_keys.iter().enumerate() {
+                index.insert(key.data().into(), full_rows.row(i).data().into());
+            }
+        }
+        let old_rows: Vec<Box<[u8]>> = self
+            .partition
+            .converter()
+            .convert_columns(old.columns())?
+            .iter()
+            .map(|r| r.data().into())
+            .collect();
+        let out = self.changes(&old_rows, RowKind::UpdateBefore, Some((&new, vec![RowKind::UpdateAfter; rows])))?;
+        self.partition.write(out).await?;
+        Ok(rows as u64)
     }
 }
 
@@ -141,10 +341,17 @@ pub struct TableProviderImpl {
     pub storage: Arc<TableStorage>,
 }
 
+impl TableProviderImpl {
+    fn physical(&self, state: &dyn Session, expr: Expr) -> DfResult<Arc<dyn PhysicalExpr>> {
+        let schema = DFSchema::try_from(self.storage.schema.as_ref().clone())?;
+        state.create_physical_expr(expr, &schema)
+    }
+}
+
 #[async_trait]
 impl TableProvider for TableProviderImpl {
     fn schema(&self) -> SchemaRef {
-        self.storage.schema().clone()
+        self.storage.schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -158,12 +365,8 @@ impl TableProvider for TableProviderImpl {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let snapshot = self.storage.log.snapshot();
-        Ok(MemorySourceConfig::try_new_exec(
-            &[snapshot],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        let rows = self.storage.partition.scan().map_err(external)?;
+        Ok(MemorySourceConfig::try_new_exec(&[rows], self.schema(), projection.cloned())?)
     }
 
     async fn insert_into(
@@ -182,9 +385,34 @@ impl TableProvider for TableProviderImpl {
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
+
+    /// Runs the DELETE while planning; Sluice never plans DML without executing it
+    /// (`EXPLAIN` is refused for DML).
+    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let filters = filters.into_iter().map(|f| self.physical(state, f)).collect::<DfResult<Vec<_>>>()?;
+        count_batch(self.storage.delete(&filters).await.map_err(external)?)
+    }
+
+    /// Runs the UPDATE while planning, like [`Self::delete_from`].
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let filters = filters.into_iter().map(|f| self.physical(state, f)).collect::<DfResult<Vec<_>>>()?;
+        let assignments = assignments
+            .into_iter()
+            .map(|(column, expr)| {
+                let index = self.storage.schema.index_of(&column)?;
+                Ok((index, self.physical(state, expr)?))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        count_batch(self.storage.update(&assignments, &filters).await.map_err(external)?)
+    }
 }
 
-/// Writes an INSERT's rows to a table's log, all or nothing.
+/// Writes an INSERT's rows to a table, all or nothing.
 struct TableSink {
     storage: Arc<TableStorage>,
 }
@@ -204,19 +432,15 @@ impl DisplayAs for TableSink {
 #[async_trait]
 impl DataSink for TableSink {
     fn schema(&self) -> &SchemaRef {
-        self.storage.schema()
+        &self.storage.schema
     }
 
-    async fn write_all(
-        &self,
-        mut data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
-    ) -> DfResult<u64> {
+    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
         let mut batches = Vec::new();
         while let Some(batch) = data.next().await {
             batches.push(batch?);
         }
-        self.storage.append(batches).map_err(external)
+        self.storage.insert(batches).await.map_err(external)
     }
 }
 

@@ -4,12 +4,10 @@
 //! [`SourceReader`]s, one per parallel split. [`validate_source_options`] runs at DDL
 //! time so bad options fail when the source is created, not when a job starts;
 //! [`create_source_reader`] runs on the worker for each split. Both dispatch on the
-//! `connector` option; every connector is one module. Tables are read through
-//! [`table::TableSourceReader`], which follows a table's log.
+//! `connector` option; every connector is one module.
 
 pub mod datagen;
 pub mod nexmark;
-pub mod table;
 
 use std::collections::BTreeMap;
 

@@ -203,12 +203,14 @@ impl GraphBuilder<'_> {
             &relation.schema,
         )?);
         let (operator, changelog, parallelism) = match &relation.kind {
-            RelationKind::Table { .. } => (
+            // A table is one partition: its writes are ordered by one writer. Tables
+            // without APPEND ONLY take UPDATE and DELETE, so their stream retracts.
+            RelationKind::Table { append_only, .. } => (
                 StreamOperator::TableScan {
                     table: name.clone(),
                 },
-                false,
-                self.parallelism,
+                !*append_only,
+                1,
             ),
             RelationKind::Source { options } => (
                 StreamOperator::SourceScan {

@@ -1,4 +1,4 @@
-//! State: keyed state behind the [`StateBackend`] trait, and the storage of tables.
+//! State: keyed state behind the [`StateBackend`] trait.
 //!
 //! Operators never hold durable data themselves: they read and write through a
 //! [`StateTable`], which addresses every entry by `(key group, key)`. Key groups are the
@@ -9,10 +9,8 @@
 //! This crate depends only on `common`; it knows nothing of operators or SQL.
 
 mod memory;
-mod table_log;
 
 pub use memory::MemoryStateBackend;
-pub use table_log::{TableLog, TableLogReader};
 
 use std::sync::Arc;
 

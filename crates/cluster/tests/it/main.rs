@@ -2,5 +2,6 @@
 //! behaviour as users see it is tested in `sql-tests/*.slt` through pgwire; these pin
 //! the engine's pieces (planning, deployment, FLUSH) directly and fast.
 
+mod changes;
 mod support;
 mod views;

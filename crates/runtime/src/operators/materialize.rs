@@ -60,6 +60,7 @@ struct Subscribers {
 pub struct ViewPartition {
     /// The view's columns (no op column).
     schema: SchemaRef,
+    converter: RowConverter,
     /// Whether the stream into the view is a changelog (then subscribers get the op column).
     changelog: bool,
     key_groups: u16,
@@ -73,14 +74,20 @@ impl ViewPartition {
         changelog: bool,
         key_groups: u16,
         state: Arc<dyn StateTable>,
-    ) -> Arc<Self> {
-        Arc::new(ViewPartition {
+    ) -> Result<Arc<Self>> {
+        let fields = schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(Arc::new(ViewPartition {
+            converter: RowConverter::new(fields)?,
             schema,
             changelog,
             key_groups,
             state,
             subscribers: Mutex::new(Subscribers::default()),
-        })
+        }))
     }
 
     /// The schema of the change stream subscribers receive.
@@ -92,14 +99,40 @@ impl ViewPartition {
         }
     }
 
-    fn converter(&self) -> Result<RowConverter> {
-        let fields = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
-        Ok(RowConverter::new(fields)?)
+    /// The row format of this partition's rows.
+    pub fn converter(&self) -> &RowConverter {
+        &self.converter
+    }
+
+    /// The view's columns.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Applies a batch of changes (append-only or with the op column) and passes it on to
+    /// the subscribers, waiting for room in their channels (backpressure). Callers must
+    /// not write concurrently: changes must reach subscribers in the order they applied.
+    pub async fn write(&self, batch: RecordBatch) -> Result<()> {
+        let targets = self.apply(&batch)?;
+        self.forward(targets, Message::Batch(batch)).await;
+        Ok(())
+    }
+
+    /// Passes a watermark, barrier or end of stream on to the subscribers.
+    pub async fn write_control(&self, message: Message) {
+        let targets = self.forward_targets(&message);
+        self.forward(targets, message).await;
+    }
+
+    async fn forward(&self, targets: Vec<mpsc::Sender<Message>>, message: Message) {
+        let mut lost = false;
+        for target in targets {
+            // A closed channel is a downstream view that was dropped; forget it.
+            lost |= target.send(message.clone()).await.is_err();
+        }
+        if lost {
+            self.remove_closed_subscribers();
+        }
     }
 
     /// The rows of this partition now (each as many times as it is present).
@@ -118,7 +151,7 @@ impl ViewPartition {
         entries: Vec<(u16, Vec<u8>, Vec<u8>)>,
         with_ops: bool,
     ) -> Result<Vec<RecordBatch>> {
-        let converter = self.converter()?;
+        let converter = &self.converter;
         let parser = converter.parser();
         let mut keys: Vec<&[u8]> = Vec::new();
         for (_, key, value) in &entries {
@@ -180,13 +213,9 @@ impl ViewPartition {
     }
 
     /// Applies a changelog batch to state; returns the subscribers to forward it to.
-    fn apply(
-        &self,
-        batch: &RecordBatch,
-        converter: &RowConverter,
-    ) -> Result<Vec<mpsc::Sender<Message>>> {
+    fn apply(&self, batch: &RecordBatch) -> Result<Vec<mpsc::Sender<Message>>> {
         let (data, ops) = split_changelog(batch);
-        let rows = converter.convert_columns(data.columns())?;
+        let rows = self.converter.convert_columns(data.columns())?;
         let all_columns: Vec<usize> = (0..data.num_columns()).collect();
         let groups = key_groups_of(&data, &all_columns, self.key_groups)?;
         // Net change per distinct row, so a -U/+U pair of the same row costs nothing.
@@ -257,31 +286,14 @@ fn decode_count(value: &[u8]) -> Result<i64> {
 /// The sink subtask of a materialized view.
 pub struct MaterializeSink {
     partition: Arc<ViewPartition>,
-    converter: RowConverter,
     progress: watch::Sender<SinkProgress>,
 }
 
 impl MaterializeSink {
-    pub fn new(
-        partition: Arc<ViewPartition>,
-        progress: watch::Sender<SinkProgress>,
-    ) -> Result<Self> {
-        let converter = partition.converter()?;
-        Ok(MaterializeSink {
+    pub fn new(partition: Arc<ViewPartition>, progress: watch::Sender<SinkProgress>) -> Self {
+        MaterializeSink {
             partition,
-            converter,
             progress,
-        })
-    }
-
-    async fn forward(&self, targets: Vec<mpsc::Sender<Message>>, message: Message) {
-        let mut lost = false;
-        for target in targets {
-            // A closed channel is a downstream view that was dropped; forget it.
-            lost |= target.send(message.clone()).await.is_err();
-        }
-        if lost {
-            self.partition.remove_closed_subscribers();
         }
     }
 }
@@ -290,25 +302,16 @@ impl MaterializeSink {
 impl Collector for MaterializeSink {
     async fn collect(&mut self, message: Message) -> Result<()> {
         match message {
-            Message::Batch(batch) => {
-                let targets = self.partition.apply(&batch, &self.converter)?;
-                self.forward(targets, Message::Batch(batch)).await;
-            }
+            Message::Batch(batch) => self.partition.write(batch).await?,
             Message::Barrier(barrier) => {
-                let targets = self.partition.forward_targets(&Message::Barrier(barrier));
-                self.forward(targets, Message::Barrier(barrier)).await;
-                self.progress
-                    .send_modify(|p| p.epoch = p.epoch.max(barrier.epoch));
+                self.partition.write_control(Message::Barrier(barrier)).await;
+                self.progress.send_modify(|p| p.epoch = p.epoch.max(barrier.epoch));
             }
             Message::EndOfStream => {
-                let targets = self.partition.forward_targets(&Message::EndOfStream);
-                self.forward(targets, Message::EndOfStream).await;
+                self.partition.write_control(Message::EndOfStream).await;
                 self.progress.send_modify(|p| p.finished = true);
             }
-            Message::Watermark(w) => {
-                let targets = self.partition.forward_targets(&Message::Watermark(w));
-                self.forward(targets, Message::Watermark(w)).await;
-            }
+            Message::Watermark(w) => self.partition.write_control(Message::Watermark(w)).await,
         }
         Ok(())
     }
@@ -356,9 +359,9 @@ mod tests {
     async fn view_state_is_the_multiset_of_applied_changes_and_subscribers_see_each_change_once() {
         let backend = MemoryStateBackend::new();
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
-        let partition = ViewPartition::new(schema, true, 128, backend.table("mv"));
+        let partition = ViewPartition::new(schema, true, 128, backend.table("mv")).unwrap();
         let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
-        let mut sink = MaterializeSink::new(partition.clone(), progress_tx).unwrap();
+        let mut sink = MaterializeSink::new(partition.clone(), progress_tx);
 
         sink.collect(Message::Batch(changes(
             vec![1, 1, 2],
@@ -407,9 +410,9 @@ mod tests {
     async fn retracting_a_row_that_is_not_there_is_an_error() {
         let backend = MemoryStateBackend::new();
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
-        let partition = ViewPartition::new(schema, true, 128, backend.table("mv"));
+        let partition = ViewPartition::new(schema, true, 128, backend.table("mv")).unwrap();
         let (tx, _rx) = watch::channel(SinkProgress::default());
-        let mut sink = MaterializeSink::new(partition, tx).unwrap();
+        let mut sink = MaterializeSink::new(partition, tx);
         assert!(
             sink.collect(Message::Batch(changes(vec![7], vec![RowKind::Delete])))
                 .await
