@@ -6,8 +6,6 @@
 //! conventions (`t`/`f`, `2024-01-02 03:04:05.5`, `1 day 02:00:00`, `{1,2}`, `\x00ff`);
 //! the binary format is PostgreSQL's `send` format of the type [`pg_type_of`] picked.
 
-use std::sync::Arc;
-
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Date32Type, Date64Type, Float16Type, Float32Type, Float64Type, Int8Type, Int16Type,
@@ -65,14 +63,6 @@ pub fn encode_rows(batches: &[RecordBatch], fields: &[FieldInfo]) -> Result<Vec<
         }
     }
     Ok(rows)
-}
-
-/// Renders each value of `array` as PostgreSQL text.
-pub fn text_strings(array: &ArrayRef) -> Result<Vec<Option<String>>> {
-    Ok(text_cells(array)?
-        .into_iter()
-        .map(|c| c.map(|b| String::from_utf8_lossy(&b).into_owned()))
-        .collect())
 }
 
 fn cells_with<F>(array: &dyn Array, mut f: F) -> Vec<Cell>
@@ -576,7 +566,11 @@ pub fn is_binary(format: &pgwire::api::portal::Format, idx: usize) -> bool {
 /// Shorthand used by tests: the text of one column.
 #[cfg(test)]
 fn texts(array: ArrayRef) -> Vec<Option<String>> {
-    text_strings(&array).expect("encodable")
+    text_cells(&array)
+        .expect("encodable")
+        .into_iter()
+        .map(|c| c.map(|b| String::from_utf8_lossy(&b).into_owned()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -587,6 +581,7 @@ mod tests {
         TimestampMicrosecondArray,
     };
     use arrow::datatypes::{Int32Type, IntervalMonthDayNano};
+    use std::sync::Arc;
 
     #[test]
     fn timestamps_render_like_postgres() {
