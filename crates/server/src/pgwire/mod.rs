@@ -14,6 +14,7 @@ mod execute;
 mod extended;
 mod params;
 pub mod types;
+mod values;
 
 use std::sync::Arc;
 
