@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 /// Sluice: a streaming SQL engine served over the PostgreSQL wire protocol.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, long_about = None)]
+#[command(name = "sluice", version)]
 pub struct Cli {
     /// What to run.
     #[command(subcommand)]

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use arrow::array::{ArrayRef, AsArray, StringArray};
 use arrow::datatypes::{DataType, Int64Type};
 use datafusion::error::Result;
 use datafusion::logical_expr::{
@@ -88,10 +88,7 @@ impl ScalarUDFImpl for PgFunction {
             Behavior::FormatType => {
                 let oids = first_arg(&args, &DataType::Int64)?;
                 let oids = oids.as_primitive::<Int64Type>();
-                let names: StringArray = oids
-                    .iter()
-                    .map(|o| o.map(|o| type_name_of_oid(o)))
-                    .collect();
+                let names: StringArray = oids.iter().map(|o| o.map(type_name_of_oid)).collect();
                 ColumnarValue::Array(Arc::new(names))
             }
             Behavior::RegclassOid => {

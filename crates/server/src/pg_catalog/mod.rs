@@ -10,6 +10,7 @@
 
 mod functions;
 mod rewrite;
+mod rows;
 mod tables;
 
 pub use rewrite::rewrite;

@@ -86,12 +86,11 @@ pub fn rewrite(sql: &str) -> String {
             && tokens[sig[1]] == Token::LParen
             && is_word(&tokens[sig[2]], "pg_catalog")
             && tokens[sig[3]] == Token::Period
+            && let Some(close) = (sig[4]..tokens.len()).find(|&j| tokens[j] == Token::RParen)
         {
-            if let Some(close) = (sig[4]..tokens.len()).find(|&j| tokens[j] == Token::RParen) {
-                out.extend(tokens[sig[4]..close].iter().cloned());
-                i = close + 1;
-                continue;
-            }
+            out.extend(tokens[sig[4]..close].iter().cloned());
+            i = close + 1;
+            continue;
         }
         // COLLATE pg_catalog.default | COLLATE "x"
         if is_word(&tokens[i], "collate") && sig.len() >= 2 {
@@ -439,7 +438,7 @@ mod tests {
             rewrite(
                 "SELECT (SELECT d.x FROM pg_catalog.pg_attrdef d WHERE d.y = (a.z)), EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i) FROM t"
             ),
-            "SELECT NULL, false FROM t"
+            "SELECT NULL AS \"null_1\", false FROM t"
         );
         let populated = "SELECT (SELECT 1 FROM pg_catalog.pg_class c) FROM t";
         assert_eq!(rewrite(populated), populated);

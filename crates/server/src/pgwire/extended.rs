@@ -115,8 +115,7 @@ fn placeholder_casts(stmt: &ParsedStatement) -> Vec<Option<DataType>> {
             && let Expr::Value(v) = expr.as_ref()
             && let ast::Value::Placeholder(p) = &v.value
             && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
-            && n >= 1
-            && n <= 65_535
+            && (1..=65_535).contains(&n)
         {
             if out.len() < n {
                 out.resize(n, None);

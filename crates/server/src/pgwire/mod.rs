@@ -14,6 +14,7 @@ mod execute;
 mod extended;
 mod params;
 pub mod types;
+mod values;
 
 use std::sync::Arc;
 
@@ -32,10 +33,9 @@ use sluice_common::error::SluiceError;
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, watch};
 
-pub use encode::text_strings;
 pub use execute::DEFAULT_VARIABLES;
 use execute::{Outcome, run_statement};
-pub use extended::{PreparedStatement, SluiceQueryParser};
+pub use extended::SluiceQueryParser;
 
 /// The pgwire server: accepts connections until shutdown is signalled.
 pub struct PgServer {

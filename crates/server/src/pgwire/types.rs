@@ -74,26 +74,6 @@ pub fn type_len(pg_type: &Type) -> i16 {
     }
 }
 
-/// The name PostgreSQL's `format_type` prints for a column of this Arrow type.
-pub fn format_type_name(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("numeric({p},{s})"),
-        DataType::Timestamp(_, None) => "timestamp without time zone".into(),
-        DataType::Timestamp(_, Some(_)) => "timestamp with time zone".into(),
-        DataType::Time32(_) | DataType::Time64(_) => "time without time zone".into(),
-        DataType::Float32 | DataType::Float16 => "real".into(),
-        DataType::Float64 => "double precision".into(),
-        DataType::Int8 | DataType::Int16 | DataType::UInt8 => "smallint".into(),
-        DataType::Int32 | DataType::UInt16 => "integer".into(),
-        DataType::Int64 | DataType::UInt32 => "bigint".into(),
-        DataType::Boolean => "boolean".into(),
-        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
-            format!("{}[]", format_type_name(f.data_type()))
-        }
-        other => pg_type_of(other).name().to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,16 +90,6 @@ mod tests {
         assert_eq!(
             pg_type_of(&DataType::Timestamp(TimeUnit::Second, None)),
             Type::TIMESTAMP
-        );
-    }
-
-    #[test]
-    fn format_type_names_match_postgres() {
-        assert_eq!(format_type_name(&DataType::Int64), "bigint");
-        assert_eq!(format_type_name(&DataType::Utf8), "text");
-        assert_eq!(
-            format_type_name(&DataType::Decimal128(10, 2)),
-            "numeric(10,2)"
         );
     }
 }

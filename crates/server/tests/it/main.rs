@@ -1,0 +1,10 @@
+//! Integration tests of the `sluice` binary: each test starts a real server process
+//! (see [`server::TestServer`]) and talks to it the way users do — sqllogictest files
+//! over pgwire, tokio-postgres with parameters, psql, and HTTP.
+
+mod errors;
+mod extended;
+mod psql;
+mod rest;
+mod server;
+mod slt;

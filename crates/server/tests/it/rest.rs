@@ -1,0 +1,56 @@
+//! The REST API over plain HTTP/1.1.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::server::TestServer;
+
+/// Sends `GET path` and returns (status code, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect REST");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn health_jobs_and_unknown_routes_answer_json() {
+    let server = TestServer::start();
+    let (status, body) = get(server.rest_addr, "/health").await;
+    assert_eq!(status, 200);
+    let health: serde_json::Value = serde_json::from_str(&body).expect("health JSON");
+    assert_eq!(health, serde_json::json!({"status": "ok"}));
+
+    let (status, body) = get(server.rest_addr, "/jobs").await;
+    assert_eq!(status, 200);
+    let jobs: serde_json::Value = serde_json::from_str(&body).expect("jobs JSON");
+    assert!(jobs.is_array(), "{body}");
+
+    let (status, body) = get(server.rest_addr, "/nope").await;
+    assert_eq!(status, 404);
+    let err: serde_json::Value = serde_json::from_str(&body).expect("404 JSON");
+    assert!(
+        err["error"].as_str().is_some_and(|e| e.contains("/nope")),
+        "{body}"
+    );
+}

@@ -1,0 +1,153 @@
+//! Runs every `sql-tests/*.slt` file against a fresh server with sqllogictest.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::server::TestServer;
+
+/// An error as the client saw it: message and SQLSTATE.
+#[derive(Debug)]
+pub struct SqlError {
+    message: String,
+    sqlstate: Option<String>,
+}
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.sqlstate {
+            Some(code) => write!(f, "{} (SQLSTATE {code})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+impl From<tokio_postgres::Error> for SqlError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.as_db_error() {
+            Some(db) => SqlError {
+                message: db.message().to_string(),
+                sqlstate: Some(db.code().code().to_string()),
+            },
+            None => SqlError {
+                message: e.to_string(),
+                sqlstate: None,
+            },
+        }
+    }
+}
+
+/// sqllogictest's view of a Sluice connection (simple query protocol, text values).
+pub struct Sluice {
+    client: Client,
+}
+
+#[async_trait]
+impl AsyncDB for Sluice {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let messages = self.client.simple_query(sql).await?;
+        let mut columns = None;
+        let mut rows = Vec::new();
+        let mut count = 0;
+        for message in messages {
+            match message {
+                SimpleQueryMessage::RowDescription(c) => columns = Some(c.len()),
+                SimpleQueryMessage::Row(row) => rows.push(
+                    (0..row.len())
+                        .map(|i| match row.get(i) {
+                            None => "NULL".to_string(),
+                            Some("") => "(empty)".to_string(),
+                            Some(v) => v.to_string(),
+                        })
+                        .collect(),
+                ),
+                SimpleQueryMessage::CommandComplete(n) => count = n,
+                _ => {}
+            }
+        }
+        Ok(match columns {
+            Some(n) => DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; n],
+                rows,
+            },
+            None => DBOutput::StatementComplete(count),
+        })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "sluice"
+    }
+
+    async fn sleep(dur: std::time::Duration) {
+        tokio::time::sleep(dur).await
+    }
+
+    async fn run_command(command: std::process::Command) -> std::io::Result<std::process::Output> {
+        tokio::process::Command::from(command).output().await
+    }
+
+    fn error_sql_state(err: &SqlError) -> Option<String> {
+        err.sqlstate.clone()
+    }
+}
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-tests");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    files
+}
+
+async fn run_file(path: &Path) -> Result<(), String> {
+    let server = TestServer::start();
+    let conn_str = server.conn_str();
+    let mut runner = sqllogictest::Runner::new(move || {
+        let conn_str = conn_str.clone();
+        async move {
+            let (client, connection) =
+                tokio_postgres::connect(&conn_str, tokio_postgres::NoTls).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(Sluice { client })
+        }
+    });
+    let result = runner
+        .run_file_async(path)
+        .await
+        .map_err(|e| format!("{}: {}", path.display(), e.display(false)));
+    drop(server);
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slt_file_passes_against_a_fresh_server() {
+    let files = slt_files();
+    assert!(!files.is_empty(), "no sql-tests/*.slt files found");
+    let mut failures = Vec::new();
+    for file in &files {
+        if let Err(e) = run_file(file).await {
+            failures.push(e);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} slt files failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
+}
