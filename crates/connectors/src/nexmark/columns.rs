@@ -11,15 +11,15 @@
 
 use std::sync::Arc;
 
+use ::nexmark::event::{Event, EventType};
 use arrow::array::{
-    Array, ArrayRef, Int64Builder, NullBufferBuilder, PrimitiveArray, StringBuilder, StructArray,
+    ArrayRef, Int64Builder, NullBufferBuilder, PrimitiveArray, StringBuilder, StructArray,
 };
 use arrow::compute::cast;
 use arrow::datatypes::{
-    DataType, Field, Fields, Schema, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
+    DataType, Field, Fields, Schema, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType,
 };
-use ::nexmark::event::{Event, EventType};
 use sluice_common::error::{Result, SluiceError, SqlState};
 
 /// One value a column can hold, named by what it is in the Nexmark model.
@@ -317,7 +317,11 @@ impl ColumnBuilder {
                     .iter_mut()
                     .map(ColumnBuilder::finish)
                     .collect::<Result<Vec<_>>>()?;
-                Arc::new(StructArray::try_new(fields.clone(), children, nulls.finish())?)
+                Arc::new(StructArray::try_new(
+                    fields.clone(),
+                    children,
+                    nulls.finish(),
+                )?)
             }
         })
     }

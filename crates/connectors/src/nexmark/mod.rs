@@ -32,12 +32,12 @@ mod tests;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use arrow::array::{RecordBatch, RecordBatchOptions};
-use arrow::datatypes::{Schema, SchemaRef};
-use async_trait::async_trait;
 use ::nexmark::EventGenerator;
 use ::nexmark::config::NexmarkConfig;
 use ::nexmark::event::EventType;
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
 use sluice_common::error::{Result, SluiceError};
 use sluice_runtime::source::{SourceEvent, SourceReader};
 use tokio::time::Instant;
@@ -173,7 +173,9 @@ impl NexmarkReader {
                 Some(Duration::from_nanos(nanos as u64))
             }
             Pacing::RealTime => Some(Duration::from_millis(
-                self.generator.timestamp().saturating_sub(origin.event_time_ms),
+                self.generator
+                    .timestamp()
+                    .saturating_sub(origin.event_time_ms),
             )),
         }
     }
@@ -202,7 +204,8 @@ impl NexmarkReader {
         while rows < limit {
             if let Some(due) = self.next_due(origin) {
                 let first = *first_due.get_or_insert(due);
-                if rows > 0 && due > elapsed && due - first > MAX_BATCH_SPAN {
+                // (Saturating: with out-of-order events, event times may go back.)
+                if rows > 0 && due > elapsed && due.saturating_sub(first) > MAX_BATCH_SPAN {
                     break;
                 }
                 last_due = Some(due);
@@ -281,7 +284,9 @@ impl SourceReader for NexmarkReader {
             tokio::time::sleep_until(due).await;
         }
         let Some(Pending { batch, .. }) = self.pending.take() else {
-            return Err(SluiceError::internal("nexmark reader lost its pending batch"));
+            return Err(SluiceError::internal(
+                "nexmark reader lost its pending batch",
+            ));
         };
         self.emitted += batch.num_rows() as u64;
         debug_assert!(self.emitted <= self.generated);

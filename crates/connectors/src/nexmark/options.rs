@@ -86,7 +86,9 @@ type SetList = fn(&mut NexmarkConfig, Vec<String>);
 /// (The largest is [`MAX_COUNT`], or [`MAX_BYTE_SIZE`] for sizes.)
 const NUMERIC_KEYS: [(&str, u64, SetNumber); 27] = [
     ("nexmark.active.people", 1, |c, v| c.active_people = v),
-    ("nexmark.in.flight.auctions", 1, |c, v| c.in_flight_auctions = v),
+    ("nexmark.in.flight.auctions", 1, |c, v| {
+        c.in_flight_auctions = v
+    }),
     ("nexmark.out.of.order.group.size", 1, |c, v| {
         c.out_of_order_group_size = v
     }),
@@ -96,11 +98,17 @@ const NUMERIC_KEYS: [(&str, u64, SetNumber); 27] = [
     ("nexmark.avg.auction.byte.size", 0, |c, v| {
         c.avg_auction_byte_size = v
     }),
-    ("nexmark.avg.bid.byte.size", 0, |c, v| c.avg_bid_byte_size = v),
+    ("nexmark.avg.bid.byte.size", 0, |c, v| {
+        c.avg_bid_byte_size = v
+    }),
     ("nexmark.hot.seller.ratio", 1, |c, v| c.hot_seller_ratio = v),
-    ("nexmark.hot.auction.ratio", 1, |c, v| c.hot_auction_ratio = v),
+    ("nexmark.hot.auction.ratio", 1, |c, v| {
+        c.hot_auction_ratio = v
+    }),
     ("nexmark.hot.bidder.ratio", 1, |c, v| c.hot_bidder_ratio = v),
-    ("nexmark.hot.channel.ratio", 1, |c, v| c.hot_channel_ratio = v),
+    ("nexmark.hot.channel.ratio", 1, |c, v| {
+        c.hot_channel_ratio = v
+    }),
     ("nexmark.first.event.id", 0, |c, v| c.first_event_id = v),
     ("nexmark.first.event.number", 0, |c, v| {
         c.first_event_number = v
@@ -108,14 +116,18 @@ const NUMERIC_KEYS: [(&str, u64, SetNumber); 27] = [
     ("nexmark.num.categories", 1, |c, v| c.num_categories = v),
     ("nexmark.auction.id.lead", 0, |c, v| c.auction_id_lead = v),
     ("nexmark.person.id.lead", 0, |c, v| c.person_id_lead = v),
-    ("nexmark.person.proportion", 1, |c, v| c.person_proportion = v),
+    ("nexmark.person.proportion", 1, |c, v| {
+        c.person_proportion = v
+    }),
     ("nexmark.auction.proportion", 1, |c, v| {
         c.auction_proportion = v
     }),
     ("nexmark.bid.proportion", 1, |c, v| c.bid_proportion = v),
     ("nexmark.first.auction.id", 0, |c, v| c.first_auction_id = v),
     ("nexmark.first.person.id", 0, |c, v| c.first_person_id = v),
-    ("nexmark.first.category.id", 0, |c, v| c.first_category_id = v),
+    ("nexmark.first.category.id", 0, |c, v| {
+        c.first_category_id = v
+    }),
     // The event-time rate: events per `us.per.unit` microseconds of event time. As in
     // RisingWave, the rate is constant (next rate = first rate).
     ("nexmark.first.event.rate", 1, |c, v| {
@@ -150,12 +162,11 @@ const ALIASES: [(&str, &str); 2] = [
 
 /// Parses and checks `options` (keys lower-cased).
 pub fn parse(options: &BTreeMap<String, String>) -> Result<NexmarkOptions> {
-    let mut config = NexmarkConfig {
-        base_time: DEFAULT_BASE_TIME_MS,
-        ..NexmarkConfig::default()
-    };
     let mut parsed = NexmarkOptions {
-        config: NexmarkConfig::default(),
+        config: NexmarkConfig {
+            base_time: DEFAULT_BASE_TIME_MS,
+            ..NexmarkConfig::default()
+        },
         table: None,
         event_num: None,
         min_event_gap_ns: DEFAULT_MIN_EVENT_GAP_NS,
@@ -181,7 +192,7 @@ pub fn parse(options: &BTreeMap<String, String>) -> Result<NexmarkOptions> {
                 k if k.ends_with(".byte.size") => MAX_BYTE_SIZE,
                 _ => MAX_COUNT,
             };
-            set(&mut config, number(key, raw, min, max)? as usize);
+            set(&mut parsed.config, number(key, raw, min, max)? as usize);
             continue;
         }
         if let Some(&(_, set)) = LIST_KEYS.iter().find(|(k, _)| *k == key) {
@@ -193,7 +204,7 @@ pub fn parse(options: &BTreeMap<String, String>) -> Result<NexmarkOptions> {
                     "a comma-separated list of non-empty words",
                 ));
             }
-            set(&mut config, words);
+            set(&mut parsed.config, words);
             continue;
         }
         match key {
@@ -240,7 +251,6 @@ pub fn parse(options: &BTreeMap<String, String>) -> Result<NexmarkOptions> {
             }
         }
     }
-    parsed.config = config;
     Ok(parsed)
 }
 
