@@ -496,7 +496,26 @@ fn mismatch(field: &Field, prefix: &str, expected: &str) -> SluiceError {
         format!(
             "nexmark column \"{prefix}{}\" is declared as {}, but must be {expected}",
             field.name(),
-            field.data_type()
+            sql_name(field.data_type())
         ),
     )
+}
+
+/// The SQL spelling of the common types, for messages; Arrow's otherwise.
+fn sql_name(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "REAL".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMPTZ".into(),
+        DataType::Struct(_) => "a STRUCT".into(),
+        other => other.to_string(),
+    }
 }
