@@ -301,7 +301,10 @@ impl Coordinator {
             *epoch += 1;
             let (jobs, tables): (Vec<Arc<Job>>, Vec<Arc<TableStorage>>) = {
                 let inner = self.inner.lock();
-                (inner.jobs.values().cloned().collect(), inner.tables.values().cloned().collect())
+                (
+                    inner.jobs.values().cloned().collect(),
+                    inner.tables.values().cloned().collect(),
+                )
             };
             let barrier = CheckpointBarrier {
                 epoch: *epoch,
@@ -559,11 +562,16 @@ impl Coordinator {
         let tag = StatementResult::Command(CommandTag::new("CREATE MATERIALIZED VIEW"));
         let name = object_name(name)?;
         let _ddl = self.ddl.lock().await;
-        if let Some(existing) = self.inner.lock().catalog.get(&name) {
-            if if_not_exists && existing.object_kind() == ObjectKind::MaterializedView {
+        {
+            let inner = self.inner.lock();
+            let exists_as_view = inner
+                .catalog
+                .get(&name)
+                .map(|r| r.object_kind() == ObjectKind::MaterializedView);
+            if if_not_exists && exists_as_view == Some(true) {
                 return Ok(tag);
             }
-            self.inner.lock().catalog.check_free(&name)?;
+            inner.catalog.check_free(&name)?;
         }
         let graph = self.plan_view(session, &name, query).await?;
         let sink = graph.sink();

@@ -160,11 +160,12 @@ pub fn deploy(
                     }
                 }
                 Exchange::Hash(_) => {
-                    for i in 0..up_p {
-                        for j in 0..head.parallelism {
+                    // Every upstream subtask reaches every downstream subtask.
+                    for upstream in senders[up].iter_mut() {
+                        for downstream in receivers[c].iter_mut() {
                             let (tx, rx) = channel();
-                            senders[up][i].push(tx);
-                            receivers[c][j].push(rx);
+                            upstream.push(tx);
+                            downstream.push(rx);
                         }
                     }
                 }
@@ -184,7 +185,10 @@ pub fn deploy(
             let inputs = std::mem::take(&mut receivers[c][j]);
             let input = match &head.operator {
                 StreamOperator::TableScan { table } => {
-                    let storage = ctx.tables.get(table).ok_or_else(|| SluiceError::undefined_table(table))?;
+                    let storage = ctx
+                        .tables
+                        .get(table)
+                        .ok_or_else(|| SluiceError::undefined_table(table))?;
                     subscribe_to(&storage.partition, &mut forwarders)?
                 }
                 StreamOperator::SourceScan { options, .. } => {
@@ -203,14 +207,23 @@ pub fn deploy(
                     }
                 }
                 StreamOperator::ViewScan { view: upstream } => {
-                    let parts = ctx.views.get(upstream).ok_or_else(|| SluiceError::undefined_table(upstream))?;
-                    let part = parts.get(j).ok_or_else(|| SluiceError::internal("view scan parallelism mismatch"))?;
+                    let parts = ctx
+                        .views
+                        .get(upstream)
+                        .ok_or_else(|| SluiceError::undefined_table(upstream))?;
+                    let part = parts
+                        .get(j)
+                        .ok_or_else(|| SluiceError::internal("view scan parallelism mismatch"))?;
                     subscribe_to(part, &mut forwarders)?
                 }
                 _ => TaskInput::Gate(InputGate::new(inputs)),
             };
             // A source node is the task's input, not an operator of its chain.
-            let op_nodes = if head.operator.is_source() { &chain[1..] } else { &chain[..] };
+            let op_nodes = if head.operator.is_source() {
+                &chain[1..]
+            } else {
+                &chain[..]
+            };
             let mut ops: Vec<Box<dyn Operator>> = Vec::new();
             let mut output: Option<Box<dyn Collector>> = None;
             for &n in op_nodes {
@@ -308,7 +321,10 @@ fn subscribe_to(partition: &ViewPartition, forwarders: &mut Vec<Forwarder>) -> R
     let (tx, rx) = channel();
     let after_epoch = subscription.after_epoch;
     forwarders.push(Box::pin(forward_subscription(subscription, tx)));
-    Ok(TaskInput::Gate(InputGate::starting_after_epoch(vec![rx], after_epoch)))
+    Ok(TaskInput::Gate(InputGate::starting_after_epoch(
+        vec![rx],
+        after_epoch,
+    )))
 }
 
 /// Feeds a downstream view from an upstream view partition: its snapshot, then its changes.

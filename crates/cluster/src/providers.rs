@@ -9,13 +9,10 @@ use std::sync::Arc;
 use arrow::array::{Array, BooleanArray, Int8Array, RecordBatch, UInt32Array, UInt64Array};
 use arrow::compute::{concat_batches, filter_record_batch, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::DFSchema;
-use datafusion::physical_expr::PhysicalExpr;
-use sluice_runtime::message::{CheckpointBarrier, Message, RowKind, changelog_schema};
-use sluice_state::{DEFAULT_KEY_GROUPS, StateTable};
 use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::DFSchema;
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
@@ -23,22 +20,30 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, SendableRecordBatchStream,
 };
 use futures::StreamExt;
 use sluice_common::error::{SluiceError, SqlState};
+use sluice_runtime::message::{CheckpointBarrier, Message, RowKind, changelog_schema};
 use sluice_runtime::operators::materialize::ViewPartition;
+use sluice_state::{DEFAULT_KEY_GROUPS, StateTable};
 
 fn external(e: SluiceError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
+
+/// Primary key → row, both in Arrow's row format.
+type KeyIndex = HashMap<Box<[u8]>, Box<[u8]>>;
 
 /// A table: its rows (a single-partition store that views subscribe to, like a view's
 /// result) and the index of its primary key.
 pub struct TableStorage {
     pub name: String,
     schema: SchemaRef,
+    /// `schema` with every column nullable, as DataFusion sees the table.
+    nullable_schema: SchemaRef,
     primary_key: Vec<usize>,
     append_only: bool,
     /// The rows, and the views reading them.
@@ -47,19 +52,29 @@ pub struct TableStorage {
     key_converter: Option<RowConverter>,
     /// Held by every write and barrier injection, so changes reach views in the order
     /// they were applied. Guards the primary-key index: key → row, in row format.
-    writer: tokio::sync::Mutex<HashMap<Box<[u8]>, Box<[u8]>>>,
+    writer: tokio::sync::Mutex<KeyIndex>,
 }
 
 impl fmt::Debug for TableStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TableStorage").field("name", &self.name).finish()
+        f.debug_struct("TableStorage")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
 fn count_batch(n: u64) -> DfResult<Arc<dyn ExecutionPlan>> {
-    let schema = Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]));
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]));
     let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![n]))])?;
-    Ok(MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None)?)
+    Ok(MemorySourceConfig::try_new_exec(
+        &[vec![batch]],
+        schema,
+        None,
+    )?)
 }
 
 impl TableStorage {
@@ -79,9 +94,18 @@ impl TableStorage {
                 .collect();
             Some(RowConverter::new(fields)?)
         };
-        let partition = ViewPartition::new(schema.clone(), !append_only, DEFAULT_KEY_GROUPS, state)?;
+        let partition =
+            ViewPartition::new(schema.clone(), !append_only, DEFAULT_KEY_GROUPS, state)?;
+        let nullable_schema = Arc::new(Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         Ok(Arc::new(TableStorage {
             name,
+            nullable_schema,
             schema,
             primary_key,
             append_only,
@@ -91,10 +115,18 @@ impl TableStorage {
         }))
     }
 
+    /// The table's columns, all nullable: what DataFusion plans inserts against, so that
+    /// NOT NULL violations reach [`Self::insert`] and are reported like PostgreSQL does.
+    pub fn insert_schema(&self) -> &SchemaRef {
+        &self.nullable_schema
+    }
+
     /// Passes a barrier to the views reading this table, after every write before it.
     pub async fn inject(&self, barrier: CheckpointBarrier) {
         let _writer = self.writer.lock().await;
-        self.partition.write_control(Message::Barrier(barrier)).await;
+        self.partition
+            .write_control(Message::Barrier(barrier))
+            .await;
     }
 
     fn check_not_null(&self, batch: &RecordBatch) -> Result<(), SluiceError> {
@@ -117,16 +149,27 @@ impl TableStorage {
         let Some(converter) = &self.key_converter else {
             return Ok(None);
         };
-        let columns: Vec<_> = self.primary_key.iter().map(|&i| batch.column(i).clone()).collect();
+        let columns: Vec<_> = self
+            .primary_key
+            .iter()
+            .map(|&i| batch.column(i).clone())
+            .collect();
         Ok(Some(converter.convert_columns(&columns)?))
     }
 
     fn duplicate_key(&self, batch: &RecordBatch, row: usize) -> SluiceError {
-        let names: Vec<&str> = self.primary_key.iter().map(|&c| self.schema.field(c).name().as_str()).collect();
+        let names: Vec<&str> = self
+            .primary_key
+            .iter()
+            .map(|&c| self.schema.field(c).name().as_str())
+            .collect();
         let values: Vec<String> = self
             .primary_key
             .iter()
-            .map(|&c| arrow::util::display::array_value_to_string(batch.column(c), row).unwrap_or_else(|_| "?".into()))
+            .map(|&c| {
+                arrow::util::display::array_value_to_string(batch.column(c), row)
+                    .unwrap_or_else(|_| "?".into())
+            })
             .collect();
         SluiceError::new(
             SqlState::UNIQUE_VIOLATION,
@@ -163,7 +206,10 @@ impl TableStorage {
         let data = concat_batches(&self.schema, &parts)?;
         let mut columns = data.columns().to_vec();
         columns.push(Arc::new(Int8Array::from(ops)));
-        Ok(RecordBatch::try_new(changelog_schema(&self.schema), columns)?)
+        Ok(RecordBatch::try_new(
+            changelog_schema(&self.schema),
+            columns,
+        )?)
     }
 
     /// INSERT: all rows or none. On a table with a primary key and without APPEND ONLY a
@@ -182,7 +228,11 @@ impl TableStorage {
             let out = if self.append_only {
                 batch
             } else {
-                self.changes(&[], RowKind::Insert, Some((&batch, vec![RowKind::Insert; rows as usize])))?
+                self.changes(
+                    &[],
+                    RowKind::Insert,
+                    Some((&batch, vec![RowKind::Insert; rows as usize])),
+                )?
             };
             self.partition.write(out).await?;
             return Ok(rows);
@@ -200,7 +250,10 @@ impl TableStorage {
             return Ok(rows);
         }
         // Upsert. Within one INSERT the last row of a key wins, as if rows came one by one.
-        let full_rows = self.partition.converter().convert_columns(batch.columns())?;
+        let full_rows = self
+            .partition
+            .converter()
+            .convert_columns(batch.columns())?;
         let mut position_of_key: HashMap<Box<[u8]>, usize> = HashMap::new();
         let mut kept: Vec<(usize, bool)> = Vec::new();
         let mut retracted: Vec<Box<[u8]>> = Vec::new();
@@ -224,7 +277,13 @@ impl TableStorage {
         let added = take_record_batch(&batch, &indices)?;
         let kinds = kept
             .iter()
-            .map(|(_, replaces)| if *replaces { RowKind::UpdateAfter } else { RowKind::Insert })
+            .map(|(_, replaces)| {
+                if *replaces {
+                    RowKind::UpdateAfter
+                } else {
+                    RowKind::Insert
+                }
+            })
             .collect();
         let out = self.changes(&retracted, RowKind::UpdateBefore, Some((&added, kinds)))?;
         self.partition.write(out).await?;
@@ -273,7 +332,11 @@ impl TableStorage {
                 index.remove(key.data());
             }
         }
-        let out = self.changes(&[], RowKind::Delete, Some((&matching, vec![RowKind::Delete; rows as usize])))?;
+        let out = self.changes(
+            &[],
+            RowKind::Delete,
+            Some((&matching, vec![RowKind::Delete; rows as usize])),
+        )?;
         self.partition.write(out).await?;
         Ok(rows)
     }
@@ -295,21 +358,20 @@ impl TableStorage {
         let mut columns = old.columns().to_vec();
         for (column, expr) in assignments {
             let value = expr.evaluate(&old)?.into_array(rows)?;
-            columns[*column] = arrow::compute::cast(&value, self.schema.field(*column).data_type())?;
+            columns[*column] =
+                arrow::compute::cast(&value, self.schema.field(*column).data_type())?;
         }
-        self.check_not_null(&RecordBatch::try_new_with_options(
-            Arc::new(Schema::new(
-                self.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
-            )),
+        self.check_not_null(&RecordBatch::try_new(
+            self.nullable_schema.clone(),
             columns.clone(),
-            &Default::default(),
         )?)?;
         let new = RecordBatch::try_new(self.schema.clone(), columns)?;
         if let (Some(old_keys), Some(new_keys)) = (self.keys_of(&old)?, self.keys_of(&new)?) {
             let old_keys: Vec<Box<[u8]>> = old_keys.iter().map(|k| k.data().into()).collect();
             let mut taken: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
             for (i, key) in new_keys.iter().enumerate() {
-                let exists_elsewhere = index.contains_key(key.data()) && !old_keys.iter().any(|k| **k == *key.data());
+                let exists_elsewhere =
+                    index.contains_key(key.data()) && !old_keys.iter().any(|k| **k == *key.data());
                 if exists_elsewhere || !taken.insert(key.data()) {
                     return Err(self.duplicate_key(&new, i));
                 }
@@ -329,7 +391,11 @@ impl TableStorage {
             .iter()
             .map(|r| r.data().into())
             .collect();
-        let out = self.changes(&old_rows, RowKind::UpdateBefore, Some((&new, vec![RowKind::UpdateAfter; rows])))?;
+        let out = self.changes(
+            &old_rows,
+            RowKind::UpdateBefore,
+            Some((&new, vec![RowKind::UpdateAfter; rows])),
+        )?;
         self.partition.write(out).await?;
         Ok(rows as u64)
     }
@@ -350,8 +416,10 @@ impl TableProviderImpl {
 
 #[async_trait]
 impl TableProvider for TableProviderImpl {
+    /// All columns nullable: NOT NULL is checked by [`TableStorage::insert`], which
+    /// reports violations the way PostgreSQL does (`23502`, naming the column).
     fn schema(&self) -> SchemaRef {
-        self.storage.schema.clone()
+        self.storage.nullable_schema.clone()
     }
 
     fn table_type(&self) -> TableType {
@@ -366,7 +434,11 @@ impl TableProvider for TableProviderImpl {
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let rows = self.storage.partition.scan().map_err(external)?;
-        Ok(MemorySourceConfig::try_new_exec(&[rows], self.schema(), projection.cloned())?)
+        Ok(MemorySourceConfig::try_new_exec(
+            &[rows],
+            self.schema(),
+            projection.cloned(),
+        )?)
     }
 
     async fn insert_into(
@@ -388,8 +460,15 @@ impl TableProvider for TableProviderImpl {
 
     /// Runs the DELETE while planning; Sluice never plans DML without executing it
     /// (`EXPLAIN` is refused for DML).
-    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let filters = filters.into_iter().map(|f| self.physical(state, f)).collect::<DfResult<Vec<_>>>()?;
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let filters = filters
+            .into_iter()
+            .map(|f| self.physical(state, f))
+            .collect::<DfResult<Vec<_>>>()?;
         count_batch(self.storage.delete(&filters).await.map_err(external)?)
     }
 
@@ -400,7 +479,10 @@ impl TableProvider for TableProviderImpl {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let filters = filters.into_iter().map(|f| self.physical(state, f)).collect::<DfResult<Vec<_>>>()?;
+        let filters = filters
+            .into_iter()
+            .map(|f| self.physical(state, f))
+            .collect::<DfResult<Vec<_>>>()?;
         let assignments = assignments
             .into_iter()
             .map(|(column, expr)| {
@@ -408,7 +490,12 @@ impl TableProvider for TableProviderImpl {
                 Ok((index, self.physical(state, expr)?))
             })
             .collect::<DfResult<Vec<_>>>()?;
-        count_batch(self.storage.update(&assignments, &filters).await.map_err(external)?)
+        count_batch(
+            self.storage
+                .update(&assignments, &filters)
+                .await
+                .map_err(external)?,
+        )
     }
 }
 
@@ -431,11 +518,16 @@ impl DisplayAs for TableSink {
 
 #[async_trait]
 impl DataSink for TableSink {
+    /// The schema DataFusion plans inserts against (see [`TableProviderImpl::schema`]).
     fn schema(&self) -> &SchemaRef {
-        &self.storage.schema
+        self.storage.insert_schema()
     }
 
-    async fn write_all(&self, mut data: SendableRecordBatchStream, _context: &Arc<TaskContext>) -> DfResult<u64> {
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
         let mut batches = Vec::new();
         while let Some(batch) = data.next().await {
             batches.push(batch?);

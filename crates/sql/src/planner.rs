@@ -365,20 +365,29 @@ mod tests {
             Field::new("v", DataType::Int64, true),
         ]));
         let ctx = SessionContext::new();
-        ctx.register_table(
-            "t",
-            Arc::new(MemTable::try_new(schema.clone(), vec![vec![]]).unwrap()),
-        )
-        .unwrap();
+        for name in ["t", "s"] {
+            let table = MemTable::try_new(schema.clone(), vec![vec![]]).unwrap();
+            ctx.register_table(name, Arc::new(table)).unwrap();
+        }
         let mut catalog = Catalog::new();
         catalog
             .insert(Relation {
                 id: 1,
                 name: "t".into(),
-                schema,
+                schema: schema.clone(),
                 kind: RelationKind::Table {
                     primary_key: vec![],
                     append_only: true,
+                },
+            })
+            .unwrap();
+        catalog
+            .insert(Relation {
+                id: 2,
+                name: "s".into(),
+                schema,
+                kind: RelationKind::Source {
+                    options: [("connector".to_string(), "datagen".to_string())].into(),
                 },
             })
             .unwrap();
@@ -415,7 +424,11 @@ mod tests {
 
     #[tokio::test]
     async fn global_aggregate_runs_on_one_subtask() {
-        let g = graph("SELECT sum(v) FROM t", 4).await.unwrap();
+        let g = graph("SELECT sum(v) FROM s", 4).await.unwrap();
+        assert_eq!(
+            g.nodes[0].parallelism, 4,
+            "a source scans at the job's parallelism"
+        );
         let agg = g
             .nodes
             .iter()

@@ -6,15 +6,20 @@ use crate::support::Engine;
 async fn updates_and_deletes_retract_from_aggregates_and_filters() {
     let mut e = Engine::start().await;
     e.ok("CREATE TABLE t (k INT, v BIGINT)").await;
-    e.ok("INSERT INTO t VALUES (1, 10), (1, 3), (2, 7), (2, 7)").await;
+    e.ok("INSERT INTO t VALUES (1, 10), (1, 3), (2, 7), (2, 7)")
+        .await;
     e.ok("CREATE MATERIALIZED VIEW a AS SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo, max(v) AS hi, \
           count(DISTINCT v) AS d FROM t GROUP BY k").await;
-    e.ok("CREATE MATERIALIZED VIEW f AS SELECT k, v FROM t WHERE v > 5").await;
+    e.ok("CREATE MATERIALIZED VIEW f AS SELECT k, v FROM t WHERE v > 5")
+        .await;
     e.ok("UPDATE t SET v = 1 WHERE v = 10").await;
     e.ok("DELETE FROM t WHERE k = 2 AND v = 7").await;
     e.ok("INSERT INTO t VALUES (3, 9)").await;
     e.ok("FLUSH").await;
-    assert_eq!(e.rows("SELECT * FROM a").await, vec!["1 2 4 1 3 2", "3 1 9 9 9 1"]);
+    assert_eq!(
+        e.rows("SELECT * FROM a").await,
+        vec!["1 2 4 1 3 2", "3 1 9 9 9 1"]
+    );
     assert_eq!(e.rows("SELECT * FROM f").await, vec!["3 9"]);
     assert_eq!(e.rows("SELECT * FROM t").await, vec!["1 1", "1 3", "3 9"]);
 }
@@ -22,16 +27,23 @@ async fn updates_and_deletes_retract_from_aggregates_and_filters() {
 #[tokio::test]
 async fn insert_on_a_primary_key_upserts_and_the_last_row_of_a_key_wins() {
     let mut e = Engine::start().await;
-    e.ok("CREATE TABLE p (id INT PRIMARY KEY, name VARCHAR, score INT)").await;
+    e.ok("CREATE TABLE p (id INT PRIMARY KEY, name VARCHAR, score INT)")
+        .await;
     e.ok("CREATE MATERIALIZED VIEW total AS SELECT count(*) AS n, sum(score) AS s, max(score) AS best FROM p").await;
-    e.ok("INSERT INTO p VALUES (1, 'a', 10), (2, 'b', 20), (1, 'a2', 15)").await;
+    e.ok("INSERT INTO p VALUES (1, 'a', 10), (2, 'b', 20), (1, 'a2', 15)")
+        .await;
     e.ok("INSERT INTO p VALUES (2, 'b2', 5)").await;
     e.ok("FLUSH").await;
     assert_eq!(e.rows("SELECT * FROM p").await, vec!["1 a2 15", "2 b2 5"]);
     assert_eq!(e.rows("SELECT * FROM total").await, vec!["2 20 15"]);
     e.ok("UPDATE p SET id = 3 WHERE id = 2").await;
     let err = e.run("UPDATE p SET id = 1 WHERE id = 3").await.unwrap_err();
-    assert_eq!(err.state, sluice_common::SqlState::UNIQUE_VIOLATION, "{}", err.message);
+    assert_eq!(
+        err.state,
+        sluice_common::SqlState::UNIQUE_VIOLATION,
+        "{}",
+        err.message
+    );
     e.ok("DELETE FROM p WHERE id = 1").await;
     e.ok("FLUSH").await;
     assert_eq!(e.rows("SELECT * FROM p").await, vec!["3 b2 5"]);
@@ -41,7 +53,8 @@ async fn insert_on_a_primary_key_upserts_and_the_last_row_of_a_key_wins() {
 #[tokio::test]
 async fn append_only_tables_refuse_updates_and_duplicate_keys() {
     let mut e = Engine::start().await;
-    e.ok("CREATE TABLE log (id INT, PRIMARY KEY (id)) APPEND ONLY").await;
+    e.ok("CREATE TABLE log (id INT, PRIMARY KEY (id)) APPEND ONLY")
+        .await;
     e.ok("INSERT INTO log VALUES (1)").await;
     let dup = e.run("INSERT INTO log VALUES (2), (1)").await.unwrap_err();
     assert_eq!(dup.state, sluice_common::SqlState::UNIQUE_VIOLATION);

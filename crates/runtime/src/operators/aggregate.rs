@@ -60,7 +60,9 @@ impl AggregateSpec {
         let name = function.fun().name().to_string();
         let accumulator = if !retracting {
             AccumulatorKind::Plain
-        } else if !function.is_distinct() && matches!(name.as_str(), "count" | "sum" | "avg" | "mean") {
+        } else if !function.is_distinct()
+            && matches!(name.as_str(), "count" | "sum" | "avg" | "mean")
+        {
             // DataFusion's sliding accumulators retract oldest-first (window frames); for
             // these aggregates the order does not matter.
             AccumulatorKind::Sliding

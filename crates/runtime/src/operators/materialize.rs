@@ -304,8 +304,11 @@ impl Collector for MaterializeSink {
         match message {
             Message::Batch(batch) => self.partition.write(batch).await?,
             Message::Barrier(barrier) => {
-                self.partition.write_control(Message::Barrier(barrier)).await;
-                self.progress.send_modify(|p| p.epoch = p.epoch.max(barrier.epoch));
+                self.partition
+                    .write_control(Message::Barrier(barrier))
+                    .await;
+                self.progress
+                    .send_modify(|p| p.epoch = p.epoch.max(barrier.epoch));
             }
             Message::EndOfStream => {
                 self.partition.write_control(Message::EndOfStream).await;

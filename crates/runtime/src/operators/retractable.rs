@@ -47,7 +47,12 @@ pub struct MultisetAccumulator {
 
 impl fmt::Debug for MultisetAccumulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MultisetAccumulator({:?}, {} values)", self.aggregate, self.values.len())
+        write!(
+            f,
+            "MultisetAccumulator({:?}, {} values)",
+            self.aggregate,
+            self.values.len()
+        )
     }
 }
 
@@ -63,7 +68,9 @@ impl MultisetAccumulator {
 
     fn apply(&mut self, values: &[ArrayRef], retract: bool) -> Result<()> {
         let column = &values[0];
-        let rows = self.converter.convert_columns(std::slice::from_ref(column))?;
+        let rows = self
+            .converter
+            .convert_columns(std::slice::from_ref(column))?;
         // Per-row loop: each value's multiplicity is looked up in an ordered map.
         for (i, row) in rows.iter().enumerate() {
             if column.is_null(i) {
@@ -117,7 +124,9 @@ impl Accumulator for MultisetAccumulator {
                 Some((v, _)) => Ok(v.clone()),
                 None => ScalarValue::try_from(&self.data_type),
             },
-            MultisetAggregate::CountDistinct => Ok(ScalarValue::Int64(Some(self.values.len() as i64))),
+            MultisetAggregate::CountDistinct => {
+                Ok(ScalarValue::Int64(Some(self.values.len() as i64)))
+            }
         }
     }
 
@@ -157,25 +166,36 @@ mod tests {
 
     #[test]
     fn min_and_max_follow_retractions_in_any_order() {
-        let mut min = MultisetAccumulator::try_new(MultisetAggregate::Min, &DataType::Int64).unwrap();
-        let mut max = MultisetAccumulator::try_new(MultisetAggregate::Max, &DataType::Int64).unwrap();
+        let mut min =
+            MultisetAccumulator::try_new(MultisetAggregate::Min, &DataType::Int64).unwrap();
+        let mut max =
+            MultisetAccumulator::try_new(MultisetAggregate::Max, &DataType::Int64).unwrap();
         for acc in [&mut min, &mut max] {
-            acc.update_batch(&col(vec![Some(5), Some(-3), Some(9), None, Some(-3)])).unwrap();
+            acc.update_batch(&col(vec![Some(5), Some(-3), Some(9), None, Some(-3)]))
+                .unwrap();
         }
         assert_eq!(min.evaluate().unwrap(), ScalarValue::Int64(Some(-3)));
         assert_eq!(max.evaluate().unwrap(), ScalarValue::Int64(Some(9)));
         min.retract_batch(&col(vec![Some(-3)])).unwrap();
-        assert_eq!(min.evaluate().unwrap(), ScalarValue::Int64(Some(-3)), "one -3 is left");
+        assert_eq!(
+            min.evaluate().unwrap(),
+            ScalarValue::Int64(Some(-3)),
+            "one -3 is left"
+        );
         min.retract_batch(&col(vec![Some(-3)])).unwrap();
         assert_eq!(min.evaluate().unwrap(), ScalarValue::Int64(Some(5)));
-        max.retract_batch(&col(vec![Some(9), Some(5), Some(-3), Some(-3)])).unwrap();
+        max.retract_batch(&col(vec![Some(9), Some(5), Some(-3), Some(-3)]))
+            .unwrap();
         assert_eq!(max.evaluate().unwrap(), ScalarValue::Int64(None));
     }
 
     #[test]
     fn count_distinct_counts_values_still_present() {
-        let mut acc = MultisetAccumulator::try_new(MultisetAggregate::CountDistinct, &DataType::Int64).unwrap();
-        acc.update_batch(&col(vec![Some(1), Some(1), Some(2), None])).unwrap();
+        let mut acc =
+            MultisetAccumulator::try_new(MultisetAggregate::CountDistinct, &DataType::Int64)
+                .unwrap();
+        acc.update_batch(&col(vec![Some(1), Some(1), Some(2), None]))
+            .unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Int64(Some(2)));
         acc.retract_batch(&col(vec![Some(1)])).unwrap();
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Int64(Some(2)));

@@ -5,6 +5,7 @@
 mod errors;
 mod extended;
 mod psql;
+mod readme;
 mod rest;
 mod server;
 mod slt;

@@ -100,6 +100,9 @@ impl AsyncDB for Sluice {
     }
 }
 
+/// How long one slt file may take.
+const FILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn slt_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-tests");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -125,10 +128,15 @@ async fn run_file(path: &Path) -> Result<(), String> {
             Ok(Sluice { client })
         }
     });
-    let result = runner
-        .run_file_async(path)
-        .await
-        .map_err(|e| format!("{}: {}", path.display(), e.display(false)));
+    // A statement that never returns (a lost FLUSH, a deadlock) fails its file instead of
+    // stalling the whole suite.
+    let result = match tokio::time::timeout(FILE_DEADLINE, runner.run_file_async(path)).await {
+        Ok(result) => result.map_err(|e| format!("{}: {}", path.display(), e.display(false))),
+        Err(_) => Err(format!(
+            "{}: did not finish within {FILE_DEADLINE:?} (a statement hangs)",
+            path.display()
+        )),
+    };
     drop(server);
     result
 }
