@@ -18,7 +18,7 @@ use std::sync::Arc;
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, TableReference};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{DdlStatement, ExprSchemable, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -30,7 +30,7 @@ use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
 use sluice_runtime::operators::materialize::ViewPartition;
 use sluice_sql::{
     Catalog, ObjectKind, ParsedStatement, Relation, RelationKind, ShowTarget, Statement,
-    dependencies, parse_sql, plan_stream_graph,
+    WatermarkDef, WatermarkSpec, dependencies, parse_sql, plan_stream_graph,
 };
 use sluice_state::{DEFAULT_KEY_GROUPS, MemoryStateBackend, StateBackend};
 
@@ -104,6 +104,16 @@ pub struct JobInfo {
     pub status: String,
     pub parallelism: usize,
     pub error: Option<String>,
+    /// Rows dropped because their window had closed before they arrived.
+    pub late_rows: u64,
+}
+
+/// The parts of `CREATE MATERIALIZED VIEW` that define a view.
+struct ViewDefinition<'a> {
+    name: &'a ObjectName,
+    query: &'a ast::Query,
+    query_sql: &'a str,
+    emit_on_window_close: bool,
 }
 
 #[derive(Default)]
@@ -211,22 +221,35 @@ impl Coordinator {
                 create,
                 append_only,
                 with,
+                watermark,
             } => {
                 if !with.is_empty() {
                     return Err(SluiceError::unsupported(
                         "CREATE TABLE ... WITH (...) is not supported; use CREATE SOURCE to read from a connector",
                     ));
                 }
-                self.create_table(create, *append_only).await
+                self.create_table(create, *append_only, watermark.as_ref())
+                    .await
             }
-            Statement::CreateSource { create, with } => self.create_source(create, with).await,
+            Statement::CreateSource {
+                create,
+                with,
+                watermark,
+            } => self.create_source(create, with, watermark.as_ref()).await,
             Statement::CreateMaterializedView {
                 name,
                 if_not_exists,
                 query,
                 query_sql,
+                emit_on_window_close,
             } => {
-                self.create_materialized_view(session, name, *if_not_exists, query, query_sql)
+                let view = ViewDefinition {
+                    name,
+                    query,
+                    query_sql,
+                    emit_on_window_close: *emit_on_window_close,
+                };
+                self.create_materialized_view(session, &view, *if_not_exists)
                     .await
             }
             Statement::ExplainStream(inner) => self.explain_stream(session, inner).await,
@@ -289,6 +312,7 @@ impl Coordinator {
                         JobState::Failed(e) => Some(e),
                         _ => None,
                     },
+                    late_rows: job.late_rows(),
                 }
             })
             .collect()
@@ -323,12 +347,67 @@ impl Coordinator {
         }
     }
 
+    /// Plans a statement with DataFusion, after rewriting window table functions
+    /// (`TUMBLE(...)` in FROM) into plain SQL.
     async fn plan_query(&self, query: &ast::Statement) -> Result<LogicalPlan> {
+        let mut query = query.clone();
+        sluice_sql::rewrite_window_functions(&mut query)?;
         Ok(self
             .ctx
             .state()
-            .statement_to_plan(DfStatement::Statement(Box::new(query.clone())))
+            .statement_to_plan(DfStatement::Statement(Box::new(query)))
             .await?)
+    }
+
+    /// Checks `WATERMARK FOR column AS expr` against a relation's schema: the column must
+    /// be a timestamp and the expression must have the column's type.
+    fn plan_watermark(
+        &self,
+        schema: &SchemaRef,
+        watermark: Option<&WatermarkDef>,
+    ) -> Result<Option<WatermarkSpec>> {
+        let Some(def) = watermark else {
+            return Ok(None);
+        };
+        let column = schema.field_with_name(&def.column).map_err(|_| {
+            SluiceError::new(
+                SqlState::UNDEFINED_COLUMN,
+                format!(
+                    "WATERMARK FOR names column \"{}\", which the relation does not have",
+                    def.column
+                ),
+            )
+        })?;
+        if !matches!(column.data_type(), DataType::Timestamp(..)) {
+            return Err(SluiceError::new(
+                SqlState::DATATYPE_MISMATCH,
+                format!(
+                    "WATERMARK FOR column \"{}\" must be a TIMESTAMP, not {}",
+                    def.column,
+                    pg_type_name(column.data_type())
+                ),
+            ));
+        }
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let expr = self.ctx.parse_sql_expr(&def.expr, &df_schema)?;
+        let expr_type = expr.to_field(&df_schema)?.1.data_type().clone();
+        if expr_type != *column.data_type() {
+            return Err(SluiceError::new(
+                SqlState::DATATYPE_MISMATCH,
+                format!(
+                    "the watermark expression {} has type {}, but column \"{}\" is {}",
+                    def.expr,
+                    pg_type_name(&expr_type),
+                    def.column,
+                    pg_type_name(column.data_type())
+                ),
+            ));
+        }
+        Ok(Some(WatermarkSpec {
+            column: def.column.clone(),
+            expr,
+            sql: def.expr.clone(),
+        }))
     }
 
     async fn execute_query(
@@ -457,8 +536,10 @@ impl Coordinator {
         &self,
         create: &ast::Statement,
         append_only: bool,
+        watermark: Option<&WatermarkDef>,
     ) -> Result<StatementResult> {
         let (name, schema, primary_key, if_not_exists) = self.plan_table_definition(create).await?;
+        let watermark = self.plan_watermark(&schema, watermark)?;
         let _ddl = self.ddl.lock().await;
         if if_not_exists && self.inner.lock().catalog.get(&name).is_some() {
             return Ok(StatementResult::Command(CommandTag::new("CREATE TABLE")));
@@ -481,6 +562,7 @@ impl Coordinator {
                 primary_key,
                 append_only,
             },
+            watermark,
         })?;
         self.ctx.register_table(
             TableReference::bare(name.clone()),
@@ -496,8 +578,10 @@ impl Coordinator {
         &self,
         create: &ast::Statement,
         options: &BTreeMap<String, String>,
+        watermark: Option<&WatermarkDef>,
     ) -> Result<StatementResult> {
         let (name, schema, primary_key, if_not_exists) = self.plan_table_definition(create).await?;
+        let watermark = self.plan_watermark(&schema, watermark)?;
         if !primary_key.is_empty() {
             return Err(SluiceError::unsupported(
                 "a source cannot have a PRIMARY KEY",
@@ -518,6 +602,7 @@ impl Coordinator {
             kind: RelationKind::Source {
                 options: options.clone(),
             },
+            watermark,
         })?;
         self.ctx.register_table(
             TableReference::bare(name.clone()),
@@ -539,6 +624,7 @@ impl Coordinator {
         session: &Session,
         name: &str,
         query: &ast::Query,
+        emit_on_window_close: bool,
     ) -> Result<sluice_sql::StreamGraph> {
         let plan = self
             .plan_query(&ast::Statement::Query(Box::new(query.clone())))
@@ -548,19 +634,23 @@ impl Coordinator {
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})?;
         let inner = self.inner.lock();
-        plan_stream_graph(&plan, name, &inner.catalog, self.job_parallelism(session))
+        plan_stream_graph(
+            &plan,
+            name,
+            &inner.catalog,
+            self.job_parallelism(session),
+            emit_on_window_close,
+        )
     }
 
     async fn create_materialized_view(
         &self,
         session: &Session,
-        name: &ObjectName,
+        view: &ViewDefinition<'_>,
         if_not_exists: bool,
-        query: &ast::Query,
-        query_sql: &str,
     ) -> Result<StatementResult> {
         let tag = StatementResult::Command(CommandTag::new("CREATE MATERIALIZED VIEW"));
-        let name = object_name(name)?;
+        let name = object_name(view.name)?;
         let _ddl = self.ddl.lock().await;
         {
             let inner = self.inner.lock();
@@ -573,7 +663,9 @@ impl Coordinator {
             }
             inner.catalog.check_free(&name)?;
         }
-        let graph = self.plan_view(session, &name, query).await?;
+        let graph = self
+            .plan_view(session, &name, view.query, view.emit_on_window_close)
+            .await?;
         let sink = graph.sink();
         let schema = Arc::new(sink.schema.as_arrow().clone());
         let changelog = sink.changelog;
@@ -610,11 +702,12 @@ impl Coordinator {
             name: name.clone(),
             schema: schema.clone(),
             kind: RelationKind::MaterializedView {
-                query: query_sql.to_string(),
+                query: view.query_sql.to_string(),
                 depends_on,
                 partitions: partitions_count,
                 changelog,
             },
+            watermark: None,
         })?;
         self.ctx.register_table(
             TableReference::bare(name.clone()),
@@ -633,12 +726,20 @@ impl Coordinator {
         session: &Session,
         statement: &Statement,
     ) -> Result<StatementResult> {
-        let Statement::CreateMaterializedView { name, query, .. } = statement else {
+        let Statement::CreateMaterializedView {
+            name,
+            query,
+            emit_on_window_close,
+            ..
+        } = statement
+        else {
             return Err(SluiceError::unsupported(
                 "EXPLAIN CREATE supports CREATE MATERIALIZED VIEW only",
             ));
         };
-        let graph = self.plan_view(session, &object_name(name)?, query).await?;
+        let graph = self
+            .plan_view(session, &object_name(name)?, query, *emit_on_window_close)
+            .await?;
         let rows = graph
             .to_string()
             .lines()
@@ -740,12 +841,7 @@ impl Coordinator {
             ShowTarget::MaterializedViews => {
                 text_result(&["Name"], names_of(ObjectKind::MaterializedView))
             }
-            ShowTarget::Jobs => jobs_result(
-                self.jobs()
-                    .into_iter()
-                    .map(|j| (j.id, j.name, j.status, j.parallelism, j.error))
-                    .collect(),
-            ),
+            ShowTarget::Jobs => jobs_result(&self.jobs()),
             ShowTarget::Variable(name) => {
                 let value =
                     setting_value(session, self.default_parallelism, name).ok_or_else(|| {

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::DFSchema;
@@ -21,6 +22,7 @@ use sluice_runtime::operators::Operator;
 use sluice_runtime::operators::aggregate::{AggregateOperator, AggregateSpec};
 use sluice_runtime::operators::calc::{FilterOperator, ProjectOperator};
 use sluice_runtime::operators::materialize::{MaterializeSink, SinkProgress, ViewPartition};
+use sluice_runtime::operators::watermark::WatermarkOperator;
 use sluice_runtime::task::{BARRIER_INJECTION_CAPACITY, Subtask, TaskInput};
 use sluice_sql::{Exchange, StreamGraph, StreamNode, StreamOperator};
 use sluice_state::DEFAULT_KEY_GROUPS;
@@ -64,6 +66,8 @@ pub struct Job {
     injectors: Vec<mpsc::Sender<CheckpointBarrier>>,
     sinks: Vec<watch::Receiver<SinkProgress>>,
     supervisor: tokio::task::JoinHandle<()>,
+    /// Rows dropped because their window had already closed (EMIT ON WINDOW CLOSE).
+    late_rows: Arc<AtomicU64>,
 }
 
 impl Drop for Job {
@@ -76,6 +80,11 @@ impl Drop for Job {
 impl Job {
     /// The job's state. A job whose sinks have all seen the end of their input is
     /// finished as soon as that is visible, even before its subtasks have exited.
+    /// Rows dropped as late by this job's window aggregates.
+    pub fn late_rows(&self) -> u64 {
+        self.late_rows.load(Ordering::Relaxed)
+    }
+
     pub fn state(&self) -> JobState {
         let state = self.state.borrow().clone();
         if state == JobState::Running && self.sinks.iter().all(|s| s.borrow().finished) {
@@ -174,6 +183,7 @@ pub fn deploy(
     }
 
     let props = ExecutionProps::new();
+    let late_rows = Arc::new(AtomicU64::new(0));
     let mut subtasks: Vec<Subtask> = Vec::new();
     let mut forwarders: Vec<std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>> =
         Vec::new();
@@ -236,7 +246,7 @@ pub fn deploy(
                         .ok_or_else(|| SluiceError::internal("sink parallelism mismatch"))?;
                     output = Some(Box::new(MaterializeSink::new(part.clone(), tx)));
                 } else {
-                    ops.push(compile_operator(&graph, node, &props)?);
+                    ops.push(compile_operator(&graph, node, &props, &late_rows)?);
                 }
             }
             let output = match output {
@@ -309,6 +319,7 @@ pub fn deploy(
         injectors,
         sinks,
         supervisor,
+        late_rows,
     })
 }
 
@@ -377,6 +388,7 @@ fn compile_operator(
     graph: &StreamGraph,
     node: &StreamNode,
     props: &ExecutionProps,
+    late_rows: &Arc<AtomicU64>,
 ) -> Result<Box<dyn Operator>> {
     let input = graph.nodes[node.inputs[0].from].clone();
     let input_schema = &input.schema;
@@ -390,9 +402,14 @@ fn compile_operator(
                 compile_exprs(std::slice::from_ref(predicate), input_schema, props)?.remove(0);
             Box::new(FilterOperator::new(predicate))
         }
+        StreamOperator::WatermarkAssign { expr } => {
+            let expr = compile_exprs(std::slice::from_ref(expr), input_schema, props)?.remove(0);
+            Box::new(WatermarkOperator::new(expr))
+        }
         StreamOperator::Aggregate {
             group_exprs,
             aggr_exprs,
+            window_close,
         } => {
             let planning = PhysicalPlanningContext::default();
             let physical_input = input_schema.as_arrow();
@@ -408,11 +425,15 @@ fn compile_operator(
                     input.changelog,
                 )?);
             }
-            Box::new(AggregateOperator::new(
+            let operator = AggregateOperator::new(
                 compile_exprs(group_exprs, input_schema, props)?,
                 aggregates,
                 output_schema(node),
-            )?)
+            )?;
+            Box::new(match window_close {
+                Some(index) => operator.with_window_close(*index, late_rows.clone()),
+                None => operator,
+            })
         }
         other => {
             return Err(SluiceError::internal(format!(

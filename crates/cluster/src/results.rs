@@ -6,7 +6,7 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sluice_common::error::Result;
 
-use crate::coordinator::StatementResult;
+use crate::coordinator::{JobInfo, StatementResult};
 
 /// A result of text columns.
 pub fn text_result(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Result<StatementResult> {
@@ -38,31 +38,43 @@ pub fn jobs_schema() -> SchemaRef {
         Field::new("name", DataType::Utf8, false),
         Field::new("status", DataType::Utf8, false),
         Field::new("parallelism", DataType::Int64, false),
+        Field::new("late_rows", DataType::Int64, false),
         Field::new("error", DataType::Utf8, true),
     ]))
 }
 
-/// Rows of `SHOW JOBS`: (id, name, status, parallelism, error).
-pub fn jobs_result(
-    rows: Vec<(u64, String, String, usize, Option<String>)>,
-) -> Result<StatementResult> {
+/// The rows of `SHOW JOBS`.
+pub fn jobs_result(jobs: &[JobInfo]) -> Result<StatementResult> {
     let schema = jobs_schema();
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(rows.iter().map(|r| r.0 as i64).collect::<Int64Array>()),
+            Arc::new(jobs.iter().map(|j| j.id as i64).collect::<Int64Array>()),
             Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.1.clone()))
+                jobs.iter()
+                    .map(|j| Some(j.name.as_str()))
                     .collect::<StringArray>(),
             ),
             Arc::new(
-                rows.iter()
-                    .map(|r| Some(r.2.clone()))
+                jobs.iter()
+                    .map(|j| Some(j.status.as_str()))
                     .collect::<StringArray>(),
             ),
-            Arc::new(rows.iter().map(|r| r.3 as i64).collect::<Int64Array>()),
-            Arc::new(rows.iter().map(|r| r.4.clone()).collect::<StringArray>()),
+            Arc::new(
+                jobs.iter()
+                    .map(|j| j.parallelism as i64)
+                    .collect::<Int64Array>(),
+            ),
+            Arc::new(
+                jobs.iter()
+                    .map(|j| j.late_rows as i64)
+                    .collect::<Int64Array>(),
+            ),
+            Arc::new(
+                jobs.iter()
+                    .map(|j| j.error.as_deref())
+                    .collect::<StringArray>(),
+            ),
         ],
     )?;
     Ok(StatementResult::Rows {

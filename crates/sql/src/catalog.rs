@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::Expr;
 use sluice_common::error::{Result, SluiceError, SqlState};
 
 use crate::parser::ObjectKind;
@@ -32,6 +33,18 @@ pub enum RelationKind {
     },
 }
 
+/// The watermark of a table or source: event-time progress derived from a column.
+#[derive(Debug, Clone)]
+pub struct WatermarkSpec {
+    /// The event-time column.
+    pub column: String,
+    /// The watermark expression over the relation's (unqualified) columns; its type is
+    /// the column's timestamp type.
+    pub expr: Expr,
+    /// The expression as written, for DESCRIBE.
+    pub sql: String,
+}
+
 /// One catalog entry.
 #[derive(Debug, Clone)]
 pub struct Relation {
@@ -40,6 +53,8 @@ pub struct Relation {
     pub name: String,
     pub schema: SchemaRef,
     pub kind: RelationKind,
+    /// `WATERMARK FOR ...` of a table or source.
+    pub watermark: Option<WatermarkSpec>,
 }
 
 impl Relation {

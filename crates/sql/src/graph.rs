@@ -50,10 +50,17 @@ pub enum StreamOperator {
     Filter {
         predicate: Expr,
     },
+    /// Emits a watermark after each batch: the maximum of `expr` (a timestamp) so far.
+    WatermarkAssign {
+        expr: Expr,
+    },
     /// GROUP BY; output columns are the group expressions, then the aggregates.
     Aggregate {
         group_exprs: Vec<Expr>,
         aggr_exprs: Vec<Expr>,
+        /// `EMIT ON WINDOW CLOSE`: the index of the group expression holding each window's
+        /// end; a group is emitted once, when the watermark reaches it, then forgotten.
+        window_close: Option<usize>,
     },
     /// Stores the result of view `view`.
     Materialize {
@@ -69,6 +76,7 @@ impl StreamOperator {
             StreamOperator::ViewScan { .. } => "ViewScan",
             StreamOperator::Project { .. } => "Project",
             StreamOperator::Filter { .. } => "Filter",
+            StreamOperator::WatermarkAssign { .. } => "WatermarkAssign",
             StreamOperator::Aggregate { .. } => "Aggregate",
             StreamOperator::Materialize { .. } => "Materialize",
         }
@@ -170,11 +178,13 @@ impl fmt::Display for StreamGraph {
                     )
                 }
                 StreamOperator::Filter { predicate } => format!("predicate={predicate}"),
+                StreamOperator::WatermarkAssign { expr } => format!("watermark={expr}"),
                 StreamOperator::Aggregate {
                     group_exprs,
                     aggr_exprs,
+                    window_close,
                 } => format!(
-                    "group=[{}], aggs=[{}]",
+                    "group=[{}], aggs=[{}]{}",
                     group_exprs
                         .iter()
                         .map(|e| e.to_string())
@@ -184,7 +194,12 @@ impl fmt::Display for StreamGraph {
                         .iter()
                         .map(|e| e.to_string())
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    if window_close.is_some() {
+                        ", emit=on window close"
+                    } else {
+                        ""
+                    }
                 ),
                 StreamOperator::Materialize { view } => format!("view={view}"),
             };

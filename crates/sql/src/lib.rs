@@ -5,8 +5,10 @@ pub mod catalog;
 pub mod graph;
 pub mod parser;
 pub mod planner;
+pub mod windows;
 
-pub use catalog::{Catalog, Relation, RelationKind};
+pub use catalog::{Catalog, Relation, RelationKind, WatermarkSpec};
 pub use graph::{Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator};
-pub use parser::{ObjectKind, ParsedStatement, ShowTarget, Statement, parse_sql};
+pub use parser::{ObjectKind, ParsedStatement, ShowTarget, Statement, WatermarkDef, parse_sql};
 pub use planner::{dependencies, plan_stream_graph, relation_name};
+pub use windows::rewrite_window_functions;

@@ -47,6 +47,15 @@ pub enum ShowTarget {
     Variable(String),
 }
 
+/// `WATERMARK FOR column AS expression` of a table or source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatermarkDef {
+    /// The event-time column.
+    pub column: String,
+    /// The watermark expression's text, over the relation's columns.
+    pub expr: String,
+}
+
 /// One parsed statement.
 #[derive(Debug, Clone)]
 pub enum Statement {
@@ -55,12 +64,14 @@ pub enum Statement {
         create: Box<ast::Statement>,
         append_only: bool,
         with: BTreeMap<String, String>,
+        watermark: Option<WatermarkDef>,
     },
     /// `CREATE SOURCE name (columns) WITH (connector = ..., ...)`. `create` is the same
     /// definition spelled as a `CREATE TABLE`, so column types parse as they do for tables.
     CreateSource {
         create: Box<ast::Statement>,
         with: BTreeMap<String, String>,
+        watermark: Option<WatermarkDef>,
     },
     /// `CREATE MATERIALIZED VIEW [IF NOT EXISTS] name AS query`.
     CreateMaterializedView {
@@ -69,6 +80,8 @@ pub enum Statement {
         query: Box<ast::Query>,
         /// The text of the query, kept for `SHOW` and the catalog.
         query_sql: String,
+        /// `EMIT ON WINDOW CLOSE`: emit each window once, when the watermark passes it.
+        emit_on_window_close: bool,
     },
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the stream graph it would run.
     ExplainStream(Box<Statement>),
@@ -382,6 +395,7 @@ fn token_value(t: &Token) -> String {
 fn parse_create_table_like(tokens: Vec<TokenWithSpan>, is_source: bool) -> Result<Statement> {
     let (mut tokens, with) = take_with_options(tokens)?;
     let append_only = take_append_only(&mut tokens);
+    let watermark = take_watermark(&mut tokens)?;
     if is_source {
         // Spell `CREATE SOURCE` as `CREATE TABLE` for sqlparser.
         if let Some(t) = tokens.iter_mut().find(|t| is_word(&t.token, "SOURCE")) {
@@ -399,14 +413,96 @@ fn parse_create_table_like(tokens: Vec<TokenWithSpan>, is_source: bool) -> Resul
         Ok(Statement::CreateSource {
             create: Box::new(create),
             with,
+            watermark,
         })
     } else {
         Ok(Statement::CreateTable {
             create: Box::new(create),
             append_only,
             with,
+            watermark,
         })
     }
+}
+
+/// Takes `WATERMARK FOR column AS expression` out of a column list (with the comma that
+/// separates it from its neighbours), so sqlparser sees only column definitions.
+fn take_watermark(tokens: &mut Vec<TokenWithSpan>) -> Result<Option<WatermarkDef>> {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let mut depth = 0i32;
+    let mut found = None;
+    for (k, &i) in significant.iter().enumerate() {
+        match tokens[i].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        if depth == 1
+            && is_word(&tokens[i].token, "WATERMARK")
+            && significant
+                .get(k + 1)
+                .is_some_and(|&j| is_word(&tokens[j].token, "FOR"))
+        {
+            found = Some(k);
+            break;
+        }
+    }
+    let Some(k) = found else { return Ok(None) };
+    // The clause ends at the next comma or closing parenthesis at the column list's depth.
+    let mut end = k;
+    let mut inner = 0i32;
+    while let Some(&i) = significant.get(end + 1) {
+        match tokens[i].token {
+            Token::LParen => inner += 1,
+            Token::RParen if inner == 0 => break,
+            Token::RParen => inner -= 1,
+            Token::Comma if inner == 0 => break,
+            _ => {}
+        }
+        end += 1;
+    }
+    let clause: Vec<&Token> = significant[k..=end]
+        .iter()
+        .map(|&i| &tokens[i].token)
+        .collect();
+    let malformed = || {
+        SluiceError::syntax(
+            "expected WATERMARK FOR <column> AS <expression>, e.g. WATERMARK FOR ts AS ts - INTERVAL '5' SECOND",
+        )
+    };
+    let column = match clause.get(2) {
+        Some(Token::Word(w)) if clause.get(3).is_some_and(|t| is_word(t, "AS")) => {
+            if w.quote_style.is_some() {
+                w.value.clone()
+            } else {
+                w.value.to_lowercase()
+            }
+        }
+        _ => return Err(malformed()),
+    };
+    if clause.len() < 5 {
+        return Err(malformed());
+    }
+    let expr_start = significant[k + 4];
+    let expr: String = tokens[expr_start..=significant[end]]
+        .iter()
+        .map(|t| t.token.to_string())
+        .collect();
+    // Remove the clause and one separating comma (before it, or after it when first).
+    let before = k.checked_sub(1).map(|b| significant[b]);
+    let after = significant.get(end + 1).copied();
+    let (from, to) = match (before, after) {
+        (Some(b), _) if tokens[b].token == Token::Comma => (b, significant[end]),
+        (_, Some(a)) if tokens[a].token == Token::Comma => (significant[k], a),
+        _ => (significant[k], significant[end]),
+    };
+    tokens.drain(from..=to);
+    Ok(Some(WatermarkDef {
+        column,
+        expr: expr.trim().to_string(),
+    }))
 }
 
 /// Takes a trailing top-level `WITH ( key = value, ... )` off a CREATE statement. Keys may
@@ -464,6 +560,26 @@ fn take_with_options(
     Ok((kept, options))
 }
 
+/// Removes `words` from the end of the statement, if it ends with them.
+fn take_trailing_words(tokens: &mut Vec<TokenWithSpan>, words: &[&str]) -> bool {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    if significant.len() < words.len() {
+        return false;
+    }
+    let tail = &significant[significant.len() - words.len()..];
+    if !tail
+        .iter()
+        .zip(words)
+        .all(|(&i, w)| is_word(&tokens[i].token, w))
+    {
+        return false;
+    }
+    tokens.truncate(tail[0]);
+    true
+}
+
 /// Removes a top-level `APPEND ONLY` and reports whether it was there.
 fn take_append_only(tokens: &mut Vec<TokenWithSpan>) -> bool {
     let mut depth = 0i32;
@@ -488,7 +604,8 @@ fn take_append_only(tokens: &mut Vec<TokenWithSpan>) -> bool {
     false
 }
 
-fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+fn parse_create_materialized_view(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    let emit_on_window_close = take_trailing_words(&mut tokens, &["EMIT", "ON", "WINDOW", "CLOSE"]);
     // The query text is everything after the top-level AS.
     let mut depth = 0i32;
     let as_at = tokens.iter().position(|t| {
@@ -529,6 +646,7 @@ fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statemen
                 if_not_exists: view.if_not_exists,
                 query: view.query,
                 query_sql,
+                emit_on_window_close,
             })
         }
         _ => Err(SluiceError::syntax(
@@ -553,7 +671,7 @@ mod tests {
             "CREATE SOURCE s (id BIGINT, v INT) WITH (connector = 'datagen', fields.id.kind = 'sequence', \
              'rows-per-second' = '10', datagen.rows.per.second = 5)",
         );
-        let Statement::CreateSource { create, with } = s else {
+        let Statement::CreateSource { create, with, .. } = s else {
             panic!("{s:?}")
         };
         assert!(matches!(*create, ast::Statement::CreateTable(_)));
@@ -561,6 +679,47 @@ mod tests {
         assert_eq!(with["fields.id.kind"], "sequence");
         assert_eq!(with["rows-per-second"], "10");
         assert_eq!(with["datagen.rows.per.second"], "5");
+    }
+
+    #[test]
+    fn watermark_clause_is_taken_out_of_the_column_list() {
+        for sql in [
+            "CREATE TABLE t (a INT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)",
+            "CREATE TABLE t (a INT, WATERMARK FOR ts AS ts - INTERVAL '5' SECOND, ts TIMESTAMP)",
+            "CREATE SOURCE t (WATERMARK FOR ts AS ts - INTERVAL '5' SECOND, a INT, ts TIMESTAMP) WITH (connector = 'datagen')",
+        ] {
+            let (create, watermark) = match one(sql) {
+                Statement::CreateTable {
+                    create, watermark, ..
+                } => (create, watermark),
+                Statement::CreateSource {
+                    create, watermark, ..
+                } => (create, watermark),
+                other => panic!("{other:?}"),
+            };
+            let watermark = watermark.expect(sql);
+            assert_eq!(watermark.column, "ts");
+            assert_eq!(watermark.expr, "ts - INTERVAL '5' SECOND");
+            let ast::Statement::CreateTable(ct) = *create else {
+                panic!()
+            };
+            assert_eq!(ct.columns.len(), 2, "{sql}");
+        }
+        assert!(parse_sql("CREATE TABLE t (ts TIMESTAMP, WATERMARK FOR ts)").is_err());
+    }
+
+    #[test]
+    fn emit_on_window_close_is_recognised() {
+        let Statement::CreateMaterializedView {
+            emit_on_window_close,
+            query_sql,
+            ..
+        } = one("CREATE MATERIALIZED VIEW v AS SELECT 1 FROM t EMIT ON WINDOW CLOSE")
+        else {
+            panic!()
+        };
+        assert!(emit_on_window_close);
+        assert_eq!(query_sql, "SELECT 1 FROM t");
     }
 
     #[test]

@@ -23,14 +23,22 @@ pub fn plan_stream_graph(
     view: &str,
     catalog: &Catalog,
     parallelism: usize,
+    emit_on_window_close: bool,
 ) -> Result<StreamGraph> {
     debug_assert!(parallelism >= 1);
     let mut builder = GraphBuilder {
         graph: StreamGraph::default(),
         catalog,
         parallelism,
+        emit_on_window_close,
+        window_close_claimed: false,
     };
     let root = builder.lower(plan)?;
+    if emit_on_window_close && !builder.window_close_claimed {
+        return Err(SluiceError::unsupported(
+            "EMIT ON WINDOW CLOSE needs a GROUP BY over window_end of a TUMBLE window",
+        ));
+    }
     let root_node = &builder.graph.nodes[root];
     let (schema, changelog, p) = (
         root_node.schema.clone(),
@@ -74,6 +82,9 @@ struct GraphBuilder<'a> {
     graph: StreamGraph,
     catalog: &'a Catalog,
     parallelism: usize,
+    /// The view asked for EMIT ON WINDOW CLOSE; the top-most aggregate claims it.
+    emit_on_window_close: bool,
+    window_close_claimed: bool,
 }
 
 fn unsupported(what: &str) -> SluiceError {
@@ -231,6 +242,16 @@ impl GraphBuilder<'_> {
             ),
         };
         let mut node = self.add(operator, vec![], full_schema, changelog, parallelism);
+        if let Some(watermark) = &relation.watermark {
+            let schema = self.graph.nodes[node].schema.clone();
+            node = self.add_forward(
+                StreamOperator::WatermarkAssign {
+                    expr: watermark.expr.clone(),
+                },
+                node,
+                schema,
+            );
+        }
         if !scan.filters.is_empty() {
             let predicate = scan
                 .filters
@@ -277,6 +298,10 @@ impl GraphBuilder<'_> {
                 return Err(unsupported("an aggregate with ORDER BY"));
             }
         }
+        // The top-most aggregate claims EMIT ON WINDOW CLOSE; decide before lowering
+        // the input, which may hold aggregates of its own.
+        let claims_window_close = self.emit_on_window_close && !self.window_close_claimed;
+        self.window_close_claimed |= claims_window_close;
         let input = self.lower(&agg.input)?;
         let input_parallelism = self.graph.nodes[input].parallelism;
         let parallelism = if agg.group_expr.is_empty() {
@@ -289,17 +314,38 @@ impl GraphBuilder<'_> {
         } else {
             Exchange::Hash(agg.group_expr.clone())
         };
+        let window_close = if claims_window_close {
+            if self.graph.nodes[input].changelog {
+                return Err(SluiceError::unsupported(
+                    "EMIT ON WINDOW CLOSE needs an append-only input (an APPEND ONLY table or a source)",
+                ));
+            }
+            let index = agg
+                .group_expr
+                .iter()
+                .position(|e| matches!(e, Expr::Column(c) if c.name == "window_end"))
+                .ok_or_else(|| {
+                    SluiceError::unsupported(
+                        "EMIT ON WINDOW CLOSE needs window_end (of a TUMBLE window) in the GROUP BY",
+                    )
+                })?;
+            Some(index)
+        } else {
+            None
+        };
         Ok(self.add(
             StreamOperator::Aggregate {
                 group_exprs: agg.group_expr.clone(),
                 aggr_exprs: agg.aggr_expr.clone(),
+                window_close,
             },
             vec![StreamEdge {
                 from: input,
                 exchange,
             }],
             agg.schema.clone(),
-            true,
+            // A window emitted on close is final: the output is append-only.
+            window_close.is_none(),
             parallelism,
         ))
     }
@@ -379,6 +425,7 @@ mod tests {
                     primary_key: vec![],
                     append_only: true,
                 },
+                watermark: None,
             })
             .unwrap();
         catalog
@@ -389,6 +436,7 @@ mod tests {
                 kind: RelationKind::Source {
                     options: [("connector".to_string(), "datagen".to_string())].into(),
                 },
+                watermark: None,
             })
             .unwrap();
         let plan = ctx.state().create_logical_plan(sql).await?;
@@ -396,7 +444,7 @@ mod tests {
         let plan = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})?;
-        plan_stream_graph(&plan, "v", &catalog, parallelism)
+        plan_stream_graph(&plan, "v", &catalog, parallelism, false)
     }
 
     fn operators(g: &StreamGraph) -> Vec<&'static str> {

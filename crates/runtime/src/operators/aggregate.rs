@@ -11,12 +11,13 @@
 //! Per-group accumulators (rather than DataFusion's `GroupsAccumulator`) are used because
 //! results are read after every batch and `GroupsAccumulator::evaluate` consumes its state.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
 use arrow::compute::{filter, take};
-use arrow::datatypes::{DataType, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
@@ -26,7 +27,7 @@ use sluice_common::error::{Result, SluiceError};
 
 use super::Operator;
 use super::retractable::{MultisetAccumulator, MultisetAggregate};
-use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
+use crate::message::{CheckpointBarrier, Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 
 /// Which accumulator an aggregate uses.
 #[derive(Debug, Clone)]
@@ -104,6 +105,20 @@ struct Group {
     rows: i64,
     /// The aggregate values last emitted for this group.
     emitted: Option<Vec<ScalarValue>>,
+    /// With EMIT ON WINDOW CLOSE: the end of the group's window (ms since the epoch).
+    window_end: Option<i64>,
+}
+
+/// EMIT ON WINDOW CLOSE: groups are emitted once, as insertions, when the watermark
+/// reaches their window's end, and then forgotten, so state stays bounded however long
+/// the stream runs. Rows of windows that already closed are late: dropped and counted.
+struct WindowClose {
+    /// The group expression holding the window's end.
+    group_index: usize,
+    watermark: Option<i64>,
+    /// Open windows: window end → the slots of its groups.
+    open: BTreeMap<i64, Vec<usize>>,
+    late_rows: Arc<AtomicU64>,
 }
 
 /// GROUP BY aggregation producing a changelog. Input may be append-only or a changelog
@@ -118,6 +133,9 @@ pub struct AggregateOperator {
     index: HashMap<Box<[u8]>, usize>,
     groups: Vec<Option<Group>>,
     free_slots: Vec<usize>,
+    /// The output carries the op column (it does unless windows are emitted on close).
+    changelog_output: bool,
+    window_close: Option<WindowClose>,
 }
 
 impl AggregateOperator {
@@ -127,7 +145,11 @@ impl AggregateOperator {
         schema: SchemaRef,
     ) -> Result<Self> {
         let fields = schema.fields();
-        debug_assert_eq!(fields.len(), group_exprs.len() + aggregates.len() + 1);
+        let changelog_output = fields.last().is_some_and(|f| f.name() == OP_COLUMN);
+        debug_assert_eq!(
+            fields.len(),
+            group_exprs.len() + aggregates.len() + usize::from(changelog_output)
+        );
         let sort_fields = fields[..group_exprs.len()]
             .iter()
             .map(|f| SortField::new(f.data_type().clone()))
@@ -140,7 +162,109 @@ impl AggregateOperator {
             index: HashMap::new(),
             groups: Vec::new(),
             free_slots: Vec::new(),
+            changelog_output,
+            window_close: None,
         })
+    }
+
+    /// Emits each window once when the watermark passes its end (EMIT ON WINDOW CLOSE).
+    /// `group_index` is the group expression holding the window end; rows arriving for a
+    /// closed window are dropped and counted in `late_rows`. The output schema must not
+    /// have the op column: closed windows are final.
+    pub fn with_window_close(mut self, group_index: usize, late_rows: Arc<AtomicU64>) -> Self {
+        debug_assert!(!self.changelog_output && group_index < self.group_exprs.len());
+        self.window_close = Some(WindowClose {
+            group_index,
+            watermark: None,
+            open: BTreeMap::new(),
+            late_rows,
+        });
+        self
+    }
+
+    /// Drops the rows of windows that already closed (counting them) and returns the
+    /// window end of each remaining row.
+    fn drop_late_rows(
+        &mut self,
+        data: RecordBatch,
+        ops: Int8Array,
+    ) -> Result<(RecordBatch, Int8Array, Vec<i64>)> {
+        let Some(wc) = &self.window_close else {
+            return Ok((data, ops, Vec::new()));
+        };
+        let n = data.num_rows();
+        let ends = self.group_exprs[wc.group_index]
+            .evaluate(&data)?
+            .into_array(n)?;
+        let ends = arrow::compute::cast(&ends, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let ends = ends
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .ok_or_else(|| SluiceError::internal("window end is not a timestamp"))?;
+        let Some(watermark) = wc.watermark else {
+            return Ok((
+                data,
+                ops,
+                ends.iter().map(|e| e.unwrap_or(i64::MIN)).collect(),
+            ));
+        };
+        let keep: BooleanArray = ends
+            .iter()
+            .map(|e| Some(e.is_some_and(|e| e > watermark)))
+            .collect();
+        let late = n - keep.true_count();
+        if late > 0 {
+            wc.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        }
+        let data = arrow::compute::filter_record_batch(&data, &keep)?;
+        let ops = filter(&ops, &keep)?
+            .as_any()
+            .downcast_ref::<Int8Array>()
+            .expect("filtered Int8")
+            .clone();
+        let ends = filter(ends, &keep)?;
+        let ends = ends
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .expect("filtered timestamps");
+        Ok((
+            data,
+            ops,
+            ends.iter().map(|e| e.unwrap_or(i64::MIN)).collect(),
+        ))
+    }
+
+    /// Emits and forgets every open window ending at or before `upto` (all when `None`).
+    fn close_windows(&mut self, upto: Option<i64>, out: &mut Vec<Message>) -> Result<()> {
+        let Some(wc) = &mut self.window_close else {
+            return Ok(());
+        };
+        let closing: Vec<usize> = match upto {
+            Some(w) => {
+                let still_open = wc.open.split_off(&(w.saturating_add(1)));
+                std::mem::replace(&mut wc.open, still_open)
+                    .into_values()
+                    .flatten()
+                    .collect()
+            }
+            None => std::mem::take(&mut wc.open)
+                .into_values()
+                .flatten()
+                .collect(),
+        };
+        if closing.is_empty() {
+            return Ok(());
+        }
+        self.emit(&closing, out)?;
+        for slot in closing {
+            if let Some(group) = self.groups[slot].take() {
+                if let Some(key) = &group.key {
+                    self.index.remove(key.as_ref());
+                }
+                self.free_slots.push(slot);
+            }
+        }
+        Ok(())
     }
 
     fn is_global(&self) -> bool {
@@ -163,6 +287,7 @@ impl AggregateOperator {
             accumulators,
             rows: 0,
             emitted: None,
+            window_end: None,
         };
         Ok(match self.free_slots.pop() {
             Some(slot) => {
@@ -282,7 +407,9 @@ impl AggregateOperator {
             };
             columns.push(arrow::compute::cast(&array, field.data_type())?);
         }
-        columns.push(Arc::new(Int8Array::from(ops)));
+        if self.changelog_output {
+            columns.push(Arc::new(Int8Array::from(ops)));
+        }
         out.push(Message::Batch(RecordBatch::try_new(
             self.schema.clone(),
             columns,
@@ -299,8 +426,22 @@ impl Operator for AggregateOperator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         self.ensure_global_group(out)?;
         let (data, ops) = split_changelog(&batch);
+        let (data, ops, window_ends) = self.drop_late_rows(data, ops)?;
         let n = data.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
         let slots = self.group_slots(&data)?;
+        if let Some(wc) = &mut self.window_close {
+            // Per-row loop: each new group is filed under its window's end.
+            for (&slot, &end) in slots.iter().zip(&window_ends) {
+                let group = self.groups[slot].as_mut().expect("slot was just assigned");
+                if group.window_end.is_none() {
+                    group.window_end = Some(end);
+                    wc.open.entry(end).or_default().push(slot);
+                }
+            }
+        }
 
         // Bucket rows by group, insertions and retractions apart.
         let mut local_of: HashMap<usize, usize> = HashMap::new();
@@ -384,11 +525,19 @@ impl Operator for AggregateOperator {
                 group.rows += if retract { -delta } else { delta };
             }
         }
+        if self.window_close.is_some() {
+            // Windows are emitted when they close, not as rows arrive.
+            return Ok(());
+        }
         self.emit(&touched, out)
     }
 
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
         self.ensure_global_group(out)?;
+        if let Some(wc) = &mut self.window_close {
+            wc.watermark = Some(watermark.0);
+            self.close_windows(Some(watermark.0), out)?;
+        }
         out.push(Message::Watermark(watermark));
         Ok(())
     }
@@ -403,8 +552,10 @@ impl Operator for AggregateOperator {
         Ok(())
     }
 
+    /// At the end of a bounded input every window is complete (the watermark is +∞).
     fn finish(&mut self, out: &mut Vec<Message>) -> Result<()> {
-        self.ensure_global_group(out)
+        self.ensure_global_group(out)?;
+        self.close_windows(None, out)
     }
 }
 
@@ -557,6 +708,128 @@ mod tests {
         agg.process_batch(rows(vec![9], vec![4], None), &mut out)
             .unwrap();
         assert_eq!(changes(&out), vec!["-U 0 NULL", "+U 1 4"]);
+    }
+
+    /// `SELECT window_end, count(v), sum(v) ... GROUP BY window_end EMIT ON WINDOW CLOSE`,
+    /// with the window end given directly as a millisecond timestamp column.
+    fn window_operator(late: Arc<AtomicU64>) -> AggregateOperator {
+        let input = Arc::new(Schema::new(vec![
+            Field::new(
+                "window_end",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        let v: Arc<dyn PhysicalExpr> = Arc::new(Column::new("v", 1));
+        let spec = |udaf, name: &str| {
+            let function = AggregateExprBuilder::new(udaf, vec![v.clone()])
+                .schema(input.clone())
+                .alias(name)
+                .build()
+                .unwrap();
+            AggregateSpec::new(Arc::new(function), None, &input, false).unwrap()
+        };
+        let output = Arc::new(Schema::new(vec![
+            Field::new(
+                "window_end",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Int64, true),
+        ]));
+        AggregateOperator::new(
+            vec![Arc::new(Column::new("window_end", 0))],
+            vec![spec(count_udaf(), "n"), spec(sum_udaf(), "s")],
+            output,
+        )
+        .unwrap()
+        .with_window_close(0, late)
+    }
+
+    fn window_rows(ends: Vec<i64>, values: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "window_end",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new("v", DataType::Int64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow::array::TimestampMillisecondArray::from(ends)),
+                Arc::new(Int64Array::from(values)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn emitted_rows(out: &[Message]) -> Vec<String> {
+        out.iter()
+            .filter_map(|m| match m {
+                Message::Batch(b) => Some(b),
+                _ => None,
+            })
+            .flat_map(|b| {
+                assert!(op_column(b).is_none(), "closed windows are append-only");
+                (0..b.num_rows()).map(|r| {
+                    (0..b.num_columns())
+                        .map(|c| {
+                            arrow::util::display::array_value_to_string(b.column(c), r).unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn windows_emit_once_when_the_watermark_passes_and_late_rows_are_dropped() {
+        let late = Arc::new(AtomicU64::new(0));
+        let mut agg = window_operator(late.clone());
+        let mut out = vec![];
+        agg.process_batch(window_rows(vec![10, 20, 10], vec![1, 2, 3]), &mut out)
+            .unwrap();
+        assert!(
+            emitted_rows(&out).is_empty(),
+            "nothing is emitted before its window closes"
+        );
+        agg.process_watermark(Watermark(10), &mut out).unwrap();
+        assert_eq!(emitted_rows(&out), vec!["1970-01-01T00:00:00.010 2 4"]);
+        assert_eq!(agg.group_count(), 1, "the closed window's state is freed");
+        out.clear();
+        agg.process_batch(window_rows(vec![10, 20], vec![100, 4]), &mut out)
+            .unwrap();
+        assert_eq!(
+            late.load(Ordering::Relaxed),
+            1,
+            "the row of the closed window is late"
+        );
+        agg.finish(&mut out).unwrap();
+        assert_eq!(emitted_rows(&out), vec!["1970-01-01T00:00:00.020 2 6"]);
+        assert_eq!(agg.group_count(), 0);
+    }
+
+    #[test]
+    fn state_stays_bounded_over_many_windows() {
+        let mut agg = window_operator(Arc::new(AtomicU64::new(0)));
+        let mut out = vec![];
+        for window in 1..=1000i64 {
+            agg.process_batch(window_rows(vec![window * 10; 3], vec![1, 2, 3]), &mut out)
+                .unwrap();
+            agg.process_watermark(Watermark(window * 10 - 10), &mut out)
+                .unwrap();
+            assert!(
+                agg.group_count() <= 2,
+                "open windows: {}",
+                agg.group_count()
+            );
+        }
+        assert_eq!(emitted_rows(&out).len(), 999);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod calc;
 pub mod materialize;
 pub mod retractable;
+pub mod watermark;
 
 use arrow::array::RecordBatch;
 use sluice_common::error::Result;
