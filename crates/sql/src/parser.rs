@@ -236,7 +236,7 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     if toks.starts_with(&["CREATE", "MATERIALIZED", "VIEW"]) {
         return parse_create_materialized_view(toks.all);
     }
-    let mut parser = sql_parser(toks.all);
+    let mut parser = sql_parser(unwrap_table_arguments(toks.all));
     let statement = parser.parse_statement().map_err(syntax)?;
     expect_end(&mut parser)?;
     Ok(Statement::Query(Box::new(statement)))
@@ -265,6 +265,35 @@ fn expect_end(parser: &mut Parser<'_>) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Drops the `TABLE` of Flink's table arguments (`TUMBLE(TABLE t, ...)`): inside
+/// parentheses, a `TABLE` right after `(` or `,` and before a name. sqlparser does not
+/// parse table arguments; the window rewrite takes the bare name.
+fn unwrap_table_arguments(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let mut drop = Vec::new();
+    for w in significant.windows(3) {
+        let (before, table, after) = (
+            &tokens[w[0]].token,
+            &tokens[w[1]].token,
+            &tokens[w[2]].token,
+        );
+        if matches!(before, Token::LParen | Token::Comma)
+            && is_word(table, "TABLE")
+            && matches!(after, Token::Word(_))
+        {
+            drop.push(w[1]);
+        }
+    }
+    tokens
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !drop.contains(i))
+        .map(|(_, t)| t)
+        .collect()
 }
 
 /// Removes the first `n` significant tokens (and the whitespace before them).
@@ -604,7 +633,8 @@ fn take_append_only(tokens: &mut Vec<TokenWithSpan>) -> bool {
     false
 }
 
-fn parse_create_materialized_view(mut tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    let mut tokens = unwrap_table_arguments(tokens);
     let emit_on_window_close = take_trailing_words(&mut tokens, &["EMIT", "ON", "WINDOW", "CLOSE"]);
     // The query text is everything after the top-level AS.
     let mut depth = 0i32;

@@ -36,18 +36,32 @@ impl VisitorMut for WindowRewriter {
     type Break = SluiceError;
 
     fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<SluiceError> {
-        let TableFactor::Table {
-            name,
-            args: Some(args),
-            alias,
-            ..
-        } = factor
-        else {
-            return ControlFlow::Continue(());
+        // RisingWave: `FROM TUMBLE(t, ts, size)`; Flink: `FROM TABLE(TUMBLE(TABLE t,
+        // DESCRIPTOR(ts), size))`, whose `TABLE t` the parser has already unwrapped.
+        let (name, args, flink) = match &*factor {
+            TableFactor::Table {
+                name,
+                args: Some(args),
+                ..
+            } => (name.to_string(), args.args.clone(), false),
+            TableFactor::TableFunction {
+                expr: ast::Expr::Function(f),
+                ..
+            } => match &f.args {
+                ast::FunctionArguments::List(list) => (f.name.to_string(), list.args.clone(), true),
+                _ => return ControlFlow::Continue(()),
+            },
+            _ => return ControlFlow::Continue(()),
         };
-        let function = name.to_string().to_lowercase();
+        let alias = match factor {
+            TableFactor::Table { alias, .. } | TableFactor::TableFunction { alias, .. } => {
+                alias.clone()
+            }
+            _ => None,
+        };
+        let function = name.to_lowercase();
         let rewritten = match function.as_str() {
-            "tumble" => tumble(&args.args, alias.take()),
+            "tumble" => tumble(&args, alias, flink),
             "hop" | "cumulate" | "session" => Err(SluiceError::unsupported(format!(
                 "{} windows are not supported yet; TUMBLE is",
                 function.to_uppercase()
@@ -64,15 +78,24 @@ impl VisitorMut for WindowRewriter {
     }
 }
 
+/// An argument's expression; Flink's `DESCRIPTOR(col)` is the column itself.
 fn plain_arg(arg: &FunctionArg) -> Option<&ast::Expr> {
-    match arg {
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e),
-        _ => None,
+    let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg else {
+        return None;
+    };
+    if let ast::Expr::Function(f) = e
+        && f.name.to_string().eq_ignore_ascii_case("descriptor")
+        && let ast::FunctionArguments::List(list) = &f.args
+        && let [only] = list.args.as_slice()
+    {
+        return plain_arg(only);
     }
+    Some(e)
 }
 
-/// `TUMBLE(t, ts, size [, offset])` as a derived table.
-fn tumble(args: &[FunctionArg], alias: Option<TableAlias>) -> Result<TableFactor> {
+/// `TUMBLE(t, ts, size [, offset])` as a derived table; Flink's spelling also gets
+/// `window_time` (the window's last instant: its end minus one millisecond).
+fn tumble(args: &[FunctionArg], alias: Option<TableAlias>, flink: bool) -> Result<TableFactor> {
     let usage = || {
         SluiceError::syntax(
             "TUMBLE takes (table, time column, window size [, offset]), e.g. TUMBLE(bids, date_time, INTERVAL '10' SECOND)",
@@ -109,8 +132,14 @@ fn tumble(args: &[FunctionArg], alias: Option<TableAlias>) -> Result<TableFactor
         }
         None => format!("date_bin({size}, {column})"),
     };
-    let sql =
-        format!("SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table_sql}");
+    let window_time = if flink {
+        format!(", {bin} + {size} - INTERVAL '1' MILLISECOND AS window_time")
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "SELECT *, {bin} AS window_start, {bin} + {size} AS window_end{window_time} FROM {table_sql}"
+    );
     let subquery = Parser::new(&PostgreSqlDialect {})
         .try_with_sql(&sql)
         .and_then(|mut p| p.parse_query())
@@ -157,6 +186,19 @@ mod tests {
             ),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn flink_window_tvf_spelling_is_accepted() {
+        let sql = rewrite(
+            "SELECT window_start FROM TABLE(TUMBLE(bids, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) AS w",
+        )
+        .unwrap();
+        assert!(
+            sql.contains("date_bin(INTERVAL '10' SECOND, date_time) AS window_start"),
+            "{sql}"
+        );
+        assert!(sql.contains("AS window_time FROM bids) AS w"), "{sql}");
     }
 
     #[test]
