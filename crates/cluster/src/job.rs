@@ -132,22 +132,8 @@ pub fn deploy(
     }
     // Channels for every edge between chains: receivers[c][j] are the inputs of subtask j
     // of chain c; senders[c][i] the outputs of subtask i of chain c.
-    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = chains
-        .iter()
-        .map(|ch| {
-            (0..graph.nodes[ch[0]].parallelism)
-                .map(|_| Vec::new())
-                .collect()
-        })
-        .collect();
-    let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = chains
-        .iter()
-        .map(|ch| {
-            (0..graph.nodes[ch[0]].parallelism)
-                .map(|_| Vec::new())
-                .collect()
-        })
-        .collect();
+    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = per_subtask(&graph, &chains);
+    let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = per_subtask(&graph, &chains);
     let mut out_partitioning: Vec<Option<(Exchange, usize)>> = vec![None; chains.len()];
     for (c, chain) in chains.iter().enumerate() {
         let head = &graph.nodes[chain[0]];
@@ -321,6 +307,18 @@ pub fn deploy(
         supervisor,
         late_rows,
     })
+}
+
+/// An empty list for every subtask of every chain.
+fn per_subtask<T>(graph: &StreamGraph, chains: &[Vec<usize>]) -> Vec<Vec<Vec<T>>> {
+    chains
+        .iter()
+        .map(|chain| {
+            (0..graph.nodes[chain[0]].parallelism)
+                .map(|_| Vec::new())
+                .collect()
+        })
+        .collect()
 }
 
 type Forwarder = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;

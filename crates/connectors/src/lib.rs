@@ -52,6 +52,17 @@ pub fn create_source_reader(
     }
 }
 
+/// How many of the items `0..total` belong to split `split` of `splits` when split `i`
+/// takes items `i, i + splits, i + 2 * splits, ...` (how every generator spreads its
+/// sequence over splits, so the union over splits is the same for any split count).
+pub(crate) fn items_of_split(total: u64, split: u64, splits: u64) -> u64 {
+    if total > split {
+        (total - split - 1) / splits + 1
+    } else {
+        0
+    }
+}
+
 fn connector(options: &BTreeMap<String, String>) -> Result<String> {
     options
         .get("connector")

@@ -74,7 +74,7 @@ impl DatagenReader {
             columns: config.columns,
             split,
             splits,
-            split_limit: rows_of_split(config.limit, split, splits),
+            split_limit: crate::items_of_split(config.limit, split, splits),
             bounded: config.bound.is_some(),
             pacer: Pacer::new(config.milli_rows_per_second, splits),
             emitted: 0,
@@ -97,15 +97,6 @@ impl DatagenReader {
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)?;
         self.emitted += count;
         Ok(batch)
-    }
-}
-
-/// How many of the global rows `0..total` belong to split `split` of `splits`.
-fn rows_of_split(total: u64, split: u64, splits: u64) -> u64 {
-    if total > split {
-        (total - split - 1) / splits + 1
-    } else {
-        0
     }
 }
 

@@ -131,7 +131,7 @@ impl NexmarkReader {
                     None => total,
                     Some(event_type) => events_of_type_before(&config, event_type, total),
                 };
-                events_of_split(of_shape, split, splits)
+                crate::items_of_split(of_shape, split, splits)
             }
         };
         let mut generator = EventGenerator::new(config)
@@ -254,15 +254,6 @@ fn events_of_type_before(config: &NexmarkConfig, event_type: EventType, total: u
     let denominator = person + auction + bid;
     let rest = total % denominator;
     total / denominator * share + rest.saturating_sub(start).min(share)
-}
-
-/// How many of the items `0..total` belong to split `split` of `splits`.
-fn events_of_split(total: u64, split: u64, splits: u64) -> u64 {
-    if total > split {
-        (total - split - 1) / splits + 1
-    } else {
-        0
-    }
 }
 
 #[async_trait]
