@@ -1,0 +1,81 @@
+//! One measured run of one query: a fresh engine, the sources bounded to N events, the
+//! view, and FLUSH, which returns once the sources are read to their end and the view
+//! reflects every event.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::Engine;
+use crate::queries::Query;
+use crate::rows::digest;
+use crate::{Error, Result};
+
+/// What one run measured.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Measurement {
+    /// From `CREATE MATERIALIZED VIEW` until `FLUSH` returned.
+    pub wall_s: f64,
+    /// User + system CPU time of the whole process over the same interval.
+    pub cpu_s: f64,
+    /// The process's peak resident set size when `FLUSH` returned.
+    pub peak_rss_bytes: u64,
+    /// Rows in the view.
+    pub rows: u64,
+    /// [`crate::rows::Digest::checksum`] of the view.
+    pub checksum: u64,
+}
+
+/// Runs `query` once over `events` Nexmark events. Measure one run per process: peak
+/// RSS is the process's lifetime peak, so a second run in the same process would report
+/// the first's peak if that was higher.
+pub async fn run_once(
+    query: &Query,
+    events: u64,
+    parallelism: Option<usize>,
+) -> Result<Measurement> {
+    let mut engine = Engine::start().await?;
+    if let Some(p) = parallelism {
+        engine.set_parallelism(p).await?;
+    }
+    engine.create_sources(events).await?;
+    let create = query.create_view_sql();
+
+    let (cpu_before, _) = resource_usage()?;
+    let start = Instant::now();
+    engine.run(&create).await?;
+    engine.flush().await?;
+    let wall = start.elapsed();
+    let (cpu_after, peak_rss_bytes) = resource_usage()?;
+
+    let view = engine
+        .query(&format!("SELECT * FROM {}", query.view_name()))
+        .await?;
+    let digest = digest(&view)?;
+    Ok(Measurement {
+        wall_s: wall.as_secs_f64(),
+        cpu_s: (cpu_after - cpu_before).as_secs_f64(),
+        peak_rss_bytes,
+        rows: digest.rows,
+        checksum: digest.checksum,
+    })
+}
+
+/// The process's CPU time so far (user + system) and peak RSS in bytes, from
+/// `getrusage(RUSAGE_SELF)`.
+pub fn resource_usage() -> Result<(Duration, u64)> {
+    // SAFETY: `rusage` is plain old data; all-zero bytes are a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, exclusively borrowed `rusage` for the call's duration.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Err(Error::new(format!(
+            "getrusage failed: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    // Linux reports ru_maxrss in kilobytes.
+    let peak_rss = usage.ru_maxrss as u64 * 1024;
+    Ok((time(usage.ru_utime) + time(usage.ru_stime), peak_rss))
+}

@@ -1,0 +1,90 @@
+//! The correctness gate at small scale: every supported Nexmark query's streaming view
+//! equals the same query run by DataFusion in batch over the same events.
+
+use sluice_nexmark_bench::engine::Engine;
+use sluice_nexmark_bench::gate;
+use sluice_nexmark_bench::queries::{self, QUERIES};
+use sluice_nexmark_bench::reference::Reference;
+use tokio::sync::OnceCell;
+
+const EVENTS: u64 = 20_000;
+
+static REFERENCE: OnceCell<Reference> = OnceCell::const_new();
+
+async fn reference() -> &'static Reference {
+    REFERENCE
+        .get_or_init(|| async { Reference::generate(EVENTS).await.expect("events generate") })
+        .await
+}
+
+async fn assert_gate_passes(name: &str, parallelism: Option<usize>) {
+    let query = queries::select(name).unwrap()[0];
+    let report = gate::check(query, reference().await, parallelism)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    if let Some(mismatch) = report.mismatch {
+        panic!("{name}: {mismatch}");
+    }
+    assert!(
+        report.view_rows > 0,
+        "{name}: an empty result proves nothing"
+    );
+}
+
+macro_rules! gate_test {
+    ($($test:ident => $query:literal),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            assert_gate_passes($query, None).await;
+        }
+    )*};
+}
+
+gate_test! {
+    q0_passthrough_view_equals_batch_query => "q0",
+    q1_currency_conversion_view_equals_batch_query => "q1",
+    q2_selection_view_equals_batch_query => "q2",
+    q10_partition_columns_view_equals_batch_query => "q10",
+    q14_calculation_view_equals_batch_query => "q14",
+    q15_daily_statistics_view_equals_batch_query => "q15",
+    q16_channel_statistics_view_equals_batch_query => "q16",
+    q17_auction_statistics_view_equals_batch_query => "q17",
+    q21_channel_id_view_equals_batch_query => "q21",
+    q22_url_directories_view_equals_batch_query => "q22",
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_equal_batch_query_at_parallelism_one_and_three() {
+    for parallelism in [1, 3] {
+        assert_gate_passes("q17", Some(parallelism)).await;
+        assert_gate_passes("q16", Some(parallelism)).await;
+    }
+}
+
+#[test]
+fn every_supported_query_has_a_gate_test() {
+    let supported: Vec<_> = queries::supported().iter().map(|q| q.name).collect();
+    assert_eq!(
+        supported,
+        [
+            "q0", "q1", "q2", "q10", "q14", "q15", "q16", "q17", "q21", "q22"
+        ]
+    );
+}
+
+/// The `-- unsupported:` markers stay true: when Sluice learns to run one of these
+/// queries, this fails, and the marker (and the docs' list) should go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_marked_unsupported_are_refused_by_the_engine() {
+    for query in QUERIES.iter().filter(|q| q.unsupported().is_some()) {
+        let mut engine = Engine::start().await.unwrap();
+        engine.create_sources(1_000).await.unwrap();
+        let result = engine.run(&query.create_view_sql()).await;
+        assert!(
+            result.is_err(),
+            "{} is marked `-- unsupported: {}` but Sluice created its view",
+            query.name,
+            query.unsupported().unwrap()
+        );
+    }
+}
