@@ -19,6 +19,9 @@ use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::logical_expr::{DdlStatement, ExprSchemable, LogicalPlan};
+use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
+use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
@@ -633,6 +636,14 @@ impl Coordinator {
         let plan = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})?;
+        // Only the rewrites the streaming planner relies on: equalities of a join's ON into
+        // its keys, and `FROM a, b WHERE a.k = b.k` into a join. The rest of DataFusion's
+        // optimizer targets batch execution.
+        let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+            Arc::new(EliminateCrossJoin::new()),
+            Arc::new(ExtractEquijoinPredicate::new()),
+        ];
+        let plan = Optimizer::with_rules(rules).optimize(plan, &state, |_, _| {})?;
         let inner = self.inner.lock();
         plan_stream_graph(
             &plan,

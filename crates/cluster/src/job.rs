@@ -21,6 +21,7 @@ use sluice_runtime::message::{CheckpointBarrier, Message, changelog_schema};
 use sluice_runtime::operators::Operator;
 use sluice_runtime::operators::aggregate::{AggregateOperator, AggregateSpec};
 use sluice_runtime::operators::calc::{FilterOperator, ProjectOperator};
+use sluice_runtime::operators::join::{JoinOperator, JoinSide};
 use sluice_runtime::operators::materialize::{MaterializeSink, SinkProgress, ViewPartition};
 use sluice_runtime::operators::watermark::WatermarkOperator;
 use sluice_runtime::task::{BARRIER_INJECTION_CAPACITY, Subtask, TaskInput};
@@ -133,11 +134,13 @@ pub fn deploy(
     // Channels for every edge between chains: receivers[c][j] are the inputs of subtask j
     // of chain c; senders[c][i] the outputs of subtask i of chain c.
     let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = per_subtask(&graph, &chains);
+    // The logical input (join side) of each receiver.
+    let mut sides: Vec<Vec<Vec<usize>>> = per_subtask(&graph, &chains);
     let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = per_subtask(&graph, &chains);
     let mut out_partitioning: Vec<Option<(Exchange, usize)>> = vec![None; chains.len()];
     for (c, chain) in chains.iter().enumerate() {
         let head = &graph.nodes[chain[0]];
-        for edge in &head.inputs {
+        for (side, edge) in head.inputs.iter().enumerate() {
             let up = chain_of[edge.from];
             let up_p = graph.nodes[edge.from].parallelism;
             out_partitioning[up] = Some((edge.exchange.clone(), edge.from));
@@ -152,15 +155,19 @@ pub fn deploy(
                         let (tx, rx) = channel();
                         senders[up][i].push(tx);
                         receivers[c][i].push(rx);
+                        sides[c][i].push(side);
                     }
                 }
                 Exchange::Hash(_) => {
                     // Every upstream subtask reaches every downstream subtask.
                     for upstream in senders[up].iter_mut() {
-                        for downstream in receivers[c].iter_mut() {
+                        for (downstream, downstream_sides) in
+                            receivers[c].iter_mut().zip(sides[c].iter_mut())
+                        {
                             let (tx, rx) = channel();
                             upstream.push(tx);
                             downstream.push(rx);
+                            downstream_sides.push(side);
                         }
                     }
                 }
@@ -212,7 +219,9 @@ pub fn deploy(
                         .ok_or_else(|| SluiceError::internal("view scan parallelism mismatch"))?;
                     subscribe_to(part, &mut forwarders)?
                 }
-                _ => TaskInput::Gate(InputGate::new(inputs)),
+                _ => TaskInput::Gate(
+                    InputGate::new(inputs).with_sides(std::mem::take(&mut sides[c][j])),
+                ),
             };
             // A source node is the task's input, not an operator of its chain.
             let op_nodes = if head.operator.is_source() {
@@ -388,6 +397,30 @@ fn compile_operator(
     props: &ExecutionProps,
     late_rows: &Arc<AtomicU64>,
 ) -> Result<Box<dyn Operator>> {
+    if let StreamOperator::Join {
+        left_keys,
+        right_keys,
+        filter,
+    } = &node.operator
+    {
+        let side = |i: usize, keys: &[Expr]| -> Result<JoinSide> {
+            let input = &graph.nodes[node.inputs[i].from];
+            Ok(JoinSide {
+                keys: compile_exprs(keys, &input.schema, props)?,
+                schema: Arc::new(input.schema.as_arrow().clone()),
+            })
+        };
+        let filter = match filter {
+            Some(f) => Some(compile_exprs(std::slice::from_ref(f), &node.schema, props)?.remove(0)),
+            None => None,
+        };
+        return Ok(Box::new(JoinOperator::new(
+            side(0, left_keys)?,
+            side(1, right_keys)?,
+            filter,
+            output_schema(node),
+        )?));
+    }
     let input = graph.nodes[node.inputs[0].from].clone();
     let input_schema = &input.schema;
     Ok(match &node.operator {

@@ -132,6 +132,10 @@ pub struct InputGate {
     skip_epochs_up_to: u64,
     next_input: usize,
     ended: bool,
+    /// The logical input (join side) of each channel; all 0 for single-input operators.
+    sides: Vec<usize>,
+    /// The logical input of the last batch returned.
+    last_side: usize,
 }
 
 impl InputGate {
@@ -151,7 +155,22 @@ impl InputGate {
             skip_epochs_up_to: epoch,
             next_input: 0,
             ended: n == 0,
+            sides: vec![0; n],
+            last_side: 0,
         }
+    }
+
+    /// Labels each channel with the logical input it belongs to (for operators with
+    /// several inputs, such as joins): `sides[i]` is channel `i`'s input.
+    pub fn with_sides(mut self, sides: Vec<usize>) -> Self {
+        assert_eq!(sides.len(), self.inputs.len(), "one side per channel");
+        self.sides = sides;
+        self
+    }
+
+    /// The logical input that the last batch returned by [`Self::next`] came from.
+    pub fn last_input(&self) -> usize {
+        self.last_side
     }
 
     /// The next message, or `Ok(None)` after `EndOfStream` has been returned.
@@ -183,6 +202,9 @@ impl InputGate {
                     Poll::Ready(received) => {
                         self.next_input = (i + 1) % n;
                         progressed = true;
+                        if matches!(received, Some(Message::Batch(_))) {
+                            self.last_side = self.sides[i];
+                        }
                         if let Some(out) = self.on_message(i, received)? {
                             return Poll::Ready(Ok(Some(out)));
                         }

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::exchange::{Collector, InputGate};
 use crate::message::{BarrierKind, CheckpointBarrier, Message};
-use crate::operators::{Operator, run_chain};
+use crate::operators::{Operator, run_chain_from};
 use crate::source::{SourceEvent, SourceReader};
 
 /// Capacity of a source's barrier injection channel.
@@ -44,8 +44,8 @@ impl Subtask {
             mut output,
         } = self;
         tracing::debug!(subtask = %name, "started");
-        let mut emit = async |message: Message| -> Result<()> {
-            for out in run_chain(&mut chain, message)? {
+        let mut emit = async |input: usize, message: Message| -> Result<()> {
+            for out in run_chain_from(&mut chain, input, message)? {
                 output.collect(out).await?;
             }
             Ok(())
@@ -53,7 +53,7 @@ impl Subtask {
         match input {
             TaskInput::Gate(mut gate) => {
                 while let Some(message) = gate.next().await? {
-                    emit(message).await?;
+                    emit(gate.last_input(), message).await?;
                 }
             }
             TaskInput::Source {
@@ -69,10 +69,10 @@ impl Subtask {
                             break;
                         }
                         pending.pop_front();
-                        emit(Message::Barrier(barrier)).await?;
+                        emit(0, Message::Barrier(barrier)).await?;
                     }
                     if ended {
-                        emit(Message::EndOfStream).await?;
+                        emit(0, Message::EndOfStream).await?;
                         break;
                     }
                     tokio::select! {
@@ -88,7 +88,7 @@ impl Subtask {
                             None => break,
                         },
                         event = reader.next_event() => match event? {
-                            SourceEvent::Batch(batch) => emit(Message::Batch(batch)).await?,
+                            SourceEvent::Batch(batch) => emit(0, Message::Batch(batch)).await?,
                             SourceEvent::Progress => {}
                             SourceEvent::End => ended = true,
                         },

@@ -62,6 +62,13 @@ pub enum StreamOperator {
         /// end; a group is emitted once, when the watermark reaches it, then forgotten.
         window_close: Option<usize>,
     },
+    /// Inner equi-join; inputs are `[left, right]`, each hash-partitioned by its keys.
+    /// `filter` is the residual condition over the output columns.
+    Join {
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        filter: Option<Expr>,
+    },
     /// Stores the result of view `view`.
     Materialize {
         view: String,
@@ -78,6 +85,7 @@ impl StreamOperator {
             StreamOperator::Filter { .. } => "Filter",
             StreamOperator::WatermarkAssign { .. } => "WatermarkAssign",
             StreamOperator::Aggregate { .. } => "Aggregate",
+            StreamOperator::Join { .. } => "Join",
             StreamOperator::Materialize { .. } => "Materialize",
         }
     }
@@ -201,6 +209,21 @@ impl fmt::Display for StreamGraph {
                         ""
                     }
                 ),
+                StreamOperator::Join {
+                    left_keys,
+                    right_keys,
+                    filter,
+                } => {
+                    let pairs: Vec<String> = left_keys
+                        .iter()
+                        .zip(right_keys)
+                        .map(|(l, r)| format!("{l} = {r}"))
+                        .collect();
+                    match filter {
+                        Some(f) => format!("on=[{}], filter={f}", pairs.join(", ")),
+                        None => format!("on=[{}]", pairs.join(", ")),
+                    }
+                }
                 StreamOperator::Materialize { view } => format!("view={view}"),
             };
             let kind = if node.changelog {

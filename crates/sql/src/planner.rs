@@ -8,9 +8,10 @@
 
 use std::sync::Arc;
 
+use datafusion::common::NullEquality;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
-use datafusion::logical_expr::{Aggregate, Distinct, Expr, LogicalPlan, TableScan};
+use datafusion::logical_expr::{Aggregate, Distinct, Expr, Join, JoinType, LogicalPlan, TableScan};
 use sluice_common::error::{Result, SluiceError, SqlState};
 
 use crate::catalog::{Catalog, RelationKind};
@@ -183,7 +184,7 @@ impl GraphBuilder<'_> {
             // as PostgreSQL does not keep a materialized view's order either.
             LogicalPlan::Sort(sort) if sort.fetch.is_none() => self.lower(&sort.input),
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(unsupported("LIMIT (Top-N)")),
-            LogicalPlan::Join(_) => Err(unsupported("JOIN")),
+            LogicalPlan::Join(join) => self.lower_join(join),
             LogicalPlan::Window(_) => Err(unsupported("a window function (OVER)")),
             LogicalPlan::Union(_) => Err(unsupported("UNION")),
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
@@ -275,6 +276,50 @@ impl GraphBuilder<'_> {
             );
         }
         Ok(node)
+    }
+
+    fn lower_join(&mut self, join: &Join) -> Result<usize> {
+        if join.join_type != JoinType::Inner {
+            return Err(unsupported(&format!(
+                "{} JOIN",
+                join.join_type.to_string().to_uppercase()
+            )));
+        }
+        if join.on.is_empty() {
+            return Err(unsupported(
+                "a join without an equality condition (write JOIN ... ON a.key = b.key)",
+            ));
+        }
+        if join.null_equality != NullEquality::NullEqualsNothing {
+            return Err(unsupported("a join on IS NOT DISTINCT FROM"));
+        }
+        if let Some(filter) = &join.filter {
+            check_no_subqueries(std::slice::from_ref(filter))?;
+        }
+        let left = self.lower(&join.left)?;
+        let right = self.lower(&join.right)?;
+        let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
+        let changelog = self.graph.nodes[left].changelog || self.graph.nodes[right].changelog;
+        Ok(self.add(
+            StreamOperator::Join {
+                left_keys: left_keys.clone(),
+                right_keys: right_keys.clone(),
+                filter: join.filter.clone(),
+            },
+            vec![
+                StreamEdge {
+                    from: left,
+                    exchange: Exchange::Hash(left_keys),
+                },
+                StreamEdge {
+                    from: right,
+                    exchange: Exchange::Hash(right_keys),
+                },
+            ],
+            join.schema.clone(),
+            changelog,
+            self.parallelism,
+        ))
     }
 
     fn lower_aggregate(&mut self, agg: &Aggregate) -> Result<usize> {
@@ -501,7 +546,10 @@ mod tests {
     #[tokio::test]
     async fn constructs_without_a_streaming_operator_are_named_in_the_error() {
         for (sql, construct) in [
-            ("SELECT a.k FROM t a JOIN t b ON a.k = b.k", "JOIN"),
+            (
+                "SELECT a.k FROM t a LEFT JOIN t b ON a.k = b.k",
+                "LEFT JOIN",
+            ),
             ("SELECT k FROM t ORDER BY k LIMIT 3", "LIMIT"),
             (
                 "SELECT k, row_number() OVER (ORDER BY v) FROM t",

@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod calc;
+pub mod join;
 pub mod materialize;
 pub mod retractable;
 pub mod watermark;
@@ -22,6 +23,18 @@ pub trait Operator: Send {
 
     /// Processes rows.
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()>;
+
+    /// Processes rows of logical input `input`. Only the first operator of a chain can
+    /// have several inputs (a join); the others see input 0.
+    fn process_batch_from(
+        &mut self,
+        input: usize,
+        batch: RecordBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        debug_assert_eq!(input, 0, "{} has one input", self.name());
+        self.process_batch(batch, out)
+    }
 
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
         out.push(Message::Watermark(watermark));
@@ -46,14 +59,24 @@ pub trait Operator: Send {
 
 /// Runs `message` through `chain`, returning what comes out of its last operator.
 pub fn run_chain(chain: &mut [Box<dyn Operator>], message: Message) -> Result<Vec<Message>> {
+    run_chain_from(chain, 0, message)
+}
+
+/// Like [`run_chain`], for a message from logical input `input` of the first operator.
+pub fn run_chain_from(
+    chain: &mut [Box<dyn Operator>],
+    input: usize,
+    message: Message,
+) -> Result<Vec<Message>> {
     let mut current = vec![message];
-    for op in chain.iter_mut() {
+    for (position, op) in chain.iter_mut().enumerate() {
         let mut next = Vec::with_capacity(current.len());
         for m in current {
             match m {
                 Message::Batch(b) => {
                     if b.num_rows() > 0 {
-                        op.process_batch(b, &mut next)?
+                        let from = if position == 0 { input } else { 0 };
+                        op.process_batch_from(from, b, &mut next)?
                     }
                 }
                 Message::Watermark(w) => op.process_watermark(w, &mut next)?,
