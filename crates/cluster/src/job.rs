@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{Expr, JoinType};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use sluice_common::error::{Result, SluiceError};
@@ -398,16 +398,18 @@ fn compile_operator(
     late_rows: &Arc<AtomicU64>,
 ) -> Result<Box<dyn Operator>> {
     if let StreamOperator::Join {
+        join_type,
         left_keys,
         right_keys,
         filter,
     } = &node.operator
     {
-        let side = |i: usize, keys: &[Expr]| -> Result<JoinSide> {
+        let side = |i: usize, keys: &[Expr], outer: bool| -> Result<JoinSide> {
             let input = &graph.nodes[node.inputs[i].from];
             Ok(JoinSide {
                 keys: compile_exprs(keys, &input.schema, props)?,
                 schema: Arc::new(input.schema.as_arrow().clone()),
+                outer,
             })
         };
         let filter = match filter {
@@ -415,8 +417,16 @@ fn compile_operator(
             None => None,
         };
         return Ok(Box::new(JoinOperator::new(
-            side(0, left_keys)?,
-            side(1, right_keys)?,
+            side(
+                0,
+                left_keys,
+                matches!(join_type, JoinType::Left | JoinType::Full),
+            )?,
+            side(
+                1,
+                right_keys,
+                matches!(join_type, JoinType::Right | JoinType::Full),
+            )?,
             filter,
             output_schema(node),
         )?));

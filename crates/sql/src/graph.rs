@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use datafusion::common::DFSchemaRef;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, JoinType};
 
 /// How rows move from a node's input to the node.
 #[derive(Debug, Clone)]
@@ -62,9 +62,10 @@ pub enum StreamOperator {
         /// end; a group is emitted once, when the watermark reaches it, then forgotten.
         window_close: Option<usize>,
     },
-    /// Inner equi-join; inputs are `[left, right]`, each hash-partitioned by its keys.
-    /// `filter` is the residual condition over the output columns.
+    /// Equi-join; inputs are `[left, right]`, each hash-partitioned by its keys. `filter`
+    /// is the residual condition over the output columns (inner joins only).
     Join {
+        join_type: JoinType,
         left_keys: Vec<Expr>,
         right_keys: Vec<Expr>,
         filter: Option<Expr>,
@@ -210,6 +211,7 @@ impl fmt::Display for StreamGraph {
                     }
                 ),
                 StreamOperator::Join {
+                    join_type,
                     left_keys,
                     right_keys,
                     filter,
@@ -220,8 +222,8 @@ impl fmt::Display for StreamGraph {
                         .map(|(l, r)| format!("{l} = {r}"))
                         .collect();
                     match filter {
-                        Some(f) => format!("on=[{}], filter={f}", pairs.join(", ")),
-                        None => format!("on=[{}]", pairs.join(", ")),
+                        Some(f) => format!("{join_type}, on=[{}], filter={f}", pairs.join(", ")),
+                        None => format!("{join_type}, on=[{}]", pairs.join(", ")),
                     }
                 }
                 StreamOperator::Materialize { view } => format!("view={view}"),

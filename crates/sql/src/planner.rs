@@ -279,11 +279,15 @@ impl GraphBuilder<'_> {
     }
 
     fn lower_join(&mut self, join: &Join) -> Result<usize> {
-        if join.join_type != JoinType::Inner {
-            return Err(unsupported(&format!(
-                "{} JOIN",
-                join.join_type.to_string().to_uppercase()
-            )));
+        let outer = match join.join_type {
+            JoinType::Inner => false,
+            JoinType::Left | JoinType::Right | JoinType::Full => true,
+            other => return Err(unsupported(&format!("a {other} join"))),
+        };
+        if outer && join.filter.is_some() {
+            return Err(unsupported(
+                "an outer join whose ON has conditions other than key equalities",
+            ));
         }
         if join.on.is_empty() {
             return Err(unsupported(
@@ -299,9 +303,12 @@ impl GraphBuilder<'_> {
         let left = self.lower(&join.left)?;
         let right = self.lower(&join.right)?;
         let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
-        let changelog = self.graph.nodes[left].changelog || self.graph.nodes[right].changelog;
+        // An outer join retracts padded rows when matches arrive.
+        let changelog =
+            outer || self.graph.nodes[left].changelog || self.graph.nodes[right].changelog;
         Ok(self.add(
             StreamOperator::Join {
+                join_type: join.join_type,
                 left_keys: left_keys.clone(),
                 right_keys: right_keys.clone(),
                 filter: join.filter.clone(),
@@ -547,8 +554,8 @@ mod tests {
     async fn constructs_without_a_streaming_operator_are_named_in_the_error() {
         for (sql, construct) in [
             (
-                "SELECT a.k FROM t a LEFT JOIN t b ON a.k = b.k",
-                "LEFT JOIN",
+                "SELECT a.k FROM t a LEFT JOIN t b ON a.k = b.k AND a.v < b.v",
+                "outer join",
             ),
             ("SELECT k FROM t ORDER BY k LIMIT 3", "LIMIT"),
             (

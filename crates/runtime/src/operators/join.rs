@@ -1,10 +1,15 @@
-//! Streaming inner equi-join over append-only or retracting inputs.
+//! Streaming equi-joins (inner, left, right, full) over append-only or retracting inputs.
 //!
 //! Each side keeps its rows (Arrow row format) by join key, as a multiset. A row from one
 //! side is joined with the other side's rows of the same key, and the joined rows carry
 //! the incoming row's kind: an insertion joins as insertions, a retraction retracts exactly
 //! the joined rows its insertion produced. Then the row is added to (or taken from) its own
 //! side's state. Rows with a NULL key never match (SQL equality) and are not stored.
+//!
+//! Outer joins: a preserved side's row is emitted padded with NULLs while the other side
+//! has no row with its key. When the other side's bucket for a key becomes non-empty, the
+//! padded rows of that key are retracted (and re-emitted when it empties again), so the
+//! view always holds exactly the outer join of the current inputs.
 //!
 //! State grows with both inputs; state TTL and interval joins will bound it.
 
@@ -30,6 +35,8 @@ pub struct JoinSide {
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
     /// This side's columns (without the op column).
     pub schema: SchemaRef,
+    /// Unmatched rows of this side are kept, padded with NULLs (an outer join's side).
+    pub outer: bool,
 }
 
 /// `left JOIN right ON left.k = right.k [AND filter]`.
@@ -38,6 +45,9 @@ pub struct JoinOperator {
     key_converter: RowConverter,
     rows: [RowConverter; 2],
     state: [SideState; 2],
+    /// Whether each side is preserved: its unmatched rows are emitted padded with NULLs
+    /// (LEFT: left, RIGHT: right, FULL: both).
+    outer: [bool; 2],
     /// The residual (non-equi) condition, over the output columns.
     filter: Option<Arc<dyn PhysicalExpr>>,
     /// Left columns, right columns, and the op column when an input retracts.
@@ -62,6 +72,11 @@ impl JoinOperator {
         filter: Option<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
     ) -> Result<Self> {
+        if (left.outer || right.outer) && filter.is_some() {
+            return Err(SluiceError::unsupported(
+                "an outer join with a condition other than key equalities is not supported yet",
+            ));
+        }
         if left.keys.len() != right.keys.len() || left.keys.is_empty() {
             return Err(SluiceError::internal(
                 "a join needs the same number of keys on both sides",
@@ -79,6 +94,7 @@ impl JoinOperator {
         Ok(JoinOperator {
             key_converter: RowConverter::new(key_types)?,
             rows: [converter(&left.schema)?, converter(&right.schema)?],
+            outer: [left.outer, right.outer],
             keys: [left.keys, right.keys],
             state: [SideState::new(), SideState::new()],
             filter,
@@ -120,26 +136,31 @@ impl Operator for JoinOperator {
         let keys = self.key_converter.convert_columns(&key_columns)?;
         let rows = self.rows[side].convert_columns(data.columns())?;
 
+        let mut output = JoinOutput::default();
         // Per-row loop: probing and updating a hash table is inherently per row.
-        let mut this_rows: Vec<u32> = Vec::new();
-        let mut other_rows: Vec<Box<[u8]>> = Vec::new();
-        let mut out_ops: Vec<i8> = Vec::new();
         for i in 0..n {
+            let op = ops.value(i);
             if key_columns.iter().any(|c| c.is_null(i)) {
+                // A NULL key matches nothing: only an outer side keeps the row, padded.
+                if self.outer[side] {
+                    output.push(Some(i as u32), None, op);
+                }
                 continue;
             }
             let key = keys.row(i);
-            let op = ops.value(i);
-            if let Some(matches) = self.state[other].get(key.as_ref()) {
-                for (row, &count) in matches {
-                    for _ in 0..count {
-                        this_rows.push(i as u32);
-                        other_rows.push(row.clone());
-                        out_ops.push(op);
-                    }
+            let matches = self.state[other].get(key.as_ref());
+            let matched = matches.is_some_and(|m| !m.is_empty());
+            for (row, &count) in matches.into_iter().flatten() {
+                let other_row = output.other_row(row);
+                for _ in 0..count {
+                    output.push(Some(i as u32), Some(other_row), op);
                 }
             }
+            if self.outer[side] && !matched {
+                output.push(Some(i as u32), None, op);
+            }
             let bucket = self.state[side].entry(key.as_ref().into()).or_default();
+            let was_empty = bucket.is_empty();
             let row: Box<[u8]> = rows.row(i).as_ref().into();
             if RowKind::is_addition(op) {
                 *bucket.entry(row).or_default() += 1;
@@ -152,25 +173,46 @@ impl Operator for JoinOperator {
                 *count -= 1;
                 if *count == 0 {
                     bucket.remove(&row);
-                    if bucket.is_empty() {
-                        self.state[side].remove(key.as_ref());
+                }
+            }
+            let now_empty = bucket.is_empty();
+            if now_empty {
+                self.state[side].remove(key.as_ref());
+            }
+            // The other side's rows of this key lose (or regain) their padding when this
+            // side's bucket stops (or starts) being empty.
+            if self.outer[other] && was_empty != now_empty {
+                let padding = if was_empty {
+                    RowKind::Delete
+                } else {
+                    RowKind::Insert
+                };
+                for (row, &count) in self.state[other].get(key.as_ref()).into_iter().flatten() {
+                    let other_row = output.other_row(row);
+                    for _ in 0..count {
+                        output.push(None, Some(other_row), padding as i8);
                     }
                 }
             }
         }
-        if this_rows.is_empty() {
+        if output.ops.is_empty() {
             return Ok(());
         }
 
-        let indices = UInt32Array::from(this_rows);
+        let this_indices = UInt32Array::from(output.this);
         let this_columns: Vec<ArrayRef> = data
             .columns()
             .iter()
-            .map(|c| take(c, &indices, None))
+            .map(|c| take(c, &this_indices, None))
             .collect::<std::result::Result<_, _>>()?;
         let parser = self.rows[other].parser();
-        let other_columns =
-            self.rows[other].convert_rows(other_rows.iter().map(|r| parser.parse(r)))?;
+        let distinct_other =
+            self.rows[other].convert_rows(output.other_rows.iter().map(|r| parser.parse(r)))?;
+        let other_indices = UInt32Array::from(output.other);
+        let other_columns: Vec<ArrayRef> = distinct_other
+            .iter()
+            .map(|c| take(c, &other_indices, None))
+            .collect::<std::result::Result<_, _>>()?;
         let (mut columns, right) = if side == 0 {
             (this_columns, other_columns)
         } else {
@@ -178,7 +220,7 @@ impl Operator for JoinOperator {
         };
         columns.extend(right);
         if self.changelog_output {
-            columns.push(Arc::new(Int8Array::from(out_ops)));
+            columns.push(Arc::new(Int8Array::from(output.ops)));
         }
         let mut joined = RecordBatch::try_new(self.schema.clone(), columns)?;
         if let Some(filter) = &self.filter {
@@ -193,6 +235,30 @@ impl Operator for JoinOperator {
             out.push(Message::Batch(joined));
         }
         Ok(())
+    }
+}
+
+/// The rows a batch makes a join emit: this side's row index and the other side's row
+/// (either may be missing: NULL padding), and the kind of each.
+#[derive(Default)]
+struct JoinOutput {
+    this: Vec<Option<u32>>,
+    other: Vec<Option<u32>>,
+    ops: Vec<i8>,
+    /// The other side's rows in row format, each once, indexed by `other`.
+    other_rows: Vec<Box<[u8]>>,
+}
+
+impl JoinOutput {
+    fn other_row(&mut self, row: &[u8]) -> u32 {
+        self.other_rows.push(row.into());
+        (self.other_rows.len() - 1) as u32
+    }
+
+    fn push(&mut self, this: Option<u32>, other: Option<u32>, op: i8) {
+        self.this.push(this);
+        self.other.push(other);
+        self.ops.push(op);
     }
 }
 
@@ -213,6 +279,10 @@ mod tests {
     }
 
     fn join() -> JoinOperator {
+        outer_join(false, false)
+    }
+
+    fn outer_join(left_outer: bool, right_outer: bool) -> JoinOperator {
         let (l, r) = (side_schema("a"), side_schema("b"));
         let mut fields: Vec<Field> = l.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(r.fields().iter().map(|f| f.as_ref().clone()));
@@ -221,10 +291,12 @@ mod tests {
             JoinSide {
                 keys: vec![Arc::new(Column::new("k", 0))],
                 schema: l,
+                outer: left_outer,
             },
             JoinSide {
                 keys: vec![Arc::new(Column::new("k", 0))],
                 schema: r,
+                outer: right_outer,
             },
             None,
             schema,
@@ -322,6 +394,53 @@ mod tests {
     }
 
     #[test]
+    fn outer_join_padding_is_retracted_when_a_match_arrives_and_restored_when_it_leaves() {
+        let mut join = outer_join(true, true);
+        let mut out = vec![];
+        join.process_batch_from(
+            0,
+            rows(
+                "a",
+                vec![Some(1), None],
+                vec!["x", "n"],
+                vec![RowKind::Insert; 2],
+            ),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I  n  ", "+I 1 x  "]);
+        out.clear();
+        join.process_batch_from(
+            1,
+            rows(
+                "b",
+                vec![Some(1), Some(2)],
+                vec!["p", "q"],
+                vec![RowKind::Insert; 2],
+            ),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I   2 q", "+I 1 x 1 p", "-D 1 x  "]);
+        out.clear();
+        join.process_batch_from(
+            1,
+            rows("b", vec![Some(1)], vec!["p"], vec![RowKind::Delete]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I 1 x  ", "-D 1 x 1 p"]);
+        out.clear();
+        join.process_batch_from(
+            0,
+            rows("a", vec![Some(1)], vec!["x"], vec![RowKind::Delete]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["-D 1 x  "]);
+    }
+
+    #[test]
     fn a_residual_condition_filters_joined_rows() {
         let (l, r) = (side_schema("a"), side_schema("b"));
         let mut fields: Vec<Field> = l.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -336,10 +455,12 @@ mod tests {
             JoinSide {
                 keys: vec![Arc::new(Column::new("k", 0))],
                 schema: l,
+                outer: false,
             },
             JoinSide {
                 keys: vec![Arc::new(Column::new("k", 0))],
                 schema: r,
+                outer: false,
             },
             Some(condition),
             schema,
