@@ -3,5 +3,6 @@
 //! the engine's pieces (planning, deployment, FLUSH) directly and fast.
 
 mod changes;
+mod differential;
 mod support;
 mod views;
