@@ -5,6 +5,7 @@
 mod errors;
 mod extended;
 mod psql;
+mod psycopg;
 mod readme;
 mod rest;
 mod server;
