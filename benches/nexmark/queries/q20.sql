@@ -1,4 +1,3 @@
--- unsupported: needs JOIN (bid with auction)
 CREATE MATERIALIZED VIEW nexmark_q20 AS
 SELECT auction, bidder, price, channel, url, B.date_time AS bid_date_time, B.extra AS bid_extra,
        item_name, description, initial_bid, reserve, A.date_time AS auction_date_time, expires,

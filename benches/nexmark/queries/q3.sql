@@ -1,4 +1,3 @@
--- unsupported: needs JOIN (auction with person)
 CREATE MATERIALIZED VIEW nexmark_q3 AS
 SELECT P.name, P.city, P.state, A.id
 FROM auction AS A

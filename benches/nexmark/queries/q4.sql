@@ -1,4 +1,3 @@
--- unsupported: needs JOIN (auction with bid, on a time range)
 CREATE MATERIALIZED VIEW nexmark_q4 AS
 SELECT Q.category, AVG(Q.final) AS avg
 FROM (

@@ -1,4 +1,3 @@
--- unsupported: needs TUMBLE windows and JOIN
 CREATE MATERIALIZED VIEW nexmark_q7 AS
 SELECT B.auction, B.price, B.bidder, B.date_time
 FROM bid B

@@ -1,4 +1,3 @@
--- unsupported: needs TUMBLE windows and JOIN
 CREATE MATERIALIZED VIEW nexmark_q8 AS
 SELECT P.id, P.name, P.starttime
 FROM (

@@ -50,5 +50,11 @@ impl From<arrow::error::ArrowError> for Error {
     }
 }
 
+impl From<datafusion::sql::sqlparser::parser::ParserError> for Error {
+    fn from(e: datafusion::sql::sqlparser::parser::ParserError) -> Error {
+        Error(e.to_string())
+    }
+}
+
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -154,10 +154,7 @@ mod tests {
 
     #[test]
     fn unsupported_queries_give_a_reason() {
-        assert_eq!(
-            QUERIES[3].unsupported(),
-            Some("needs JOIN (auction with person)")
-        );
+        assert_eq!(QUERIES[11].unsupported(), Some("needs SESSION windows"));
         assert_eq!(QUERIES[0].unsupported(), None);
     }
 

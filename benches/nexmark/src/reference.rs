@@ -41,9 +41,21 @@ impl Reference {
         Ok(Reference { ctx, events })
     }
 
-    /// Runs `sql` as a DataFusion batch query over the generated tables.
+    /// Runs `sql` as a DataFusion batch query over the generated tables. Window table
+    /// functions (`TUMBLE(...)`) are rewritten to plain SQL first, exactly as Sluice does,
+    /// so the reference is DataFusion's own batch semantics of the same query.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        Ok(self.ctx.sql(sql).await?.collect().await?)
+        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+        let mut statement = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(sql)?
+            .parse_statement()?;
+        sluice_sql::rewrite_window_functions(&mut statement)?;
+        Ok(self
+            .ctx
+            .sql(&statement.to_string())
+            .await?
+            .collect()
+            .await?)
     }
 }
 
