@@ -23,6 +23,7 @@ use sluice_runtime::operators::aggregate::{AggregateOperator, AggregateSpec};
 use sluice_runtime::operators::calc::{FilterOperator, ProjectOperator};
 use sluice_runtime::operators::join::{JoinOperator, JoinSide};
 use sluice_runtime::operators::materialize::{MaterializeSink, SinkProgress, ViewPartition};
+use sluice_runtime::operators::union::UnionOperator;
 use sluice_runtime::operators::watermark::WatermarkOperator;
 use sluice_runtime::task::{BARRIER_INJECTION_CAPACITY, Subtask, TaskInput};
 use sluice_sql::{Exchange, StreamGraph, StreamNode, StreamOperator};
@@ -430,6 +431,9 @@ fn compile_operator(
             filter,
             output_schema(node),
         )?));
+    }
+    if let StreamOperator::Union = node.operator {
+        return Ok(Box::new(UnionOperator::new(output_schema(node))));
     }
     let input = graph.nodes[node.inputs[0].from].clone();
     let input_schema = &input.schema;

@@ -70,6 +70,8 @@ pub enum StreamOperator {
         right_keys: Vec<Expr>,
         filter: Option<Expr>,
     },
+    /// UNION ALL of its inputs (each hash-partitioned by all its columns).
+    Union,
     /// Stores the result of view `view`.
     Materialize {
         view: String,
@@ -87,6 +89,7 @@ impl StreamOperator {
             StreamOperator::WatermarkAssign { .. } => "WatermarkAssign",
             StreamOperator::Aggregate { .. } => "Aggregate",
             StreamOperator::Join { .. } => "Join",
+            StreamOperator::Union => "Union",
             StreamOperator::Materialize { .. } => "Materialize",
         }
     }
@@ -226,6 +229,7 @@ impl fmt::Display for StreamGraph {
                         None => format!("{join_type}, on=[{}]", pairs.join(", ")),
                     }
                 }
+                StreamOperator::Union => format!("inputs={}", node.inputs.len()),
                 StreamOperator::Materialize { view } => format!("view={view}"),
             };
             let kind = if node.changelog {

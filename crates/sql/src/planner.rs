@@ -186,7 +186,32 @@ impl GraphBuilder<'_> {
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(unsupported("LIMIT (Top-N)")),
             LogicalPlan::Join(join) => self.lower_join(join),
             LogicalPlan::Window(_) => Err(unsupported("a window function (OVER)")),
-            LogicalPlan::Union(_) => Err(unsupported("UNION")),
+            LogicalPlan::Union(union) => {
+                let mut inputs = Vec::with_capacity(union.inputs.len());
+                let mut changelog = false;
+                for input in &union.inputs {
+                    let node = self.lower(input)?;
+                    changelog |= self.graph.nodes[node].changelog;
+                    // Spread each input over the union's subtasks by all its columns.
+                    let keys = self.graph.nodes[node]
+                        .schema
+                        .columns()
+                        .into_iter()
+                        .map(Expr::Column)
+                        .collect();
+                    inputs.push(StreamEdge {
+                        from: node,
+                        exchange: Exchange::Hash(keys),
+                    });
+                }
+                Ok(self.add(
+                    StreamOperator::Union,
+                    inputs,
+                    union.schema.clone(),
+                    changelog,
+                    self.parallelism,
+                ))
+            }
             LogicalPlan::Values(_) | LogicalPlan::EmptyRelation(_) => {
                 Err(SluiceError::unsupported(
                     "a materialized view must read from a table, source or materialized view",

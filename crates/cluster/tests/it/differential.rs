@@ -68,6 +68,11 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT b.w, count(*) AS n, sum(a.v) AS s FROM a JOIN b ON a.k = b.k GROUP BY b.w",
     ),
     ("distinct_k", "SELECT DISTINCT k FROM b"),
+    (
+        "union_all",
+        "SELECT k, v FROM a UNION ALL SELECT k, w FROM b",
+    ),
+    ("union_distinct", "SELECT k FROM a UNION SELECT k FROM b"),
 ];
 
 fn random_statement(rng: &mut Rng) -> String {

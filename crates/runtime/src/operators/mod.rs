@@ -9,6 +9,7 @@ pub mod calc;
 pub mod join;
 pub mod materialize;
 pub mod retractable;
+pub mod union;
 pub mod watermark;
 
 use arrow::array::RecordBatch;
