@@ -19,6 +19,7 @@ use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::logical_expr::{DdlStatement, ExprSchemable, LogicalPlan};
+use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
 use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
@@ -636,10 +637,12 @@ impl Coordinator {
         let plan = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})?;
-        // Only the rewrites the streaming planner relies on: equalities of a join's ON into
-        // its keys, and `FROM a, b WHERE a.k = b.k` into a join. The rest of DataFusion's
+        // Only the rewrites the streaming planner relies on: IN/EXISTS subqueries into semi
+        // and anti joins, equalities of a join's ON into its keys, and `FROM a, b WHERE
+        // a.k = b.k` into a join. The rest of DataFusion's
         // optimizer targets batch execution.
         let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
+            Arc::new(DecorrelatePredicateSubquery::new()),
             Arc::new(EliminateCrossJoin::new()),
             Arc::new(ExtractEquijoinPredicate::new()),
         ];

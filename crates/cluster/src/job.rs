@@ -403,6 +403,7 @@ fn compile_operator(
         left_keys,
         right_keys,
         filter,
+        nulls_equal,
     } = &node.operator
     {
         let side = |i: usize, keys: &[Expr], outer: bool| -> Result<JoinSide> {
@@ -417,7 +418,7 @@ fn compile_operator(
             Some(f) => Some(compile_exprs(std::slice::from_ref(f), &node.schema, props)?.remove(0)),
             None => None,
         };
-        return Ok(Box::new(JoinOperator::new(
+        let join = JoinOperator::new(
             side(
                 0,
                 left_keys,
@@ -430,7 +431,12 @@ fn compile_operator(
             )?,
             filter,
             output_schema(node),
-        )?));
+        )?;
+        return Ok(Box::new(match join_type {
+            JoinType::LeftSemi => join.semi_or_anti(false, *nulls_equal),
+            JoinType::LeftAnti => join.semi_or_anti(true, *nulls_equal),
+            _ => join,
+        }));
     }
     if let StreamOperator::Union = node.operator {
         return Ok(Box::new(UnionOperator::new(output_schema(node))));

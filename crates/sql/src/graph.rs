@@ -69,6 +69,8 @@ pub enum StreamOperator {
         left_keys: Vec<Expr>,
         right_keys: Vec<Expr>,
         filter: Option<Expr>,
+        /// NULL keys equal each other (INTERSECT, EXCEPT).
+        nulls_equal: bool,
     },
     /// UNION ALL of its inputs (each hash-partitioned by all its columns).
     Union,
@@ -218,6 +220,7 @@ impl fmt::Display for StreamGraph {
                     left_keys,
                     right_keys,
                     filter,
+                    ..
                 } => {
                     let pairs: Vec<String> = left_keys
                         .iter()

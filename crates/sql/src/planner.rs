@@ -304,11 +304,20 @@ impl GraphBuilder<'_> {
     }
 
     fn lower_join(&mut self, join: &Join) -> Result<usize> {
-        let outer = match join.join_type {
-            JoinType::Inner => false,
-            JoinType::Left | JoinType::Right | JoinType::Full => true,
+        let (outer, semi_anti) = match join.join_type {
+            JoinType::Inner => (false, false),
+            JoinType::Left | JoinType::Right | JoinType::Full => (true, false),
+            JoinType::LeftSemi | JoinType::LeftAnti => (false, true),
             other => return Err(unsupported(&format!("a {other} join"))),
         };
+        if semi_anti && join.filter.is_some() {
+            return Err(unsupported(
+                "an IN/EXISTS subquery or INTERSECT/EXCEPT with conditions other than key equalities",
+            ));
+        }
+        if join.null_aware {
+            return Err(unsupported("NOT IN over a subquery (use NOT EXISTS)"));
+        }
         if outer && join.filter.is_some() {
             return Err(unsupported(
                 "an outer join whose ON has conditions other than key equalities",
@@ -319,7 +328,8 @@ impl GraphBuilder<'_> {
                 "a join without an equality condition (write JOIN ... ON a.key = b.key)",
             ));
         }
-        if join.null_equality != NullEquality::NullEqualsNothing {
+        let nulls_equal = join.null_equality == NullEquality::NullEqualsNull;
+        if nulls_equal && !semi_anti {
             return Err(unsupported("a join on IS NOT DISTINCT FROM"));
         }
         if let Some(filter) = &join.filter {
@@ -328,15 +338,19 @@ impl GraphBuilder<'_> {
         let left = self.lower(&join.left)?;
         let right = self.lower(&join.right)?;
         let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
-        // An outer join retracts padded rows when matches arrive.
-        let changelog =
-            outer || self.graph.nodes[left].changelog || self.graph.nodes[right].changelog;
+        // An outer join retracts padded rows when matches arrive; an anti join retracts a
+        // row when its first match arrives.
+        let changelog = outer
+            || join.join_type == JoinType::LeftAnti
+            || self.graph.nodes[left].changelog
+            || self.graph.nodes[right].changelog;
         Ok(self.add(
             StreamOperator::Join {
                 join_type: join.join_type,
                 left_keys: left_keys.clone(),
                 right_keys: right_keys.clone(),
                 filter: join.filter.clone(),
+                nulls_equal,
             },
             vec![
                 StreamEdge {

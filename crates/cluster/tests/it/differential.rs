@@ -73,6 +73,13 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT k, v FROM a UNION ALL SELECT k, w FROM b",
     ),
     ("union_distinct", "SELECT k FROM a UNION SELECT k FROM b"),
+    ("semi", "SELECT k, v FROM a WHERE k IN (SELECT k FROM b)"),
+    (
+        "anti",
+        "SELECT k, v FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)",
+    ),
+    ("intersect", "SELECT k FROM a INTERSECT SELECT k FROM b"),
+    ("except", "SELECT v FROM a EXCEPT SELECT w FROM b"),
 ];
 
 fn random_statement(rng: &mut Rng) -> String {

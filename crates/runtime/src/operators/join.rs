@@ -48,6 +48,11 @@ pub struct JoinOperator {
     /// Whether each side is preserved: its unmatched rows are emitted padded with NULLs
     /// (LEFT: left, RIGHT: right, FULL: both).
     outer: [bool; 2],
+    /// A semi (`Some(false)`) or anti (`Some(true)`) join: the output is the left rows
+    /// whose key has (semi) or has not (anti) a right row.
+    semi_anti: Option<bool>,
+    /// NULL keys are equal to each other (INTERSECT, EXCEPT) instead of matching nothing.
+    nulls_equal: bool,
     /// The residual (non-equi) condition, over the output columns.
     filter: Option<Arc<dyn PhysicalExpr>>,
     /// Left columns, right columns, and the op column when an input retracts.
@@ -95,12 +100,125 @@ impl JoinOperator {
             key_converter: RowConverter::new(key_types)?,
             rows: [converter(&left.schema)?, converter(&right.schema)?],
             outer: [left.outer, right.outer],
+            semi_anti: None,
+            nulls_equal: false,
             keys: [left.keys, right.keys],
             state: [SideState::new(), SideState::new()],
             filter,
             schema,
             changelog_output,
         })
+    }
+
+    /// Makes this a semi join (`anti = false`: left rows that have a match) or an anti join
+    /// (`anti = true`: left rows that have none). The output schema is the left side's.
+    /// `nulls_equal` makes NULL keys match each other, as INTERSECT and EXCEPT need.
+    pub fn semi_or_anti(mut self, anti: bool, nulls_equal: bool) -> Self {
+        debug_assert!(self.filter.is_none() && self.outer == [false, false]);
+        self.semi_anti = Some(anti);
+        self.nulls_equal = nulls_equal;
+        self
+    }
+
+    /// A semi or anti join's step for a batch of `side`.
+    fn semi_anti_batch(
+        &mut self,
+        anti: bool,
+        side: usize,
+        batch: RecordBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let (data, ops) = split_changelog(&batch);
+        let n = data.num_rows();
+        let key_columns: Vec<ArrayRef> = self.keys[side]
+            .iter()
+            .map(|k| k.evaluate(&data).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::error::Result<_>>()?;
+        let keys = self.key_converter.convert_columns(&key_columns)?;
+        let rows = self.rows[side].convert_columns(data.columns())?;
+        // Left rows to emit: from this batch (side 0) or from left state (side 1).
+        let mut from_batch: Vec<u32> = Vec::new();
+        let mut from_state: Vec<Box<[u8]>> = Vec::new();
+        let mut out_ops: Vec<i8> = Vec::new();
+        // Per-row loop: probing and updating a hash table is inherently per row.
+        for i in 0..n {
+            let op = ops.value(i);
+            let null_key = !self.nulls_equal && key_columns.iter().any(|c| c.is_null(i));
+            if null_key {
+                // Matches nothing: an anti join keeps such a left row; nothing else does.
+                if side == 0 && anti {
+                    from_batch.push(i as u32);
+                    out_ops.push(op);
+                }
+                continue;
+            }
+            let key = keys.row(i);
+            if side == 0 {
+                let matched = self.state[1]
+                    .get(key.as_ref())
+                    .is_some_and(|b| !b.is_empty());
+                if matched != anti {
+                    from_batch.push(i as u32);
+                    out_ops.push(op);
+                }
+            }
+            let bucket = self.state[side].entry(key.as_ref().into()).or_default();
+            let was_empty = bucket.is_empty();
+            let row: Box<[u8]> = rows.row(i).as_ref().into();
+            if RowKind::is_addition(op) {
+                *bucket.entry(row).or_default() += 1;
+            } else {
+                let Some(count) = bucket.get_mut(&row) else {
+                    return Err(SluiceError::internal(
+                        "a join input retracted a row it never inserted",
+                    ));
+                };
+                *count -= 1;
+                if *count == 0 {
+                    bucket.remove(&row);
+                }
+            }
+            let now_empty = bucket.is_empty();
+            if now_empty {
+                self.state[side].remove(key.as_ref());
+            }
+            if side == 1 && was_empty != now_empty {
+                // The key's left rows enter (or leave) the result.
+                let enters = was_empty != anti;
+                let kind = if enters {
+                    RowKind::Insert
+                } else {
+                    RowKind::Delete
+                };
+                for (row, &count) in self.state[0].get(key.as_ref()).into_iter().flatten() {
+                    for _ in 0..count {
+                        from_state.push(row.clone());
+                        out_ops.push(kind as i8);
+                    }
+                }
+            }
+        }
+        if out_ops.is_empty() {
+            return Ok(());
+        }
+        let mut columns: Vec<ArrayRef> = if side == 0 {
+            let indices = UInt32Array::from(from_batch);
+            data.columns()
+                .iter()
+                .map(|c| take(c, &indices, None))
+                .collect::<std::result::Result<_, _>>()?
+        } else {
+            let parser = self.rows[0].parser();
+            self.rows[0].convert_rows(from_state.iter().map(|r| parser.parse(r)))?
+        };
+        if self.changelog_output {
+            columns.push(Arc::new(Int8Array::from(out_ops)));
+        }
+        out.push(Message::Batch(RecordBatch::try_new(
+            self.schema.clone(),
+            columns,
+        )?));
+        Ok(())
     }
 
     /// Rows held in state on each side, for tests and metrics.
@@ -126,6 +244,9 @@ impl Operator for JoinOperator {
         batch: RecordBatch,
         out: &mut Vec<Message>,
     ) -> Result<()> {
+        if let Some(anti) = self.semi_anti {
+            return self.semi_anti_batch(anti, side, batch, out);
+        }
         let other = 1 - side;
         let (data, ops) = split_changelog(&batch);
         let n = data.num_rows();
@@ -438,6 +559,99 @@ mod tests {
         )
         .unwrap();
         assert_eq!(changes(&out), vec!["-D 1 x  "]);
+    }
+
+    #[test]
+    fn semi_and_anti_joins_follow_the_right_sides_buckets() {
+        let left = side_schema("a");
+        let schema = changelog_schema(&left);
+        let make = |anti| {
+            JoinOperator::new(
+                JoinSide {
+                    keys: vec![Arc::new(Column::new("k", 0))],
+                    schema: left.clone(),
+                    outer: false,
+                },
+                JoinSide {
+                    keys: vec![Arc::new(Column::new("k", 0))],
+                    schema: side_schema("b"),
+                    outer: false,
+                },
+                None,
+                schema.clone(),
+            )
+            .unwrap()
+            .semi_or_anti(anti, false)
+        };
+        let left_changes = |out: &[Message]| -> Vec<String> {
+            let mut v: Vec<String> = out
+                .iter()
+                .filter_map(|m| match m {
+                    Message::Batch(b) => Some(b),
+                    _ => None,
+                })
+                .flat_map(|b| {
+                    let ops = op_column(b).unwrap().clone();
+                    (0..b.num_rows()).map(move |r| {
+                        format!(
+                            "{} {}",
+                            RowKind::symbol(ops.value(r)),
+                            arrow::util::display::array_value_to_string(b.column(1), r).unwrap()
+                        )
+                    })
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        for (anti, on_left, on_match, on_unmatch) in [
+            (false, vec![], vec!["+I x"], vec!["-D x"]),
+            (true, vec!["+I x"], vec!["-D x"], vec!["+I x"]),
+        ] {
+            let mut join = make(anti);
+            let mut out = vec![];
+            join.process_batch_from(
+                0,
+                rows("a", vec![Some(1)], vec!["x"], vec![RowKind::Insert]),
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(left_changes(&out), on_left, "anti={anti}: left row arrives");
+            out.clear();
+            join.process_batch_from(
+                1,
+                rows(
+                    "b",
+                    vec![Some(1), Some(1)],
+                    vec!["p", "q"],
+                    vec![RowKind::Insert; 2],
+                ),
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(
+                left_changes(&out),
+                on_match,
+                "anti={anti}: first matches arrive"
+            );
+            out.clear();
+            join.process_batch_from(
+                1,
+                rows(
+                    "b",
+                    vec![Some(1), Some(1)],
+                    vec!["p", "q"],
+                    vec![RowKind::Delete; 2],
+                ),
+                &mut out,
+            )
+            .unwrap();
+            assert_eq!(
+                left_changes(&out),
+                on_unmatch,
+                "anti={anti}: last match leaves"
+            );
+        }
     }
 
     #[test]
