@@ -19,7 +19,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
 use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 
@@ -28,6 +28,15 @@ use crate::message::{Message, OP_COLUMN, RowKind, split_changelog};
 
 /// Rows of one side, by join key: row → multiplicity.
 type SideState = HashMap<Box<[u8]>, HashMap<Box<[u8]>, u64>>;
+
+/// Every row held under `key`, as many times as it is held.
+fn held_rows<'a>(state: &'a SideState, key: &[u8]) -> impl Iterator<Item = &'a [u8]> {
+    state
+        .get(key)
+        .into_iter()
+        .flatten()
+        .flat_map(|(row, &count)| std::iter::repeat_n(row.as_ref(), count as usize))
+}
 
 /// One input of a join.
 pub struct JoinSide {
@@ -130,12 +139,7 @@ impl JoinOperator {
     ) -> Result<()> {
         let (data, ops) = split_changelog(&batch);
         let n = data.num_rows();
-        let key_columns: Vec<ArrayRef> = self.keys[side]
-            .iter()
-            .map(|k| k.evaluate(&data).and_then(|v| v.into_array(n)))
-            .collect::<datafusion::error::Result<_>>()?;
-        let keys = self.key_converter.convert_columns(&key_columns)?;
-        let rows = self.rows[side].convert_columns(data.columns())?;
+        let (key_columns, keys, rows) = self.encode(side, &data)?;
         // Left rows to emit: from this batch (side 0) or from left state (side 1).
         let mut from_batch: Vec<u32> = Vec::new();
         let mut from_state: Vec<Box<[u8]>> = Vec::new();
@@ -162,26 +166,12 @@ impl JoinOperator {
                     out_ops.push(op);
                 }
             }
-            let bucket = self.state[side].entry(key.as_ref().into()).or_default();
-            let was_empty = bucket.is_empty();
-            let row: Box<[u8]> = rows.row(i).as_ref().into();
-            if RowKind::is_addition(op) {
-                *bucket.entry(row).or_default() += 1;
-            } else {
-                let Some(count) = bucket.get_mut(&row) else {
-                    return Err(SluiceError::internal(
-                        "a join input retracted a row it never inserted",
-                    ));
-                };
-                *count -= 1;
-                if *count == 0 {
-                    bucket.remove(&row);
-                }
-            }
-            let now_empty = bucket.is_empty();
-            if now_empty {
-                self.state[side].remove(key.as_ref());
-            }
+            let (was_empty, now_empty) = self.update_state(
+                side,
+                key.as_ref(),
+                rows.row(i).as_ref(),
+                RowKind::is_addition(op),
+            )?;
             if side == 1 && was_empty != now_empty {
                 // The key's left rows enter (or leave) the result.
                 let enters = was_empty != anti;
@@ -190,11 +180,9 @@ impl JoinOperator {
                 } else {
                     RowKind::Delete
                 };
-                for (row, &count) in self.state[0].get(key.as_ref()).into_iter().flatten() {
-                    for _ in 0..count {
-                        from_state.push(row.clone());
-                        out_ops.push(kind as i8);
-                    }
+                for row in held_rows(&self.state[0], key.as_ref()) {
+                    from_state.push(row.into());
+                    out_ops.push(kind as i8);
                 }
             }
         }
@@ -219,6 +207,51 @@ impl JoinOperator {
             columns,
         )?));
         Ok(())
+    }
+
+    /// `side`'s join key columns evaluated on `data` (for NULL checks), and its keys and
+    /// rows in row format.
+    fn encode(&self, side: usize, data: &RecordBatch) -> Result<(Vec<ArrayRef>, Rows, Rows)> {
+        let n = data.num_rows();
+        let key_columns: Vec<ArrayRef> = self.keys[side]
+            .iter()
+            .map(|k| k.evaluate(data).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::error::Result<_>>()?;
+        let keys = self.key_converter.convert_columns(&key_columns)?;
+        let rows = self.rows[side].convert_columns(data.columns())?;
+        Ok((key_columns, keys, rows))
+    }
+
+    /// Adds `row` under `key` to `side`'s state, or takes it away. Returns whether the
+    /// key's bucket was empty before and whether it is empty after: outer, semi and anti
+    /// joins change their output exactly when a bucket empties or fills.
+    fn update_state(
+        &mut self,
+        side: usize,
+        key: &[u8],
+        row: &[u8],
+        addition: bool,
+    ) -> Result<(bool, bool)> {
+        let bucket = self.state[side].entry(key.into()).or_default();
+        let was_empty = bucket.is_empty();
+        if addition {
+            *bucket.entry(row.into()).or_default() += 1;
+        } else {
+            let Some(count) = bucket.get_mut(row) else {
+                return Err(SluiceError::internal(
+                    "a join input retracted a row it never inserted",
+                ));
+            };
+            *count -= 1;
+            if *count == 0 {
+                bucket.remove(row);
+            }
+        }
+        let now_empty = bucket.is_empty();
+        if now_empty {
+            self.state[side].remove(key);
+        }
+        Ok((was_empty, now_empty))
     }
 
     /// Rows held in state on each side, for tests and metrics.
@@ -250,12 +283,7 @@ impl Operator for JoinOperator {
         let other = 1 - side;
         let (data, ops) = split_changelog(&batch);
         let n = data.num_rows();
-        let key_columns: Vec<ArrayRef> = self.keys[side]
-            .iter()
-            .map(|k| k.evaluate(&data).and_then(|v| v.into_array(n)))
-            .collect::<datafusion::error::Result<_>>()?;
-        let keys = self.key_converter.convert_columns(&key_columns)?;
-        let rows = self.rows[side].convert_columns(data.columns())?;
+        let (key_columns, keys, rows) = self.encode(side, &data)?;
 
         let mut output = JoinOutput::default();
         // Per-row loop: probing and updating a hash table is inherently per row.
@@ -269,37 +297,21 @@ impl Operator for JoinOperator {
                 continue;
             }
             let key = keys.row(i);
-            let matches = self.state[other].get(key.as_ref());
-            let matched = matches.is_some_and(|m| !m.is_empty());
-            for (row, &count) in matches.into_iter().flatten() {
+            let mut matched = false;
+            for row in held_rows(&self.state[other], key.as_ref()) {
+                matched = true;
                 let other_row = output.other_row(row);
-                for _ in 0..count {
-                    output.push(Some(i as u32), Some(other_row), op);
-                }
+                output.push(Some(i as u32), Some(other_row), op);
             }
             if self.outer[side] && !matched {
                 output.push(Some(i as u32), None, op);
             }
-            let bucket = self.state[side].entry(key.as_ref().into()).or_default();
-            let was_empty = bucket.is_empty();
-            let row: Box<[u8]> = rows.row(i).as_ref().into();
-            if RowKind::is_addition(op) {
-                *bucket.entry(row).or_default() += 1;
-            } else {
-                let Some(count) = bucket.get_mut(&row) else {
-                    return Err(SluiceError::internal(
-                        "a join input retracted a row it never inserted",
-                    ));
-                };
-                *count -= 1;
-                if *count == 0 {
-                    bucket.remove(&row);
-                }
-            }
-            let now_empty = bucket.is_empty();
-            if now_empty {
-                self.state[side].remove(key.as_ref());
-            }
+            let (was_empty, now_empty) = self.update_state(
+                side,
+                key.as_ref(),
+                rows.row(i).as_ref(),
+                RowKind::is_addition(op),
+            )?;
             // The other side's rows of this key lose (or regain) their padding when this
             // side's bucket stops (or starts) being empty.
             if self.outer[other] && was_empty != now_empty {
@@ -308,11 +320,9 @@ impl Operator for JoinOperator {
                 } else {
                     RowKind::Insert
                 };
-                for (row, &count) in self.state[other].get(key.as_ref()).into_iter().flatten() {
+                for row in held_rows(&self.state[other], key.as_ref()) {
                     let other_row = output.other_row(row);
-                    for _ in 0..count {
-                        output.push(None, Some(other_row), padding as i8);
-                    }
+                    output.push(None, Some(other_row), padding as i8);
                 }
             }
         }
