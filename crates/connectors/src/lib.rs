@@ -41,6 +41,11 @@ pub fn create_source_reader(
     split: usize,
     splits: usize,
 ) -> Result<Box<dyn SourceReader>> {
+    if splits == 0 || split >= splits {
+        return Err(SluiceError::internal(format!(
+            "source split {split} of {splits} does not exist"
+        )));
+    }
     match connector(options)?.as_str() {
         "datagen" => Ok(Box::new(datagen::DatagenReader::new(
             options, schema, split, splits,

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
-use sluice_common::error::{Result, SluiceError};
+use sluice_common::error::Result;
 use sluice_runtime::source::{SourceEvent, SourceReader};
 use tokio::time::Instant;
 
@@ -54,19 +54,15 @@ pub struct DatagenReader {
 }
 
 impl DatagenReader {
-    /// A reader for split `split` (0-based) of `splits`; fails with
-    /// `INVALID_PARAMETER_VALUE` naming the option when an option is bad.
-    pub fn new(
+    /// A reader for split `split` (0-based) of `splits`, which [`crate::create_source_reader`]
+    /// has checked; fails with `INVALID_PARAMETER_VALUE` naming the option when an option
+    /// is bad.
+    pub(crate) fn new(
         options: &BTreeMap<String, String>,
         schema: SchemaRef,
         split: usize,
         splits: usize,
     ) -> Result<Self> {
-        if splits == 0 || split >= splits {
-            return Err(SluiceError::internal(format!(
-                "datagen split {split} of {splits} does not exist"
-            )));
-        }
         let config = options::parse(options, &schema)?;
         let (split, splits) = (split as u64, splits as u64);
         Ok(DatagenReader {

@@ -100,20 +100,16 @@ struct Pending {
 }
 
 impl NexmarkReader {
-    /// A reader for split `split` (0-based) of `splits`; fails with
+    /// A reader for split `split` (0-based) of `splits`, which
+    /// [`crate::create_source_reader`] has checked; fails with
     /// `INVALID_PARAMETER_VALUE` naming the option when an option is bad, and with
     /// `UNDEFINED_COLUMN` / `DATATYPE_MISMATCH` when a declared column does not fit.
-    pub fn new(
+    pub(crate) fn new(
         options: &BTreeMap<String, String>,
         schema: SchemaRef,
         split: usize,
         splits: usize,
     ) -> Result<Self> {
-        if splits == 0 || split >= splits {
-            return Err(SluiceError::internal(format!(
-                "nexmark split {split} of {splits} does not exist"
-            )));
-        }
         let NexmarkOptions {
             config,
             table,
