@@ -441,7 +441,7 @@ fn compile_operator(
     if let StreamOperator::Union = node.operator {
         return Ok(Box::new(UnionOperator::new(output_schema(node))));
     }
-    let input = graph.nodes[node.inputs[0].from].clone();
+    let input = &graph.nodes[node.inputs[0].from];
     let input_schema = &input.schema;
     Ok(match &node.operator {
         StreamOperator::Project { exprs } => Box::new(ProjectOperator::new(

@@ -182,56 +182,66 @@ impl AggregateOperator {
         self
     }
 
-    /// Drops the rows of windows that already closed (counting them) and returns the
-    /// window end of each remaining row.
+    /// The group key columns of `data`.
+    fn group_keys(&self, data: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let n = data.num_rows();
+        Ok(self
+            .group_exprs
+            .iter()
+            .map(|e| e.evaluate(data).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::error::Result<_>>()?)
+    }
+
+    /// Drops the rows of windows that already closed (counting them), from the rows, their
+    /// ops and their group keys alike, and returns the window end of each remaining row.
     fn drop_late_rows(
         &mut self,
         data: RecordBatch,
         ops: Int8Array,
-    ) -> Result<(RecordBatch, Int8Array, Vec<i64>)> {
+        keys: Vec<ArrayRef>,
+    ) -> Result<(RecordBatch, Int8Array, Vec<ArrayRef>, Vec<i64>)> {
         let Some(wc) = &self.window_close else {
-            return Ok((data, ops, Vec::new()));
+            return Ok((data, ops, keys, Vec::new()));
         };
-        let n = data.num_rows();
-        let ends = self.group_exprs[wc.group_index]
-            .evaluate(&data)?
-            .into_array(n)?;
-        let ends = arrow::compute::cast(&ends, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+        let ends = arrow::compute::cast(
+            &keys[wc.group_index],
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
         let ends = ends
             .as_any()
             .downcast_ref::<arrow::array::TimestampMillisecondArray>()
             .ok_or_else(|| SluiceError::internal("window end is not a timestamp"))?;
         let Some(watermark) = wc.watermark else {
-            return Ok((
-                data,
-                ops,
-                ends.iter().map(|e| e.unwrap_or(i64::MIN)).collect(),
-            ));
+            let ends = ends.iter().map(|e| e.unwrap_or(i64::MIN)).collect();
+            return Ok((data, ops, keys, ends));
         };
         let keep: BooleanArray = ends
             .iter()
             .map(|e| Some(e.is_some_and(|e| e > watermark)))
             .collect();
-        let late = n - keep.true_count();
-        if late > 0 {
-            wc.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        let late = data.num_rows() - keep.true_count();
+        if late == 0 {
+            let ends = ends.iter().map(|e| e.unwrap_or(i64::MIN)).collect();
+            return Ok((data, ops, keys, ends));
         }
+        wc.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        let kept_ends = ends
+            .iter()
+            .zip(keep.values().iter())
+            .filter(|(_, kept)| *kept)
+            .map(|(e, _)| e.unwrap_or(i64::MIN))
+            .collect();
         let data = arrow::compute::filter_record_batch(&data, &keep)?;
         let ops = filter(&ops, &keep)?
             .as_any()
             .downcast_ref::<Int8Array>()
             .expect("filtered Int8")
             .clone();
-        let ends = filter(ends, &keep)?;
-        let ends = ends
-            .as_any()
-            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
-            .expect("filtered timestamps");
-        Ok((
-            data,
-            ops,
-            ends.iter().map(|e| e.unwrap_or(i64::MIN)).collect(),
-        ))
+        let keys = keys
+            .iter()
+            .map(|k| filter(k, &keep))
+            .collect::<Result<_, _>>()?;
+        Ok((data, ops, keys, kept_ends))
     }
 
     /// Emits and forgets every open window ending at or before `upto` (all when `None`).
@@ -311,17 +321,13 @@ impl AggregateOperator {
         Ok(())
     }
 
-    fn group_slots(&mut self, data: &RecordBatch) -> Result<Vec<usize>> {
-        let n = data.num_rows();
+    /// The group slot of each of `n` rows with group key columns `keys`, creating groups
+    /// for new keys.
+    fn group_slots(&mut self, keys: &[ArrayRef], n: usize) -> Result<Vec<usize>> {
         if self.is_global() {
             return Ok(vec![0; n]);
         }
-        let keys: Vec<ArrayRef> = self
-            .group_exprs
-            .iter()
-            .map(|e| e.evaluate(data).and_then(|v| v.into_array(n)))
-            .collect::<datafusion::error::Result<_>>()?;
-        let rows = self.converter.convert_columns(&keys)?;
+        let rows = self.converter.convert_columns(keys)?;
         // Per-row loop: looking a key up in the group index is inherently per row.
         let mut slots = Vec::with_capacity(n);
         for row in rows.iter() {
@@ -426,12 +432,13 @@ impl Operator for AggregateOperator {
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         self.ensure_global_group(out)?;
         let (data, ops) = split_changelog(&batch);
-        let (data, ops, window_ends) = self.drop_late_rows(data, ops)?;
+        let keys = self.group_keys(&data)?;
+        let (data, ops, keys, window_ends) = self.drop_late_rows(data, ops, keys)?;
         let n = data.num_rows();
         if n == 0 {
             return Ok(());
         }
-        let slots = self.group_slots(&data)?;
+        let slots = self.group_slots(&keys, n)?;
         if let Some(wc) = &mut self.window_close {
             // Per-row loop: each new group is filed under its window's end.
             for (&slot, &end) in slots.iter().zip(&window_ends) {
