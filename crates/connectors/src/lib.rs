@@ -86,3 +86,31 @@ fn unknown_connector(name: &str) -> SluiceError {
         SOURCE_CONNECTORS.join(", ")
     ))
 }
+
+/// Helpers shared by the connectors' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use arrow::array::RecordBatch;
+    use arrow::compute::concat_batches;
+    use sluice_runtime::source::{SourceEvent, SourceReader};
+
+    /// Reads a bounded reader to its end, checking its position along the way.
+    pub async fn drain<R: SourceReader + ?Sized>(reader: &mut R) -> RecordBatch {
+        let mut batches = Vec::new();
+        let mut rows = 0;
+        loop {
+            match reader.next_event().await.expect("no error") {
+                SourceEvent::Batch(batch) => {
+                    rows += batch.num_rows() as u64;
+                    assert_eq!(reader.position(), rows);
+                    batches.push(batch);
+                }
+                SourceEvent::Progress => {}
+                SourceEvent::End => break,
+            }
+        }
+        // Once ended, a reader stays ended.
+        assert!(matches!(reader.next_event().await, Ok(SourceEvent::End)));
+        concat_batches(&reader.schema(), &batches).expect("same schema")
+    }
+}

@@ -14,6 +14,7 @@ use sluice_common::error::SqlState;
 use sluice_runtime::source::{SourceEvent, SourceReader};
 
 use super::DatagenReader;
+use crate::test_support::drain;
 
 fn schema(columns: &[(&str, DataType)]) -> SchemaRef {
     Arc::new(Schema::new(
@@ -48,26 +49,6 @@ fn reader(
     splits: usize,
 ) -> DatagenReader {
     DatagenReader::new(options, schema.clone(), split, splits).expect("valid options")
-}
-
-/// Reads a bounded reader to its end, checking its position along the way.
-async fn drain(reader: &mut DatagenReader) -> RecordBatch {
-    let mut batches = Vec::new();
-    let mut rows = 0;
-    loop {
-        match reader.next_event().await.expect("no error") {
-            SourceEvent::Batch(batch) => {
-                rows += batch.num_rows() as u64;
-                assert_eq!(reader.position(), rows);
-                batches.push(batch);
-            }
-            SourceEvent::Progress => {}
-            SourceEvent::End => break,
-        }
-    }
-    // Once ended, a reader stays ended.
-    assert!(matches!(reader.next_event().await, Ok(SourceEvent::End)));
-    concat_batches(&reader.schema(), &batches).expect("same schema")
 }
 
 async fn drain_splits(

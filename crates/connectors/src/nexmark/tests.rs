@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::concat_batches;
 use arrow::datatypes::{
     DataType, Field, Fields, Int32Type, Int64Type, Schema, SchemaRef, TimeUnit,
     TimestampMicrosecondType, TimestampMillisecondType,
@@ -17,6 +16,7 @@ use tokio::time::Instant;
 
 use super::options::DEFAULT_BASE_TIME_MS;
 use super::{MAX_BATCH_SPAN, NexmarkReader};
+use crate::test_support::drain;
 
 const TS_MS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
 
@@ -86,25 +86,6 @@ fn reader(
     splits: usize,
 ) -> NexmarkReader {
     NexmarkReader::new(options, schema.clone(), split, splits).expect("valid options")
-}
-
-/// Reads a bounded reader to its end, checking its position along the way.
-async fn drain(reader: &mut NexmarkReader) -> RecordBatch {
-    let mut batches = Vec::new();
-    let mut rows = 0;
-    loop {
-        match reader.next_event().await.expect("no error") {
-            SourceEvent::Batch(batch) => {
-                rows += batch.num_rows() as u64;
-                assert_eq!(reader.position(), rows);
-                batches.push(batch);
-            }
-            SourceEvent::Progress => {}
-            SourceEvent::End => break,
-        }
-    }
-    assert!(matches!(reader.next_event().await, Ok(SourceEvent::End)));
-    concat_batches(&reader.schema(), &batches).expect("same schema")
 }
 
 /// Every row of `batch` as text, sorted: the batch's rows as a multiset.
