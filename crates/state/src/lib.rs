@@ -6,9 +6,15 @@
 //! between subtasks, so every key must be stored under the key group its hash selects
 //! ([`key_group_of`]).
 //!
+//! Durable state goes through the [`checkpoint::CheckpointStore`]: each operator's
+//! snapshot ([`snapshot::encode_entries`]) is uploaded when its barrier aligns, and the
+//! coordinator commits the checkpoint's metadata last.
+//!
 //! This crate depends only on `common`; it knows nothing of operators or SQL.
 
+pub mod checkpoint;
 mod memory;
+pub mod snapshot;
 
 pub use memory::MemoryStateBackend;
 

@@ -1,0 +1,666 @@
+//! The checkpoint store: the storage side of the checkpoint protocol.
+//!
+//! When barrier `n` is aligned, each subtask snapshots its state and uploads it with
+//! [`CheckpointStore::put_state`]; when every subtask has acknowledged, the coordinator
+//! writes the checkpoint's metadata with [`CheckpointStore::commit`]. The metadata is one
+//! object written last in one put (atomic on a local filesystem and on S3) and carries a
+//! checksum of itself. **A checkpoint without valid metadata does not exist**: a crash at
+//! any step before the metadata put leaves files nobody reads, which a later commit
+//! deletes. On restart, [`CheckpointStore::latest_restorable`] returns the newest
+//! checkpoint whose metadata and every state file verify, falling back past damaged ones.
+//!
+//! Layout under the store's prefix (a directory or an S3 key prefix):
+//!
+//! ```text
+//! chk-00000000000000000007/mv-3/chain-0/subtask-1/op-2   state files of epoch 7
+//! chk-00000000000000000007/_metadata                      written last
+//! ```
+//!
+//! Epochs must increase: a commit for an epoch not newer than the newest completed one
+//! is refused (it was subsumed). After each commit the store keeps the newest
+//! [`CheckpointStore::retain`] checkpoints and every savepoint, and deletes every other
+//! object in older epoch directories that no kept metadata references. Metadata may
+//! reference files in an older checkpoint's directory (incremental checkpoints share
+//! unchanged files); those survive as long as a kept checkpoint references them.
+//! Savepoints must be self-contained (files only in their own directory), so deleting
+//! older checkpoints never breaks them.
+//!
+//! One process commits to a store at a time (the coordinator); the store serializes its
+//! own commits and deletes, not those of other processes.
+
+mod metadata;
+mod retention;
+#[cfg(test)]
+mod tests;
+
+pub use metadata::{CheckpointKind, CheckpointMetadata, StateFileRef};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sluice_common::error::{Result, SluiceError, SqlState};
+
+/// Completed checkpoints kept by default, besides savepoints.
+pub const DEFAULT_RETAINED_CHECKPOINTS: usize = 3;
+
+/// Name of the metadata object in an epoch directory.
+const METADATA: &str = "_metadata";
+
+/// How many objects are read or written concurrently by one call.
+const CONCURRENCY: usize = 8;
+
+/// Where checkpoints live: an `object_store` (local directory or S3 bucket) and a prefix
+/// in it. Cheap to clone; clones share the store and its commit lock.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    shared: Arc<Shared>,
+    retain: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    /// The URL the store was opened with, for error messages.
+    url: String,
+    /// The directory when the store is a local filesystem: pruning also removes the
+    /// directories and the half-written temporary files a crash leaves there, which
+    /// `object_store` does not list.
+    local_root: Option<PathBuf>,
+    /// Serializes commits and deletes, which both prune.
+    commit_lock: tokio::sync::Mutex<()>,
+}
+
+/// A checkpoint read back and verified, ready to restore from.
+#[derive(Debug, Clone)]
+pub struct RestoredCheckpoint {
+    pub metadata: CheckpointMetadata,
+    /// Logical name -> contents, every file verified against its size and checksum.
+    pub files: BTreeMap<String, Bytes>,
+    /// Newer checkpoints that were passed over, newest first, with the reason.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// A checkpoint that exists in the store but cannot be used, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkippedCheckpoint {
+    pub epoch: u64,
+    pub reason: String,
+}
+
+/// What the store holds, by epoch.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointListing {
+    /// Completed checkpoints and savepoints whose metadata verifies, oldest first. Their
+    /// state files are not checked here.
+    pub completed: Vec<CheckpointMetadata>,
+    /// Epochs whose metadata exists but fails verification, oldest first. Automatic
+    /// pruning leaves them for a person to look at; [`CheckpointStore::delete`] removes
+    /// them.
+    pub invalid: Vec<SkippedCheckpoint>,
+    /// Epochs with files but no metadata: in progress, or abandoned by a crash.
+    pub incomplete: Vec<u64>,
+}
+
+impl CheckpointStore {
+    /// Opens the store at `url`: `file:///abs/dir`, a filesystem path (created if
+    /// missing), or `s3://bucket/prefix`. For S3 the endpoint, credentials and region
+    /// come from the standard `AWS_*` environment variables (`AWS_ENDPOINT`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`, ...).
+    ///
+    /// Fails with INVALID_PARAMETER_VALUE (22023) for a URL it cannot use, and with an
+    /// I/O error (58030) when the local directory cannot be created.
+    pub fn open(url: &str) -> Result<Self> {
+        Self::open_with_options(url, std::iter::empty::<(String, String)>())
+    }
+
+    /// Like [`open`](Self::open), with S3 settings given explicitly (they override the
+    /// environment). Keys are `object_store`'s `AmazonS3ConfigKey` names, e.g.
+    /// `aws_endpoint`, `aws_access_key_id`, `aws_secret_access_key`, `aws_region`,
+    /// `aws_allow_http`. An unknown key is INVALID_PARAMETER_VALUE; options given for a
+    /// local URL are refused the same way.
+    pub fn open_with_options<K: AsRef<str>, V: Into<String>>(
+        url: &str,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self> {
+        let options: Vec<(String, String)> = options
+            .into_iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.into()))
+            .collect();
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid_url(url, "it names no bucket"));
+            }
+            let prefix = Path::parse(prefix)
+                .map_err(|e| invalid_url(url, &format!("bad key prefix: {e}")))?;
+            let mut builder = AmazonS3Builder::from_env();
+            for (key, value) in options {
+                let key: AmazonS3ConfigKey = key.parse().map_err(|_| {
+                    SluiceError::invalid_parameter(format!(
+                        "unknown S3 option \"{key}\" for checkpoint store {url}"
+                    ))
+                })?;
+                builder = builder.with_config(key, value);
+            }
+            let store = builder
+                .with_url(url)
+                .build()
+                .map_err(|e| invalid_url(url, &e.to_string()))?;
+            return Ok(Self::new(Arc::new(store), prefix, url.to_string(), None));
+        }
+        let dir = if let Some(rest) = url.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(invalid_url(
+                    url,
+                    "a file:// URL needs an absolute path (file:///dir)",
+                ));
+            }
+            PathBuf::from(rest)
+        } else if url.contains("://") {
+            return Err(invalid_url(
+                url,
+                "supported are file:///dir, s3://bucket/prefix and plain paths",
+            ));
+        } else if url.is_empty() {
+            return Err(invalid_url(url, "it is empty"));
+        } else {
+            PathBuf::from(url)
+        };
+        if let Some((key, _)) = options.first() {
+            return Err(SluiceError::invalid_parameter(format!(
+                "option \"{key}\" applies to S3 only, checkpoint store {url} is a local directory"
+            )));
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            SluiceError::io(
+                format!("creating checkpoint directory {}", dir.display()),
+                e,
+            )
+        })?;
+        let store = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(|e| invalid_url(url, &e.to_string()))?
+            .with_automatic_cleanup(true);
+        let root = std::fs::canonicalize(&dir).map_err(|e| {
+            SluiceError::io(
+                format!("resolving checkpoint directory {}", dir.display()),
+                e,
+            )
+        })?;
+        Ok(Self::new(
+            Arc::new(store),
+            Path::ROOT,
+            url.to_string(),
+            Some(root),
+        ))
+    }
+
+    /// Wraps an existing store (tests inject faulty ones). `url_for_messages` names it in
+    /// errors. Never fails.
+    pub fn from_object_store(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        url_for_messages: String,
+    ) -> Self {
+        Self::new(store, prefix, url_for_messages, None)
+    }
+
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        prefix: Path,
+        url: String,
+        local_root: Option<PathBuf>,
+    ) -> Self {
+        CheckpointStore {
+            shared: Arc::new(Shared {
+                store,
+                prefix,
+                url: url.trim_end_matches('/').to_string(),
+                local_root,
+                commit_lock: tokio::sync::Mutex::new(()),
+            }),
+            retain: DEFAULT_RETAINED_CHECKPOINTS,
+        }
+    }
+
+    /// Keeps the newest `n` completed checkpoints (at least 1) when pruning; savepoints
+    /// are never pruned. The default is [`DEFAULT_RETAINED_CHECKPOINTS`].
+    pub fn retain(mut self, n: usize) -> Self {
+        self.retain = n.max(1);
+        self
+    }
+
+    /// The URL this store was opened with.
+    pub fn url(&self) -> &str {
+        &self.shared.url
+    }
+
+    /// Uploads one state file of checkpoint `epoch` as `name`, a `/`-separated logical
+    /// name such as `mv-3/chain-0/subtask-1/op-2` (segments of ASCII letters, digits and
+    /// `-_.=`, not starting with `_`). Returns the reference to put in the metadata.
+    ///
+    /// Fails with INVALID_PARAMETER_VALUE for a bad name and with an I/O error (58030)
+    /// naming the location when the upload fails. Uploading the same name twice
+    /// replaces the file.
+    pub async fn put_state(&self, epoch: u64, name: &str, data: Bytes) -> Result<StateFileRef> {
+        validate_name(name)?;
+        let path = format!("{}/{name}", epoch_dir(epoch));
+        let file = StateFileRef {
+            path,
+            size: data.len() as u64,
+            crc32: crc32fast::hash(&data),
+        };
+        let location = self.location(&file.path)?;
+        self.shared
+            .store
+            .put(&location, PutPayload::from(data))
+            .await
+            .map_err(|e| {
+                SluiceError::io(
+                    format!(
+                        "uploading state file {} of checkpoint {epoch}",
+                        self.describe(&file.path)
+                    ),
+                    e,
+                )
+            })?;
+        Ok(file)
+    }
+
+    /// Reads a state file back and checks its size and checksum.
+    ///
+    /// A missing, short, long or damaged file is DATA_CORRUPTED (XX001) naming the file
+    /// and its epoch; a failed read is an I/O error (58030).
+    pub async fn get_state(&self, file: &StateFileRef) -> Result<Bytes> {
+        let epoch = epoch_of_path(&file.path).ok_or_else(|| {
+            SluiceError::corrupted(format!(
+                "state file reference {:?} in {} is not of the form chk-<epoch>/<name>",
+                file.path, self.shared.url
+            ))
+        })?;
+        let location = self.location(&file.path)?;
+        let what = || {
+            format!(
+                "state file {} of checkpoint {epoch}",
+                self.describe(&file.path)
+            )
+        };
+        let data = match self.shared.store.get(&location).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        };
+        let data = match data {
+            Ok(data) => data,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(SluiceError::corrupted(format!("{} is missing", what())));
+            }
+            Err(e) => return Err(SluiceError::io(format!("reading {}", what()), e)),
+        };
+        if data.len() as u64 != file.size {
+            return Err(SluiceError::corrupted(format!(
+                "{} is {} bytes long, the metadata says {}",
+                what(),
+                data.len(),
+                file.size
+            )));
+        }
+        let crc = crc32fast::hash(&data);
+        if crc != file.crc32 {
+            return Err(SluiceError::corrupted(format!(
+                "{} fails its checksum (crc32 {crc:08x}, expected {:08x})",
+                what(),
+                file.crc32
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Completes a checkpoint by writing its metadata, in one put, after every state file
+    /// it references has been uploaded. Then prunes: older checkpoints beyond
+    /// [`retain`](Self::retain), and files of older epochs that no kept checkpoint
+    /// references (leftovers of checkpoints that never completed).
+    ///
+    /// Fails with INVALID_PARAMETER_VALUE (22023), writing nothing, when the epoch is
+    /// not newer than the newest completed or damaged one (the message names both), or
+    /// when a file reference lies outside the layout. Fails with an I/O error (58030)
+    /// when listing or the put fails; the checkpoint then does not exist. Once the put
+    /// has succeeded the result is `Ok`: a failed prune is logged and retried by the
+    /// next commit.
+    pub async fn commit(&self, metadata: &CheckpointMetadata) -> Result<()> {
+        let _guard = self.shared.commit_lock.lock().await;
+        let epoch = metadata.epoch;
+        self.validate_references(metadata)?;
+        let mut listing = self.inspect().await?;
+        let newest = listing
+            .completed
+            .iter()
+            .map(|m| m.epoch)
+            .chain(listing.invalid.iter().map(|s| s.epoch))
+            .max();
+        if let Some(newest) = newest.filter(|&n| n >= epoch) {
+            return Err(SluiceError::invalid_parameter(format!(
+                "cannot complete checkpoint {epoch} in {}: checkpoint {newest} already exists \
+                 there, and epochs must increase",
+                self.shared.url
+            )));
+        }
+        let path = format!("{}/{METADATA}", epoch_dir(epoch));
+        self.shared
+            .store
+            .put(
+                &self.location(&path)?,
+                PutPayload::from(metadata::encode(metadata)),
+            )
+            .await
+            .map_err(|e| {
+                SluiceError::io(
+                    format!(
+                        "writing metadata {} of checkpoint {epoch}",
+                        self.describe(&path)
+                    ),
+                    e,
+                )
+            })?;
+        tracing::info!(
+            epoch,
+            kind = ?metadata.kind,
+            files = metadata.files.len(),
+            bytes = metadata.size_bytes(),
+            duration_ms = metadata.duration_ms(),
+            alignment_ms = metadata.alignment_ms,
+            store = %self.shared.url,
+            "checkpoint completed"
+        );
+        listing.completed.push(metadata.clone());
+        if let Err(e) = self.prune(&listing, epoch).await {
+            tracing::warn!(epoch, store = %self.shared.url, error = %e,
+                "pruning old checkpoints failed; the next commit retries");
+        }
+        Ok(())
+    }
+
+    /// Completed checkpoints and savepoints, oldest first. Metadata that fails
+    /// verification is left out with a warning (see [`inspect`](Self::inspect) for it).
+    /// Fails with an I/O error when the store cannot be listed or read.
+    pub async fn list(&self) -> Result<Vec<CheckpointMetadata>> {
+        Ok(self.inspect().await?.completed)
+    }
+
+    /// Everything the store holds, by epoch: completed, damaged and incomplete
+    /// checkpoints. Reads every metadata object but no state file. Fails with an I/O
+    /// error when the store cannot be listed or read.
+    pub async fn inspect(&self) -> Result<CheckpointListing> {
+        let listed = self
+            .shared
+            .store
+            .list_with_delimiter(Some(&self.shared.prefix))
+            .await
+            .map_err(|e| SluiceError::io(format!("listing {}", self.shared.url), e))?;
+        let epochs: BTreeSet<u64> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|dir| dir.filename().and_then(parse_epoch_dir))
+            .collect();
+        let reads: Vec<(u64, Result<Option<CheckpointMetadata>>)> = stream::iter(epochs)
+            .map(|epoch| async move { (epoch, self.read_metadata(epoch).await) })
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut listing = CheckpointListing::default();
+        for (epoch, read) in reads {
+            match read {
+                Ok(Some(m)) => listing.completed.push(m),
+                Ok(None) => listing.incomplete.push(epoch),
+                Err(e) if is_damage(&e) => {
+                    tracing::warn!(epoch, store = %self.shared.url, error = %e,
+                        "ignoring a checkpoint whose metadata does not verify");
+                    listing.invalid.push(SkippedCheckpoint {
+                        epoch,
+                        reason: e.message,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(listing)
+    }
+
+    /// The first epoch a (restarted) job may use: one past every epoch the store holds in
+    /// any state (completed, damaged or abandoned), so a new checkpoint never mixes with
+    /// old files and [`commit`](Self::commit) never refuses it as subsumed. Fails with an
+    /// I/O error when the store cannot be listed or read.
+    pub async fn next_epoch(&self) -> Result<u64> {
+        let listing = self.inspect().await?;
+        let newest = listing
+            .completed
+            .iter()
+            .map(|m| m.epoch)
+            .chain(listing.invalid.iter().map(|s| s.epoch))
+            .chain(listing.incomplete.iter().copied())
+            .max();
+        Ok(newest.map_or(1, |e| e + 1))
+    }
+
+    /// The newest completed checkpoint or savepoint whose metadata and every state file
+    /// verify, with the files' contents; `None` when there is none. Damaged ones are
+    /// skipped with a warning and listed in [`RestoredCheckpoint::skipped`].
+    ///
+    /// An I/O failure is an error, never a reason to fall back: restoring an older
+    /// checkpoint than necessary would replay effects that sinks may already have
+    /// committed. For the same reason, when checkpoints exist but every one is damaged
+    /// the result is DATA_CORRUPTED (XX001) listing why, not `None` (which would start
+    /// the job from scratch).
+    pub async fn latest_restorable(&self) -> Result<Option<RestoredCheckpoint>> {
+        let listing = self.inspect().await?;
+        let mut skipped: Vec<SkippedCheckpoint> = listing.invalid.clone();
+        for metadata in listing.completed.into_iter().rev() {
+            match self.fetch_files(&metadata).await {
+                Ok(files) => {
+                    skipped.retain(|s| s.epoch > metadata.epoch);
+                    skipped.sort_by_key(|s| std::cmp::Reverse(s.epoch));
+                    return Ok(Some(RestoredCheckpoint {
+                        metadata,
+                        files,
+                        skipped,
+                    }));
+                }
+                Err(e) if is_damage(&e) => {
+                    tracing::warn!(epoch = metadata.epoch, store = %self.shared.url, error = %e,
+                        "skipping a damaged checkpoint, trying the previous one");
+                    skipped.push(SkippedCheckpoint {
+                        epoch: metadata.epoch,
+                        reason: e.message,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if skipped.is_empty() {
+            return Ok(None);
+        }
+        skipped.sort_by_key(|s| std::cmp::Reverse(s.epoch));
+        let reasons: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("checkpoint {}: {}", s.epoch, s.reason))
+            .collect();
+        Err(SluiceError::corrupted(format!(
+            "no checkpoint in {} can be restored; delete the damaged ones to start over \
+             ({})",
+            self.shared.url,
+            reasons.join("; ")
+        )))
+    }
+
+    /// Loads and verifies the checkpoint or savepoint of `epoch`.
+    ///
+    /// Fails with UNDEFINED_OBJECT (42704) when it does not exist or never completed,
+    /// DATA_CORRUPTED (XX001) when its metadata or a state file does not verify, and an
+    /// I/O error (58030) when reading fails.
+    pub async fn load(&self, epoch: u64) -> Result<RestoredCheckpoint> {
+        let Some(metadata) = self.read_metadata(epoch).await? else {
+            return Err(SluiceError::new(
+                SqlState::UNDEFINED_OBJECT,
+                format!(
+                    "checkpoint {epoch} does not exist in {} (no completed metadata at {})",
+                    self.shared.url,
+                    self.describe(&format!("{}/{METADATA}", epoch_dir(epoch)))
+                ),
+            ));
+        };
+        let files = self.fetch_files(&metadata).await?;
+        Ok(RestoredCheckpoint {
+            metadata,
+            files,
+            skipped: Vec::new(),
+        })
+    }
+
+    /// Reads and verifies the metadata of `epoch`; `None` when there is none.
+    async fn read_metadata(&self, epoch: u64) -> Result<Option<CheckpointMetadata>> {
+        let path = format!("{}/{METADATA}", epoch_dir(epoch));
+        let what = format!("metadata {} of checkpoint {epoch}", self.describe(&path));
+        let bytes = match self.shared.store.get(&self.location(&path)?).await {
+            Ok(got) => got.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(SluiceError::io(format!("reading {what}"), e)),
+        };
+        let metadata = metadata::decode(&bytes, &what)?;
+        if metadata.epoch != epoch {
+            return Err(SluiceError::corrupted(format!(
+                "{what} describes checkpoint {} instead",
+                metadata.epoch
+            )));
+        }
+        Ok(Some(metadata))
+    }
+
+    /// Reads and verifies every state file of `metadata`.
+    async fn fetch_files(&self, metadata: &CheckpointMetadata) -> Result<BTreeMap<String, Bytes>> {
+        stream::iter(&metadata.files)
+            .map(|(name, file)| async move { Ok((name.clone(), self.get_state(file).await?)) })
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await
+    }
+
+    /// Checks that every file of `metadata` lies where the layout and the retention
+    /// rules allow (see the module documentation).
+    fn validate_references(&self, metadata: &CheckpointMetadata) -> Result<()> {
+        for (name, file) in &metadata.files {
+            let file_epoch = epoch_of_path(&file.path);
+            let allowed = match metadata.kind {
+                CheckpointKind::Savepoint => file_epoch == Some(metadata.epoch),
+                CheckpointKind::Checkpoint => file_epoch.is_some_and(|e| e <= metadata.epoch),
+            };
+            if !allowed || Path::parse(&file.path).is_err() {
+                return Err(SluiceError::invalid_parameter(format!(
+                    "{:?} checkpoint {} in {} cannot reference {name:?} at {:?}: {}",
+                    metadata.kind,
+                    metadata.epoch,
+                    self.shared.url,
+                    file.path,
+                    match metadata.kind {
+                        CheckpointKind::Savepoint =>
+                            "a savepoint's files must lie in its own directory",
+                        CheckpointKind::Checkpoint =>
+                            "files must lie in the directory of this or an older epoch",
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The object location of a path relative to the prefix.
+    fn location(&self, relative: &str) -> Result<Path> {
+        let relative = Path::parse(relative).map_err(|e| {
+            SluiceError::invalid_parameter(format!(
+                "bad checkpoint file path {relative:?} in {}: {e}",
+                self.shared.url
+            ))
+        })?;
+        Ok(self.shared.prefix.parts().chain(relative.parts()).collect())
+    }
+
+    /// The path of `location` relative to the prefix.
+    fn relative(&self, location: &Path) -> Option<String> {
+        let parts: Vec<String> = location
+            .prefix_match(&self.shared.prefix)?
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        Some(parts.join("/"))
+    }
+
+    /// A relative path as a full URL, for messages.
+    fn describe(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.shared.url)
+    }
+}
+
+/// The directory name of an epoch.
+fn epoch_dir(epoch: u64) -> String {
+    format!("chk-{epoch:020}")
+}
+
+fn parse_epoch_dir(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("chk-")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The epoch of a path relative to the prefix (`chk-<epoch>/...`).
+fn epoch_of_path(relative: &str) -> Option<u64> {
+    let (dir, rest) = relative.split_once('/')?;
+    if rest.is_empty() {
+        return None;
+    }
+    parse_epoch_dir(dir)
+}
+
+/// Whether an error means the stored data is damaged (as opposed to unreachable).
+fn is_damage(e: &SluiceError) -> bool {
+    e.state == SqlState::DATA_CORRUPTED || e.state == SqlState::FEATURE_NOT_SUPPORTED
+}
+
+fn validate_name(name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(SluiceError::invalid_parameter(format!(
+            "bad state file name {name:?}: {why}"
+        )))
+    };
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.starts_with('_') {
+        return bad("names starting with '_' are reserved for the checkpoint store");
+    }
+    for segment in name.split('/') {
+        if segment.is_empty() || segment == "." || segment == ".." {
+            return bad("segments must be non-empty and not '.' or '..'");
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.=".contains(&b))
+        {
+            return bad("segments may hold only ASCII letters, digits and -_.=");
+        }
+    }
+    Ok(())
+}
+
+fn invalid_url(url: &str, why: &str) -> SluiceError {
+    SluiceError::invalid_parameter(format!("bad checkpoint store URL \"{url}\": {why}"))
+}
