@@ -19,7 +19,7 @@ pub struct Engine {
 impl Engine {
     /// Starts a fresh coordinator (empty catalog, in-memory state).
     pub async fn start() -> Result<Engine> {
-        let coordinator = Coordinator::start(ServeConfig::default()).await?;
+        let coordinator = Coordinator::start(ServeConfig::ephemeral()).await?;
         let session = coordinator.new_session();
         Ok(Engine {
             coordinator,

@@ -36,11 +36,18 @@ use sluice_sql::{
     Catalog, ObjectKind, ParsedStatement, Relation, RelationKind, ShowTarget, Statement,
     WatermarkDef, WatermarkSpec, dependencies, parse_sql, plan_stream_graph,
 };
+use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata, CheckpointStore};
+use sluice_state::wal::{LogRecord, TableLog};
 use sluice_state::{DEFAULT_KEY_GROUPS, MemoryStateBackend, StateBackend};
 
+use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
-use crate::providers::{SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
-use crate::results::{jobs_result, jobs_schema, pg_type_name, text_result, text_schema};
+use crate::metadata::{CatalogState, Definition, MetadataStore};
+use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
+use crate::results::{
+    checkpoints_result, checkpoints_schema, jobs_result, jobs_schema, pg_type_name, text_result,
+    text_schema,
+};
 
 /// One client connection's settings (`SET`), owned by the protocol handler.
 #[derive(Debug, Clone, Default)]
@@ -114,6 +121,8 @@ pub struct JobInfo {
 
 /// The parts of `CREATE MATERIALIZED VIEW` that define a view.
 struct ViewDefinition<'a> {
+    /// The whole `CREATE MATERIALIZED VIEW` statement, for the durable catalog.
+    sql: &'a str,
     name: &'a ObjectName,
     query: &'a ast::Query,
     query_sql: &'a str,
@@ -126,20 +135,46 @@ struct Inner {
     tables: BTreeMap<String, Arc<TableStorage>>,
     views: BTreeMap<String, Vec<Arc<ViewPartition>>>,
     jobs: BTreeMap<String, Arc<Job>>,
+    /// How each live object was created, by id: the durable catalog's content.
+    definitions: BTreeMap<u64, Definition>,
+    /// The catalog is being restored from the data directory; its file already holds
+    /// what is being recreated, so it is not rewritten.
+    recovering: bool,
+    /// While restoring: the checkpoint views resume from, and the jobs deployed so far
+    /// (started together once every view has subscribed to what it reads).
+    restore_plan: Option<RestorePlan>,
+    restored_views: std::collections::BTreeSet<String>,
+    unstarted: Vec<Arc<Job>>,
 }
+
+/// The files that make a server durable: the catalog and the table log.
+struct DurableStores {
+    metadata: MetadataStore,
+    log: Arc<TableLog>,
+    checkpointer: Checkpointer,
+    /// One checkpoint at a time.
+    checkpointing: tokio::sync::Mutex<()>,
+}
+
+/// How long a checkpoint may take before it is aborted.
+const CHECKPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The coordinator: catalog, planning, jobs and FLUSH.
 pub struct Coordinator {
     ctx: SessionContext,
     default_parallelism: usize,
     backend: Arc<dyn StateBackend>,
+    /// `None` for an ephemeral server.
+    durable: Option<DurableStores>,
     inner: Mutex<Inner>,
     ddl: tokio::sync::Mutex<()>,
     epochs: tokio::sync::Mutex<u64>,
 }
 
 impl Coordinator {
-    /// Starts a coordinator with an embedded worker.
+    /// Starts a coordinator with an embedded worker. Unless the configuration is
+    /// ephemeral, it restores the catalog and the tables' contents from the data
+    /// directory first; fails (naming the file or object) when they cannot be restored.
     pub async fn start(config: ServeConfig) -> Result<Arc<Coordinator>> {
         let session_config = SessionConfig::new()
             .with_default_catalog_and_schema("sluice", "public")
@@ -151,17 +186,226 @@ impl Coordinator {
             n => n,
         }
         .min(DEFAULT_KEY_GROUPS as usize);
-        Ok(Arc::new(Coordinator {
+        let (durable, restored) = if config.ephemeral {
+            (None, None)
+        } else {
+            let dir = &config.data_dir;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                SluiceError::io(format!("cannot create data directory {}", dir.display()), e)
+            })?;
+            let (metadata, catalog) = MetadataStore::open(dir)?;
+            let (log, records) = TableLog::open(&dir.join("tables.log"))?;
+            let url = match &config.checkpoint_url {
+                Some(url) => url.clone(),
+                None => std::path::absolute(dir.join("checkpoints"))
+                    .map_err(|e| SluiceError::io("cannot resolve the data directory", e))?
+                    .display()
+                    .to_string(),
+            };
+            let store = CheckpointStore::open(&url)?;
+            let stores = DurableStores {
+                metadata,
+                log: Arc::new(log),
+                checkpointer: Checkpointer::new(store, CHECKPOINT_TIMEOUT),
+                checkpointing: tokio::sync::Mutex::new(()),
+            };
+            (Some(stores), Some((catalog, records)))
+        };
+        let coordinator = Arc::new(Coordinator {
             ctx: SessionContext::new_with_config(session_config),
             default_parallelism,
             backend: Arc::new(MemoryStateBackend::new()),
+            durable,
             inner: Mutex::new(Inner {
                 catalog: Catalog::new(),
                 ..Inner::default()
             }),
             ddl: tokio::sync::Mutex::new(()),
             epochs: tokio::sync::Mutex::new(0),
-        }))
+        });
+        if let Some((catalog, records)) = restored {
+            coordinator.restore(catalog, records).await?;
+        }
+        if coordinator.durable.is_some() && config.checkpoint_interval > 0.0 {
+            let interval = std::time::Duration::from_secs_f64(config.checkpoint_interval);
+            tokio::spawn(take_checkpoints(Arc::downgrade(&coordinator), interval));
+        }
+        Ok(coordinator)
+    }
+
+    /// Takes one checkpoint of every view: injects its barrier everywhere, waits for
+    /// every subtask's snapshot, uploads them and commits. Fails when the server is
+    /// ephemeral or the checkpoint is aborted (nothing is committed then).
+    pub async fn checkpoint(&self, kind: CheckpointKind) -> Result<CheckpointMetadata> {
+        let durable = self.durable.as_ref().ok_or_else(|| {
+            SluiceError::unsupported("checkpoints need a data directory; this server is ephemeral")
+        })?;
+        let _one_at_a_time = durable.checkpointing.lock().await;
+        let flight = {
+            let mut epoch = self.epochs.lock().await;
+            *epoch += 1;
+            let barrier = CheckpointBarrier {
+                epoch: *epoch,
+                kind: match kind {
+                    CheckpointKind::Checkpoint => BarrierKind::Checkpoint,
+                    CheckpointKind::Savepoint => BarrierKind::Savepoint,
+                },
+            };
+            let (jobs, tables, views) = {
+                let inner = self.inner.lock();
+                let tables: Vec<(u64, Arc<TableStorage>)> = inner
+                    .tables
+                    .iter()
+                    .filter_map(|(name, t)| Some((inner.catalog.get(name)?.id, t.clone())))
+                    .collect();
+                (
+                    inner.jobs.values().cloned().collect::<Vec<_>>(),
+                    tables,
+                    inner.views.clone(),
+                )
+            };
+            let mut flight = InFlight {
+                epoch: *epoch,
+                kind,
+                started_at_ms: now_ms(),
+                table_positions: BTreeMap::new(),
+                running: Vec::new(),
+                finished: Vec::new(),
+            };
+            for (id, table) in &tables {
+                let position = table.inject(barrier).await;
+                flight.table_positions.insert(*id, position);
+            }
+            for job in jobs {
+                match job.state() {
+                    JobState::Running => {
+                        job.inject(barrier).await;
+                        flight.running.push(job);
+                    }
+                    JobState::Finished => {
+                        let partitions = views.get(&job.view).cloned().unwrap_or_default();
+                        flight.finished.push((job.id, partitions));
+                    }
+                    // A failed view is left out: after a restart it is recomputed.
+                    JobState::Failed(_) => {}
+                }
+            }
+            flight
+        };
+        durable.checkpointer.complete(flight).await
+    }
+
+    /// Recreates every object of a saved catalog, in creation order and with its id, and
+    /// replays each table's logged changes into it before anything that reads it starts.
+    async fn restore(&self, catalog: CatalogState, records: Vec<LogRecord>) -> Result<()> {
+        let mut changes: BTreeMap<u64, Vec<LogRecord>> = BTreeMap::new();
+        for record in records {
+            changes.entry(record.table_id).or_default().push(record);
+        }
+        let plan = match &self.durable {
+            Some(durable) => {
+                let store = durable.checkpointer.store();
+                let latest = store.latest_restorable().await?;
+                if let Some(latest) = &latest {
+                    for skipped in &latest.skipped {
+                        tracing::warn!(epoch = skipped.epoch, reason = %skipped.reason, "skipped a damaged checkpoint");
+                    }
+                }
+                let newest_epoch = store
+                    .list()
+                    .await?
+                    .iter()
+                    .map(|m| m.epoch)
+                    .max()
+                    .unwrap_or(0);
+                *self.epochs.lock().await = newest_epoch;
+                latest.map(RestorePlan::decode).transpose()?
+            }
+            None => None,
+        };
+        if let Some(plan) = &plan {
+            tracing::info!(
+                epoch = plan.epoch,
+                views = plan.views.len(),
+                "restoring views from checkpoint"
+            );
+        }
+        {
+            let mut inner = self.inner.lock();
+            inner.recovering = true;
+            inner.restore_plan = plan;
+        }
+        let objects = catalog.definitions.len();
+        for definition in catalog.definitions {
+            let failed = |e: SluiceError| {
+                SluiceError::new(
+                    e.state,
+                    format!(
+                        "cannot restore \"{}\" from the catalog ({}): {}",
+                        definition.name, definition.sql, e.message
+                    ),
+                )
+            };
+            let statement = parse_sql(&definition.sql)
+                .map_err(failed)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| failed(SluiceError::internal("empty definition")))?;
+            let mut session = Session {
+                streaming_parallelism: definition.parallelism,
+                ..Session::default()
+            };
+            self.inner.lock().catalog.set_next_id(definition.id);
+            self.execute(&mut session, &statement, &[])
+                .await
+                .map_err(failed)?;
+            if let Some(records) = changes.remove(&definition.id) {
+                let table = self.inner.lock().tables.get(&definition.name).cloned();
+                if let Some(table) = table {
+                    table.replay(records).await.map_err(failed)?;
+                }
+            }
+        }
+        let (jobs, tables) = {
+            let mut inner = self.inner.lock();
+            inner.catalog.set_next_id(catalog.next_id);
+            inner.recovering = false;
+            inner.restore_plan = None;
+            inner.restored_views.clear();
+            (
+                std::mem::take(&mut inner.unstarted),
+                inner.tables.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        for job in jobs {
+            job.start();
+        }
+        for table in tables {
+            table.forget_recovered();
+        }
+        tracing::info!(objects, "catalog restored");
+        Ok(())
+    }
+
+    /// Records how object `definition.id` was created and saves the catalog.
+    fn record_definition(&self, inner: &mut Inner, definition: Definition) -> Result<()> {
+        inner.definitions.insert(definition.id, definition);
+        self.save_catalog(inner)
+    }
+
+    /// Writes the catalog file (a no-op when ephemeral or while restoring).
+    fn save_catalog(&self, inner: &Inner) -> Result<()> {
+        let Some(durable) = &self.durable else {
+            return Ok(());
+        };
+        if inner.recovering {
+            return Ok(());
+        }
+        durable.metadata.save(&CatalogState {
+            next_id: inner.catalog.next_id(),
+            definitions: inner.definitions.values().cloned().collect(),
+            ..CatalogState::default()
+        })
     }
 
     /// The DataFusion context batch queries run in. Protocol layers may register extra
@@ -200,6 +444,7 @@ impl Coordinator {
                 });
             }
             Statement::Show(ShowTarget::Jobs) => Some(jobs_schema()),
+            Statement::Show(ShowTarget::Checkpoints) => Some(checkpoints_schema()),
             Statement::Show(ShowTarget::Variable(name)) => Some(text_schema(&[name.as_str()])),
             Statement::Show(_) => Some(text_schema(&["Name"])),
             Statement::Describe(_) => Some(text_schema(&["Name", "Type", "Nullable"])),
@@ -232,14 +477,17 @@ impl Coordinator {
                         "CREATE TABLE ... WITH (...) is not supported; use CREATE SOURCE to read from a connector",
                     ));
                 }
-                self.create_table(create, *append_only, watermark.as_ref())
+                self.create_table(create, *append_only, watermark.as_ref(), &stmt.sql)
                     .await
             }
             Statement::CreateSource {
                 create,
                 with,
                 watermark,
-            } => self.create_source(create, with, watermark.as_ref()).await,
+            } => {
+                self.create_source(create, with, watermark.as_ref(), &stmt.sql)
+                    .await
+            }
             Statement::CreateMaterializedView {
                 name,
                 if_not_exists,
@@ -248,6 +496,7 @@ impl Coordinator {
                 emit_on_window_close,
             } => {
                 let view = ViewDefinition {
+                    sql: &stmt.sql,
                     name,
                     query,
                     query_sql,
@@ -260,6 +509,9 @@ impl Coordinator {
             Statement::Flush => {
                 self.flush().await;
                 Ok(StatementResult::Command(CommandTag::new("FLUSH")))
+            }
+            Statement::Show(ShowTarget::Checkpoints) => {
+                checkpoints_result(&self.checkpoints().await?)
             }
             Statement::Show(target) => self.show(session, target),
             Statement::Describe(name) => self.describe_relation(name),
@@ -320,6 +572,14 @@ impl Coordinator {
                 }
             })
             .collect()
+    }
+
+    /// Completed checkpoints and savepoints, oldest first (empty when ephemeral).
+    pub async fn checkpoints(&self) -> Result<Vec<CheckpointMetadata>> {
+        match &self.durable {
+            Some(durable) => durable.checkpointer.store().list().await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Waits until every view reflects every write acknowledged before this call.
@@ -541,6 +801,7 @@ impl Coordinator {
         create: &ast::Statement,
         append_only: bool,
         watermark: Option<&WatermarkDef>,
+        sql: &str,
     ) -> Result<StatementResult> {
         let (name, schema, primary_key, if_not_exists) = self.plan_table_definition(create).await?;
         let watermark = self.plan_watermark(&schema, watermark)?;
@@ -557,6 +818,10 @@ impl Coordinator {
             primary_key.clone(),
             append_only,
             self.backend.table(&table_state_table(id)),
+            self.durable.as_ref().map(|d| Durability {
+                log: d.log.clone(),
+                table_id: id,
+            }),
         )?;
         inner.catalog.insert(Relation {
             id,
@@ -574,7 +839,16 @@ impl Coordinator {
                 storage: storage.clone(),
             }),
         )?;
-        inner.tables.insert(name, storage);
+        inner.tables.insert(name.clone(), storage);
+        self.record_definition(
+            &mut inner,
+            Definition {
+                id,
+                name,
+                sql: sql.to_string(),
+                parallelism: 0,
+            },
+        )?;
         Ok(StatementResult::Command(CommandTag::new("CREATE TABLE")))
     }
 
@@ -583,6 +857,7 @@ impl Coordinator {
         create: &ast::Statement,
         options: &BTreeMap<String, String>,
         watermark: Option<&WatermarkDef>,
+        sql: &str,
     ) -> Result<StatementResult> {
         let (name, schema, primary_key, if_not_exists) = self.plan_table_definition(create).await?;
         let watermark = self.plan_watermark(&schema, watermark)?;
@@ -610,7 +885,19 @@ impl Coordinator {
         })?;
         self.ctx.register_table(
             TableReference::bare(name.clone()),
-            Arc::new(SourceProvider { name, schema }),
+            Arc::new(SourceProvider {
+                name: name.clone(),
+                schema,
+            }),
+        )?;
+        self.record_definition(
+            &mut inner,
+            Definition {
+                id,
+                name,
+                sql: sql.to_string(),
+                parallelism: 0,
+            },
         )?;
         Ok(StatementResult::Command(CommandTag::new("CREATE SOURCE")))
     }
@@ -692,13 +979,26 @@ impl Coordinator {
                 ViewPartition::new(schema.clone(), changelog, DEFAULT_KEY_GROUPS, table)
             })
             .collect::<Result<_>>()?;
+        let restored;
         let job = {
-            let inner = self.inner.lock();
-            let ctx = DeployContext {
-                tables: &inner.tables,
-                views: &inner.views,
-            };
-            deploy(id, &name, graph, &partitions, &ctx)
+            let mut inner = self.inner.lock();
+            let restore = take_view_restore(&mut inner, id, &depends_on);
+            restored = restore.is_some();
+            let snapshots = self.durable.as_ref().map(|d| d.checkpointer.sender());
+            match restore {
+                Some(restore) => {
+                    restore_view(id, &name, graph, &partitions, restore, &inner, snapshots)
+                }
+                None => {
+                    let ctx = DeployContext {
+                        tables: &inner.tables,
+                        views: &inner.views,
+                        snapshots,
+                        restore: None,
+                    };
+                    deploy(id, &name, graph, &partitions, &ctx)
+                }
+            }
         };
         let job = match job {
             Ok(job) => Arc::new(job),
@@ -731,7 +1031,24 @@ impl Coordinator {
             }),
         )?;
         inner.views.insert(name.clone(), partitions);
-        inner.jobs.insert(name, job);
+        if restored {
+            inner.restored_views.insert(name.clone());
+        }
+        if inner.recovering {
+            inner.unstarted.push(job.clone());
+        } else {
+            job.start();
+        }
+        inner.jobs.insert(name.clone(), job);
+        self.record_definition(
+            &mut inner,
+            Definition {
+                id,
+                name,
+                sql: view.sql.to_string(),
+                parallelism: self.job_parallelism(session),
+            },
+        )?;
         Ok(tag)
     }
 
@@ -814,6 +1131,7 @@ impl Coordinator {
         for name in to_drop.iter().rev() {
             self.drop_one(name)?;
         }
+        self.save_catalog(&self.inner.lock())?;
         Ok(StatementResult::Command(CommandTag::new(&format!(
             "DROP {}",
             kind.sql_name()
@@ -825,6 +1143,7 @@ impl Coordinator {
         let Some(relation) = inner.catalog.remove(name) else {
             return Ok(());
         };
+        inner.definitions.remove(&relation.id);
         self.ctx
             .deregister_table(TableReference::bare(name.to_string()))?;
         if inner.tables.remove(name).is_some() {
@@ -856,6 +1175,9 @@ impl Coordinator {
                 text_result(&["Name"], names_of(ObjectKind::MaterializedView))
             }
             ShowTarget::Jobs => jobs_result(&self.jobs()),
+            ShowTarget::Checkpoints => Err(SluiceError::internal(
+                "SHOW CHECKPOINTS is answered by Coordinator::execute",
+            )),
             ShowTarget::Variable(name) => {
                 let value =
                     setting_value(session, self.default_parallelism, name).ok_or_else(|| {
@@ -890,6 +1212,91 @@ impl Coordinator {
             .collect();
         text_result(&["Name", "Type", "Nullable"], rows)
     }
+}
+
+/// Takes a checkpoint every `interval` while the coordinator lives.
+async fn take_checkpoints(
+    coordinator: std::sync::Weak<Coordinator>,
+    interval: std::time::Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(coordinator) = coordinator.upgrade() else {
+            return;
+        };
+        match coordinator.checkpoint(CheckpointKind::Checkpoint).await {
+            Ok(done) => tracing::info!(
+                epoch = done.epoch,
+                bytes = done.size_bytes(),
+                duration_ms = done.duration_ms(),
+                "checkpoint completed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "checkpoint failed"),
+        }
+    }
+}
+
+/// The checkpointed state of view `id`, when restoring and the view can resume from it:
+/// it is in the checkpoint and every view it reads resumed from the same checkpoint
+/// (otherwise those would send it their whole result again).
+fn take_view_restore(inner: &mut Inner, id: u64, depends_on: &[String]) -> Option<ViewRestore> {
+    let plan = inner.restore_plan.as_mut()?;
+    let restore = plan.views.remove(&id)?;
+    let upstream_restored = depends_on.iter().all(|d| {
+        inner
+            .catalog
+            .get(d)
+            .is_none_or(|r| r.object_kind() != ObjectKind::MaterializedView)
+            || inner.restored_views.contains(d)
+    });
+    upstream_restored.then_some(restore)
+}
+
+/// Deploys view `id` from its checkpointed state.
+fn restore_view(
+    id: u64,
+    name: &str,
+    graph: sluice_sql::StreamGraph,
+    partitions: &[Arc<ViewPartition>],
+    mut restore: ViewRestore,
+    inner: &Inner,
+    snapshots: Option<tokio::sync::mpsc::UnboundedSender<sluice_runtime::task::SubtaskSnapshot>>,
+) -> Result<Job> {
+    if restore.partitions.keys().any(|&p| p >= partitions.len()) {
+        return Err(SluiceError::unsupported(format!(
+            "the checkpoint of view \"{name}\" has more partitions than the view; restoring at another parallelism is not supported yet"
+        )));
+    }
+    for (p, entries) in std::mem::take(&mut restore.partitions) {
+        partitions[p].restore_state(entries)?;
+    }
+    if restore.finished {
+        for partition in partitions {
+            partition.mark_finished();
+        }
+        return Ok(Job::finished(id, name, graph));
+    }
+    let plan = inner.restore_plan.as_ref();
+    for table in dependencies(&graph) {
+        let position = inner
+            .catalog
+            .get(&table)
+            .and_then(|r| plan?.table_positions.get(&r.id))
+            .copied();
+        if let Some(position) = position {
+            restore.job.table_positions.insert(table, position);
+        }
+    }
+    let ctx = DeployContext {
+        tables: &inner.tables,
+        views: &inner.views,
+        snapshots,
+        restore: Some(&restore.job),
+    };
+    deploy(id, name, graph, partitions, &ctx)
 }
 
 fn table_state_table(table_id: u64) -> String {

@@ -15,17 +15,23 @@ use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext
 use datafusion::logical_expr::{Expr, JoinType};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use parking_lot::Mutex;
 use sluice_common::error::{Result, SluiceError};
 use sluice_runtime::exchange::{Collector, ExchangeOutput, InputGate, Partitioning, channel};
 use sluice_runtime::message::{CheckpointBarrier, Message, changelog_schema};
 use sluice_runtime::operators::Operator;
+use sluice_runtime::operators::StateEntry;
 use sluice_runtime::operators::aggregate::{AggregateOperator, AggregateSpec};
 use sluice_runtime::operators::calc::{FilterOperator, ProjectOperator};
 use sluice_runtime::operators::join::{JoinOperator, JoinSide};
-use sluice_runtime::operators::materialize::{MaterializeSink, SinkProgress, ViewPartition};
+use sluice_runtime::operators::materialize::{
+    MaterializeSink, SinkProgress, Subscription, ViewPartition,
+};
 use sluice_runtime::operators::union::UnionOperator;
 use sluice_runtime::operators::watermark::WatermarkOperator;
-use sluice_runtime::task::{BARRIER_INJECTION_CAPACITY, Subtask, TaskInput};
+use sluice_runtime::task::{
+    BARRIER_INJECTION_CAPACITY, SnapshotReporter, Subtask, SubtaskSnapshot, TaskInput,
+};
 use sluice_sql::{Exchange, StreamGraph, StreamNode, StreamOperator};
 use sluice_state::DEFAULT_KEY_GROUPS;
 use tokio::sync::{mpsc, watch};
@@ -56,6 +62,34 @@ impl JobState {
 pub struct DeployContext<'a> {
     pub tables: &'a BTreeMap<String, Arc<TableStorage>>,
     pub views: &'a BTreeMap<String, Vec<Arc<ViewPartition>>>,
+    /// Where subtasks report their checkpoint snapshots (`None`: no checkpoints).
+    pub snapshots: Option<mpsc::UnboundedSender<SubtaskSnapshot>>,
+    /// The checkpoint the job resumes from (`None`: it starts from scratch).
+    pub restore: Option<&'a JobRestore>,
+}
+
+/// The state a job resumes from: what its subtasks reported for one checkpoint.
+#[derive(Debug, Default)]
+pub struct JobRestore {
+    /// Per subtask id (`chain-subtask`): each operator's entries, in chain order.
+    pub operators: BTreeMap<String, Vec<Vec<StateEntry>>>,
+    /// Per source subtask id: its reader's position.
+    pub positions: BTreeMap<String, u64>,
+    /// Per table the job reads (by name): the table's log position at the checkpoint.
+    pub table_positions: BTreeMap<String, u64>,
+}
+
+/// A subtask's id within its job: its chain and its index, stable across restarts.
+pub fn subtask_id(chain: usize, subtask: usize) -> String {
+    format!("{chain}-{subtask}")
+}
+
+/// What a deployed job runs once started.
+struct Deployment {
+    subtasks: Vec<Subtask>,
+    forwarders: Vec<Forwarder>,
+    state: watch::Sender<JobState>,
+    outputs: Vec<Arc<ViewPartition>>,
 }
 
 /// A running job. Dropping it stops every subtask.
@@ -67,7 +101,11 @@ pub struct Job {
     state: watch::Receiver<JobState>,
     injectors: Vec<mpsc::Sender<CheckpointBarrier>>,
     sinks: Vec<watch::Receiver<SinkProgress>>,
-    supervisor: tokio::task::JoinHandle<()>,
+    /// Ids of every subtask: the snapshots a checkpoint waits for.
+    pub subtask_ids: Vec<String>,
+    /// The subtasks until [`Job::start`] runs them.
+    deployment: Mutex<Option<Deployment>>,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Rows dropped because their window had already closed (EMIT ON WINDOW CLOSE).
     late_rows: Arc<AtomicU64>,
 }
@@ -75,18 +113,82 @@ pub struct Job {
 impl Drop for Job {
     fn drop(&mut self) {
         // Aborting the supervisor drops its JoinSet, which aborts every subtask.
-        self.supervisor.abort();
+        if let Some(supervisor) = self.supervisor.lock().take() {
+            supervisor.abort();
+        }
     }
 }
 
 impl Job {
-    /// The job's state. A job whose sinks have all seen the end of their input is
-    /// finished as soon as that is visible, even before its subtasks have exited.
+    /// A job restored from a checkpoint taken after it had finished: its views hold
+    /// their final rows and nothing runs.
+    pub fn finished(id: u64, view: &str, graph: StreamGraph) -> Job {
+        let (_, state) = watch::channel(JobState::Finished);
+        let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
+        Job {
+            id,
+            view: view.to_string(),
+            parallelism,
+            graph,
+            state,
+            injectors: Vec::new(),
+            sinks: Vec::new(),
+            subtask_ids: Vec::new(),
+            deployment: Mutex::new(None),
+            supervisor: Mutex::new(None),
+            late_rows: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Starts the subtasks (once; later calls do nothing). A job deployed while the
+    /// coordinator restores a checkpoint starts only when every job is deployed, so no
+    /// change is produced before its readers have subscribed.
+    pub fn start(&self) {
+        let Some(Deployment {
+            subtasks,
+            forwarders,
+            state: state_tx,
+            outputs,
+        }) = self.deployment.lock().take()
+        else {
+            return;
+        };
+        let mut set = JoinSet::new();
+        for subtask in subtasks {
+            set.spawn(subtask.run());
+        }
+        for forwarder in forwarders {
+            set.spawn(forwarder);
+        }
+        let view_name = self.view.clone();
+        let supervisor = tokio::spawn(async move {
+            while let Some(joined) = set.join_next().await {
+                let failure = match joined {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.message,
+                    Err(e) if e.is_panic() => format!("a subtask panicked: {e}"),
+                    Err(_) => continue,
+                };
+                tracing::warn!(view = %view_name, error = %failure, "streaming job failed");
+                for partition in &outputs {
+                    partition.fail(&failure);
+                }
+                state_tx.send_replace(JobState::Failed(failure));
+                set.abort_all();
+                return;
+            }
+            state_tx.send_replace(JobState::Finished);
+        });
+        *self.supervisor.lock() = Some(supervisor);
+    }
+
     /// Rows dropped as late by this job's window aggregates.
     pub fn late_rows(&self) -> u64 {
         self.late_rows.load(Ordering::Relaxed)
     }
 
+    /// The job's state. A job whose sinks have all seen the end of their input is
+    /// finished as soon as that is visible, even before its subtasks have exited.
     pub fn state(&self) -> JobState {
         let state = self.state.borrow().clone();
         if state == JobState::Running && self.sinks.iter().all(|s| s.borrow().finished) {
@@ -183,9 +285,11 @@ pub fn deploy(
         Vec::new();
     let mut injectors = Vec::new();
     let mut sinks = Vec::new();
+    let mut subtask_ids = Vec::new();
     for (c, chain) in chains.iter().enumerate() {
         let head = &graph.nodes[chain[0]];
         for j in 0..head.parallelism {
+            let sid = subtask_id(c, j);
             let inputs = std::mem::take(&mut receivers[c][j]);
             let input = match &head.operator {
                 StreamOperator::TableScan { table } => {
@@ -193,16 +297,26 @@ pub fn deploy(
                         .tables
                         .get(table)
                         .ok_or_else(|| SluiceError::undefined_table(table))?;
-                    subscribe_to(&storage.partition, &mut forwarders)?
+                    let subscription = match ctx.restore {
+                        Some(restore) => {
+                            let position = restore.table_positions.get(table).copied().unwrap_or(0);
+                            storage.subscribe_from(position)?
+                        }
+                        None => storage.partition.subscribe()?,
+                    };
+                    forward(subscription, &mut forwarders)
                 }
                 StreamOperator::SourceScan { options, .. } => {
                     let schema = Arc::new(head.schema.as_arrow().clone());
-                    let reader = sluice_connectors::create_source_reader(
+                    let mut reader = sluice_connectors::create_source_reader(
                         options,
                         schema,
                         j,
                         head.parallelism,
                     )?;
+                    if let Some(position) = ctx.restore.and_then(|r| r.positions.get(&sid)) {
+                        reader.seek(*position)?;
+                    }
                     let (tx, rx) = mpsc::channel(BARRIER_INJECTION_CAPACITY);
                     injectors.push(tx);
                     TaskInput::Source {
@@ -218,7 +332,12 @@ pub fn deploy(
                     let part = parts
                         .get(j)
                         .ok_or_else(|| SluiceError::internal("view scan parallelism mismatch"))?;
-                    subscribe_to(part, &mut forwarders)?
+                    let subscription = if ctx.restore.is_some() {
+                        part.subscribe_changes()?
+                    } else {
+                        part.subscribe()?
+                    };
+                    forward(subscription, &mut forwarders)
                 }
                 _ => TaskInput::Gate(
                     InputGate::new(inputs).with_sides(std::mem::take(&mut sides[c][j])),
@@ -240,7 +359,7 @@ pub fn deploy(
                     let part = partitions
                         .get(j)
                         .ok_or_else(|| SluiceError::internal("sink parallelism mismatch"))?;
-                    output = Some(Box::new(MaterializeSink::new(part.clone(), tx)));
+                    output = Some(Box::new(MaterializeSink::new(part.clone(), j, tx)));
                 } else {
                     ops.push(compile_operator(&graph, node, &props, &late_rows)?);
                 }
@@ -264,6 +383,18 @@ pub fn deploy(
                     ))
                 }
             };
+            if let Some(states) = ctx.restore.and_then(|r| r.operators.get(&sid)) {
+                if states.len() > ops.len() {
+                    return Err(SluiceError::internal(format!(
+                        "the checkpoint of view \"{view}\" holds state for {} operators of subtask {sid}, which has {}",
+                        states.len(),
+                        ops.len()
+                    )));
+                }
+                for (op, entries) in ops.iter_mut().zip(states.iter().cloned()) {
+                    op.restore_state(entries)?;
+                }
+            }
             let names: Vec<&str> = chain
                 .iter()
                 .map(|&n| graph.nodes[n].operator.name())
@@ -273,38 +404,23 @@ pub fn deploy(
                 input,
                 chain: ops,
                 output,
+                reporter: ctx.snapshots.clone().map(|sender| SnapshotReporter {
+                    job: id,
+                    subtask: sid.clone(),
+                    sender,
+                }),
             });
+            subtask_ids.push(sid);
         }
     }
 
     let (state_tx, state_rx) = watch::channel(JobState::Running);
-    let mut set = JoinSet::new();
-    for subtask in subtasks {
-        set.spawn(subtask.run());
-    }
-    for forwarder in forwarders {
-        set.spawn(forwarder);
-    }
-    let view_name = view.to_string();
-    let outputs: Vec<Arc<ViewPartition>> = partitions.to_vec();
-    let supervisor = tokio::spawn(async move {
-        while let Some(joined) = set.join_next().await {
-            let failure = match joined {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e.message,
-                Err(e) if e.is_panic() => format!("a subtask panicked: {e}"),
-                Err(_) => continue,
-            };
-            tracing::warn!(view = %view_name, error = %failure, "streaming job failed");
-            for partition in &outputs {
-                partition.fail(&failure);
-            }
-            state_tx.send_replace(JobState::Failed(failure));
-            set.abort_all();
-            return;
-        }
-        state_tx.send_replace(JobState::Finished);
-    });
+    let deployment = Deployment {
+        subtasks,
+        forwarders,
+        state: state_tx,
+        outputs: partitions.to_vec(),
+    };
     let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
     Ok(Job {
         id,
@@ -314,7 +430,9 @@ pub fn deploy(
         state: state_rx,
         injectors,
         sinks,
-        supervisor,
+        subtask_ids,
+        deployment: Mutex::new(Some(deployment)),
+        supervisor: Mutex::new(None),
         late_rows,
     })
 }
@@ -334,25 +452,18 @@ fn per_subtask<T>(graph: &StreamGraph, chains: &[Vec<usize>]) -> Vec<Vec<Vec<T>>
 type Forwarder = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 /// The input of a subtask reading a table or view partition: a gate over a channel that
-/// a forwarder feeds with the partition's rows, then its changes.
-fn subscribe_to(partition: &ViewPartition, forwarders: &mut Vec<Forwarder>) -> Result<TaskInput> {
-    let subscription = partition.subscribe()?;
+/// a forwarder feeds with the subscription's rows, then its changes.
+fn forward(subscription: Subscription, forwarders: &mut Vec<Forwarder>) -> TaskInput {
     let (tx, rx) = channel();
     let after_epoch = subscription.after_epoch;
     forwarders.push(Box::pin(forward_subscription(subscription, tx)));
-    Ok(TaskInput::Gate(InputGate::starting_after_epoch(
-        vec![rx],
-        after_epoch,
-    )))
+    TaskInput::Gate(InputGate::starting_after_epoch(vec![rx], after_epoch))
 }
 
 /// Feeds a downstream view from an upstream view partition: its snapshot, then its changes.
 /// If the upstream stops without `EndOfStream` (its job failed, or it was dropped), this
 /// just ends: the downstream input gate then fails the job with one clear error.
-async fn forward_subscription(
-    subscription: sluice_runtime::operators::materialize::Subscription,
-    tx: mpsc::Sender<Message>,
-) -> Result<()> {
+async fn forward_subscription(subscription: Subscription, tx: mpsc::Sender<Message>) -> Result<()> {
     for batch in subscription.snapshot {
         if tx.send(Message::Batch(batch)).await.is_err() {
             return Ok(());

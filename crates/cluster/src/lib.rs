@@ -2,8 +2,10 @@
 //! both in one process; the [`Coordinator`] is the front door every protocol (pgwire,
 //! REST, Flight SQL) calls, and [`job`] deploys stream graphs as running subtasks.
 
+mod checkpoints;
 mod coordinator;
 pub mod job;
+mod metadata;
 mod providers;
 mod results;
 

@@ -27,7 +27,8 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use sluice_common::error::{SluiceError, SqlState};
 use sluice_runtime::message::{CheckpointBarrier, Message, RowKind, changelog_schema};
-use sluice_runtime::operators::materialize::ViewPartition;
+use sluice_runtime::operators::materialize::{Subscription, ViewPartition};
+use sluice_state::wal::{LogRecord, TableLog};
 use sluice_state::{DEFAULT_KEY_GROUPS, StateTable};
 
 fn external(e: SluiceError) -> DataFusionError {
@@ -36,6 +37,21 @@ fn external(e: SluiceError) -> DataFusionError {
 
 /// Primary key → row, both in Arrow's row format.
 type KeyIndex = HashMap<Box<[u8]>, Box<[u8]>>;
+
+/// What a table's writer lock guards.
+#[derive(Default)]
+struct Writer {
+    /// The primary-key index (empty without a key).
+    index: KeyIndex,
+    /// Sequence number of the last change applied (the table's log position).
+    seq: u64,
+}
+
+/// Where a durable table writes its changes before applying them.
+pub struct Durability {
+    pub log: Arc<TableLog>,
+    pub table_id: u64,
+}
 
 /// A table: its rows (a single-partition store that views subscribe to, like a view's
 /// result) and the index of its primary key.
@@ -51,8 +67,13 @@ pub struct TableStorage {
     /// Row format of the primary key columns (when there is a key).
     key_converter: Option<RowConverter>,
     /// Held by every write and barrier injection, so changes reach views in the order
-    /// they were applied. Guards the primary-key index: key → row, in row format.
-    writer: tokio::sync::Mutex<KeyIndex>,
+    /// they were applied.
+    writer: tokio::sync::Mutex<Writer>,
+    /// The write-ahead log; `None` for an ephemeral server.
+    durability: Option<Durability>,
+    /// The changes replayed from the log at startup, kept while views restored from a
+    /// checkpoint subscribe from the log position it recorded.
+    recovered: parking_lot::Mutex<Vec<LogRecord>>,
 }
 
 impl fmt::Debug for TableStorage {
@@ -84,6 +105,7 @@ impl TableStorage {
         primary_key: Vec<usize>,
         append_only: bool,
         state: Arc<dyn StateTable>,
+        durability: Option<Durability>,
     ) -> Result<Arc<Self>, SluiceError> {
         let key_converter = if primary_key.is_empty() {
             None
@@ -111,8 +133,92 @@ impl TableStorage {
             append_only,
             partition,
             key_converter,
-            writer: tokio::sync::Mutex::new(HashMap::new()),
+            writer: tokio::sync::Mutex::new(Writer::default()),
+            durability,
+            recovered: parking_lot::Mutex::new(Vec::new()),
         }))
+    }
+
+    /// A subscription for a view restored from a checkpoint that recorded this table at
+    /// log position `position`: the changes after it, then every later change. Only
+    /// valid while the coordinator restores (see [`Self::forget_recovered`]).
+    pub fn subscribe_from(&self, position: u64) -> Result<Subscription, SluiceError> {
+        let mut subscription = self.partition.subscribe_changes()?;
+        let recovered = self.recovered.lock();
+        let last = recovered.last().map_or(0, |r| r.seq);
+        if position > last {
+            return Err(SluiceError::corrupted(format!(
+                "a checkpoint saw {position} changes of table \"{}\", but its log holds {last}",
+                self.name
+            )));
+        }
+        subscription.snapshot = recovered
+            .iter()
+            .filter(|r| r.seq > position)
+            .map(|r| r.batch.clone())
+            .collect();
+        Ok(subscription)
+    }
+
+    /// Frees the changes kept for restoring views.
+    pub fn forget_recovered(&self) {
+        self.recovered.lock().clear();
+    }
+
+    /// Applies the changes read back from the log at startup, in order, and rebuilds the
+    /// primary-key index. Fails if a change is missing (a gap in sequence numbers).
+    pub async fn replay(&self, records: Vec<LogRecord>) -> Result<(), SluiceError> {
+        let mut writer = self.writer.lock().await;
+        for record in records {
+            if record.seq != writer.seq + 1 {
+                return Err(SluiceError::corrupted(format!(
+                    "the table log misses changes of table \"{}\": change {} follows change {}",
+                    self.name, record.seq, writer.seq
+                )));
+            }
+            self.partition.write(record.batch.clone()).await?;
+            writer.seq = record.seq;
+            self.recovered.lock().push(record);
+        }
+        if self.key_converter.is_some() {
+            writer.index.clear();
+            for batch in self.partition.scan()? {
+                let keys = self
+                    .keys_of(&batch)?
+                    .expect("a table with a key converter has keys");
+                let rows = self
+                    .partition
+                    .converter()
+                    .convert_columns(batch.columns())?;
+                for (i, key) in keys.iter().enumerate() {
+                    writer
+                        .index
+                        .insert(key.data().into(), rows.row(i).data().into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table's log position: how many changes it has applied.
+    pub async fn log_position(&self) -> u64 {
+        self.writer.lock().await.seq
+    }
+
+    /// Makes `changes` durable (when the table is), then applies them and passes them to
+    /// the views reading the table. The caller holds the writer lock.
+    async fn commit(&self, writer: &mut Writer, changes: RecordBatch) -> Result<(), SluiceError> {
+        let seq = writer.seq + 1;
+        if let Some(durability) = &self.durability {
+            let log = durability.log.clone();
+            let table_id = durability.table_id;
+            let batch = changes.clone();
+            tokio::task::spawn_blocking(move || log.append(table_id, seq, &batch))
+                .await
+                .map_err(|e| SluiceError::internal(format!("table log writer stopped: {e}")))??;
+        }
+        writer.seq = seq;
+        self.partition.write(changes).await
     }
 
     /// The table's columns, all nullable: what DataFusion plans inserts against, so that
@@ -122,11 +228,14 @@ impl TableStorage {
     }
 
     /// Passes a barrier to the views reading this table, after every write before it.
-    pub async fn inject(&self, barrier: CheckpointBarrier) {
-        let _writer = self.writer.lock().await;
+    /// Returns the table's log position at the barrier: the changes a view's state at
+    /// this barrier includes.
+    pub async fn inject(&self, barrier: CheckpointBarrier) -> u64 {
+        let writer = self.writer.lock().await;
         self.partition
             .write_control(Message::Barrier(barrier))
             .await;
+        writer.seq
     }
 
     fn check_not_null(&self, batch: &RecordBatch) -> Result<(), SluiceError> {
@@ -219,7 +328,7 @@ impl TableStorage {
         if batches.is_empty() {
             return Ok(0);
         }
-        let mut index = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         let combined = concat_batches(&batches[0].schema(), &batches)?;
         self.check_not_null(&combined)?;
         let batch = RecordBatch::try_new(self.schema.clone(), combined.columns().to_vec())?;
@@ -234,9 +343,10 @@ impl TableStorage {
                     Some((&batch, vec![RowKind::Insert; rows as usize])),
                 )?
             };
-            self.partition.write(out).await?;
+            self.commit(&mut writer, out).await?;
             return Ok(rows);
         };
+        let index = &writer.index;
         if self.append_only {
             let mut fresh: HashMap<Box<[u8]>, Box<[u8]>> = HashMap::with_capacity(keys.num_rows());
             for (i, key) in keys.iter().enumerate() {
@@ -245,8 +355,8 @@ impl TableStorage {
                     return Err(self.duplicate_key(&batch, i));
                 }
             }
-            self.partition.write(batch).await?;
-            index.extend(fresh);
+            self.commit(&mut writer, batch).await?;
+            writer.index.extend(fresh);
             return Ok(rows);
         }
         // Upsert. Within one INSERT the last row of a key wins, as if rows came one by one.
@@ -286,9 +396,11 @@ impl TableStorage {
             })
             .collect();
         let out = self.changes(&retracted, RowKind::UpdateBefore, Some((&added, kinds)))?;
-        self.partition.write(out).await?;
+        self.commit(&mut writer, out).await?;
         for (key, pos) in position_of_key {
-            index.insert(key, full_rows.row(kept[pos].0).data().into());
+            writer
+                .index
+                .insert(key, full_rows.row(kept[pos].0).data().into());
         }
         Ok(rows)
     }
@@ -321,23 +433,23 @@ impl TableStorage {
     /// DELETE: removes the rows matching every predicate.
     pub async fn delete(&self, filters: &[Arc<dyn PhysicalExpr>]) -> Result<u64, SluiceError> {
         self.refuse_if_append_only("DELETE")?;
-        let mut index = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         let matching = self.matching(filters)?;
         let rows = matching.num_rows() as u64;
         if rows == 0 {
             return Ok(0);
-        }
-        if let Some(keys) = self.keys_of(&matching)? {
-            for key in keys.iter() {
-                index.remove(key.data());
-            }
         }
         let out = self.changes(
             &[],
             RowKind::Delete,
             Some((&matching, vec![RowKind::Delete; rows as usize])),
         )?;
-        self.partition.write(out).await?;
+        self.commit(&mut writer, out).await?;
+        if let Some(keys) = self.keys_of(&matching)? {
+            for key in keys.iter() {
+                writer.index.remove(key.data());
+            }
+        }
         Ok(rows)
     }
 
@@ -349,7 +461,7 @@ impl TableStorage {
         filters: &[Arc<dyn PhysicalExpr>],
     ) -> Result<u64, SluiceError> {
         self.refuse_if_append_only("UPDATE")?;
-        let mut index = self.writer.lock().await;
+        let mut writer = self.writer.lock().await;
         let old = self.matching(filters)?;
         let rows = old.num_rows();
         if rows == 0 {
@@ -366,23 +478,25 @@ impl TableStorage {
             columns.clone(),
         )?)?;
         let new = RecordBatch::try_new(self.schema.clone(), columns)?;
+        // The index changes, checked now and applied once the change is committed.
+        let mut index_changes: Option<(Vec<Box<[u8]>>, KeyIndex)> = None;
         if let (Some(old_keys), Some(new_keys)) = (self.keys_of(&old)?, self.keys_of(&new)?) {
             let old_keys: Vec<Box<[u8]>> = old_keys.iter().map(|k| k.data().into()).collect();
             let mut taken: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
             for (i, key) in new_keys.iter().enumerate() {
-                let exists_elsewhere =
-                    index.contains_key(key.data()) && !old_keys.iter().any(|k| **k == *key.data());
+                let exists_elsewhere = writer.index.contains_key(key.data())
+                    && !old_keys.iter().any(|k| **k == *key.data());
                 if exists_elsewhere || !taken.insert(key.data()) {
                     return Err(self.duplicate_key(&new, i));
                 }
             }
             let full_rows = self.partition.converter().convert_columns(new.columns())?;
-            for key in &old_keys {
-                index.remove(key);
-            }
-            for (i, key) in new_keys.iter().enumerate() {
-                index.insert(key.data().into(), full_rows.row(i).data().into());
-            }
+            let inserted = new_keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| (key.data().into(), full_rows.row(i).data().into()))
+                .collect();
+            index_changes = Some((old_keys, inserted));
         }
         let old_rows: Vec<Box<[u8]>> = self
             .partition
@@ -396,7 +510,13 @@ impl TableStorage {
             RowKind::UpdateBefore,
             Some((&new, vec![RowKind::UpdateAfter; rows])),
         )?;
-        self.partition.write(out).await?;
+        self.commit(&mut writer, out).await?;
+        if let Some((removed, inserted)) = index_changes {
+            for key in &removed {
+                writer.index.remove(key);
+            }
+            writer.index.extend(inserted);
+        }
         Ok(rows as u64)
     }
 }

@@ -6,6 +6,8 @@ use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sluice_common::error::Result;
 
+use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata};
+
 use crate::coordinator::{JobInfo, StatementResult};
 
 /// A result of text columns.
@@ -108,4 +110,63 @@ pub fn pg_type_name(t: &DataType) -> String {
         DataType::Null => "unknown".into(),
         other => other.to_string().to_lowercase(),
     }
+}
+
+/// The schema of `SHOW CHECKPOINTS`.
+pub fn checkpoints_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("epoch", DataType::Int64, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new(
+            "completed_at",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
+        Field::new("duration_ms", DataType::Int64, false),
+        Field::new("size_bytes", DataType::Int64, false),
+        Field::new("files", DataType::Int64, false),
+    ]))
+}
+
+/// The rows of `SHOW CHECKPOINTS`, oldest first.
+pub fn checkpoints_result(checkpoints: &[CheckpointMetadata]) -> Result<StatementResult> {
+    let schema = checkpoints_schema();
+    let int = |f: &dyn Fn(&CheckpointMetadata) -> u64| -> ArrayRef {
+        Arc::new(
+            checkpoints
+                .iter()
+                .map(|c| f(c) as i64)
+                .collect::<Int64Array>(),
+        )
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            int(&|c| c.epoch),
+            Arc::new(
+                checkpoints
+                    .iter()
+                    .map(|c| {
+                        Some(match c.kind {
+                            CheckpointKind::Checkpoint => "checkpoint",
+                            CheckpointKind::Savepoint => "savepoint",
+                        })
+                    })
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(arrow::array::TimestampMillisecondArray::from(
+                checkpoints
+                    .iter()
+                    .map(|c| c.completed_at_ms as i64)
+                    .collect::<Vec<_>>(),
+            )),
+            int(&|c| c.duration_ms()),
+            int(&|c| c.size_bytes()),
+            int(&|c| c.files.len() as u64),
+        ],
+    )?;
+    Ok(StatementResult::Rows {
+        schema,
+        batches: vec![batch],
+    })
 }

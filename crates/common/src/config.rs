@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Settings of `sluice serve` (coordinator and worker in one process).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeConfig {
     /// Directory for data and metadata.
@@ -23,6 +23,21 @@ pub struct ServeConfig {
     pub checkpoint_url: Option<String>,
     /// Parallelism of new streaming jobs when a session sets none (0 = number of cores).
     pub default_parallelism: usize,
+    /// Keep nothing on disk: tables, the catalog and view state live in memory only and
+    /// are gone when the process exits (for tests and throwaway sessions).
+    pub ephemeral: bool,
+    /// Seconds between checkpoints (0 = none; FLUSH and savepoints still work).
+    pub checkpoint_interval: f64,
+}
+
+impl ServeConfig {
+    /// The defaults, with nothing kept on disk.
+    pub fn ephemeral() -> Self {
+        ServeConfig {
+            ephemeral: true,
+            ..ServeConfig::default()
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -34,6 +49,8 @@ impl Default for ServeConfig {
             flight_listen: "127.0.0.1:50051".into(),
             checkpoint_url: None,
             default_parallelism: 0,
+            ephemeral: false,
+            checkpoint_interval: 10.0,
         }
     }
 }

@@ -33,8 +33,13 @@ impl SqlState {
     pub const WRONG_OBJECT_TYPE: SqlState = SqlState("42809");
     pub const INVALID_COLUMN_DEFINITION: SqlState = SqlState("42611");
     pub const INSUFFICIENT_RESOURCES: SqlState = SqlState("53000");
+    pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const QUERY_CANCELED: SqlState = SqlState("57014");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
+    /// A checksum mismatch or a truncated file in durable storage.
+    pub const DATA_CORRUPTED: SqlState = SqlState("XX001");
+    /// Reading or writing the data directory or the checkpoint store failed.
+    pub const IO_ERROR: SqlState = SqlState("58030");
     pub const CONFIG_FILE_ERROR: SqlState = SqlState("F0000");
 
     /// The five-character code.
@@ -78,6 +83,16 @@ impl SluiceError {
         Self::new(SqlState::INTERNAL_ERROR, message)
     }
 
+    /// Durable data (a log record, a checkpoint file) failed its checksum or is truncated.
+    pub fn corrupted(message: impl Into<String>) -> Self {
+        Self::new(SqlState::DATA_CORRUPTED, message)
+    }
+
+    /// An I/O failure, with what was being done and to which path or URL.
+    pub fn io(context: impl fmt::Display, error: impl fmt::Display) -> Self {
+        Self::new(SqlState::IO_ERROR, format!("{context}: {error}"))
+    }
+
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
         Self::new(SqlState::INVALID_PARAMETER_VALUE, message)
     }
@@ -116,7 +131,7 @@ impl From<datafusion::error::DataFusionError> for SluiceError {
 
 impl From<std::io::Error> for SluiceError {
     fn from(e: std::io::Error) -> Self {
-        SluiceError::new(SqlState::INTERNAL_ERROR, format!("I/O error: {e}"))
+        SluiceError::new(SqlState::IO_ERROR, format!("I/O error: {e}"))
     }
 }
 

@@ -32,6 +32,12 @@ pub fn channel() -> (mpsc::Sender<Message>, mpsc::Receiver<Message>) {
 #[async_trait]
 pub trait Collector: Send {
     async fn collect(&mut self, message: Message) -> Result<()>;
+
+    /// The state a sink holds, taken like [`crate::operators::Operator::snapshot_state`];
+    /// with the index of the view partition it writes. Exchanges hold none.
+    fn snapshot_state(&mut self) -> Result<Option<(usize, Vec<crate::operators::StateEntry>)>> {
+        Ok(None)
+    }
 }
 
 /// How rows are spread over the downstream subtasks.

@@ -39,4 +39,14 @@ pub trait SourceReader: Send {
     /// end of what was written before the FLUSH (a table's log length, a bounded
     /// source's last row). Unbounded external sources return [`Self::position`].
     fn flush_target(&self) -> u64;
+
+    /// Moves a fresh reader to `position` (a value [`Self::position`] returned before),
+    /// so that it resumes after the rows a checkpoint already holds. Fails for sources
+    /// that cannot replay.
+    fn seek(&mut self, position: u64) -> Result<()> {
+        let _ = position;
+        Err(sluice_common::error::SluiceError::unsupported(
+            "this source cannot resume from a checkpoint position",
+        ))
+    }
 }

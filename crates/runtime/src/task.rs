@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::exchange::{Collector, InputGate};
 use crate::message::{BarrierKind, CheckpointBarrier, Message};
-use crate::operators::{Operator, run_chain_from};
+use crate::operators::{Operator, StateEntry, run_chain_from};
 use crate::source::{SourceEvent, SourceReader};
 
 /// Capacity of a source's barrier injection channel.
@@ -25,12 +25,79 @@ pub enum TaskInput {
     Gate(InputGate),
 }
 
+/// What a subtask reports after a checkpoint barrier passed it: the state of every
+/// operator of its chain (and of its sink), and its source's position.
+#[derive(Debug)]
+pub struct SubtaskSnapshot {
+    pub barrier: CheckpointBarrier,
+    /// The subtask's stable id within its job (`chain-subtask`, e.g. `1-0`).
+    pub subtask: String,
+    /// The job (view id) it belongs to.
+    pub job: u64,
+    /// One entry list per operator of the chain, in chain order.
+    pub operators: Vec<Vec<StateEntry>>,
+    /// The view partition the subtask's sink writes, and its rows.
+    pub sink: Option<(usize, Vec<StateEntry>)>,
+    /// The source reader's position, for a source subtask.
+    pub position: Option<u64>,
+}
+
+/// Where a subtask sends its snapshots; the checkpoint coordinator listens.
+#[derive(Debug, Clone)]
+pub struct SnapshotReporter {
+    pub job: u64,
+    pub subtask: String,
+    pub sender: mpsc::UnboundedSender<SubtaskSnapshot>,
+}
+
 /// One parallel instance of a chain of operators.
 pub struct Subtask {
     pub name: String,
     pub input: TaskInput,
     pub chain: Vec<Box<dyn Operator>>,
     pub output: Box<dyn Collector>,
+    /// Set when the job takes checkpoints.
+    pub reporter: Option<SnapshotReporter>,
+}
+
+/// A subtask's chain and output, which every message goes through.
+struct Pipeline {
+    chain: Vec<Box<dyn Operator>>,
+    output: Box<dyn Collector>,
+    reporter: Option<SnapshotReporter>,
+}
+
+impl Pipeline {
+    /// Runs `message` (from logical input `input`) through the chain into the output.
+    /// After a checkpoint barrier, snapshots the chain: nothing else has run since the
+    /// barrier passed, so each operator's state is its state at the barrier.
+    async fn push(&mut self, input: usize, message: Message, position: Option<u64>) -> Result<()> {
+        let checkpoint = match &message {
+            Message::Barrier(b) if b.kind != BarrierKind::Flush => Some(*b),
+            _ => None,
+        };
+        for out in run_chain_from(&mut self.chain, input, message)? {
+            self.output.collect(out).await?;
+        }
+        if let (Some(barrier), Some(reporter)) = (checkpoint, &self.reporter) {
+            let operators = self
+                .chain
+                .iter_mut()
+                .map(|op| op.snapshot_state())
+                .collect::<Result<Vec<_>>>()?;
+            let snapshot = SubtaskSnapshot {
+                barrier,
+                subtask: reporter.subtask.clone(),
+                job: reporter.job,
+                operators,
+                sink: self.output.snapshot_state()?,
+                position,
+            };
+            // The coordinator may have stopped listening (shutting down): nothing to do.
+            let _ = reporter.sender.send(snapshot);
+        }
+        Ok(())
+    }
 }
 
 impl Subtask {
@@ -40,20 +107,20 @@ impl Subtask {
         let Subtask {
             name,
             input,
-            mut chain,
-            mut output,
+            chain,
+            output,
+            reporter,
         } = self;
         tracing::debug!(subtask = %name, "started");
-        let mut emit = async |input: usize, message: Message| -> Result<()> {
-            for out in run_chain_from(&mut chain, input, message)? {
-                output.collect(out).await?;
-            }
-            Ok(())
+        let mut pipeline = Pipeline {
+            chain,
+            output,
+            reporter,
         };
         match input {
             TaskInput::Gate(mut gate) => {
                 while let Some(message) = gate.next().await? {
-                    emit(gate.last_input(), message).await?;
+                    pipeline.push(gate.last_input(), message, None).await?;
                 }
             }
             TaskInput::Source {
@@ -69,10 +136,13 @@ impl Subtask {
                             break;
                         }
                         pending.pop_front();
-                        emit(0, Message::Barrier(barrier)).await?;
+                        let position = Some(reader.position());
+                        pipeline
+                            .push(0, Message::Barrier(barrier), position)
+                            .await?;
                     }
                     if ended {
-                        emit(0, Message::EndOfStream).await?;
+                        pipeline.push(0, Message::EndOfStream, None).await?;
                         break;
                     }
                     tokio::select! {
@@ -88,7 +158,7 @@ impl Subtask {
                             None => break,
                         },
                         event = reader.next_event() => match event? {
-                            SourceEvent::Batch(batch) => emit(0, Message::Batch(batch)).await?,
+                            SourceEvent::Batch(batch) => pipeline.push(0, Message::Batch(batch), None).await?,
                             SourceEvent::Progress => {}
                             SourceEvent::End => ended = true,
                         },

@@ -56,8 +56,17 @@ pub struct ServeArgs {
     /// [default: 0]
     #[arg(long, env = "SLUICE_DEFAULT_PARALLELISM", value_name = "N")]
     pub default_parallelism: Option<usize>,
+    /// Keep nothing on disk: tables, catalog and view state live in memory and are gone
+    /// when the server exits
+    #[arg(long, env = "SLUICE_EPHEMERAL")]
+    pub ephemeral: bool,
+    /// Seconds between checkpoints of every view's state (0 = no periodic checkpoints)
+    /// [default: 10]
+    #[arg(long, env = "SLUICE_CHECKPOINT_INTERVAL", value_name = "SECONDS")]
+    pub checkpoint_interval: Option<f64>,
     /// TOML file with defaults for the options above (keys: data_dir, pg_listen,
-    /// rest_listen, flight_listen, checkpoint_url, default_parallelism)
+    /// rest_listen, flight_listen, checkpoint_url, default_parallelism, ephemeral,
+    /// checkpoint_interval)
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -37,6 +37,17 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.default_parallelism {
         config.default_parallelism = v;
     }
+    if args.ephemeral {
+        config.ephemeral = true;
+    }
+    if let Some(v) = args.checkpoint_interval {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(SluiceError::invalid_parameter(format!(
+                "--checkpoint-interval must be a number of seconds, 0 or more, got {v}"
+            )));
+        }
+        config.checkpoint_interval = v;
+    }
     Ok(config)
 }
 

@@ -90,6 +90,17 @@ impl Catalog {
         }
     }
 
+    /// The id [`Self::allocate_id`] hands out next.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Makes [`Self::allocate_id`] hand out `id` next: restoring a catalog gives every
+    /// object the id it had.
+    pub fn set_next_id(&mut self, id: u64) {
+        self.next_id = id;
+    }
+
     /// A fresh relation id.
     pub fn allocate_id(&mut self) -> u64 {
         let id = self.next_id;

@@ -45,6 +45,8 @@ pub enum ShowTarget {
     Jobs,
     /// `SHOW <setting>`.
     Variable(String),
+    /// `SHOW CHECKPOINTS`: completed checkpoints and savepoints.
+    Checkpoints,
 }
 
 /// `WATERMARK FOR column AS expression` of a table or source.
@@ -327,6 +329,7 @@ fn parse_show(sig: &[&Token]) -> Result<Statement> {
         ["SOURCES"] => ShowTarget::Sources,
         ["MATERIALIZED", "VIEWS"] => ShowTarget::MaterializedViews,
         ["JOBS"] | ["STREAMING", "JOBS"] => ShowTarget::Jobs,
+        ["CHECKPOINTS"] => ShowTarget::Checkpoints,
         ["ALL"] => ShowTarget::Variable("all".into()),
         [name] => ShowTarget::Variable(name.to_ascii_lowercase()),
         _ => {

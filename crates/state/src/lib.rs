@@ -15,6 +15,7 @@
 pub mod checkpoint;
 mod memory;
 pub mod snapshot;
+pub mod wal;
 
 pub use memory::MemoryStateBackend;
 

@@ -14,7 +14,7 @@ pub struct Engine {
 
 impl Engine {
     pub async fn start() -> Engine {
-        let coordinator = Coordinator::start(ServeConfig::default())
+        let coordinator = Coordinator::start(ServeConfig::ephemeral())
             .await
             .expect("coordinator starts");
         let session = coordinator.new_session();

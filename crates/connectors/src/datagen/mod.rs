@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
-use sluice_common::error::Result;
+use sluice_common::error::{Result, SluiceError};
 use sluice_runtime::source::{SourceEvent, SourceReader};
 use tokio::time::Instant;
 
@@ -127,5 +127,17 @@ impl SourceReader for DatagenReader {
         } else {
             self.emitted
         }
+    }
+
+    /// Rows are a pure function of their index, so resuming is setting the count.
+    fn seek(&mut self, position: u64) -> Result<()> {
+        if position > self.split_limit {
+            return Err(SluiceError::invalid_parameter(format!(
+                "cannot resume datagen split {} at row {position}: it has only {} rows (were its options changed?)",
+                self.split, self.split_limit
+            )));
+        }
+        self.emitted = position;
+        Ok(())
     }
 }

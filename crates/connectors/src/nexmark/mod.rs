@@ -291,4 +291,23 @@ impl SourceReader for NexmarkReader {
             self.emitted
         }
     }
+
+    /// The generator is sequential: resuming regenerates and skips the events before
+    /// `position` (about a million per second).
+    fn seek(&mut self, position: u64) -> Result<()> {
+        if self.generated != 0 || position > self.split_events {
+            return Err(SluiceError::invalid_parameter(format!(
+                "cannot resume a nexmark split at event {position} (it has {} events and has generated {})",
+                self.split_events, self.generated
+            )));
+        }
+        for _ in 0..position {
+            if self.generator.next().is_none() {
+                return Err(SluiceError::internal("the nexmark generator ended early"));
+            }
+        }
+        self.generated = position;
+        self.emitted = position;
+        Ok(())
+    }
 }

@@ -25,6 +25,8 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::scalar::ScalarValue;
 use sluice_common::error::{Result, SluiceError};
 
+mod snapshot;
+
 use super::Operator;
 use super::retractable::{MultisetAccumulator, MultisetAggregate};
 use crate::message::{CheckpointBarrier, Message, OP_COLUMN, RowKind, Watermark, split_changelog};
@@ -563,6 +565,14 @@ impl Operator for AggregateOperator {
     fn finish(&mut self, out: &mut Vec<Message>) -> Result<()> {
         self.ensure_global_group(out)?;
         self.close_windows(None, out)
+    }
+
+    fn snapshot_state(&mut self) -> Result<Vec<crate::operators::StateEntry>> {
+        self.snapshot_groups()
+    }
+
+    fn restore_state(&mut self, entries: Vec<crate::operators::StateEntry>) -> Result<()> {
+        self.restore_groups(entries)
     }
 }
 

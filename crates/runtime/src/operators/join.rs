@@ -23,7 +23,10 @@ use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 
-use super::Operator;
+use sluice_state::DEFAULT_KEY_GROUPS;
+
+use super::{Operator, StateEntry};
+use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, OP_COLUMN, RowKind, split_changelog};
 
 /// Rows of one side, by join key: row → multiplicity.
@@ -265,6 +268,58 @@ impl JoinOperator {
 impl Operator for JoinOperator {
     fn name(&self) -> &'static str {
         "Join"
+    }
+
+    /// One entry per distinct held row: key `[side][key length: u32][key][row]`, value
+    /// its multiplicity, in the key group of its join key.
+    fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
+        let mut entries = Vec::new();
+        for (side, state) in self.state.iter().enumerate() {
+            let keys: Vec<&Box<[u8]>> = state.keys().collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let parser = self.key_converter.parser();
+            let key_columns = self
+                .key_converter
+                .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+            let groups = key_groups_of_columns(&key_columns, keys.len(), DEFAULT_KEY_GROUPS)?;
+            for (key, group) in keys.into_iter().zip(groups) {
+                for (row, count) in &state[key] {
+                    let mut entry_key = Vec::with_capacity(5 + key.len() + row.len());
+                    entry_key.push(side as u8);
+                    entry_key.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                    entry_key.extend_from_slice(key);
+                    entry_key.extend_from_slice(row);
+                    entries.push((group, entry_key, count.to_le_bytes().to_vec()));
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
+        let corrupt = || SluiceError::corrupted("a join's checkpointed state entry is malformed");
+        for (_, entry_key, value) in entries {
+            let side = *entry_key.first().ok_or_else(corrupt)? as usize;
+            let length: [u8; 4] = entry_key
+                .get(1..5)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .map_err(|_| corrupt())?;
+            let length = u32::from_le_bytes(length) as usize;
+            let key = entry_key.get(5..5 + length).ok_or_else(corrupt)?;
+            let row = &entry_key[5 + length..];
+            let count: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
+            if side > 1 {
+                return Err(corrupt());
+            }
+            self.state[side]
+                .entry(key.into())
+                .or_default()
+                .insert(row.into(), u64::from_le_bytes(count));
+        }
+        Ok(())
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {

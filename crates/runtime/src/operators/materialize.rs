@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use crate::exchange::{Collector, channel};
 use crate::keygroup::key_groups_of;
 use crate::message::{Message, RowKind, changelog_schema, split_changelog};
+use crate::operators::StateEntry;
 
 /// Rows per batch when reading a view's state.
 const SCAN_BATCH_ROWS: usize = 8192;
@@ -146,6 +147,41 @@ impl ViewPartition {
         self.state.len()
     }
 
+    /// The partition's state (row → count), for a checkpoint.
+    pub fn snapshot_state(&self) -> Vec<StateEntry> {
+        self.state.scan(None)
+    }
+
+    /// Replaces nothing, adds `entries` (taken by [`Self::snapshot_state`]) to an empty
+    /// partition before its job starts.
+    pub fn restore_state(&self, entries: Vec<StateEntry>) -> Result<()> {
+        if !self.state.is_empty() {
+            return Err(SluiceError::internal(
+                "restoring a view partition that already holds rows",
+            ));
+        }
+        for (_, _, value) in &entries {
+            decode_count(value)?;
+        }
+        self.state.write(
+            entries
+                .into_iter()
+                .map(|(key_group, key, value)| StateWrite::Put {
+                    key_group,
+                    key,
+                    value,
+                })
+                .collect(),
+        );
+        Ok(())
+    }
+
+    /// Marks a restored partition as complete: its job had finished before the
+    /// checkpoint, so readers get its rows and then the end of the stream.
+    pub fn mark_finished(&self) {
+        self.subscribers.lock().finished = true;
+    }
+
     fn rows_to_batches(
         &self,
         entries: Vec<(u16, Vec<u8>, Vec<u8>)>,
@@ -188,6 +224,17 @@ impl ViewPartition {
     /// Starts reading this partition's changes; see [`Subscription`]. Fails when the
     /// view's job has failed.
     pub fn subscribe(&self) -> Result<Subscription> {
+        self.subscribe_with(true)
+    }
+
+    /// Starts reading only the changes from now on, without the current rows: for a
+    /// reader restored from the same checkpoint as this partition, whose state already
+    /// reflects them.
+    pub fn subscribe_changes(&self) -> Result<Subscription> {
+        self.subscribe_with(false)
+    }
+
+    fn subscribe_with(&self, with_snapshot: bool) -> Result<Subscription> {
         let (tx, rx) = channel();
         let mut subs = self.subscribers.lock();
         if let Some(error) = &subs.failed {
@@ -198,7 +245,11 @@ impl ViewPartition {
                 ),
             ));
         }
-        let snapshot = self.rows_to_batches(self.state.scan(None), self.changelog)?;
+        let snapshot = if with_snapshot {
+            self.rows_to_batches(self.state.scan(None), self.changelog)?
+        } else {
+            Vec::new()
+        };
         if subs.finished {
             tx.try_send(Message::EndOfStream)
                 .expect("a new channel has room");
@@ -286,13 +337,20 @@ fn decode_count(value: &[u8]) -> Result<i64> {
 /// The sink subtask of a materialized view.
 pub struct MaterializeSink {
     partition: Arc<ViewPartition>,
+    /// Which partition of the view this is.
+    index: usize,
     progress: watch::Sender<SinkProgress>,
 }
 
 impl MaterializeSink {
-    pub fn new(partition: Arc<ViewPartition>, progress: watch::Sender<SinkProgress>) -> Self {
+    pub fn new(
+        partition: Arc<ViewPartition>,
+        index: usize,
+        progress: watch::Sender<SinkProgress>,
+    ) -> Self {
         MaterializeSink {
             partition,
+            index,
             progress,
         }
     }
@@ -317,6 +375,10 @@ impl Collector for MaterializeSink {
             Message::Watermark(w) => self.partition.write_control(Message::Watermark(w)).await,
         }
         Ok(())
+    }
+
+    fn snapshot_state(&mut self) -> Result<Option<(usize, Vec<StateEntry>)>> {
+        Ok(Some((self.index, self.partition.snapshot_state())))
     }
 }
 
@@ -364,7 +426,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
         let partition = ViewPartition::new(schema, true, 128, backend.table("mv")).unwrap();
         let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
-        let mut sink = MaterializeSink::new(partition.clone(), progress_tx);
+        let mut sink = MaterializeSink::new(partition.clone(), 0, progress_tx);
 
         sink.collect(Message::Batch(changes(
             vec![1, 1, 2],
@@ -415,7 +477,7 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
         let partition = ViewPartition::new(schema, true, 128, backend.table("mv")).unwrap();
         let (tx, _rx) = watch::channel(SinkProgress::default());
-        let mut sink = MaterializeSink::new(partition, tx);
+        let mut sink = MaterializeSink::new(partition, 0, tx);
         assert!(
             sink.collect(Message::Batch(changes(vec![7], vec![RowKind::Delete])))
                 .await

@@ -17,6 +17,10 @@ use sluice_common::error::Result;
 
 use crate::message::{CheckpointBarrier, Message, Watermark};
 
+/// One entry of an operator's keyed state in a checkpoint: key group, key and value.
+/// The key group is what lets a snapshot be restored at another parallelism.
+pub type StateEntry = (u16, Vec<u8>, Vec<u8>);
+
 /// A step of a chain. Default methods forward watermarks and barriers unchanged.
 pub trait Operator: Send {
     /// A short name for logs and EXPLAIN.
@@ -55,6 +59,25 @@ pub trait Operator: Send {
     /// Called once at end of input, before `EndOfStream` is forwarded.
     fn finish(&mut self, _out: &mut Vec<Message>) -> Result<()> {
         Ok(())
+    }
+
+    /// The operator's state, taken right after a checkpoint barrier passed it: it holds
+    /// the effect of every row before the barrier and of none after. Stateless
+    /// operators have none.
+    fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
+        Ok(Vec::new())
+    }
+
+    /// Restores what [`Self::snapshot_state`] took, before the operator sees any message.
+    fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
+        if entries.is_empty() {
+            Ok(())
+        } else {
+            Err(sluice_common::error::SluiceError::internal(format!(
+                "{} keeps no state, but a checkpoint holds state for it",
+                self.name()
+            )))
+        }
     }
 }
 

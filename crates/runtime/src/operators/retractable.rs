@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use arrow::array::ArrayRef;
+use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
 use datafusion::error::{DataFusionError, Result};
@@ -139,18 +139,51 @@ impl Accumulator for MultisetAccumulator {
                 .sum::<usize>()
     }
 
-    /// Partial state for merging across subtasks is not used: Sluice aggregates each
-    /// group in one subtask. Snapshots for checkpoints will serialize the multiset.
+    /// The multiset as two lists: the distinct values and how many rows hold each. Used
+    /// by checkpoints (Sluice aggregates each group in one subtask, so DataFusion's
+    /// partial aggregation never asks for it).
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Err(DataFusionError::NotImplemented(
-            "partial state of a retractable multiset aggregate".into(),
-        ))
+        let values: Vec<ScalarValue> = self.values.values().map(|(v, _)| v.clone()).collect();
+        let counts: Vec<ScalarValue> = self
+            .values
+            .values()
+            .map(|(_, c)| ScalarValue::UInt64(Some(*c)))
+            .collect();
+        Ok(vec![
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &self.data_type)),
+            ScalarValue::List(ScalarValue::new_list_nullable(&counts, &DataType::UInt64)),
+        ])
     }
 
-    fn merge_batch(&mut self, _states: &[ArrayRef]) -> Result<()> {
-        Err(DataFusionError::NotImplemented(
-            "merging retractable multiset aggregates".into(),
-        ))
+    /// Adds multisets taken by [`Self::state`].
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let [values, counts] = states else {
+            return Err(DataFusionError::Internal(
+                "a multiset aggregate's state has two columns".into(),
+            ));
+        };
+        let values = values.as_list::<i32>();
+        let counts = counts.as_list::<i32>();
+        for i in 0..values.len() {
+            let group_values = values.value(i);
+            let group_counts = counts.value(i);
+            let group_counts = group_counts.as_primitive::<arrow::datatypes::UInt64Type>();
+            let rows = self
+                .converter
+                .convert_columns(std::slice::from_ref(&group_values))?;
+            for (j, row) in rows.iter().enumerate() {
+                let count = group_counts.value(j);
+                let entry = self
+                    .values
+                    .entry(row.as_ref().to_vec())
+                    .or_insert_with(|| (ScalarValue::Null, 0));
+                if entry.1 == 0 {
+                    entry.0 = ScalarValue::try_from_array(&group_values, j)?;
+                }
+                entry.1 += count;
+            }
+        }
+        Ok(())
     }
 }
 

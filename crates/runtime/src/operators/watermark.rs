@@ -44,6 +44,24 @@ impl Operator for WatermarkOperator {
         "WatermarkAssign"
     }
 
+    fn snapshot_state(&mut self) -> Result<Vec<super::StateEntry>> {
+        Ok(self
+            .current
+            .map(|w| vec![(0, b"watermark".to_vec(), w.to_le_bytes().to_vec())])
+            .unwrap_or_default())
+    }
+
+    fn restore_state(&mut self, entries: Vec<super::StateEntry>) -> Result<()> {
+        for (_, _, value) in entries {
+            let bytes: [u8; 8] = value
+                .as_slice()
+                .try_into()
+                .map_err(|_| SluiceError::corrupted("a checkpointed watermark is not 8 bytes"))?;
+            self.current = Some(i64::from_le_bytes(bytes));
+        }
+        Ok(())
+    }
+
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         let values = self.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
         let max = max_timestamp_millis(values.as_ref())?;

@@ -18,6 +18,8 @@ static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 pub struct TestServer {
     child: Child,
     data_dir: PathBuf,
+    /// Leave the data directory behind on drop (a crash test restarts on it).
+    keep_data: bool,
     /// The pgwire address from the ready line.
     pub pg_addr: SocketAddr,
     /// The REST address from the ready line.
@@ -27,11 +29,12 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server and waits (up to a deadline) for its ready line.
     pub fn start() -> TestServer {
-        let data_dir = std::env::temp_dir().join(format!(
-            "sluice-it-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
-        ));
+        TestServer::start_with(fresh_data_dir(), &[])
+    }
+
+    /// Starts a server on `data_dir` (which may hold an earlier server's data) with
+    /// extra flags.
+    pub fn start_with(data_dir: PathBuf, flags: &[&str]) -> TestServer {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args([
                 "serve",
@@ -42,6 +45,7 @@ impl TestServer {
             ])
             .args(["--flight-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
+            .args(flags)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -65,6 +69,7 @@ impl TestServer {
         let mut server = TestServer {
             child,
             data_dir,
+            keep_data: false,
             pg_addr: "0.0.0.0:0".parse().expect("addr"),
             rest_addr: "0.0.0.0:0".parse().expect("addr"),
         };
@@ -110,10 +115,32 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Kills the server with SIGKILL (no shutdown of any kind) and returns its data
+    /// directory, left as the crash left it.
+    pub fn kill(mut self) -> PathBuf {
+        self.keep_data = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data_dir.clone()
+    }
+}
+
+/// A data directory no server has used.
+pub fn fresh_data_dir() -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "sluice-it-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::SeqCst)
+    ))
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if !self.keep_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }

@@ -1,0 +1,147 @@
+//! The coordinator's durable metadata: the catalog, kept in the data directory so that
+//! every table, source and materialized view comes back after a restart.
+//!
+//! The catalog is stored as the statements that created its objects, in creation order,
+//! with the ids they were given and the parallelism their jobs ran at. Restoring runs the
+//! statements again, which rebuilds the objects with the same planner and validation as
+//! when they were first created. The file is small (one line of SQL per object) and is
+//! rewritten whole on every DDL statement: written to a temporary file, synced, renamed
+//! over the old one and the directory synced, so a crash leaves either the old or the new
+//! catalog, never a mix.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sluice_common::error::{Result, SluiceError};
+
+/// The catalog file's name in the data directory.
+const CATALOG_FILE: &str = "catalog.json";
+/// Version of the catalog file's format; a newer file is refused rather than misread.
+const CATALOG_FORMAT: u32 = 1;
+
+/// How one catalog object was created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    pub id: u64,
+    pub name: String,
+    /// The `CREATE ...` statement, as the user wrote it.
+    pub sql: String,
+    /// The parallelism of the object's job (materialized views); 0 for others.
+    pub parallelism: usize,
+}
+
+/// Everything the catalog file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogState {
+    pub format: u32,
+    /// The next relation id to hand out (ids are never reused, so state and log records
+    /// of a dropped object can never be mistaken for a new one's).
+    pub next_id: u64,
+    /// In creation order: an object only depends on objects before it.
+    pub definitions: Vec<Definition>,
+}
+
+impl Default for CatalogState {
+    fn default() -> Self {
+        CatalogState {
+            format: CATALOG_FORMAT,
+            next_id: 1,
+            definitions: Vec::new(),
+        }
+    }
+}
+
+/// Reads and writes the catalog file of one data directory.
+#[derive(Debug)]
+pub struct MetadataStore {
+    dir: PathBuf,
+}
+
+impl MetadataStore {
+    /// Opens the catalog in `dir` and returns what it holds (empty for a new directory).
+    /// Fails with the file's path when it cannot be read or parsed.
+    pub fn open(dir: &Path) -> Result<(MetadataStore, CatalogState)> {
+        let path = dir.join(CATALOG_FILE);
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let state: CatalogState = serde_json::from_slice(&bytes).map_err(|e| {
+                    SluiceError::corrupted(format!(
+                        "the catalog file {} cannot be parsed ({e}); restore it from a backup or start with an empty data directory",
+                        path.display()
+                    ))
+                })?;
+                if state.format > CATALOG_FORMAT {
+                    return Err(SluiceError::corrupted(format!(
+                        "the catalog file {} has format {}, newer than this Sluice understands ({CATALOG_FORMAT})",
+                        path.display(),
+                        state.format
+                    )));
+                }
+                state
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogState::default(),
+            Err(e) => {
+                return Err(SluiceError::io(
+                    format!("cannot read the catalog file {}", path.display()),
+                    e,
+                ));
+            }
+        };
+        Ok((
+            MetadataStore {
+                dir: dir.to_path_buf(),
+            },
+            state,
+        ))
+    }
+
+    /// Replaces the catalog file with `state`, atomically and durably.
+    pub fn save(&self, state: &CatalogState) -> Result<()> {
+        let path = self.dir.join(CATALOG_FILE);
+        let temporary = self.dir.join(format!("{CATALOG_FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(state)
+            .map_err(|e| SluiceError::internal(format!("cannot encode the catalog: {e}")))?;
+        let context = || format!("cannot write the catalog file {}", path.display());
+        let mut file = File::create(&temporary).map_err(|e| SluiceError::io(context(), e))?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| SluiceError::io(context(), e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| SluiceError::io(context(), e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| SluiceError::io(context(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_catalog_reads_back_and_a_missing_one_is_empty() {
+        let dir = std::env::temp_dir().join(format!("sluice-catalog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (store, state) = MetadataStore::open(&dir).unwrap();
+        assert_eq!(state, CatalogState::default());
+        let state = CatalogState {
+            format: CATALOG_FORMAT,
+            next_id: 3,
+            definitions: vec![Definition {
+                id: 1,
+                name: "t".into(),
+                sql: "CREATE TABLE t (a INT)".into(),
+                parallelism: 0,
+            }],
+        };
+        store.save(&state).unwrap();
+        assert_eq!(MetadataStore::open(&dir).unwrap().1, state);
+        std::fs::write(dir.join(CATALOG_FILE), b"{ not json").unwrap();
+        let error = MetadataStore::open(&dir).unwrap_err();
+        assert_eq!(error.state, sluice_common::SqlState::DATA_CORRUPTED);
+        assert!(error.message.contains("catalog.json"), "{}", error.message);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

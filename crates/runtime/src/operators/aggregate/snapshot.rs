@@ -1,0 +1,258 @@
+//! Checkpointing an [`AggregateOperator`]: each group becomes one state entry.
+//!
+//! An entry's key is the group key (Arrow row format); its value is one row, in Arrow's
+//! row format, of: the group's row count, its window end, whether it was emitted, the
+//! values last emitted, and every accumulator's intermediate state
+//! (`Accumulator::state`). Restoring merges those states into fresh accumulators
+//! (`Accumulator::merge_batch`), which is how DataFusion itself combines partial
+//! aggregates, so every aggregate DataFusion has can be checkpointed. A few operator-wide
+//! values (the window watermark) are entries of their own, told apart by a key prefix.
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
+use arrow::datatypes::DataType;
+use arrow::row::{RowConverter, SortField};
+use datafusion::logical_expr::Accumulator;
+use datafusion::scalar::ScalarValue;
+use sluice_common::error::{Result, SluiceError};
+use sluice_state::DEFAULT_KEY_GROUPS;
+
+use super::{AggregateOperator, AggregateSpec, Group};
+use crate::keygroup::key_groups_of_columns;
+use crate::operators::StateEntry;
+
+/// Key prefix of a group's entry.
+const GROUP: u8 = 0;
+/// Key prefix of an operator-wide value.
+const META: u8 = 1;
+const WATERMARK_KEY: &[u8] = &[META, b'w'];
+
+/// The types of a group entry's value columns.
+struct Layout {
+    /// Per aggregate: the type `evaluate` returns.
+    emitted: Vec<DataType>,
+    /// Per aggregate: the types of `state`'s values.
+    states: Vec<Vec<DataType>>,
+}
+
+impl Layout {
+    fn of(aggregates: &[AggregateSpec]) -> Result<Self> {
+        let mut emitted = Vec::new();
+        let mut states = Vec::new();
+        for spec in aggregates {
+            let mut acc = spec.create_accumulator()?;
+            emitted.push(acc.evaluate()?.data_type());
+            states.push(acc.state()?.iter().map(ScalarValue::data_type).collect());
+        }
+        Ok(Layout { emitted, states })
+    }
+
+    /// Row count, window end, emitted flag, emitted values, then the states.
+    fn columns(&self) -> Vec<DataType> {
+        let mut types = vec![DataType::Int64, DataType::Int64, DataType::Boolean];
+        types.extend(self.emitted.iter().cloned());
+        types.extend(self.states.iter().flatten().cloned());
+        types
+    }
+
+    fn converter(&self) -> Result<RowConverter> {
+        Ok(RowConverter::new(
+            self.columns().into_iter().map(SortField::new).collect(),
+        )?)
+    }
+}
+
+/// One array of `data_type` from `values`, casting any value whose type differs (an
+/// accumulator may report a typed or an untyped NULL).
+fn to_array(values: Vec<ScalarValue>, data_type: &DataType) -> Result<ArrayRef> {
+    if values.is_empty() {
+        return Ok(arrow::array::new_empty_array(data_type));
+    }
+    if values.iter().all(|v| v.data_type() == *data_type) {
+        return Ok(ScalarValue::iter_to_array(values)?);
+    }
+    let parts = values
+        .iter()
+        .map(|v| {
+            let array = v.to_array_of_size(1)?;
+            Ok(arrow::compute::cast(&array, data_type)?)
+        })
+        .collect::<Result<Vec<ArrayRef>>>()?;
+    let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+    Ok(arrow::compute::concat(&refs)?)
+}
+
+/// A fresh accumulator holding `state`.
+fn accumulator_from_state(
+    spec: &AggregateSpec,
+    state: &[ScalarValue],
+    types: &[DataType],
+) -> Result<Box<dyn Accumulator>> {
+    let mut acc = spec.create_accumulator()?;
+    let arrays = state
+        .iter()
+        .zip(types)
+        .map(|(v, t)| to_array(vec![v.clone()], t))
+        .collect::<Result<Vec<_>>>()?;
+    acc.merge_batch(&arrays)?;
+    Ok(acc)
+}
+
+impl AggregateOperator {
+    pub(super) fn snapshot_groups(&mut self) -> Result<Vec<StateEntry>> {
+        let mut entries = Vec::new();
+        if let Some(watermark) = self.window_close.as_ref().and_then(|wc| wc.watermark) {
+            entries.push((0, WATERMARK_KEY.to_vec(), watermark.to_le_bytes().to_vec()));
+        }
+        let slots: Vec<usize> = (0..self.groups.len())
+            .filter(|&s| self.groups[s].is_some())
+            .collect();
+        if slots.is_empty() {
+            return Ok(entries);
+        }
+        let layout = Layout::of(&self.aggregates)?;
+        let types = layout.columns();
+        let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(slots.len()); types.len()];
+        for &slot in &slots {
+            let group = self.groups[slot].as_mut().expect("live slot");
+            columns[0].push(ScalarValue::Int64(Some(group.rows)));
+            columns[1].push(ScalarValue::Int64(group.window_end));
+            columns[2].push(ScalarValue::Boolean(Some(group.emitted.is_some())));
+            let mut c = 3;
+            for (j, data_type) in layout.emitted.iter().enumerate() {
+                let value = match &group.emitted {
+                    Some(values) => values[j].clone(),
+                    None => ScalarValue::try_from(data_type)?,
+                };
+                columns[c].push(value);
+                c += 1;
+            }
+            // `state` may consume an accumulator's state: continue with a fresh one
+            // holding the same state.
+            for (j, spec) in self.aggregates.iter().enumerate() {
+                let state = group.accumulators[j].state()?;
+                group.accumulators[j] = accumulator_from_state(spec, &state, &layout.states[j])?;
+                for value in state {
+                    columns[c].push(value);
+                    c += 1;
+                }
+            }
+        }
+        let arrays = columns
+            .into_iter()
+            .zip(&types)
+            .map(|(values, t)| to_array(values, t))
+            .collect::<Result<Vec<_>>>()?;
+        let values = layout.converter()?.convert_columns(&arrays)?;
+        let keys: Vec<Option<&[u8]>> = slots
+            .iter()
+            .map(|&s| {
+                self.groups[s]
+                    .as_ref()
+                    .and_then(|g| g.key.as_ref().map(|k| k.as_ref()))
+            })
+            .collect();
+        let key_groups = if self.is_global() {
+            vec![0; slots.len()]
+        } else {
+            let key_columns = self.converter.convert_rows(
+                slots
+                    .iter()
+                    .filter_map(|&s| self.groups[s].as_ref()?.key.as_ref().map(|k| k.row())),
+            )?;
+            key_groups_of_columns(&key_columns, slots.len(), DEFAULT_KEY_GROUPS)?
+        };
+        for (i, key) in keys.into_iter().enumerate() {
+            let mut entry_key = vec![GROUP];
+            entry_key.extend_from_slice(key.unwrap_or_default());
+            entries.push((key_groups[i], entry_key, values.row(i).as_ref().to_vec()));
+        }
+        Ok(entries)
+    }
+
+    pub(super) fn restore_groups(&mut self, entries: Vec<StateEntry>) -> Result<()> {
+        if self.group_count() > 0 {
+            return Err(SluiceError::internal(
+                "restoring an aggregate that already holds groups",
+            ));
+        }
+        let (meta, groups): (Vec<StateEntry>, Vec<StateEntry>) = entries
+            .into_iter()
+            .partition(|(_, k, _)| k.first() == Some(&META));
+        for (_, key, value) in meta {
+            if key == WATERMARK_KEY {
+                let bytes: [u8; 8] = value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| SluiceError::corrupted("aggregate watermark is not 8 bytes"))?;
+                if let Some(wc) = &mut self.window_close {
+                    wc.watermark = Some(i64::from_le_bytes(bytes));
+                }
+            }
+        }
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let layout = Layout::of(&self.aggregates)?;
+        let converter = layout.converter()?;
+        let parser = converter.parser();
+        let arrays = converter.convert_rows(groups.iter().map(|(_, _, v)| parser.parse(v)))?;
+        let rows = arrays[0]
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| SluiceError::corrupted("aggregate snapshot: bad row count column"))?;
+        let ends = arrays[1]
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| SluiceError::corrupted("aggregate snapshot: bad window column"))?;
+        let emitted_flags = arrays[2]
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| SluiceError::corrupted("aggregate snapshot: bad emitted column"))?;
+        let key_converter = &self.converter;
+        let key_parser = key_converter.parser();
+        for (i, (_, key, _)) in groups.iter().enumerate() {
+            let key_bytes = &key[1..];
+            let owned_key = if self.group_exprs.is_empty() {
+                None
+            } else {
+                Some(key_parser.parse(key_bytes).owned())
+            };
+            let mut c = 3 + layout.emitted.len();
+            let mut accumulators = Vec::with_capacity(self.aggregates.len());
+            for (j, spec) in self.aggregates.iter().enumerate() {
+                let width = layout.states[j].len();
+                let state: Vec<ArrayRef> =
+                    arrays[c..c + width].iter().map(|a| a.slice(i, 1)).collect();
+                let mut acc = spec.create_accumulator()?;
+                acc.merge_batch(&state)?;
+                accumulators.push(acc);
+                c += width;
+            }
+            let emitted = if emitted_flags.value(i) {
+                Some(
+                    (0..layout.emitted.len())
+                        .map(|j| ScalarValue::try_from_array(&arrays[3 + j], i))
+                        .collect::<datafusion::error::Result<Vec<_>>>()?,
+                )
+            } else {
+                None
+            };
+            let window_end = (!ends.is_null(i)).then(|| ends.value(i));
+            let slot = self.groups.len();
+            self.groups.push(Some(Group {
+                key: owned_key,
+                accumulators,
+                rows: rows.value(i),
+                emitted,
+                window_end,
+            }));
+            if !self.group_exprs.is_empty() {
+                self.index.insert(key_bytes.into(), slot);
+            }
+            if let (Some(wc), Some(end)) = (&mut self.window_close, window_end) {
+                wc.open.entry(end).or_default().push(slot);
+            }
+        }
+        Ok(())
+    }
+}
