@@ -13,10 +13,14 @@
 //! This crate depends only on `common`; it knows nothing of operators or SQL.
 
 pub mod checkpoint;
+#[cfg(test)]
+mod conformance;
 mod memory;
+mod rocksdb;
 pub mod snapshot;
 pub mod wal;
 
+pub use crate::rocksdb::{RocksDbOptions, RocksDbStateBackend};
 pub use memory::MemoryStateBackend;
 
 use std::sync::Arc;
@@ -57,7 +61,7 @@ pub enum StateWrite {
 }
 
 /// Where operators keep keyed state. Implementations: [`MemoryStateBackend`] (tests and
-/// small jobs); RocksDB comes with durable checkpoints.
+/// small jobs) and [`RocksDbStateBackend`] (state larger than memory).
 pub trait StateBackend: Send + Sync + std::fmt::Debug {
     /// Opens (creating if needed) the state table `id`.
     fn table(&self, id: &str) -> Arc<dyn StateTable>;

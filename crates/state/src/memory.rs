@@ -94,39 +94,8 @@ impl StateTable for MemoryStateTable {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::MemoryStateBackend;
+    use crate::conformance::state_backend_conformance_tests;
 
-    #[test]
-    fn writes_are_visible_through_every_handle_and_drop_frees_the_table() {
-        let backend = MemoryStateBackend::new();
-        let a = backend.table("mv_1");
-        let b = backend.table("mv_1");
-        a.write(vec![
-            StateWrite::Put {
-                key_group: 3,
-                key: b"k".to_vec(),
-                value: b"v1".to_vec(),
-            },
-            StateWrite::Put {
-                key_group: 3,
-                key: b"k".to_vec(),
-                value: b"v2".to_vec(),
-            },
-            StateWrite::Put {
-                key_group: 7,
-                key: b"j".to_vec(),
-                value: b"w".to_vec(),
-            },
-        ]);
-        assert_eq!(b.get(3, b"k"), Some(b"v2".to_vec()));
-        assert_eq!(b.scan(Some(&[7])), vec![(7, b"j".to_vec(), b"w".to_vec())]);
-        a.write(vec![StateWrite::Delete {
-            key_group: 3,
-            key: b"k".to_vec(),
-        }]);
-        assert_eq!(b.len(), 1);
-        backend.drop_table("mv_1");
-        assert!(backend.table_ids().is_empty());
-        assert!(backend.table("mv_1").is_empty());
-    }
+    state_backend_conformance_tests!(Box::new(MemoryStateBackend::new()));
 }
