@@ -311,14 +311,9 @@ impl Coordinator {
                         tracing::warn!(epoch = skipped.epoch, reason = %skipped.reason, "skipped a damaged checkpoint");
                     }
                 }
-                let newest_epoch = store
-                    .list()
-                    .await?
-                    .iter()
-                    .map(|m| m.epoch)
-                    .max()
-                    .unwrap_or(0);
-                *self.epochs.lock().await = newest_epoch;
+                // Epochs continue past every epoch the store has seen (complete, damaged
+                // or abandoned), so a new checkpoint never reuses one.
+                *self.epochs.lock().await = store.next_epoch().await?.saturating_sub(1);
                 latest.map(RestorePlan::decode).transpose()?
             }
             None => None,
