@@ -200,11 +200,6 @@ impl TableStorage {
         Ok(())
     }
 
-    /// The table's log position: how many changes it has applied.
-    pub async fn log_position(&self) -> u64 {
-        self.writer.lock().await.seq
-    }
-
     /// Makes `changes` durable (when the table is), then applies them and passes them to
     /// the views reading the table. The caller holds the writer lock.
     async fn commit(&self, writer: &mut Writer, changes: RecordBatch) -> Result<(), SluiceError> {

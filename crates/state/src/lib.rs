@@ -18,6 +18,8 @@ mod conformance;
 mod memory;
 mod rocksdb;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 pub mod wal;
 
 pub use crate::rocksdb::{RocksDbOptions, RocksDbStateBackend};

@@ -196,23 +196,12 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Schema};
     use std::sync::Arc;
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "sluice-wal-{name}-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    use crate::test_support::TempDir;
+
+    /// The log file in a fresh directory.
+    fn log_path(dir: &TempDir) -> PathBuf {
+        std::fs::create_dir_all(&dir.0).unwrap();
+        dir.0.join("tables.log")
     }
 
     fn batch(values: Vec<i64>) -> RecordBatch {
@@ -234,7 +223,7 @@ mod tests {
     #[test]
     fn records_come_back_in_order_after_reopening() {
         let dir = TempDir::new("order");
-        let path = dir.0.join("tables.log");
+        let path = log_path(&dir);
         {
             let (log, records) = TableLog::open(&path).unwrap();
             assert!(records.is_empty());
@@ -256,22 +245,15 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_at_every_length_and_appends_continue_after_it() {
         let dir = TempDir::new("torn");
-        let path = dir.0.join("tables.log");
+        let path = log_path(&dir);
         {
             let (log, _) = TableLog::open(&path).unwrap();
             log.append(7, 1, &batch(vec![10])).unwrap();
             log.append(7, 2, &batch(vec![20, 30])).unwrap();
         }
         let full = std::fs::read(&path).unwrap();
-        let (_, records) = TableLog::open(&path).unwrap();
-        let first_len = {
-            let mut f = File::open(&path).unwrap();
-            let (recs, _) = read_records(&mut f, &path).unwrap();
-            assert_eq!(recs.len(), 2);
-            let l = u32::from_le_bytes(full[..4].try_into().unwrap()) as usize;
-            HEADER_BYTES + l
-        };
-        assert_eq!(records.len(), 2);
+        assert_eq!(TableLog::open(&path).unwrap().1.len(), 2);
+        let first_len = HEADER_BYTES + u32::from_le_bytes(full[..4].try_into().unwrap()) as usize;
         // Cut the second record at every length: only the first survives, and a new
         // append after reopening is readable.
         for cut in first_len..full.len() {
@@ -289,7 +271,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_in_the_last_record_fails_its_checksum() {
         let dir = TempDir::new("flip");
-        let path = dir.0.join("tables.log");
+        let path = log_path(&dir);
         {
             let (log, _) = TableLog::open(&path).unwrap();
             log.append(1, 1, &batch(vec![1])).unwrap();
