@@ -251,18 +251,22 @@ impl Coordinator {
                     CheckpointKind::Savepoint => BarrierKind::Savepoint,
                 },
             };
-            let (jobs, tables, views) = {
+            let (jobs, tables) = {
                 let inner = self.inner.lock();
                 let tables: Vec<(u64, Arc<TableStorage>)> = inner
                     .tables
                     .iter()
                     .filter_map(|(name, t)| Some((inner.catalog.get(name)?.id, t.clone())))
                     .collect();
-                (
-                    inner.jobs.values().cloned().collect::<Vec<_>>(),
-                    tables,
-                    inner.views.clone(),
-                )
+                let jobs: Vec<(Arc<Job>, Vec<Arc<ViewPartition>>)> = inner
+                    .jobs
+                    .iter()
+                    .map(|(name, job)| {
+                        let partitions = inner.views.get(name).cloned().unwrap_or_default();
+                        (job.clone(), partitions)
+                    })
+                    .collect();
+                (jobs, tables)
             };
             let mut flight = InFlight {
                 epoch: *epoch,
@@ -276,16 +280,13 @@ impl Coordinator {
                 let position = table.inject(barrier).await;
                 flight.table_positions.insert(*id, position);
             }
-            for job in jobs {
+            for (job, partitions) in jobs {
                 match job.state() {
                     JobState::Running => {
                         job.inject(barrier).await;
                         flight.running.push(job);
                     }
-                    JobState::Finished => {
-                        let partitions = views.get(&job.view).cloned().unwrap_or_default();
-                        flight.finished.push((job.id, partitions));
-                    }
+                    JobState::Finished => flight.finished.push((job.id, partitions)),
                     // A failed view is left out: after a restart it is recomputed.
                     JobState::Failed(_) => {}
                 }
@@ -330,6 +331,8 @@ impl Coordinator {
             inner.recovering = true;
             inner.restore_plan = plan;
         }
+        // Views resuming from the checkpoint replay table changes past its positions.
+        let restoring_views = self.inner.lock().restore_plan.is_some();
         let objects = catalog.definitions.len();
         for definition in catalog.definitions {
             let failed = |e: SluiceError| {
@@ -357,7 +360,10 @@ impl Coordinator {
             if let Some(records) = changes.remove(&definition.id) {
                 let table = self.inner.lock().tables.get(&definition.name).cloned();
                 if let Some(table) = table {
-                    table.replay(records).await.map_err(failed)?;
+                    table
+                        .replay(records, restoring_views)
+                        .await
+                        .map_err(failed)?;
                 }
             }
         }

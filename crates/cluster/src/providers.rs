@@ -166,8 +166,13 @@ impl TableStorage {
     }
 
     /// Applies the changes read back from the log at startup, in order, and rebuilds the
-    /// primary-key index. Fails if a change is missing (a gap in sequence numbers).
-    pub async fn replay(&self, records: Vec<LogRecord>) -> Result<(), SluiceError> {
+    /// primary-key index; with `keep_for_restore` also keeps them for
+    /// [`Self::subscribe_from`]. Fails if a change is missing (a gap in sequence numbers).
+    pub async fn replay(
+        &self,
+        records: Vec<LogRecord>,
+        keep_for_restore: bool,
+    ) -> Result<(), SluiceError> {
         let mut writer = self.writer.lock().await;
         for record in records {
             if record.seq != writer.seq + 1 {
@@ -178,7 +183,9 @@ impl TableStorage {
             }
             self.partition.write(record.batch.clone()).await?;
             writer.seq = record.seq;
-            self.recovered.lock().push(record);
+            if keep_for_restore {
+                self.recovered.lock().push(record);
+            }
         }
         if self.key_converter.is_some() {
             writer.index.clear();
