@@ -211,8 +211,10 @@ impl Coordinator {
             };
             (Some(stores), Some((catalog, records)))
         };
+        let ctx = SessionContext::new_with_config(session_config);
+        sluice_sql::register_window_functions(&ctx);
         let coordinator = Arc::new(Coordinator {
-            ctx: SessionContext::new_with_config(session_config),
+            ctx,
             default_parallelism,
             backend: Arc::new(MemoryStateBackend::new()),
             durable,

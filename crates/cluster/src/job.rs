@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
-use datafusion::logical_expr::{Expr, JoinType};
+use datafusion::logical_expr::{Expr, ExprSchemable, JoinType};
 use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use parking_lot::Mutex;
@@ -27,7 +27,9 @@ use sluice_runtime::operators::join::{JoinOperator, JoinSide};
 use sluice_runtime::operators::materialize::{
     MaterializeSink, SinkProgress, Subscription, ViewPartition,
 };
+use sluice_runtime::operators::session::{SessionBound, SessionWindowOperator};
 use sluice_runtime::operators::union::UnionOperator;
+use sluice_runtime::operators::unnest::UnnestOperator;
 use sluice_runtime::operators::watermark::WatermarkOperator;
 use sluice_runtime::task::{
     BARRIER_INJECTION_CAPACITY, SnapshotReporter, Subtask, SubtaskSnapshot, TaskInput,
@@ -596,6 +598,58 @@ fn compile_operator(
                 Some(index) => operator.with_window_close(*index, late_rows.clone()),
                 None => operator,
             })
+        }
+        StreamOperator::Unnest {
+            lists,
+            sources,
+            null_handling,
+        } => Box::new(UnnestOperator::new(
+            lists.clone(),
+            sources.clone(),
+            *null_handling,
+            output_schema(node),
+        )),
+        StreamOperator::SessionWindow {
+            partition_by,
+            time,
+            gap,
+            bounds,
+            emit_on_close,
+        } => {
+            let time_type = time.get_type(input_schema)?;
+            let unit = match &time_type {
+                DataType::Timestamp(unit, _) => *unit,
+                other => {
+                    return Err(SluiceError::unsupported(format!(
+                        "the time column of a SESSION window must be a TIMESTAMP, not {other}"
+                    )));
+                }
+            };
+            let key_types = partition_by
+                .iter()
+                .map(|e| e.get_type(input_schema))
+                .collect::<datafusion::error::Result<Vec<_>>>()?;
+            Box::new(SessionWindowOperator::new(
+                compile_exprs(partition_by, input_schema, props)?,
+                key_types,
+                compile_exprs(std::slice::from_ref(time), input_schema, props)?.remove(0),
+                time_type,
+                sluice_sql::windows::interval_in_units(gap, unit, "gap")?,
+                bounds
+                    .iter()
+                    .map(|&start| {
+                        if start {
+                            SessionBound::Start
+                        } else {
+                            SessionBound::End
+                        }
+                    })
+                    .collect(),
+                *emit_on_close,
+                &Arc::new(input_schema.as_arrow().clone()),
+                output_schema(node),
+                late_rows.clone(),
+            )?)
         }
         other => {
             return Err(SluiceError::internal(format!(

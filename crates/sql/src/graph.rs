@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
-use datafusion::common::DFSchemaRef;
+use datafusion::common::{DFSchemaRef, NullHandling, ScalarValue};
 use datafusion::logical_expr::{Expr, JoinType};
 
 /// How rows move from a node's input to the node.
@@ -74,6 +74,25 @@ pub enum StreamOperator {
     },
     /// UNION ALL of its inputs (each hash-partitioned by all its columns).
     Union,
+    /// One row per element of the list columns `lists` (input indices); output column j
+    /// comes from input column `sources[j]`, unnested if it is one of `lists`.
+    Unnest {
+        lists: Vec<usize>,
+        sources: Vec<usize>,
+        null_handling: NullHandling,
+    },
+    /// Session windows: appends each row's session bounds (`bounds`, in order) to its
+    /// columns. Inputs are hash-partitioned by `partition_by`.
+    SessionWindow {
+        partition_by: Vec<Expr>,
+        time: Expr,
+        /// The gap, a constant interval.
+        gap: ScalarValue,
+        /// For each appended column: true for the session's start, false for its end.
+        bounds: Vec<bool>,
+        /// Emit each session once, when the watermark passes its end (append-only).
+        emit_on_close: bool,
+    },
     /// Stores the result of view `view`.
     Materialize {
         view: String,
@@ -92,6 +111,8 @@ impl StreamOperator {
             StreamOperator::Aggregate { .. } => "Aggregate",
             StreamOperator::Join { .. } => "Join",
             StreamOperator::Union => "Union",
+            StreamOperator::Unnest { .. } => "Unnest",
+            StreamOperator::SessionWindow { .. } => "SessionWindow",
             StreamOperator::Materialize { .. } => "Materialize",
         }
     }
@@ -173,7 +194,7 @@ impl fmt::Display for StreamGraph {
     /// The text of `EXPLAIN CREATE MATERIALIZED VIEW`: the operator tree from the sink
     /// down, then the tasks the operators are chained into.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn node_line(node: &StreamNode) -> String {
+        fn node_line(graph: &StreamGraph, node: &StreamNode) -> String {
             let detail = match &node.operator {
                 StreamOperator::TableScan { table } => format!("table={table}"),
                 StreamOperator::SourceScan { source, options } => format!(
@@ -233,6 +254,33 @@ impl fmt::Display for StreamGraph {
                     }
                 }
                 StreamOperator::Union => format!("inputs={}", node.inputs.len()),
+                StreamOperator::Unnest { lists, .. } => {
+                    let input = &graph.nodes[node.inputs[0].from].schema;
+                    let names: Vec<String> = lists
+                        .iter()
+                        .map(|&i| input.field(i).name().clone())
+                        .collect();
+                    format!("lists=[{}]", names.join(", "))
+                }
+                StreamOperator::SessionWindow {
+                    partition_by,
+                    time,
+                    gap,
+                    emit_on_close,
+                    ..
+                } => format!(
+                    "partition_by=[{}], time={time}, gap={gap}{}",
+                    partition_by
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if *emit_on_close {
+                        ", emit=on window close"
+                    } else {
+                        ""
+                    }
+                ),
                 StreamOperator::Materialize { view } => format!("view={view}"),
             };
             let kind = if node.changelog {
@@ -248,7 +296,7 @@ impl fmt::Display for StreamGraph {
         }
         fn walk(graph: &StreamGraph, id: usize, depth: usize, out: &mut String) {
             let node = &graph.nodes[id];
-            let _ = writeln!(out, "{}{}", "  ".repeat(depth), node_line(node));
+            let _ = writeln!(out, "{}{}", "  ".repeat(depth), node_line(graph, node));
             for edge in &node.inputs {
                 let mut d = depth + 1;
                 if let Exchange::Hash(keys) = &edge.exchange {

@@ -11,4 +11,4 @@ pub use catalog::{Catalog, Relation, RelationKind, WatermarkSpec};
 pub use graph::{Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator};
 pub use parser::{ObjectKind, ParsedStatement, ShowTarget, Statement, WatermarkDef, parse_sql};
 pub use planner::{dependencies, plan_stream_graph, relation_name};
-pub use windows::rewrite_window_functions;
+pub use windows::{register_window_functions, rewrite_window_functions};

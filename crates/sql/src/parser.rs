@@ -290,12 +290,72 @@ fn unwrap_table_arguments(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             drop.push(w[1]);
         }
     }
-    tokens
+    let tokens: Vec<TokenWithSpan> = tokens
         .into_iter()
         .enumerate()
         .filter(|(i, _)| !drop.contains(i))
         .map(|(_, t)| t)
-        .collect()
+        .collect();
+    partition_by_arguments(tokens)
+}
+
+/// The function Flink's `TABLE t PARTITION BY k` argument (SESSION windows) becomes:
+/// `t, __sluice_partition_by(k)`, which sqlparser can parse and the window rewrite reads.
+pub const PARTITION_BY_ARGUMENT: &str = "__sluice_partition_by";
+
+/// Rewrites `(t PARTITION BY k` and `, t PARTITION BY (k1, k2)` (after `TABLE` was
+/// dropped) into `(t, __sluice_partition_by(k)` and `, t, __sluice_partition_by(k1, k2)`.
+fn partition_by_arguments(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    // Positions (in `significant`) of each `PARTITION` that follows `( name` or `, name`.
+    let starts: Vec<usize> = (2..significant.len().saturating_sub(1))
+        .filter(|&k| {
+            matches!(
+                tokens[significant[k - 2]].token,
+                Token::LParen | Token::Comma
+            ) && matches!(tokens[significant[k - 1]].token, Token::Word(_))
+                && is_word(&tokens[significant[k]].token, "PARTITION")
+                && is_word(&tokens[significant[k + 1]].token, "BY")
+        })
+        .collect();
+    if starts.is_empty() {
+        return tokens;
+    }
+    let wrap = |token: Token, like: &TokenWithSpan| TokenWithSpan {
+        token,
+        span: like.span,
+    };
+    let mut out = Vec::with_capacity(tokens.len() + 4 * starts.len());
+    let mut next = 0; // next token index to copy
+    for &k in &starts {
+        let (partition, by) = (significant[k], significant[k + 1]);
+        out.extend(tokens[next..partition].iter().cloned());
+        out.push(wrap(Token::Comma, &tokens[partition]));
+        out.push(wrap(
+            Token::make_word(PARTITION_BY_ARGUMENT, None),
+            &tokens[partition],
+        ));
+        next = by + 1;
+        // Without parentheses the key is one (possibly qualified) name: wrap it.
+        let first_key = significant.get(k + 2).copied();
+        if first_key.is_some_and(|i| tokens[i].token != Token::LParen) {
+            out.push(wrap(Token::LParen, &tokens[by]));
+            let mut j = k + 2;
+            while j < significant.len()
+                && matches!(tokens[significant[j]].token, Token::Word(_) | Token::Period)
+            {
+                j += 1;
+            }
+            let end = significant.get(j).copied().unwrap_or(tokens.len());
+            out.extend(tokens[next..end].iter().cloned());
+            out.push(wrap(Token::RParen, &tokens[end - 1]));
+            next = end;
+        }
+    }
+    out.extend(tokens[next..].iter().cloned());
+    out
 }
 
 /// Removes the first `n` significant tokens (and the whitespace before them).

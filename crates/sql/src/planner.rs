@@ -9,9 +9,14 @@
 use std::sync::Arc;
 
 use datafusion::common::NullEquality;
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DFSchemaRef, TableReference};
-use datafusion::logical_expr::{Aggregate, Distinct, Expr, Join, JoinType, LogicalPlan, TableScan};
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::{
+    Aggregate, Distinct, Expr, Join, JoinType, LogicalPlan, TableScan, Unnest, Window,
+    WindowFunctionDefinition,
+};
 use sluice_common::error::{Result, SluiceError, SqlState};
 
 use crate::catalog::{Catalog, RelationKind};
@@ -37,7 +42,7 @@ pub fn plan_stream_graph(
     let root = builder.lower(plan)?;
     if emit_on_window_close && !builder.window_close_claimed {
         return Err(SluiceError::unsupported(
-            "EMIT ON WINDOW CLOSE needs a GROUP BY over window_end of a TUMBLE window",
+            "EMIT ON WINDOW CLOSE needs a GROUP BY over window_end of a window (TUMBLE, HOP, CUMULATE or SESSION)",
         ));
     }
     let root_node = &builder.graph.nodes[root];
@@ -185,7 +190,7 @@ impl GraphBuilder<'_> {
             LogicalPlan::Sort(sort) if sort.fetch.is_none() => self.lower(&sort.input),
             LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(unsupported("LIMIT (Top-N)")),
             LogicalPlan::Join(join) => self.lower_join(join),
-            LogicalPlan::Window(_) => Err(unsupported("a window function (OVER)")),
+            LogicalPlan::Window(window) => self.lower_window(window),
             LogicalPlan::Union(union) => {
                 let mut inputs = Vec::with_capacity(union.inputs.len());
                 let mut changelog = false;
@@ -217,7 +222,7 @@ impl GraphBuilder<'_> {
                     "a materialized view must read from a table, source or materialized view",
                 ))
             }
-            LogicalPlan::Unnest(_) => Err(unsupported("UNNEST")),
+            LogicalPlan::Unnest(unnest) => self.lower_unnest(unnest),
             LogicalPlan::Subquery(_) => Err(unsupported("a subquery")),
             other => Err(SluiceError::unsupported(format!(
                 "{} is not supported in materialized views",
@@ -368,6 +373,121 @@ impl GraphBuilder<'_> {
         ))
     }
 
+    /// UNNEST of list columns (what HOP and CUMULATE windows become).
+    fn lower_unnest(&mut self, unnest: &Unnest) -> Result<usize> {
+        if !unnest.struct_type_columns.is_empty() {
+            return Err(unsupported("UNNEST of a struct"));
+        }
+        if unnest.options.recursions.iter().any(|r| r.depth != 1)
+            || unnest.list_type_columns.iter().any(|(_, l)| l.depth != 1)
+        {
+            return Err(unsupported("UNNEST of nested lists"));
+        }
+        let input = self.lower(&unnest.input)?;
+        let input_schema = &self.graph.nodes[input].schema;
+        let mut lists: Vec<usize> = unnest.list_type_columns.iter().map(|(i, _)| *i).collect();
+        lists.dedup();
+        for &i in &lists {
+            let data_type = input_schema.field(i).data_type();
+            if !matches!(data_type, arrow::datatypes::DataType::List(_)) {
+                return Err(unsupported(&format!("UNNEST of {data_type}")));
+            }
+        }
+        Ok(self.add_forward(
+            StreamOperator::Unnest {
+                lists,
+                sources: unnest.dependency_indices.clone(),
+                null_handling: unnest.options.null_handling,
+            },
+            input,
+            unnest.schema.clone(),
+        ))
+    }
+
+    /// Window functions: only the session window functions of `SESSION(...)` so far.
+    fn lower_window(&mut self, window: &Window) -> Result<usize> {
+        let mut session: Option<(&WindowFunction, Vec<bool>)> = None;
+        for e in &window.window_expr {
+            let f: &WindowFunction = match e {
+                Expr::WindowFunction(f) => f,
+                Expr::Alias(a) => match a.expr.as_ref() {
+                    Expr::WindowFunction(f) => f,
+                    _ => return Err(unsupported("a window function (OVER)")),
+                },
+                _ => return Err(unsupported("a window function (OVER)")),
+            };
+            let start = match &f.fun {
+                WindowFunctionDefinition::WindowUDF(udf) => match udf.name() {
+                    crate::windows::SESSION_WINDOW_START => true,
+                    crate::windows::SESSION_WINDOW_END => false,
+                    _ => return Err(unsupported("a window function (OVER)")),
+                },
+                _ => return Err(unsupported("a window function (OVER)")),
+            };
+            match &mut session {
+                None => session = Some((f, vec![start])),
+                Some((first, bounds)) => {
+                    if first.params.args != f.params.args
+                        || first.params.partition_by != f.params.partition_by
+                    {
+                        return Err(unsupported("two different SESSION windows in one query"));
+                    }
+                    bounds.push(start);
+                }
+            }
+        }
+        let (f, bounds) = session.ok_or_else(|| unsupported("a window function (OVER)"))?;
+        let (time, gap) = match f.params.args.as_slice() {
+            [time, Expr::Literal(gap, _)] => (time.clone(), gap.clone()),
+            [_, gap] => {
+                return Err(SluiceError::unsupported(format!(
+                    "a SESSION window's gap must be a constant interval, not {gap}"
+                )));
+            }
+            _ => {
+                return Err(SluiceError::internal(
+                    "session window functions take (time, gap)",
+                ));
+            }
+        };
+        check_positive_gap(&gap)?;
+        let emit_on_close = self.emit_on_window_close;
+        self.window_close_claimed |= emit_on_close;
+        let input = self.lower(&window.input)?;
+        if self.graph.nodes[input].changelog {
+            return Err(SluiceError::unsupported(
+                "SESSION windows need an append-only input (an APPEND ONLY table, a source, or a view without retractions)",
+            ));
+        }
+        let partition_by = f.params.partition_by.clone();
+        let parallelism = if partition_by.is_empty() {
+            1
+        } else {
+            self.parallelism
+        };
+        let exchange = if parallelism == 1 && self.graph.nodes[input].parallelism == 1 {
+            Exchange::Forward
+        } else {
+            Exchange::Hash(partition_by.clone())
+        };
+        Ok(self.add(
+            StreamOperator::SessionWindow {
+                partition_by,
+                time,
+                gap,
+                bounds,
+                emit_on_close,
+            },
+            vec![StreamEdge {
+                from: input,
+                exchange,
+            }],
+            window.schema.clone(),
+            !emit_on_close,
+            parallelism,
+        ))
+    }
+
     fn lower_aggregate(&mut self, agg: &Aggregate) -> Result<usize> {
         if agg
             .group_expr
@@ -417,7 +537,7 @@ impl GraphBuilder<'_> {
                 .position(|e| matches!(e, Expr::Column(c) if c.name == "window_end"))
                 .ok_or_else(|| {
                     SluiceError::unsupported(
-                        "EMIT ON WINDOW CLOSE needs window_end (of a TUMBLE window) in the GROUP BY",
+                        "EMIT ON WINDOW CLOSE needs window_end (of a TUMBLE, HOP, CUMULATE or SESSION window) in the GROUP BY",
                     )
                 })?;
             Some(index)
@@ -455,6 +575,19 @@ pub fn relation_name(reference: &TableReference) -> Result<String> {
         )));
     }
     Ok(reference.table().to_string())
+}
+
+/// A session gap must be a positive fixed interval.
+fn check_positive_gap(gap: &ScalarValue) -> Result<()> {
+    let nanos =
+        crate::windows::interval_in_units(gap, arrow::datatypes::TimeUnit::Nanosecond, "gap")?;
+    if nanos <= 0 {
+        return Err(SluiceError::new(
+            SqlState::INVALID_PARAMETER_VALUE,
+            "a SESSION window's gap must be positive",
+        ));
+    }
+    Ok(())
 }
 
 fn check_no_subqueries(exprs: &[Expr]) -> Result<()> {
@@ -502,6 +635,7 @@ mod tests {
             Field::new("v", DataType::Int64, true),
         ]));
         let ctx = SessionContext::new();
+        crate::register_window_functions(&ctx);
         for name in ["t", "s"] {
             let table = MemTable::try_new(schema.clone(), vec![vec![]]).unwrap();
             ctx.register_table(name, Arc::new(table)).unwrap();

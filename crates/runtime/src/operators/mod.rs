@@ -9,7 +9,9 @@ pub mod calc;
 pub mod join;
 pub mod materialize;
 pub mod retractable;
+pub mod session;
 pub mod union;
+pub mod unnest;
 pub mod watermark;
 
 use arrow::array::RecordBatch;

@@ -103,12 +103,15 @@ impl AsyncDB for Sluice {
 /// How long one slt file may take.
 const FILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Every slt file, or with `SLUICE_SLT=part` only those whose name contains `part`.
 fn slt_files() -> Vec<PathBuf> {
+    let only = std::env::var("SLUICE_SLT").unwrap_or_default();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sql-tests");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .filter(|p| p.to_string_lossy().contains(&only))
         .collect();
     files.sort();
     files
