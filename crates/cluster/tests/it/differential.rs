@@ -3,33 +3,7 @@
 //! the tables' current contents. Seeded and deterministic; a failure names its seed
 //! (`SLUICE_DIFF_SEED=<seed>` reruns just that one).
 
-use crate::support::Engine;
-
-/// A small deterministic generator (SplitMix64), so a seed means the same run forever.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> i64 {
-        (self.next() % n) as i64
-    }
-
-    /// A small value, or NULL one time in `null_one_in`.
-    fn value(&mut self, range: u64, null_one_in: u64) -> String {
-        if self.below(null_one_in) == 0 {
-            "NULL".into()
-        } else {
-            self.below(range).to_string()
-        }
-    }
-}
+use crate::support::{Engine, Rng};
 
 /// Views under test: name and query. Each must equal its query run as a batch query.
 const VIEWS: &[(&str, &str)] = &[

@@ -6,3 +6,4 @@ mod changes;
 mod differential;
 mod support;
 mod views;
+mod window_differential;
