@@ -1,4 +1,3 @@
--- unsupported: needs HOP windows and JOIN
 CREATE MATERIALIZED VIEW nexmark_q5 AS
 SELECT AuctionBids.auction, AuctionBids.num
 FROM (

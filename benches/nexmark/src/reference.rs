@@ -10,9 +10,9 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use sluice_runtime::source::SourceEvent;
 
-use crate::Result;
 use crate::engine::Engine;
 use crate::sources::SOURCES;
+use crate::{Error, Result};
 
 /// `person`, `auction` and `bid` of a bounded Nexmark stream, as DataFusion tables.
 pub struct Reference {
@@ -45,10 +45,12 @@ impl Reference {
     /// functions (`TUMBLE(...)`) are rewritten to plain SQL first, exactly as Sluice does,
     /// so the reference is DataFusion's own batch semantics of the same query.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
-        let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-        let mut statement = datafusion::sql::sqlparser::parser::Parser::new(&dialect)
-            .try_with_sql(sql)?
-            .parse_statement()?;
+        let parsed = sluice_sql::parse_sql(sql)?;
+        let Some(sluice_sql::Statement::Query(mut statement)) =
+            parsed.into_iter().next().map(|p| p.statement)
+        else {
+            return Err(Error::new(format!("not a query: {sql}")));
+        };
         sluice_sql::rewrite_window_functions(&mut statement)?;
         Ok(self
             .ctx
@@ -64,7 +66,9 @@ fn batch_context() -> SessionContext {
     let config = SessionConfig::new()
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    sluice_sql::register_window_functions(&ctx);
+    ctx
 }
 
 /// Every batch of a bounded source with these options and schema, read as one split.

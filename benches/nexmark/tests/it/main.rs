@@ -46,10 +46,12 @@ gate_test! {
         q2_selection_view_equals_batch_query => "q2",
     q3_local_item_suggestion_view_equals_batch_query => "q3",
     q4_average_price_per_category_view_equals_batch_query => "q4",
+    q5_hot_items_view_equals_batch_query => "q5",
     q7_highest_bid_view_equals_batch_query => "q7",
     q8_new_users_view_equals_batch_query => "q8",
     q20_expand_bid_view_equals_batch_query => "q20",
     q10_partition_columns_view_equals_batch_query => "q10",
+    q11_user_sessions_view_equals_batch_query => "q11",
     q14_calculation_view_equals_batch_query => "q14",
     q15_daily_statistics_view_equals_batch_query => "q15",
     q16_channel_statistics_view_equals_batch_query => "q16",
@@ -72,8 +74,8 @@ fn every_supported_query_has_a_gate_test() {
     assert_eq!(
         supported,
         [
-            "q0", "q1", "q2", "q3", "q4", "q7", "q8", "q10", "q14", "q15", "q16", "q17", "q20",
-            "q21", "q22"
+            "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q10", "q11", "q14", "q15", "q16",
+            "q17", "q20", "q21", "q22"
         ]
     );
 }
