@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
@@ -28,6 +29,7 @@ use sluice_runtime::operators::materialize::{
     MaterializeSink, SinkProgress, Subscription, ViewPartition,
 };
 use sluice_runtime::operators::session::{SessionBound, SessionWindowOperator};
+use sluice_runtime::operators::topn::{TopNOperator, TopNOrder};
 use sluice_runtime::operators::union::UnionOperator;
 use sluice_runtime::operators::unnest::UnnestOperator;
 use sluice_runtime::operators::watermark::WatermarkOperator;
@@ -609,6 +611,38 @@ fn compile_operator(
             *null_handling,
             output_schema(node),
         )),
+        StreamOperator::TopN {
+            partition_by,
+            order_by,
+            limit,
+        } => {
+            let typed = |e: &Expr| -> Result<(Arc<dyn PhysicalExpr>, DataType)> {
+                let compiled = compile_exprs(std::slice::from_ref(e), input_schema, props)?;
+                Ok((compiled[0].clone(), e.get_type(input_schema)?))
+            };
+            let order = order_by
+                .iter()
+                .map(|s| {
+                    let (expr, data_type) = typed(&s.expr)?;
+                    Ok(TopNOrder {
+                        expr,
+                        data_type,
+                        options: SortOptions {
+                            descending: !s.asc,
+                            nulls_first: s.nulls_first,
+                        },
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Box::new(TopNOperator::new(
+                partition_by.iter().map(typed).collect::<Result<Vec<_>>>()?,
+                order,
+                *limit,
+                input.changelog,
+                &Arc::new(input_schema.as_arrow().clone()),
+                output_schema(node),
+            )?)
+        }
         StreamOperator::SessionWindow {
             partition_by,
             time,

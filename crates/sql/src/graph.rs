@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 
 use datafusion::common::{DFSchemaRef, NullHandling, ScalarValue};
-use datafusion::logical_expr::{Expr, JoinType};
+use datafusion::logical_expr::{Expr, JoinType, SortExpr};
 
 /// How rows move from a node's input to the node.
 #[derive(Debug, Clone)]
@@ -93,6 +93,14 @@ pub enum StreamOperator {
         /// Emit each session once, when the watermark passes its end (append-only).
         emit_on_close: bool,
     },
+    /// `ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..) <= limit`: the first `limit` rows
+    /// of each partition, with their row number appended. Inputs are hash-partitioned by
+    /// `partition_by`; the output retracts as the ranking changes.
+    TopN {
+        partition_by: Vec<Expr>,
+        order_by: Vec<SortExpr>,
+        limit: usize,
+    },
     /// Stores the result of view `view`.
     Materialize {
         view: String,
@@ -113,6 +121,7 @@ impl StreamOperator {
             StreamOperator::Union => "Union",
             StreamOperator::Unnest { .. } => "Unnest",
             StreamOperator::SessionWindow { .. } => "SessionWindow",
+            StreamOperator::TopN { .. } => "TopN",
             StreamOperator::Materialize { .. } => "Materialize",
         }
     }
@@ -280,6 +289,23 @@ impl fmt::Display for StreamGraph {
                     } else {
                         ""
                     }
+                ),
+                StreamOperator::TopN {
+                    partition_by,
+                    order_by,
+                    limit,
+                } => format!(
+                    "partition_by=[{}], order_by=[{}], limit={limit}",
+                    partition_by
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    order_by
+                        .iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 StreamOperator::Materialize { view } => format!("view={view}"),
             };

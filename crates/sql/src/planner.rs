@@ -38,6 +38,7 @@ pub fn plan_stream_graph(
         parallelism,
         emit_on_window_close,
         window_close_claimed: false,
+        top_n_limit: None,
     };
     let root = builder.lower(plan)?;
     if emit_on_window_close && !builder.window_close_claimed {
@@ -91,6 +92,9 @@ struct GraphBuilder<'a> {
     /// The view asked for EMIT ON WINDOW CLOSE; the top-most aggregate claims it.
     emit_on_window_close: bool,
     window_close_claimed: bool,
+    /// Set by a filter on a row number (`rn <= N`) for the window below it: the name of
+    /// the window's ROW_NUMBER column and N.
+    top_n_limit: Option<(String, usize)>,
 }
 
 fn unsupported(what: &str) -> SluiceError {
@@ -157,7 +161,12 @@ impl GraphBuilder<'_> {
             }
             LogicalPlan::Filter(f) => {
                 check_no_subqueries(std::slice::from_ref(&f.predicate))?;
+                // `rn <= N` over a ROW_NUMBER is a Top-N: the window below takes the
+                // limit. The filter stays: it holds for every row the Top-N emits.
+                let outer_limit = self.top_n_limit.take();
+                self.top_n_limit = row_number_limit(f);
                 let input = self.lower(&f.input)?;
+                self.top_n_limit = outer_limit;
                 let schema = self.graph.nodes[input].schema.clone();
                 Ok(self.add_forward(
                     StreamOperator::Filter {
@@ -404,8 +413,49 @@ impl GraphBuilder<'_> {
         ))
     }
 
-    /// Window functions: only the session window functions of `SESSION(...)` so far.
+    /// Window functions: ROW_NUMBER under a filter that limits it (Top-N), and the
+    /// session window functions of `SESSION(...)`.
     fn lower_window(&mut self, window: &Window) -> Result<usize> {
+        if let [e] = window.window_expr.as_slice()
+            && let Expr::WindowFunction(f) = e.clone().unalias()
+            && matches!(&f.fun, WindowFunctionDefinition::WindowUDF(udf) if udf.name() == "row_number")
+        {
+            let column = window.schema.field(window.schema.fields().len() - 1).name();
+            let limit = match self.top_n_limit.take() {
+                Some((name, limit)) if &name == column => limit,
+                _ => {
+                    return Err(unsupported(
+                        "ROW_NUMBER() without a filter that limits it (write WHERE rn <= N for a Top-N)",
+                    ));
+                }
+            };
+            let input = self.lower(&window.input)?;
+            let partition_by = f.params.partition_by.clone();
+            let parallelism = if partition_by.is_empty() {
+                1
+            } else {
+                self.parallelism
+            };
+            let exchange = if parallelism == 1 && self.graph.nodes[input].parallelism == 1 {
+                Exchange::Forward
+            } else {
+                Exchange::Hash(partition_by.clone())
+            };
+            return Ok(self.add(
+                StreamOperator::TopN {
+                    partition_by,
+                    order_by: f.params.order_by.clone(),
+                    limit,
+                },
+                vec![StreamEdge {
+                    from: input,
+                    exchange,
+                }],
+                window.schema.clone(),
+                true,
+                parallelism,
+            ));
+        }
         let mut session: Option<(&WindowFunction, Vec<bool>)> = None;
         for e in &window.window_expr {
             let f: &WindowFunction = match e {
@@ -575,6 +625,79 @@ pub fn relation_name(reference: &TableReference) -> Result<String> {
         )));
     }
     Ok(reference.table().to_string())
+}
+
+/// `rn <= N`, `rn < N` or `rn = 1` among a filter's conjuncts, where `rn` is (through
+/// projections and aliases) the column of a window function below: that column's name in
+/// the window's output, and N.
+fn row_number_limit(filter: &datafusion::logical_expr::Filter) -> Option<(String, usize)> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(&filter.predicate) {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = conjunct else {
+            continue;
+        };
+        // Type coercion may have cast either side (the row number is unsigned).
+        fn uncast(e: &Expr) -> &Expr {
+            match e {
+                Expr::Cast(c) => uncast(&c.expr),
+                Expr::TryCast(c) => uncast(&c.expr),
+                other => other,
+            }
+        }
+        let (column, op, value) = match (uncast(left), uncast(right)) {
+            (Expr::Column(c), Expr::Literal(v, _)) => (c, *op, v),
+            (Expr::Literal(v, _), Expr::Column(c)) => (c, op.swap()?, v),
+            _ => continue,
+        };
+        let n = match value.cast_to(&arrow::datatypes::DataType::Int64).ok()? {
+            ScalarValue::Int64(Some(n)) => n,
+            _ => continue,
+        };
+        let limit = match op {
+            Operator::LtEq => n,
+            Operator::Lt => n - 1,
+            Operator::Eq if n == 1 => 1,
+            _ => continue,
+        };
+        if limit < 1 {
+            continue;
+        }
+        if let Some(name) = window_column(&filter.input, column) {
+            return Some((name, limit as usize));
+        }
+    }
+    None
+}
+
+/// Follows `column` down through aliases and projections that pass it on; if a window
+/// function computes it, the column's name in that window's output.
+fn window_column(plan: &LogicalPlan, column: &datafusion::common::Column) -> Option<String> {
+    match plan {
+        LogicalPlan::SubqueryAlias(alias) => {
+            let (_, field) = alias.schema.qualified_field_from_column(column).ok()?;
+            window_column(
+                &alias.input,
+                &datafusion::common::Column::new_unqualified(field.name()),
+            )
+        }
+        LogicalPlan::Projection(p) => {
+            let index = p.schema.index_of_column(column).ok()?;
+            match p.expr[index].clone().unalias() {
+                Expr::Column(c) => window_column(&p.input, &c),
+                _ => None,
+            }
+        }
+        LogicalPlan::Window(w) => {
+            let index = w.schema.index_of_column(column).ok().or_else(|| {
+                w.schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.name() == &column.name)
+            })?;
+            (index >= w.input.schema().fields().len()).then(|| w.schema.field(index).name().clone())
+        }
+        _ => None,
+    }
 }
 
 /// A session gap must be a positive fixed interval.

@@ -53,6 +53,22 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT k, v FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)",
     ),
     ("intersect", "SELECT k FROM a INTERSECT SELECT k FROM b"),
+    // Top-N and deduplication: ties in the order are identical rows, so the batch
+    // query's ROW_NUMBER is deterministic too.
+    (
+        "top2",
+        "SELECT k, v, rn FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM a) t \
+         WHERE rn <= 2",
+    ),
+    (
+        "first_per_k",
+        "SELECT k, w FROM (SELECT k, w, ROW_NUMBER() OVER (PARTITION BY k ORDER BY w NULLS LAST) AS rn FROM b) t \
+         WHERE rn = 1",
+    ),
+    (
+        "top3_overall",
+        "SELECT * FROM (SELECT k, v, ROW_NUMBER() OVER (ORDER BY v DESC, k) AS rn FROM a) t WHERE rn < 4",
+    ),
     ("except", "SELECT v FROM a EXCEPT SELECT w FROM b"),
 ];
 

@@ -1,0 +1,418 @@
+//! Top-N: `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) <= N`, and deduplication
+//! (`= 1`, keep first or keep last by the order).
+//!
+//! Each partition keeps its rows in a map ordered by the ORDER BY key (Arrow's row
+//! format, so byte order is the SQL order with its ASC/DESC and NULLS FIRST/LAST), then
+//! by the whole row, so ties rank the same way every time. After a batch, every
+//! partition it touched compares its top N before and after, with their row numbers, and
+//! emits the difference: a row leaving the top is retracted, a row entering it inserted,
+//! and rows whose number changed are retracted and re-inserted with the new one.
+//!
+//! On append-only input a row below the top N can never come back, so each partition
+//! keeps only its top N. On a changelog every row is kept, so that when a leader is
+//! deleted the next one takes its place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
+use arrow::compute::SortOptions;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use datafusion::physical_expr::PhysicalExpr;
+use sluice_common::error::{Result, SluiceError};
+use sluice_state::DEFAULT_KEY_GROUPS;
+
+use super::{Operator, StateEntry};
+use crate::keygroup::key_groups_of_columns;
+use crate::message::{Message, RowKind, split_changelog};
+
+/// An ORDER BY key of a Top-N.
+pub struct TopNOrder {
+    pub expr: Arc<dyn PhysicalExpr>,
+    pub data_type: DataType,
+    pub options: SortOptions,
+}
+
+/// A partition's rows: (order key, row) → multiplicity.
+type Ranking = BTreeMap<(Box<[u8]>, Box<[u8]>), i64>;
+
+pub struct TopNOperator {
+    partition_by: Vec<Arc<dyn PhysicalExpr>>,
+    order_by: Vec<Arc<dyn PhysicalExpr>>,
+    limit: usize,
+    /// The input retracts: keep every row, not only the top N.
+    keep_all: bool,
+    partition_converter: RowConverter,
+    order_converter: RowConverter,
+    row_converter: RowConverter,
+    partitions: HashMap<Box<[u8]>, Ranking>,
+    /// Input columns, the row number, the op column.
+    schema: SchemaRef,
+}
+
+impl TopNOperator {
+    /// `input` is the input schema (without the op column); `keep_all` is whether the
+    /// input is a changelog.
+    pub fn new(
+        partition_by: Vec<(Arc<dyn PhysicalExpr>, DataType)>,
+        order_by: Vec<TopNOrder>,
+        limit: usize,
+        keep_all: bool,
+        input: &SchemaRef,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        if limit == 0 {
+            return Err(SluiceError::invalid_parameter(
+                "a Top-N must keep at least one row",
+            ));
+        }
+        let partition_fields = partition_by
+            .iter()
+            .map(|(_, t)| SortField::new(t.clone()))
+            .collect();
+        let order_fields = order_by
+            .iter()
+            .map(|o| SortField::new_with_options(o.data_type.clone(), o.options))
+            .collect();
+        let row_fields = input
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(TopNOperator {
+            partition_by: partition_by.into_iter().map(|(e, _)| e).collect(),
+            order_by: order_by.into_iter().map(|o| o.expr).collect(),
+            limit,
+            keep_all,
+            partition_converter: RowConverter::new(partition_fields)?,
+            order_converter: RowConverter::new(order_fields)?,
+            row_converter: RowConverter::new(row_fields)?,
+            partitions: HashMap::new(),
+            schema,
+        })
+    }
+
+    /// Rows held, for tests and metrics.
+    pub fn row_count(&self) -> usize {
+        self.partitions.values().map(|p| p.len()).sum()
+    }
+
+    /// The top `limit` rows of a ranking, each with its row number.
+    fn top(ranking: Option<&Ranking>, limit: usize) -> Vec<(Box<[u8]>, u64)> {
+        let mut top = Vec::with_capacity(limit);
+        if let Some(ranking) = ranking {
+            'rows: for ((_, row), &count) in ranking {
+                for _ in 0..count {
+                    if top.len() == limit {
+                        break 'rows;
+                    }
+                    top.push((row.clone(), top.len() as u64 + 1));
+                }
+            }
+        }
+        top
+    }
+
+    fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let n = batch.num_rows();
+        Ok(exprs
+            .iter()
+            .map(|e| e.evaluate(batch).and_then(|v| v.into_array(n)))
+            .collect::<datafusion::error::Result<_>>()?)
+    }
+
+    fn output(
+        &self,
+        changes: Vec<(Box<[u8]>, u64, RowKind)>,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let parser = self.row_converter.parser();
+        let mut columns = self
+            .row_converter
+            .convert_rows(changes.iter().map(|(row, _, _)| parser.parse(row)))?;
+        let numbers: UInt64Array = changes.iter().map(|(_, n, _)| Some(*n)).collect();
+        columns.push(Arc::new(numbers));
+        let ops: Int8Array = changes.iter().map(|(_, _, k)| Some(*k as i8)).collect();
+        columns.push(Arc::new(ops));
+        out.push(Message::Batch(RecordBatch::try_new(
+            self.schema.clone(),
+            columns,
+        )?));
+        Ok(())
+    }
+}
+
+impl Operator for TopNOperator {
+    fn name(&self) -> &'static str {
+        "TopN"
+    }
+
+    fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+        let (data, ops) = split_changelog(&batch);
+        let partitions = if self.partition_by.is_empty() {
+            None
+        } else {
+            let keys = Self::evaluate(&self.partition_by, &data)?;
+            Some(self.partition_converter.convert_columns(&keys)?)
+        };
+        let orders = self
+            .order_converter
+            .convert_columns(&Self::evaluate(&self.order_by, &data)?)?;
+        let rows = self.row_converter.convert_columns(data.columns())?;
+        // Every touched partition's top before the batch.
+        let mut before: HashMap<Box<[u8]>, Vec<(Box<[u8]>, u64)>> = HashMap::new();
+        for i in 0..data.num_rows() {
+            let partition: Box<[u8]> = partitions
+                .as_ref()
+                .map(|p| p.row(i).as_ref().into())
+                .unwrap_or_default();
+            if !before.contains_key(&partition) {
+                let top = Self::top(self.partitions.get(&partition), self.limit);
+                before.insert(partition.clone(), top);
+            }
+            let ranking = self.partitions.entry(partition.clone()).or_default();
+            let key = (orders.row(i).as_ref().into(), rows.row(i).as_ref().into());
+            if RowKind::is_addition(ops.value(i)) {
+                *ranking.entry(key).or_insert(0) += 1;
+            } else {
+                match ranking.get_mut(&key) {
+                    Some(count) if *count > 1 => *count -= 1,
+                    Some(_) => {
+                        ranking.remove(&key);
+                    }
+                    None => {
+                        return Err(SluiceError::internal(
+                            "Top-N: a retracted row was never inserted",
+                        ));
+                    }
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for (partition, old) in before {
+            let ranking = self.partitions.get_mut(&partition);
+            let new = Self::top(ranking.as_deref(), self.limit);
+            if let Some(ranking) = ranking {
+                if !self.keep_all {
+                    // Rows below the top N can never rise again: forget them.
+                    let mut kept = 0i64;
+                    ranking.retain(|_, count| {
+                        let keep = kept < self.limit as i64;
+                        if keep {
+                            *count = (*count).min(self.limit as i64 - kept);
+                            kept += *count;
+                        }
+                        keep
+                    });
+                }
+                if ranking.is_empty() {
+                    self.partitions.remove(&partition);
+                }
+            }
+            // Positions whose row changed: retract the old, insert the new.
+            for position in 0..old.len().max(new.len()) {
+                let (o, n) = (old.get(position), new.get(position));
+                if o.map(|r| &r.0) == n.map(|r| &r.0) {
+                    continue;
+                }
+                if let Some((row, number)) = o {
+                    changes.push((row.clone(), *number, RowKind::Delete));
+                }
+                if let Some((row, number)) = n {
+                    changes.push((row.clone(), *number, RowKind::Insert));
+                }
+            }
+        }
+        self.output(changes, out)
+    }
+
+    fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
+        let mut entries = Vec::new();
+        let parser = self.partition_converter.parser();
+        for (partition, ranking) in &self.partitions {
+            let key_group = if self.partition_by.is_empty() {
+                0
+            } else {
+                let keys = self
+                    .partition_converter
+                    .convert_rows(std::iter::once(parser.parse(partition)))?;
+                key_groups_of_columns(&keys, 1, DEFAULT_KEY_GROUPS)?[0]
+            };
+            for ((order, row), count) in ranking {
+                let mut key = Vec::with_capacity(8 + partition.len() + order.len() + row.len());
+                for part in [partition.as_ref(), order.as_ref()] {
+                    key.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                    key.extend_from_slice(part);
+                }
+                key.extend_from_slice(row);
+                entries.push((key_group, key, count.to_le_bytes().to_vec()));
+            }
+        }
+        Ok(entries)
+    }
+
+    fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
+        let corrupt = || SluiceError::corrupted("a Top-N snapshot entry is truncated");
+        for (_, key, value) in entries {
+            let mut parts = Vec::with_capacity(2);
+            let mut at = 0;
+            for _ in 0..2 {
+                let len: [u8; 4] = key
+                    .get(at..at + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(corrupt)?;
+                let len = u32::from_le_bytes(len) as usize;
+                let part: Box<[u8]> = key.get(at + 4..at + 4 + len).ok_or_else(corrupt)?.into();
+                parts.push(part);
+                at += 4 + len;
+            }
+            let count: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
+            let row: Box<[u8]> = key[at..].into();
+            let order = parts.pop().expect("two parts");
+            let partition = parts.pop().expect("two parts");
+            self.partitions
+                .entry(partition)
+                .or_default()
+                .insert((order, row), i64::from_le_bytes(count));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{Field, Int64Type, Schema, UInt64Type};
+    use datafusion::physical_expr::expressions::Column;
+
+    use crate::message::changelog_schema;
+
+    fn input_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+        ]))
+    }
+
+    /// Top `limit` by v descending per k.
+    fn operator(limit: usize, keep_all: bool) -> TopNOperator {
+        let output = Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("v", DataType::Int64, false),
+            Field::new("rn", DataType::UInt64, false),
+        ]);
+        TopNOperator::new(
+            vec![(Arc::new(Column::new("k", 0)), DataType::Int64)],
+            vec![TopNOrder {
+                expr: Arc::new(Column::new("v", 1)),
+                data_type: DataType::Int64,
+                options: SortOptions {
+                    descending: true,
+                    nulls_first: false,
+                },
+            }],
+            limit,
+            keep_all,
+            &input_schema(),
+            changelog_schema(&output),
+        )
+        .unwrap()
+    }
+
+    fn rows(k: Vec<i64>, v: Vec<i64>, kinds: Vec<RowKind>) -> RecordBatch {
+        let schema = changelog_schema(&input_schema());
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(k)),
+                Arc::new(Int64Array::from(v)),
+                Arc::new(Int8Array::from(
+                    kinds.into_iter().map(|k| k as i8).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn changes(out: &[Message]) -> Vec<String> {
+        let mut lines = vec![];
+        for m in out {
+            let Message::Batch(b) = m else { continue };
+            for r in 0..b.num_rows() {
+                lines.push(format!(
+                    "{} k={} v={} rn={}",
+                    RowKind::symbol(
+                        b.column(3)
+                            .as_primitive::<arrow::datatypes::Int8Type>()
+                            .value(r)
+                    ),
+                    b.column(0).as_primitive::<Int64Type>().value(r),
+                    b.column(1).as_primitive::<Int64Type>().value(r),
+                    b.column(2).as_primitive::<UInt64Type>().value(r),
+                ));
+            }
+        }
+        lines
+    }
+
+    #[test]
+    fn a_new_leader_shifts_the_others_and_pushes_the_last_out() {
+        let mut op = operator(2, false);
+        let mut out = vec![];
+        let i = RowKind::Insert;
+        op.process_batch(rows(vec![1, 1, 2], vec![10, 5, 7], vec![i, i, i]), &mut out)
+            .unwrap();
+        let mut first = changes(&out);
+        first.sort();
+        assert_eq!(
+            first,
+            vec!["+I k=1 v=10 rn=1", "+I k=1 v=5 rn=2", "+I k=2 v=7 rn=1"]
+        );
+        out.clear();
+        op.process_batch(rows(vec![1], vec![20], vec![i]), &mut out)
+            .unwrap();
+        assert_eq!(
+            changes(&out),
+            vec![
+                "-D k=1 v=10 rn=1",
+                "+I k=1 v=20 rn=1",
+                "-D k=1 v=5 rn=2",
+                "+I k=1 v=10 rn=2"
+            ]
+        );
+        // Append-only input: only the top 2 of each partition are kept.
+        assert_eq!(op.row_count(), 3);
+    }
+
+    #[test]
+    fn deleting_the_leader_promotes_the_next_row_on_a_changelog() {
+        let mut op = operator(1, true);
+        let mut out = vec![];
+        let (i, d) = (RowKind::Insert, RowKind::Delete);
+        op.process_batch(rows(vec![1, 1, 1], vec![3, 9, 6], vec![i, i, i]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["+I k=1 v=9 rn=1"]);
+        out.clear();
+        op.process_batch(rows(vec![1], vec![9], vec![d]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["-D k=1 v=9 rn=1", "+I k=1 v=6 rn=1"]);
+        out.clear();
+        // Deleting a row outside the top changes nothing visible.
+        op.process_batch(rows(vec![1], vec![3], vec![d]), &mut out)
+            .unwrap();
+        assert!(changes(&out).is_empty());
+        let entries = op.snapshot_state().unwrap();
+        let mut restored = operator(1, true);
+        restored.restore_state(entries).unwrap();
+        assert_eq!(restored.row_count(), 1);
+        restored
+            .process_batch(rows(vec![1], vec![6], vec![d]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["-D k=1 v=6 rn=1"]);
+    }
+}
