@@ -1,4 +1,3 @@
--- unsupported: needs Top-N (ROW_NUMBER): the 10 highest bids per auction
 CREATE MATERIALIZED VIEW nexmark_q19 AS
 SELECT auction, bidder, price, channel, url, date_time, extra
 FROM (

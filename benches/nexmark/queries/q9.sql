@@ -1,4 +1,3 @@
--- unsupported: needs JOIN and Top-N (ROW_NUMBER)
 CREATE MATERIALIZED VIEW nexmark_q9 AS
 SELECT id, item_name, description, initial_bid, reserve, date_time, expires, seller, category,
        auction, bidder, price, bid_date_time

@@ -154,7 +154,10 @@ mod tests {
 
     #[test]
     fn unsupported_queries_give_a_reason() {
-        assert_eq!(QUERIES[11].unsupported(), Some("needs SESSION windows"));
+        assert_eq!(
+            QUERIES[12].unsupported(),
+            Some("needs processing-time TUMBLE windows")
+        );
         assert_eq!(QUERIES[0].unsupported(), None);
     }
 

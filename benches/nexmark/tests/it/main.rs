@@ -49,6 +49,7 @@ gate_test! {
     q5_hot_items_view_equals_batch_query => "q5",
     q7_highest_bid_view_equals_batch_query => "q7",
     q8_new_users_view_equals_batch_query => "q8",
+    q9_winning_bids_view_equals_batch_query => "q9",
     q20_expand_bid_view_equals_batch_query => "q20",
     q10_partition_columns_view_equals_batch_query => "q10",
     q11_user_sessions_view_equals_batch_query => "q11",
@@ -56,6 +57,8 @@ gate_test! {
     q15_daily_statistics_view_equals_batch_query => "q15",
     q16_channel_statistics_view_equals_batch_query => "q16",
     q17_auction_statistics_view_equals_batch_query => "q17",
+    q18_last_bid_view_equals_batch_query => "q18",
+    q19_top_bids_view_equals_batch_query => "q19",
     q21_channel_id_view_equals_batch_query => "q21",
     q22_url_directories_view_equals_batch_query => "q22",
 }
@@ -74,8 +77,8 @@ fn every_supported_query_has_a_gate_test() {
     assert_eq!(
         supported,
         [
-            "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q10", "q11", "q14", "q15", "q16",
-            "q17", "q20", "q21", "q22"
+            "q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q9", "q10", "q11", "q14", "q15",
+            "q16", "q17", "q18", "q19", "q20", "q21", "q22"
         ]
     );
 }
