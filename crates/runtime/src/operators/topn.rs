@@ -37,6 +37,9 @@ pub struct TopNOrder {
 /// A partition's rows: (order key, row) → multiplicity.
 type Ranking = BTreeMap<(Box<[u8]>, Box<[u8]>), i64>;
 
+/// A partition's top rows (row format) with their row numbers.
+type Top = Vec<(Box<[u8]>, u64)>;
+
 pub struct TopNOperator {
     partition_by: Vec<Arc<dyn PhysicalExpr>>,
     order_by: Vec<Arc<dyn PhysicalExpr>>,
@@ -99,7 +102,7 @@ impl TopNOperator {
     }
 
     /// The top `limit` rows of a ranking, each with its row number.
-    fn top(ranking: Option<&Ranking>, limit: usize) -> Vec<(Box<[u8]>, u64)> {
+    fn top(ranking: Option<&Ranking>, limit: usize) -> Top {
         let mut top = Vec::with_capacity(limit);
         if let Some(ranking) = ranking {
             'rows: for ((_, row), &count) in ranking {
@@ -164,7 +167,7 @@ impl Operator for TopNOperator {
             .convert_columns(&Self::evaluate(&self.order_by, &data)?)?;
         let rows = self.row_converter.convert_columns(data.columns())?;
         // Every touched partition's top before the batch.
-        let mut before: HashMap<Box<[u8]>, Vec<(Box<[u8]>, u64)>> = HashMap::new();
+        let mut before: HashMap<Box<[u8]>, Top> = HashMap::new();
         for i in 0..data.num_rows() {
             let partition: Box<[u8]> = partitions
                 .as_ref()
