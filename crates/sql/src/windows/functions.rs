@@ -10,6 +10,9 @@
 //!   Batch queries evaluate them over a whole partition; the streaming planner replaces
 //!   them with the session window operator, which computes the same bounds incrementally.
 //!
+//! - `proctime()`: processing time, the wall clock when a batch is processed, for
+//!   processing-time windows (`TUMBLE(t, PROCTIME(), size)`).
+//!
 //! Window sizes are fixed durations (no months) in whole units of the time column.
 
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{PartitionEvaluatorArgs, WindowUDFFieldArgs};
 use datafusion::logical_expr::{
     ColumnarValue, PartitionEvaluator, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility, WindowUDF, WindowUDFImpl,
+    ScalarUDFImpl, Signature, TypeSignature, Volatility, WindowUDF, WindowUDFImpl,
 };
 use datafusion::prelude::SessionContext;
 
@@ -29,6 +32,7 @@ pub const HOP_WINDOW_STARTS: &str = "hop_window_starts";
 pub const CUMULATE_WINDOW_ENDS: &str = "cumulate_window_ends";
 pub const SESSION_WINDOW_START: &str = "session_window_start";
 pub const SESSION_WINDOW_END: &str = "session_window_end";
+pub const PROCTIME: &str = "proctime";
 
 /// Registers the window functions with a DataFusion context.
 pub fn register_window_functions(ctx: &SessionContext) {
@@ -36,6 +40,47 @@ pub fn register_window_functions(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(WindowList::new(ListKind::CumulateEnds)));
     ctx.register_udwf(WindowUDF::from(SessionBound::new(true)));
     ctx.register_udwf(WindowUDF::from(SessionBound::new(false)));
+    ctx.register_udf(ScalarUDF::from(ProcTime::new()));
+}
+
+/// `proctime()` (see the module docs). Volatile, so DataFusion evaluates it on every
+/// batch instead of folding it into a constant when the view is planned.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ProcTime {
+    signature: Signature,
+}
+
+impl ProcTime {
+    fn new() -> ProcTime {
+        ProcTime {
+            signature: Signature::new(TypeSignature::Nullary, Volatility::Volatile),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ProcTime {
+    fn name(&self) -> &str {
+        PROCTIME
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(
+            Some(now),
+            None,
+        )))
+    }
 }
 
 /// Nanoseconds per unit of a timestamp column.

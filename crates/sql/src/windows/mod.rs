@@ -23,7 +23,7 @@
 mod functions;
 
 pub use functions::{
-    CUMULATE_WINDOW_ENDS, HOP_WINDOW_STARTS, SESSION_WINDOW_END, SESSION_WINDOW_START,
+    CUMULATE_WINDOW_ENDS, HOP_WINDOW_STARTS, PROCTIME, SESSION_WINDOW_END, SESSION_WINDOW_START,
     interval_in_units, register_window_functions, session_bounds,
 };
 
@@ -196,10 +196,16 @@ fn window_table(
     if !partition_by.is_empty() && kind != WindowKind::Session {
         return Err(kind.usage());
     }
-    if !matches!(
+    // The time column, or PROCTIME() for processing-time windows (not SESSION: its
+    // window functions need a column).
+    let proctime = matches!(exprs[1], ast::Expr::Function(f)
+        if f.name.to_string().eq_ignore_ascii_case(PROCTIME)
+            && matches!(&f.args, ast::FunctionArguments::List(l) if l.args.is_empty()));
+    if !(matches!(
         exprs[1],
         ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_)
-    ) {
+    ) || proctime && kind != WindowKind::Session)
+    {
         return Err(kind.usage());
     }
     let table_sql = table
