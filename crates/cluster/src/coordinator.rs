@@ -34,7 +34,7 @@ use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
 use sluice_runtime::operators::materialize::ViewPartition;
 use sluice_sql::{
     Catalog, ObjectKind, ParsedStatement, Relation, RelationKind, ShowTarget, Statement,
-    WatermarkDef, WatermarkSpec, dependencies, parse_sql, plan_stream_graph,
+    ViewOptions, WatermarkDef, WatermarkSpec, dependencies, parse_sql, plan_stream_graph,
 };
 use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata, CheckpointStore};
 use sluice_state::wal::{LogRecord, TableLog};
@@ -126,7 +126,7 @@ struct ViewDefinition<'a> {
     name: &'a ObjectName,
     query: &'a ast::Query,
     query_sql: &'a str,
-    emit_on_window_close: bool,
+    options: ViewOptions,
 }
 
 #[derive(Default)]
@@ -496,14 +496,14 @@ impl Coordinator {
                 if_not_exists,
                 query,
                 query_sql,
-                emit_on_window_close,
+                options,
             } => {
                 let view = ViewDefinition {
                     sql: &stmt.sql,
                     name,
                     query,
                     query_sql,
-                    emit_on_window_close: *emit_on_window_close,
+                    options: *options,
                 };
                 self.create_materialized_view(session, &view, *if_not_exists)
                     .await
@@ -918,7 +918,7 @@ impl Coordinator {
         session: &Session,
         name: &str,
         query: &ast::Query,
-        emit_on_window_close: bool,
+        options: ViewOptions,
     ) -> Result<sluice_sql::StreamGraph> {
         let plan = self
             .plan_query(&ast::Statement::Query(Box::new(query.clone())))
@@ -943,7 +943,7 @@ impl Coordinator {
             name,
             &inner.catalog,
             self.job_parallelism(session),
-            emit_on_window_close,
+            options,
         )
     }
 
@@ -968,7 +968,7 @@ impl Coordinator {
             inner.catalog.check_free(&name)?;
         }
         let graph = self
-            .plan_view(session, &name, view.query, view.emit_on_window_close)
+            .plan_view(session, &name, view.query, view.options)
             .await?;
         let sink = graph.sink();
         let schema = Arc::new(sink.schema.as_arrow().clone());
@@ -1063,7 +1063,7 @@ impl Coordinator {
         let Statement::CreateMaterializedView {
             name,
             query,
-            emit_on_window_close,
+            options,
             ..
         } = statement
         else {
@@ -1072,7 +1072,7 @@ impl Coordinator {
             ));
         };
         let graph = self
-            .plan_view(session, &object_name(name)?, query, *emit_on_window_close)
+            .plan_view(session, &object_name(name)?, query, *options)
             .await?;
         let rows = graph
             .to_string()

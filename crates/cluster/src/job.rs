@@ -575,7 +575,7 @@ fn compile_operator(
         StreamOperator::Aggregate {
             group_exprs,
             aggr_exprs,
-            window_close,
+            window,
         } => {
             let planning = PhysicalPlanningContext::default();
             let physical_input = input_schema.as_arrow();
@@ -596,8 +596,13 @@ fn compile_operator(
                 aggregates,
                 output_schema(node),
             )?;
-            Box::new(match window_close {
-                Some(index) => operator.with_window_close(*index, late_rows.clone()),
+            Box::new(match window {
+                Some(w) => operator.with_windows(
+                    w.end_index,
+                    w.emit_on_close,
+                    w.allowed_lateness_ms,
+                    late_rows.clone(),
+                ),
                 None => operator,
             })
         }
@@ -649,6 +654,7 @@ fn compile_operator(
             gap,
             bounds,
             emit_on_close,
+            allowed_lateness_ms,
         } => {
             let time_type = time.get_type(input_schema)?;
             let unit = match &time_type {
@@ -680,6 +686,7 @@ fn compile_operator(
                     })
                     .collect(),
                 *emit_on_close,
+                *allowed_lateness_ms,
                 &Arc::new(input_schema.as_arrow().clone()),
                 output_schema(node),
                 late_rows.clone(),

@@ -21,6 +21,17 @@ pub enum Exchange {
     Hash(Vec<Expr>),
 }
 
+/// A window aggregate's group key `window_end` (at `end_index` among the group
+/// expressions) closes the group when the watermark passes `end + allowed_lateness_ms`:
+/// its state is freed, and later rows for it are late (dropped and counted). With
+/// `emit_on_close` (EMIT ON WINDOW CLOSE) the group is emitted only then, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowAggregate {
+    pub end_index: usize,
+    pub emit_on_close: bool,
+    pub allowed_lateness_ms: i64,
+}
+
 /// An input edge of a node.
 #[derive(Debug, Clone)]
 pub struct StreamEdge {
@@ -58,9 +69,9 @@ pub enum StreamOperator {
     Aggregate {
         group_exprs: Vec<Expr>,
         aggr_exprs: Vec<Expr>,
-        /// `EMIT ON WINDOW CLOSE`: the index of the group expression holding each window's
-        /// end; a group is emitted once, when the watermark reaches it, then forgotten.
-        window_close: Option<usize>,
+        /// A window aggregate (`window_end` among the group keys, append-only input):
+        /// what happens when the watermark passes a window's end.
+        window: Option<WindowAggregate>,
     },
     /// Equi-join; inputs are `[left, right]`, each hash-partitioned by its keys. `filter`
     /// is the residual condition over the output columns (inner joins only).
@@ -92,6 +103,8 @@ pub enum StreamOperator {
         bounds: Vec<bool>,
         /// Emit each session once, when the watermark passes its end (append-only).
         emit_on_close: bool,
+        /// Sessions close when the watermark passes their end plus this.
+        allowed_lateness_ms: i64,
     },
     /// `ROW_NUMBER() OVER (PARTITION BY .. ORDER BY ..) <= limit`: the first `limit` rows
     /// of each partition, with their row number appended. Inputs are hash-partitioned by
@@ -226,7 +239,7 @@ impl fmt::Display for StreamGraph {
                 StreamOperator::Aggregate {
                     group_exprs,
                     aggr_exprs,
-                    window_close,
+                    window,
                 } => format!(
                     "group=[{}], aggs=[{}]{}",
                     group_exprs
@@ -239,10 +252,10 @@ impl fmt::Display for StreamGraph {
                         .map(|e| e.to_string())
                         .collect::<Vec<_>>()
                         .join(", "),
-                    if window_close.is_some() {
-                        ", emit=on window close"
-                    } else {
-                        ""
+                    match window {
+                        Some(w) if w.emit_on_close => ", emit=on window close",
+                        Some(_) => ", windows close at watermark",
+                        None => "",
                     }
                 ),
                 StreamOperator::Join {

@@ -8,7 +8,9 @@ pub mod planner;
 pub mod windows;
 
 pub use catalog::{Catalog, Relation, RelationKind, WatermarkSpec};
-pub use graph::{Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator};
-pub use parser::{ObjectKind, ParsedStatement, ShowTarget, Statement, WatermarkDef, parse_sql};
+pub use graph::{Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate};
+pub use parser::{
+    ObjectKind, ParsedStatement, ShowTarget, Statement, ViewOptions, WatermarkDef, parse_sql,
+};
 pub use planner::{dependencies, plan_stream_graph, relation_name};
 pub use windows::{register_window_functions, rewrite_window_functions};

@@ -58,6 +58,67 @@ pub struct WatermarkDef {
     pub expr: String,
 }
 
+/// How a materialized view runs, beyond its query: `EMIT ON WINDOW CLOSE` and
+/// `WITH (allowed_lateness = '5 seconds')`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewOptions {
+    pub emit_on_window_close: bool,
+    /// How long after a window's end (in event time) its rows are still taken: windows
+    /// close, and rows count as late, when the watermark passes `end + allowed lateness`.
+    pub allowed_lateness_ms: i64,
+}
+
+impl ViewOptions {
+    fn set(&mut self, option: &ast::SqlOption) -> Result<()> {
+        let ast::SqlOption::KeyValue { key, value } = option else {
+            return Err(SluiceError::syntax(format!(
+                "materialized view options look like WITH (key = 'value'), not {option}"
+            )));
+        };
+        match key.value.to_ascii_lowercase().as_str() {
+            "allowed_lateness" => {
+                let text = match value {
+                    ast::Expr::Value(v) => match &v.value {
+                        ast::Value::SingleQuotedString(s) => s.clone(),
+                        other => other.to_string(),
+                    },
+                    other => other.to_string(),
+                };
+                self.allowed_lateness_ms = parse_duration_ms(&text).ok_or_else(|| {
+                    SluiceError::invalid_parameter(format!(
+                        "allowed_lateness must be a duration such as '5 seconds' or '1 minute', not '{text}'"
+                    ))
+                })?;
+                Ok(())
+            }
+            other => Err(SluiceError::invalid_parameter(format!(
+                "unknown materialized view option \"{other}\"; the one known is allowed_lateness"
+            ))),
+        }
+    }
+}
+
+/// A non-negative fixed duration (`'5 seconds'`, `'1 minute 30 seconds'`, `'250 ms'`) in
+/// milliseconds, parsed as an interval by Arrow; months are not a fixed duration.
+fn parse_duration_ms(text: &str) -> Option<i64> {
+    let strings = arrow::array::StringArray::from(vec![text]);
+    let interval = arrow::compute::cast_with_options(
+        &strings,
+        &arrow::datatypes::DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano),
+        &arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        },
+    )
+    .ok()?;
+    let interval = interval
+        .as_any()
+        .downcast_ref::<arrow::array::IntervalMonthDayNanoArray>()?
+        .value(0);
+    let millis = i64::from(interval.days) * 86_400_000 + interval.nanoseconds / 1_000_000;
+    (interval.months == 0 && millis >= 0).then_some(millis)
+}
+
 /// One parsed statement.
 #[derive(Debug, Clone)]
 pub enum Statement {
@@ -82,8 +143,8 @@ pub enum Statement {
         query: Box<ast::Query>,
         /// The text of the query, kept for `SHOW` and the catalog.
         query_sql: String,
-        /// `EMIT ON WINDOW CLOSE`: emit each window once, when the watermark passes it.
-        emit_on_window_close: bool,
+        /// `EMIT ON WINDOW CLOSE` and the `WITH (...)` options.
+        options: ViewOptions,
     },
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the stream graph it would run.
     ExplainStream(Box<Statement>),
@@ -699,6 +760,10 @@ fn take_append_only(tokens: &mut Vec<TokenWithSpan>) -> bool {
 fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     let mut tokens = unwrap_table_arguments(tokens);
     let emit_on_window_close = take_trailing_words(&mut tokens, &["EMIT", "ON", "WINDOW", "CLOSE"]);
+    let mut options = ViewOptions {
+        emit_on_window_close,
+        allowed_lateness_ms: 0,
+    };
     // The query text is everything after the top-level AS.
     let mut depth = 0i32;
     let as_at = tokens.iter().position(|t| {
@@ -734,12 +799,17 @@ fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statemen
                     "column lists on CREATE MATERIALIZED VIEW are not supported; alias the columns in the query",
                 ));
             }
+            if let ast::CreateTableOptions::With(with) = &view.options {
+                for option in with {
+                    options.set(option)?;
+                }
+            }
             Ok(Statement::CreateMaterializedView {
                 name: view.name,
                 if_not_exists: view.if_not_exists,
                 query: view.query,
                 query_sql,
-                emit_on_window_close,
+                options,
             })
         }
         _ => Err(SluiceError::syntax(
@@ -804,15 +874,37 @@ mod tests {
     #[test]
     fn emit_on_window_close_is_recognised() {
         let Statement::CreateMaterializedView {
-            emit_on_window_close,
-            query_sql,
-            ..
+            options, query_sql, ..
         } = one("CREATE MATERIALIZED VIEW v AS SELECT 1 FROM t EMIT ON WINDOW CLOSE")
         else {
             panic!()
         };
-        assert!(emit_on_window_close);
+        assert!(options.emit_on_window_close);
         assert_eq!(query_sql, "SELECT 1 FROM t");
+        let Statement::CreateMaterializedView { options, .. } = one(
+            "CREATE MATERIALIZED VIEW v WITH (allowed_lateness = '1 minute 5 seconds') AS SELECT 1 FROM t",
+        ) else {
+            panic!()
+        };
+        assert_eq!(options.allowed_lateness_ms, 65_000);
+        for bad in ["'soon'", "'1 month'", "'-5 seconds'"] {
+            let err = parse_sql(&format!(
+                "CREATE MATERIALIZED VIEW v WITH (allowed_lateness = {bad}) AS SELECT 1 FROM t"
+            ))
+            .unwrap_err();
+            assert!(
+                err.message.contains("allowed_lateness must be a duration"),
+                "{bad}: {}",
+                err.message
+            );
+        }
+        let err = parse_sql("CREATE MATERIALIZED VIEW v WITH (colour = 'red') AS SELECT 1 FROM t")
+            .unwrap_err();
+        assert!(
+            err.message.contains("unknown materialized view option"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -20,7 +20,10 @@ use datafusion::logical_expr::{
 use sluice_common::error::{Result, SluiceError, SqlState};
 
 use crate::catalog::{Catalog, RelationKind};
-use crate::graph::{Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator};
+use crate::graph::{
+    Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate,
+};
+use crate::parser::ViewOptions;
 
 /// Lowers `plan` (the query of view `view`) to a stream graph whose sink materializes the
 /// view. `parallelism` is the job's parallelism (at least 1).
@@ -29,14 +32,16 @@ pub fn plan_stream_graph(
     view: &str,
     catalog: &Catalog,
     parallelism: usize,
-    emit_on_window_close: bool,
+    options: ViewOptions,
 ) -> Result<StreamGraph> {
+    let emit_on_window_close = options.emit_on_window_close;
     debug_assert!(parallelism >= 1);
     let mut builder = GraphBuilder {
         graph: StreamGraph::default(),
         catalog,
         parallelism,
         emit_on_window_close,
+        allowed_lateness_ms: options.allowed_lateness_ms,
         window_close_claimed: false,
         top_n_limit: None,
     };
@@ -91,6 +96,7 @@ struct GraphBuilder<'a> {
     parallelism: usize,
     /// The view asked for EMIT ON WINDOW CLOSE; the top-most aggregate claims it.
     emit_on_window_close: bool,
+    allowed_lateness_ms: i64,
     window_close_claimed: bool,
     /// Set by a filter on a row number (`rn <= N`) for the window below it: the name of
     /// the window's ROW_NUMBER column and N.
@@ -527,6 +533,7 @@ impl GraphBuilder<'_> {
                 gap,
                 bounds,
                 emit_on_close,
+                allowed_lateness_ms: self.allowed_lateness_ms,
             },
             vec![StreamEdge {
                 from: input,
@@ -575,30 +582,38 @@ impl GraphBuilder<'_> {
         } else {
             Exchange::Hash(agg.group_expr.clone())
         };
-        let window_close = if claims_window_close {
-            if self.graph.nodes[input].changelog {
+        // A GROUP BY over window_end is a window aggregate: windows close as the watermark
+        // passes them. Over a retracting input groups stay open (a retraction may come for
+        // any window), and EMIT ON WINDOW CLOSE is refused.
+        let end_index = agg
+            .group_expr
+            .iter()
+            .position(|e| matches!(e, Expr::Column(c) if c.name == "window_end"));
+        let append_only = !self.graph.nodes[input].changelog;
+        if claims_window_close {
+            if !append_only {
                 return Err(SluiceError::unsupported(
                     "EMIT ON WINDOW CLOSE needs an append-only input (an APPEND ONLY table or a source)",
                 ));
             }
-            let index = agg
-                .group_expr
-                .iter()
-                .position(|e| matches!(e, Expr::Column(c) if c.name == "window_end"))
-                .ok_or_else(|| {
-                    SluiceError::unsupported(
-                        "EMIT ON WINDOW CLOSE needs window_end (of a TUMBLE, HOP, CUMULATE or SESSION window) in the GROUP BY",
-                    )
-                })?;
-            Some(index)
-        } else {
-            None
-        };
+            if end_index.is_none() {
+                return Err(SluiceError::unsupported(
+                    "EMIT ON WINDOW CLOSE needs window_end (of a TUMBLE, HOP, CUMULATE or SESSION window) in the GROUP BY",
+                ));
+            }
+        }
+        let window = end_index
+            .filter(|_| append_only)
+            .map(|end_index| WindowAggregate {
+                end_index,
+                emit_on_close: claims_window_close,
+                allowed_lateness_ms: self.allowed_lateness_ms,
+            });
         Ok(self.add(
             StreamOperator::Aggregate {
                 group_exprs: agg.group_expr.clone(),
                 aggr_exprs: agg.aggr_expr.clone(),
-                window_close,
+                window,
             },
             vec![StreamEdge {
                 from: input,
@@ -606,7 +621,7 @@ impl GraphBuilder<'_> {
             }],
             agg.schema.clone(),
             // A window emitted on close is final: the output is append-only.
-            window_close.is_none(),
+            !claims_window_close,
             parallelism,
         ))
     }
@@ -792,7 +807,7 @@ mod tests {
         let plan = state
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})?;
-        plan_stream_graph(&plan, "v", &catalog, parallelism, false)
+        plan_stream_graph(&plan, "v", &catalog, parallelism, ViewOptions::default())
     }
 
     fn operators(g: &StreamGraph) -> Vec<&'static str> {

@@ -6,10 +6,10 @@
 //! The test knows the watermark the engine must have: every INSERT is one batch of its
 //! table, and the watermark after it is the largest time so far minus the bound. So it
 //! writes each row, with the watermark it arrived under, to `arrivals` as well, and the
-//! batch query of an EMIT ON WINDOW CLOSE view keeps the rows whose window had not closed
-//! then (`window_end > wm`), and only the windows that have closed now. Updating views
-//! take late rows, so their batch query reads every row. Session views read `calm`, which
-//! gets only the rows at or ahead of the watermark: out of order, never late.
+//! batch query of a window view keeps the rows whose window had not closed then
+//! (`window_end > wm - allowed lateness`); an EMIT ON WINDOW CLOSE view's, only the
+//! windows that have closed now. Session views read `calm`, which gets only the rows
+//! ahead of the watermark: out of order, never late.
 //!
 //! Seeded; `SLUICE_WINDOW_SEED=<seed>` reruns one seed.
 
@@ -20,66 +20,86 @@ const BOUND: i64 = 5;
 
 struct WindowView {
     name: &'static str,
+    /// Allowed lateness in seconds (`WITH (allowed_lateness = ...)`), 0 for none.
+    lateness: i64,
     /// The view's query over `events` or `calm`.
     query: &'static str,
-    /// The batch query it must equal; `{wm}` is the current watermark.
+    /// The batch query it must equal. `{late}` stands for "the row's window had not
+    /// closed when it arrived" and `{closed}` for "the window has closed now".
     batch: &'static str,
 }
 
 const VIEWS: &[WindowView] = &[
     WindowView {
         name: "tumble_updating",
+        lateness: 0,
         query: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s \
                 FROM TUMBLE(events, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end",
         batch: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s \
-                FROM TUMBLE(events, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end",
+                FROM TUMBLE(arrivals, ts, INTERVAL '10' SECOND) WHERE {late} \
+                GROUP BY k, window_start, window_end",
     },
     WindowView {
         name: "tumble_closed",
+        lateness: 0,
         query: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS hi \
                 FROM TUMBLE(events, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end \
                 EMIT ON WINDOW CLOSE",
         batch: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS hi \
-                FROM TUMBLE(arrivals, ts, INTERVAL '10' SECOND) \
-                WHERE (wm IS NULL OR window_end > wm) AND window_end <= TIMESTAMP '{wm}' \
+                FROM TUMBLE(arrivals, ts, INTERVAL '10' SECOND) WHERE {late} AND {closed} \
                 GROUP BY k, window_start, window_end",
     },
     WindowView {
+        name: "tumble_closed_lateness",
+        lateness: 4,
+        query: "SELECT window_start, window_end, count(*) AS n, sum(v) AS s \
+                FROM TUMBLE(events, ts, INTERVAL '5' SECOND) GROUP BY window_start, window_end \
+                EMIT ON WINDOW CLOSE",
+        batch: "SELECT window_start, window_end, count(*) AS n, sum(v) AS s \
+                FROM TUMBLE(arrivals, ts, INTERVAL '5' SECOND) WHERE {late} AND {closed} \
+                GROUP BY window_start, window_end",
+    },
+    WindowView {
         name: "hop_updating",
+        lateness: 3,
         query: "SELECT window_start, window_end, count(*) AS n, sum(v) AS s, min(v) AS lo \
                 FROM HOP(events, ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND) GROUP BY window_start, window_end",
         batch: "SELECT window_start, window_end, count(*) AS n, sum(v) AS s, min(v) AS lo \
-                FROM HOP(events, ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND) GROUP BY window_start, window_end",
+                FROM HOP(arrivals, ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND) WHERE {late} \
+                GROUP BY window_start, window_end",
     },
     WindowView {
         name: "hop_closed",
+        lateness: 0,
         query: "SELECT k, window_start, window_end, count(*) AS n, count(DISTINCT v) AS d \
                 FROM TABLE(HOP(TABLE events, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '15' SECOND)) \
                 GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE",
         batch: "SELECT k, window_start, window_end, count(*) AS n, count(DISTINCT v) AS d \
                 FROM HOP(arrivals, ts, INTERVAL '5' SECOND, INTERVAL '15' SECOND) \
-                WHERE (wm IS NULL OR window_end > wm) AND window_end <= TIMESTAMP '{wm}' \
-                GROUP BY k, window_start, window_end",
+                WHERE {late} AND {closed} GROUP BY k, window_start, window_end",
     },
     WindowView {
         name: "cumulate_updating",
+        lateness: 0,
         query: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s \
                 FROM CUMULATE(events, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) GROUP BY k, window_start, window_end",
         batch: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s \
-                FROM CUMULATE(events, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) GROUP BY k, window_start, window_end",
+                FROM CUMULATE(arrivals, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) WHERE {late} \
+                GROUP BY k, window_start, window_end",
     },
     WindowView {
         name: "cumulate_closed",
+        lateness: 0,
         query: "SELECT window_start, window_end, count(*) AS n, sum(v) AS s \
                 FROM CUMULATE(events, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) \
                 GROUP BY window_start, window_end EMIT ON WINDOW CLOSE",
         batch: "SELECT window_start, window_end, count(*) AS n, sum(v) AS s \
                 FROM CUMULATE(arrivals, ts, INTERVAL '5' SECOND, INTERVAL '20' SECOND) \
-                WHERE (wm IS NULL OR window_end > wm) AND window_end <= TIMESTAMP '{wm}' \
-                GROUP BY window_start, window_end",
+                WHERE {late} AND {closed} GROUP BY window_start, window_end",
     },
     WindowView {
         name: "session_updating",
+        lateness: 0,
         query: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS hi \
                 FROM TABLE(SESSION(TABLE calm PARTITION BY k, DESCRIPTOR(ts), INTERVAL '3' SECOND)) \
                 GROUP BY k, window_start, window_end",
@@ -89,14 +109,43 @@ const VIEWS: &[WindowView] = &[
     },
     WindowView {
         name: "session_closed",
+        lateness: 2,
         query: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s \
                 FROM TABLE(SESSION(TABLE calm PARTITION BY k, DESCRIPTOR(ts), INTERVAL '3' SECOND)) \
                 GROUP BY k, window_start, window_end EMIT ON WINDOW CLOSE",
         batch: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s \
                 FROM TABLE(SESSION(TABLE calm PARTITION BY k, DESCRIPTOR(ts), INTERVAL '3' SECOND)) \
-                WHERE window_end <= TIMESTAMP '{wm}' GROUP BY k, window_start, window_end",
+                WHERE {closed} GROUP BY k, window_start, window_end",
     },
 ];
+
+impl WindowView {
+    fn create(&self) -> String {
+        let with = if self.lateness > 0 {
+            format!(" WITH (allowed_lateness = '{} seconds')", self.lateness)
+        } else {
+            String::new()
+        };
+        format!(
+            "CREATE MATERIALIZED VIEW {}{with} AS {}",
+            self.name, self.query
+        )
+    }
+
+    /// The batch query at watermark `now` (a timestamp literal's text).
+    fn batch(&self, now: &str) -> String {
+        let lateness = format!("INTERVAL '{}' SECOND", self.lateness);
+        self.batch
+            .replace(
+                "{late}",
+                &format!("(wm IS NULL OR window_end > wm - {lateness})"),
+            )
+            .replace(
+                "{closed}",
+                &format!("window_end <= TIMESTAMP '{now}' - {lateness}"),
+            )
+    }
+}
 
 /// Seconds after 2024-01-01 00:00:00 as a timestamp literal's text.
 fn timestamp(seconds: i64) -> String {
@@ -122,10 +171,7 @@ async fn run_stream(seed: u64, steps: usize) -> Result<usize, String> {
     }
     log.push("CREATE TABLE arrivals (k INT, v INT, ts TIMESTAMP, wm TIMESTAMP)".into());
     for view in VIEWS {
-        log.push(format!(
-            "CREATE MATERIALIZED VIEW {} AS {}",
-            view.name, view.query
-        ));
+        log.push(view.create());
     }
     for statement in &log {
         e.run(statement)
@@ -195,7 +241,7 @@ async fn run_stream(seed: u64, steps: usize) -> Result<usize, String> {
             let now = timestamp(max_ts.expect("rows were inserted") - BOUND);
             for view in VIEWS {
                 let actual = e.rows(&format!("SELECT * FROM {}", view.name)).await;
-                let expected = e.rows(&view.batch.replace("{wm}", &now)).await;
+                let expected = e.rows(&view.batch(&now)).await;
                 comparisons += 1;
                 if actual != expected {
                     return Err(format!(

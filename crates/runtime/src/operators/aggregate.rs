@@ -111,12 +111,18 @@ struct Group {
     window_end: Option<i64>,
 }
 
-/// EMIT ON WINDOW CLOSE: groups are emitted once, as insertions, when the watermark
-/// reaches their window's end, and then forgotten, so state stays bounded however long
+/// A window aggregate: a group closes when the watermark, less the allowed lateness,
+/// reaches its window's end, and is then forgotten, so state stays bounded however long
 /// the stream runs. Rows of windows that already closed are late: dropped and counted.
+/// With EMIT ON WINDOW CLOSE a group is emitted only when it closes, once, as an
+/// insertion; otherwise it updates as rows arrive and closing emits nothing.
 struct WindowClose {
     /// The group expression holding the window's end.
     group_index: usize,
+    emit_on_close: bool,
+    /// Allowed lateness (ms).
+    lateness: i64,
+    /// The watermark less the allowed lateness (ms): windows ending by then are closed.
     watermark: Option<i64>,
     /// Open windows: window end → the slots of its groups.
     open: BTreeMap<i64, Vec<usize>>,
@@ -169,14 +175,24 @@ impl AggregateOperator {
         })
     }
 
-    /// Emits each window once when the watermark passes its end (EMIT ON WINDOW CLOSE).
-    /// `group_index` is the group expression holding the window end; rows arriving for a
-    /// closed window are dropped and counted in `late_rows`. The output schema must not
-    /// have the op column: closed windows are final.
-    pub fn with_window_close(mut self, group_index: usize, late_rows: Arc<AtomicU64>) -> Self {
-        debug_assert!(!self.changelog_output && group_index < self.group_exprs.len());
+    /// Closes windows as the watermark passes their end plus `lateness_ms` (see
+    /// [`WindowClose`]). `group_index` is the group expression holding the window end;
+    /// rows arriving for a closed window are dropped and counted in `late_rows`. With
+    /// `emit_on_close` (EMIT ON WINDOW CLOSE) the output schema must not have the op
+    /// column: closed windows are final.
+    pub fn with_windows(
+        mut self,
+        group_index: usize,
+        emit_on_close: bool,
+        lateness_ms: i64,
+        late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        debug_assert!(self.changelog_output != emit_on_close);
+        debug_assert!(group_index < self.group_exprs.len());
         self.window_close = Some(WindowClose {
             group_index,
+            emit_on_close,
+            lateness: lateness_ms,
             watermark: None,
             open: BTreeMap::new(),
             late_rows,
@@ -267,7 +283,9 @@ impl AggregateOperator {
         if closing.is_empty() {
             return Ok(());
         }
-        self.emit(&closing, out)?;
+        if wc.emit_on_close {
+            self.emit(&closing, out)?;
+        }
         for slot in closing {
             if let Some(group) = self.groups[slot].take() {
                 if let Some(key) = &group.key {
@@ -534,7 +552,11 @@ impl Operator for AggregateOperator {
                 group.rows += if retract { -delta } else { delta };
             }
         }
-        if self.window_close.is_some() {
+        if self
+            .window_close
+            .as_ref()
+            .is_some_and(|wc| wc.emit_on_close)
+        {
             // Windows are emitted when they close, not as rows arrive.
             return Ok(());
         }
@@ -544,8 +566,9 @@ impl Operator for AggregateOperator {
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
         self.ensure_global_group(out)?;
         if let Some(wc) = &mut self.window_close {
-            wc.watermark = Some(watermark.0);
-            self.close_windows(Some(watermark.0), out)?;
+            let closed_by = watermark.0.saturating_sub(wc.lateness);
+            wc.watermark = Some(closed_by);
+            self.close_windows(Some(closed_by), out)?;
         }
         out.push(Message::Watermark(watermark));
         Ok(())
@@ -730,6 +753,12 @@ mod tests {
     /// `SELECT window_end, count(v), sum(v) ... GROUP BY window_end EMIT ON WINDOW CLOSE`,
     /// with the window end given directly as a millisecond timestamp column.
     fn window_operator(late: Arc<AtomicU64>) -> AggregateOperator {
+        window_operator_with(true, late)
+    }
+
+    /// `SELECT window_end, count(v), sum(v) GROUP BY window_end`, emitting on close or
+    /// updating.
+    fn window_operator_with(emit_on_close: bool, late: Arc<AtomicU64>) -> AggregateOperator {
         let input = Arc::new(Schema::new(vec![
             Field::new(
                 "window_end",
@@ -747,7 +776,7 @@ mod tests {
                 .unwrap();
             AggregateSpec::new(Arc::new(function), None, &input, false).unwrap()
         };
-        let output = Arc::new(Schema::new(vec![
+        let output = Schema::new(vec![
             Field::new(
                 "window_end",
                 DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -755,14 +784,19 @@ mod tests {
             ),
             Field::new("n", DataType::Int64, false),
             Field::new("s", DataType::Int64, true),
-        ]));
+        ]);
+        let output = if emit_on_close {
+            Arc::new(output)
+        } else {
+            changelog_schema(&output)
+        };
         AggregateOperator::new(
             vec![Arc::new(Column::new("window_end", 0))],
             vec![spec(count_udaf(), "n"), spec(sum_udaf(), "s")],
             output,
         )
         .unwrap()
-        .with_window_close(0, late)
+        .with_windows(0, emit_on_close, 0, late)
     }
 
     fn window_rows(ends: Vec<i64>, values: Vec<i64>) -> RecordBatch {
@@ -847,6 +881,39 @@ mod tests {
             );
         }
         assert_eq!(emitted_rows(&out).len(), 999);
+    }
+
+    #[test]
+    fn updating_windows_free_their_state_when_the_watermark_passes() {
+        let late = Arc::new(AtomicU64::new(0));
+        let mut agg = window_operator_with(false, late.clone());
+        let mut out = vec![];
+        for window in 1..=1000i64 {
+            agg.process_batch(window_rows(vec![window * 10; 3], vec![1, 2, 3]), &mut out)
+                .unwrap();
+            agg.process_watermark(Watermark(window * 10 - 10), &mut out)
+                .unwrap();
+            assert!(
+                agg.group_count() <= 2,
+                "open windows: {}",
+                agg.group_count()
+            );
+        }
+        // Each window was inserted as its rows came (one batch, one +I), never retracted.
+        let inserts = out
+            .iter()
+            .filter_map(|m| match m {
+                Message::Batch(b) => op_column(b).cloned(),
+                _ => None,
+            })
+            .flat_map(|ops| ops.values().to_vec())
+            .filter(|&op| op == RowKind::Insert as i8)
+            .count();
+        assert_eq!(inserts, 1000);
+        // A row for a freed window is late.
+        agg.process_batch(window_rows(vec![10], vec![5]), &mut out)
+            .unwrap();
+        assert_eq!(late.load(Ordering::Relaxed), 1);
     }
 
     #[test]

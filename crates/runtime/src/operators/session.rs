@@ -14,9 +14,9 @@
 //! - EMIT ON WINDOW CLOSE: rows wait in their session until the watermark reaches its
 //!   end, and are then emitted once, append-only.
 //!
-//! In both modes a session closes (and its state is freed) when the watermark reaches its
-//! end. A row whose own window `[ts, ts + gap)` ends at or before the watermark and
-//! touches no open session is late: dropped and counted.
+//! In both modes a session closes (and its state is freed) when the watermark, less the
+//! allowed lateness, reaches its end. A row whose own window `[ts, ts + gap)` ends at or
+//! before that and touches no open session is late: dropped and counted.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -60,6 +60,8 @@ pub struct SessionWindowOperator {
     gap: i64,
     bounds: Vec<SessionBound>,
     emit_on_close: bool,
+    /// Allowed lateness (ms): sessions close when the watermark passes end + lateness.
+    lateness_ms: i64,
     key_converter: RowConverter,
     row_converter: RowConverter,
     sessions: HashMap<u64, Session>,
@@ -87,6 +89,7 @@ impl SessionWindowOperator {
         gap: i64,
         bounds: Vec<SessionBound>,
         emit_on_close: bool,
+        lateness_ms: i64,
         input: &SchemaRef,
         schema: SchemaRef,
         late_rows: Arc<AtomicU64>,
@@ -112,6 +115,7 @@ impl SessionWindowOperator {
             gap,
             bounds,
             emit_on_close,
+            lateness_ms,
             sessions: HashMap::new(),
             next_id: 0,
             by_key: HashMap::new(),
@@ -308,7 +312,7 @@ impl Operator for SessionWindowOperator {
     }
 
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
-        let w = self.in_time_unit(watermark.0);
+        let w = self.in_time_unit(watermark.0.saturating_sub(self.lateness_ms));
         if self.watermark.is_none_or(|current| w > current) {
             self.watermark = Some(w);
             let mut emit = Emission::new();
@@ -439,6 +443,7 @@ mod tests {
             10,
             vec![SessionBound::Start, SessionBound::End],
             emit_on_close,
+            0,
             &input,
             schema,
             late,
