@@ -343,9 +343,13 @@ pub fn deploy(
                     };
                     forward(subscription, &mut forwarders)
                 }
-                _ => TaskInput::Gate(
-                    InputGate::new(inputs).with_sides(std::mem::take(&mut sides[c][j])),
-                ),
+                _ => {
+                    let gate = InputGate::new(inputs).with_sides(std::mem::take(&mut sides[c][j]));
+                    TaskInput::Gate(match graph.idle_timeout {
+                        Some(timeout) => gate.with_idle_timeout(timeout),
+                        None => gate,
+                    })
+                }
             };
             // A source node is the task's input, not an operator of its chain.
             let op_nodes = if head.operator.is_source() {

@@ -2,7 +2,7 @@
 //! its downstream subtasks, and the [`InputGate`] that merges a subtask's inputs while
 //! aligning barriers and taking the minimum watermark.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::task::Poll;
 
 use std::sync::Arc;
@@ -121,12 +121,23 @@ impl Collector for ExchangeOutput {
     }
 }
 
+/// Which inputs of a gate are idle, and the timer that notices the next one.
+struct Idleness {
+    timeout: std::time::Duration,
+    last_active: Vec<tokio::time::Instant>,
+    idle: Vec<bool>,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
 /// Merges the input channels of one subtask.
 ///
 /// - Barrier n is aligned: an input that delivered it is not read again until every live
 ///   input has, then the barrier is returned once. Barriers with an epoch at or below the
 ///   gate's starting epoch are dropped (an input subscribed mid-epoch).
 /// - The watermark returned is the minimum over live inputs, and only when it advances.
+///   With an idle timeout, an input that has sent neither rows nor a watermark for that
+///   long is idle: it stops holding the watermark back until it sends again (Flink's
+///   source idleness; its rows may then be late).
 /// - `EndOfStream` is returned once every input has ended. An input whose sender goes away
 ///   without `EndOfStream` is an error: its subtask failed.
 pub struct InputGate {
@@ -135,6 +146,7 @@ pub struct InputGate {
     aligning: Option<CheckpointBarrier>,
     watermarks: Vec<Option<Watermark>>,
     current_watermark: Option<Watermark>,
+    idleness: Option<Idleness>,
     skip_epochs_up_to: u64,
     next_input: usize,
     ended: bool,
@@ -158,12 +170,25 @@ impl InputGate {
             aligning: None,
             watermarks: vec![None; n],
             current_watermark: None,
+            idleness: None,
             skip_epochs_up_to: epoch,
             next_input: 0,
             ended: n == 0,
             sides: vec![0; n],
             last_side: 0,
         }
+    }
+
+    /// Marks an input idle after `timeout` without rows or watermarks (see the type docs).
+    pub fn with_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        self.idleness = Some(Idleness {
+            timeout,
+            last_active: vec![now; self.inputs.len()],
+            idle: vec![false; self.inputs.len()],
+            timer: Box::pin(tokio::time::sleep_until(now + timeout)),
+        });
+        self
     }
 
     /// Labels each channel with the logical input it belongs to (for operators with
@@ -219,13 +244,58 @@ impl InputGate {
                 }
             }
             if !progressed {
-                return Poll::Pending;
+                return match self.poll_idleness(cx) {
+                    Some(watermark) => Poll::Ready(Ok(Some(watermark))),
+                    None => Poll::Pending,
+                };
+            }
+        }
+    }
+
+    /// Marks inputs silent for the idle timeout as idle; returns the watermark that
+    /// advances once they no longer count. Otherwise arms the timer for the next input
+    /// that could go idle.
+    fn poll_idleness(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
+        self.idleness.as_ref()?;
+        loop {
+            let idleness = self.idleness.as_mut().expect("checked above");
+            let now = tokio::time::Instant::now();
+            let mut next_deadline = None;
+            let mut went_idle = false;
+            for i in 0..self.inputs.len() {
+                if self.inputs[i].is_none() || self.blocked[i] || idleness.idle[i] {
+                    continue;
+                }
+                let deadline = idleness.last_active[i] + idleness.timeout;
+                if deadline <= now {
+                    idleness.idle[i] = true;
+                    went_idle = true;
+                } else {
+                    next_deadline = Some(
+                        next_deadline.map_or(deadline, |d: tokio::time::Instant| d.min(deadline)),
+                    );
+                }
+            }
+            if went_idle && let Some(watermark) = self.advance_watermark() {
+                return Some(watermark);
+            }
+            let idleness = self.idleness.as_mut().expect("checked above");
+            let deadline = next_deadline?;
+            idleness.timer.as_mut().reset(deadline);
+            if idleness.timer.as_mut().poll(cx).is_pending() {
+                return None;
             }
         }
     }
 
     /// Handles one message of input `i`; returns what the gate emits, if anything.
     fn on_message(&mut self, i: usize, received: Option<Message>) -> Result<Option<Message>> {
+        if let (Some(idleness), Some(Message::Batch(_) | Message::Watermark(_))) =
+            (self.idleness.as_mut(), &received)
+        {
+            idleness.last_active[i] = tokio::time::Instant::now();
+            idleness.idle[i] = false;
+        }
         match received {
             Some(Message::Batch(b)) => Ok(Some(Message::Batch(b))),
             Some(Message::Watermark(w)) => {
@@ -282,18 +352,24 @@ impl InputGate {
         Some(Message::Barrier(barrier))
     }
 
+    /// The minimum watermark of the live inputs that are not idle; when every live input
+    /// is idle, the largest of theirs (as Flink's watermark valve does), so that progress
+    /// made before they went quiet is not held back.
     fn advance_watermark(&mut self) -> Option<Message> {
-        let min = self
-            .inputs
-            .iter()
-            .zip(&self.watermarks)
-            .filter(|(input, _)| input.is_some())
-            .map(|(_, w)| *w)
-            .min()
-            .flatten()?;
-        if self.current_watermark.is_none_or(|c| min > c) {
-            self.current_watermark = Some(min);
-            return Some(Message::Watermark(min));
+        let is_idle = |i: usize| self.idleness.as_ref().is_some_and(|idle| idle.idle[i]);
+        let live: Vec<(usize, Option<Watermark>)> = (0..self.inputs.len())
+            .filter(|&i| self.inputs[i].is_some())
+            .map(|i| (i, self.watermarks[i]))
+            .collect();
+        let active = live.iter().filter(|(i, _)| !is_idle(*i)).map(|(_, w)| *w);
+        let candidate = if live.iter().all(|(i, _)| is_idle(*i)) {
+            live.iter().filter_map(|(_, w)| *w).max()?
+        } else {
+            active.min().flatten()?
+        };
+        if self.current_watermark.is_none_or(|c| candidate > c) {
+            self.current_watermark = Some(candidate);
+            return Some(Message::Watermark(candidate));
         }
         None
     }
@@ -338,6 +414,37 @@ mod tests {
             panic!()
         };
         assert_eq!(b, batch(vec![99]));
+    }
+
+    #[tokio::test]
+    async fn an_idle_input_stops_holding_the_watermark_back_and_rejoins_when_it_sends() {
+        let (tx0, rx0) = channel();
+        let (tx1, rx1) = channel();
+        let mut gate =
+            InputGate::new(vec![rx0, rx1]).with_idle_timeout(std::time::Duration::from_millis(50));
+        tx0.send(Message::Watermark(Watermark(10))).await.unwrap();
+        // Input 1 never sends: once idle, input 0's watermark is the gate's.
+        let deadline = std::time::Duration::from_secs(10);
+        let next = tokio::time::timeout(deadline, gate.next()).await;
+        assert!(
+            matches!(next, Ok(Ok(Some(Message::Watermark(Watermark(10)))))),
+            "{next:?}"
+        );
+        // Input 1 rejoins with rows: it holds input 0's watermark back again.
+        let schema = Arc::new(arrow::datatypes::Schema::empty());
+        let rows = arrow::array::RecordBatch::new_empty(schema);
+        tx1.send(Message::Batch(rows)).await.unwrap();
+        assert!(matches!(
+            gate.next().await.unwrap(),
+            Some(Message::Batch(_))
+        ));
+        tx0.send(Message::Watermark(Watermark(20))).await.unwrap();
+        tx1.send(Message::Watermark(Watermark(15))).await.unwrap();
+        let next = tokio::time::timeout(deadline, gate.next()).await;
+        assert!(
+            matches!(next, Ok(Ok(Some(Message::Watermark(Watermark(15)))))),
+            "{next:?}"
+        );
     }
 
     #[tokio::test]

@@ -166,6 +166,9 @@ pub struct StreamNode {
 #[derive(Debug, Clone, Default)]
 pub struct StreamGraph {
     pub nodes: Vec<StreamNode>,
+    /// Inputs of an operator silent for this long stop holding its watermark back
+    /// (`WITH (source_idle_timeout = ...)`).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 impl StreamGraph {

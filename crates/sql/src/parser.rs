@@ -66,6 +66,9 @@ pub struct ViewOptions {
     /// How long after a window's end (in event time) its rows are still taken: windows
     /// close, and rows count as late, when the watermark passes `end + allowed lateness`.
     pub allowed_lateness_ms: i64,
+    /// `source_idle_timeout`: an input of an operator that sends no rows or watermarks
+    /// for this long stops holding the watermark back until it sends again.
+    pub source_idle_timeout_ms: Option<i64>,
 }
 
 impl ViewOptions {
@@ -77,13 +80,7 @@ impl ViewOptions {
         };
         match key.value.to_ascii_lowercase().as_str() {
             "allowed_lateness" => {
-                let text = match value {
-                    ast::Expr::Value(v) => match &v.value {
-                        ast::Value::SingleQuotedString(s) => s.clone(),
-                        other => other.to_string(),
-                    },
-                    other => other.to_string(),
-                };
+                let text = option_text(value);
                 self.allowed_lateness_ms = parse_duration_ms(&text).ok_or_else(|| {
                     SluiceError::invalid_parameter(format!(
                         "allowed_lateness must be a duration such as '5 seconds' or '1 minute', not '{text}'"
@@ -91,10 +88,31 @@ impl ViewOptions {
                 })?;
                 Ok(())
             }
+            "source_idle_timeout" => {
+                let text = option_text(value);
+                let ms = parse_duration_ms(&text).filter(|&ms| ms > 0).ok_or_else(|| {
+                    SluiceError::invalid_parameter(format!(
+                        "source_idle_timeout must be a positive duration such as '10 seconds', not '{text}'"
+                    ))
+                })?;
+                self.source_idle_timeout_ms = Some(ms);
+                Ok(())
+            }
             other => Err(SluiceError::invalid_parameter(format!(
-                "unknown materialized view option \"{other}\"; the one known is allowed_lateness"
+                "unknown materialized view option \"{other}\"; the known ones are allowed_lateness and source_idle_timeout"
             ))),
         }
+    }
+}
+
+/// An option's value as text: a string literal's contents, or the expression's SQL.
+fn option_text(value: &ast::Expr) -> String {
+    match value {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
     }
 }
 
@@ -763,6 +781,7 @@ fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statemen
     let mut options = ViewOptions {
         emit_on_window_close,
         allowed_lateness_ms: 0,
+        source_idle_timeout_ms: None,
     };
     // The query text is everything after the top-level AS.
     let mut depth = 0i32;

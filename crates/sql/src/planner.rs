@@ -45,6 +45,9 @@ pub fn plan_stream_graph(
         window_close_claimed: false,
         top_n_limit: None,
     };
+    builder.graph.idle_timeout = options
+        .source_idle_timeout_ms
+        .map(|ms| std::time::Duration::from_millis(ms as u64));
     let root = builder.lower(plan)?;
     if emit_on_window_close && !builder.window_close_claimed {
         return Err(SluiceError::unsupported(

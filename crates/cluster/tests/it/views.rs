@@ -81,3 +81,46 @@ async fn bounded_datagen_source_is_fully_read_by_flush() {
     e.ok("FLUSH").await;
     assert_eq!(e.rows("SELECT * FROM c").await, vec!["1000 500500 1000"]);
 }
+
+/// Two tables feed one window aggregate through a UNION ALL; `b` never gets a row. Its
+/// watermark holds the union's back, so no window closes, until `b`'s input has been
+/// silent for the view's `source_idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_input_stops_holding_windows_open_after_the_idle_timeout() {
+    let mut e = Engine::start().await;
+    for t in ["a", "b"] {
+        e.ok(&format!(
+            "CREATE TABLE {t} (k INT, ts TIMESTAMP, WATERMARK FOR ts AS ts) APPEND ONLY"
+        ))
+        .await;
+    }
+    let query = "AS SELECT window_start, count(*) AS n FROM ( \
+        SELECT window_start, window_end FROM TUMBLE(a, ts, INTERVAL '10' SECOND) \
+        UNION ALL SELECT window_start, window_end FROM TUMBLE(b, ts, INTERVAL '10' SECOND) \
+        ) u GROUP BY window_start, window_end EMIT ON WINDOW CLOSE";
+    e.ok(&format!("CREATE MATERIALIZED VIEW strict {query}")).await;
+    e.ok(&format!(
+        "CREATE MATERIALIZED VIEW lenient WITH (source_idle_timeout = '200 milliseconds') {query}"
+    ))
+    .await;
+    e.ok("INSERT INTO a VALUES (1, '2024-01-01 00:00:01'), (2, '2024-01-01 00:00:25')")
+        .await;
+    e.ok("FLUSH").await;
+    assert!(
+        e.rows("SELECT * FROM strict").await.is_empty(),
+        "b has no watermark: no window can close"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let rows = e.rows("SELECT * FROM lenient").await;
+        if rows == vec!["2024-01-01T00:00:00 1"] {
+            break;
+        }
+        assert!(
+            rows.is_empty() && std::time::Instant::now() < deadline,
+            "expected the window [00:00, 00:10) to close once b is idle, have {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(e.rows("SELECT * FROM strict").await.is_empty());
+}
