@@ -29,6 +29,7 @@ use sluice_runtime::operators::materialize::{
     MaterializeSink, SinkProgress, Subscription, ViewPartition,
 };
 use sluice_runtime::operators::session::{SessionBound, SessionWindowOperator};
+use sluice_runtime::operators::temporal::TemporalFilterOperator;
 use sluice_runtime::operators::topn::{TopNOperator, TopNOrder};
 use sluice_runtime::operators::union::UnionOperator;
 use sluice_runtime::operators::unnest::UnnestOperator;
@@ -572,6 +573,17 @@ fn compile_operator(
                 compile_exprs(std::slice::from_ref(predicate), input_schema, props)?.remove(0);
             Box::new(FilterOperator::new(predicate))
         }
+        StreamOperator::TemporalFilter {
+            time,
+            offset_ms,
+            inclusive,
+        } => Box::new(TemporalFilterOperator::new(
+            compile_exprs(std::slice::from_ref(time), input_schema, props)?.remove(0),
+            *offset_ms,
+            *inclusive,
+            &Arc::new(input_schema.as_arrow().clone()),
+            output_schema(node),
+        )?),
         StreamOperator::WatermarkAssign { expr } => {
             let expr = compile_exprs(std::slice::from_ref(expr), input_schema, props)?.remove(0);
             Box::new(WatermarkOperator::new(expr))

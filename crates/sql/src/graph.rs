@@ -61,6 +61,13 @@ pub enum StreamOperator {
     Filter {
         predicate: Expr,
     },
+    /// `time > now() - offset` (`>=` when `inclusive`): keeps each row from the moment it
+    /// passes until the clock moves past `time + offset`, then retracts it.
+    TemporalFilter {
+        time: Expr,
+        offset_ms: i64,
+        inclusive: bool,
+    },
     /// Emits a watermark after each batch: the maximum of `expr` (a timestamp) so far.
     WatermarkAssign {
         expr: Expr,
@@ -135,6 +142,7 @@ impl StreamOperator {
             StreamOperator::Unnest { .. } => "Unnest",
             StreamOperator::SessionWindow { .. } => "SessionWindow",
             StreamOperator::TopN { .. } => "TopN",
+            StreamOperator::TemporalFilter { .. } => "TemporalFilter",
             StreamOperator::Materialize { .. } => "Materialize",
         }
     }
@@ -238,6 +246,14 @@ impl fmt::Display for StreamGraph {
                     )
                 }
                 StreamOperator::Filter { predicate } => format!("predicate={predicate}"),
+                StreamOperator::TemporalFilter {
+                    time,
+                    offset_ms,
+                    inclusive,
+                } => format!(
+                    "{time} {} now() - {offset_ms} ms",
+                    if *inclusive { ">=" } else { ">" }
+                ),
                 StreamOperator::WatermarkAssign { expr } => format!("watermark={expr}"),
                 StreamOperator::Aggregate {
                     group_exprs,

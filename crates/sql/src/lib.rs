@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod graph;
 pub mod parser;
 pub mod planner;
+pub mod temporal;
 pub mod windows;
 
 pub use catalog::{Catalog, Relation, RelationKind, WatermarkSpec};

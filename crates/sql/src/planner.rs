@@ -24,6 +24,7 @@ use crate::graph::{
     Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate,
 };
 use crate::parser::ViewOptions;
+use crate::temporal::{check_no_now, split_temporal};
 
 /// Lowers `plan` (the query of view `view`) to a stream graph whose sink materializes the
 /// view. `parallelism` is the job's parallelism (at least 1).
@@ -159,6 +160,7 @@ impl GraphBuilder<'_> {
             LogicalPlan::TableScan(scan) => self.lower_scan(scan),
             LogicalPlan::Projection(p) => {
                 check_no_subqueries(&p.expr)?;
+                check_no_now(&p.expr)?;
                 let input = self.lower(&p.input)?;
                 Ok(self.add_forward(
                     StreamOperator::Project {
@@ -174,16 +176,32 @@ impl GraphBuilder<'_> {
                 // limit. The filter stays: it holds for every row the Top-N emits.
                 let outer_limit = self.top_n_limit.take();
                 self.top_n_limit = row_number_limit(f);
-                let input = self.lower(&f.input)?;
+                let mut node = self.lower(&f.input)?;
                 self.top_n_limit = outer_limit;
-                let schema = self.graph.nodes[input].schema.clone();
-                Ok(self.add_forward(
-                    StreamOperator::Filter {
-                        predicate: f.predicate.clone(),
-                    },
-                    input,
-                    schema,
-                ))
+                let schema = self.graph.nodes[node].schema.clone();
+                // A comparison with now() becomes a temporal filter (rows leave as the
+                // clock passes them); the rest stays an ordinary filter.
+                let (temporal, rest) = split_temporal(&f.predicate)?;
+                if let Some(rest) = rest {
+                    node = self.add_forward(
+                        StreamOperator::Filter { predicate: rest },
+                        node,
+                        schema.clone(),
+                    );
+                }
+                if let Some(t) = temporal {
+                    node = self.add_forward(
+                        StreamOperator::TemporalFilter {
+                            time: t.time,
+                            offset_ms: t.offset_ms,
+                            inclusive: t.inclusive,
+                        },
+                        node,
+                        schema,
+                    );
+                    self.graph.nodes[node].changelog = true;
+                }
+                Ok(node)
             }
             LogicalPlan::SubqueryAlias(alias) => {
                 // Only the qualifiers change; relabel the input node's output.
@@ -557,6 +575,8 @@ impl GraphBuilder<'_> {
             return Err(unsupported("GROUPING SETS, ROLLUP and CUBE"));
         }
         check_no_subqueries(&agg.aggr_expr)?;
+        check_no_now(&agg.aggr_expr)?;
+        check_no_now(&agg.group_expr)?;
         for e in &agg.aggr_expr {
             let mut ordered = false;
             e.apply(|e| {

@@ -98,7 +98,8 @@ async fn an_idle_input_stops_holding_windows_open_after_the_idle_timeout() {
         SELECT window_start, window_end FROM TUMBLE(a, ts, INTERVAL '10' SECOND) \
         UNION ALL SELECT window_start, window_end FROM TUMBLE(b, ts, INTERVAL '10' SECOND) \
         ) u GROUP BY window_start, window_end EMIT ON WINDOW CLOSE";
-    e.ok(&format!("CREATE MATERIALIZED VIEW strict {query}")).await;
+    e.ok(&format!("CREATE MATERIALIZED VIEW strict {query}"))
+        .await;
     e.ok(&format!(
         "CREATE MATERIALIZED VIEW lenient WITH (source_idle_timeout = '200 milliseconds') {query}"
     ))
@@ -123,4 +124,32 @@ async fn an_idle_input_stops_holding_windows_open_after_the_idle_timeout() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(e.rows("SELECT * FROM strict").await.is_empty());
+}
+
+/// `WHERE ts > now() - INTERVAL ...`: a row leaves the view once the clock passes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporal_filter_retracts_rows_as_the_clock_passes_them() {
+    let mut e = Engine::start().await;
+    e.ok("CREATE TABLE ev (k INT, ts TIMESTAMP)").await;
+    e.ok("CREATE MATERIALIZED VIEW recent AS SELECT k FROM ev WHERE ts > now() - INTERVAL '300' MILLISECOND")
+        .await;
+    e.ok("INSERT INTO ev VALUES (1, now() + INTERVAL '1' HOUR), (2, now())")
+        .await;
+    e.ok("FLUSH").await;
+    let rows = e.rows("SELECT * FROM recent").await;
+    assert!(rows.contains(&"1".to_string()), "{rows:?}");
+    // Each FLUSH reads the clock; row 2 leaves within a few hundred milliseconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        e.ok("FLUSH").await;
+        let rows = e.rows("SELECT * FROM recent").await;
+        if rows == vec!["1"] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "row 2 never expired: {rows:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -10,6 +10,7 @@ pub mod join;
 pub mod materialize;
 pub mod retractable;
 pub mod session;
+pub mod temporal;
 pub mod topn;
 pub mod union;
 pub mod unnest;
