@@ -524,6 +524,7 @@ fn compile_operator(
         right_keys,
         filter,
         nulls_equal,
+        windows,
     } = &node.operator
     {
         let side = |i: usize, keys: &[Expr], outer: bool| -> Result<JoinSide> {
@@ -552,10 +553,11 @@ fn compile_operator(
             filter,
             output_schema(node),
         )?;
-        return Ok(Box::new(match join_type {
-            JoinType::LeftSemi => join.semi_or_anti(false, *nulls_equal),
-            JoinType::LeftAnti => join.semi_or_anti(true, *nulls_equal),
-            _ => join,
+        return Ok(Box::new(match (join_type, windows) {
+            (JoinType::LeftSemi, _) => join.semi_or_anti(false, *nulls_equal),
+            (JoinType::LeftAnti, _) => join.semi_or_anti(true, *nulls_equal),
+            (_, Some(w)) => join.with_windows(w.index, w.allowed_lateness_ms, late_rows.clone()),
+            (_, None) => join,
         }));
     }
     if let StreamOperator::Union = node.operator {
@@ -636,6 +638,7 @@ fn compile_operator(
             partition_by,
             order_by,
             limit,
+            windows,
         } => {
             let typed = |e: &Expr| -> Result<(Arc<dyn PhysicalExpr>, DataType)> {
                 let compiled = compile_exprs(std::slice::from_ref(e), input_schema, props)?;
@@ -655,14 +658,18 @@ fn compile_operator(
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Box::new(TopNOperator::new(
+            let topn = TopNOperator::new(
                 partition_by.iter().map(typed).collect::<Result<Vec<_>>>()?,
                 order,
                 *limit,
                 input.changelog,
                 &Arc::new(input_schema.as_arrow().clone()),
                 output_schema(node),
-            )?)
+            )?;
+            Box::new(match windows {
+                Some(w) => topn.with_windows(w.index, w.allowed_lateness_ms, late_rows.clone()),
+                None => topn,
+            })
         }
         StreamOperator::SessionWindow {
             partition_by,

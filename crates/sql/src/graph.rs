@@ -32,6 +32,15 @@ pub struct WindowAggregate {
     pub allowed_lateness_ms: i64,
 }
 
+/// The key (join key pair or PARTITION BY key, at `index`) that holds a window's end in
+/// an operator that frees a window's state when the watermark passes the end plus
+/// `allowed_lateness_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowKey {
+    pub index: usize,
+    pub allowed_lateness_ms: i64,
+}
+
 /// An input edge of a node.
 #[derive(Debug, Clone)]
 pub struct StreamEdge {
@@ -89,6 +98,8 @@ pub enum StreamOperator {
         filter: Option<Expr>,
         /// NULL keys equal each other (INTERSECT, EXCEPT).
         nulls_equal: bool,
+        /// A window join: the key pair `window_end = window_end`, whose windows close.
+        windows: Option<WindowKey>,
     },
     /// UNION ALL of its inputs (each hash-partitioned by all its columns).
     Union,
@@ -120,6 +131,8 @@ pub enum StreamOperator {
         partition_by: Vec<Expr>,
         order_by: Vec<SortExpr>,
         limit: usize,
+        /// A window Top-N: the PARTITION BY key `window_end`, whose windows close.
+        windows: Option<WindowKey>,
     },
     /// Stores the result of view `view`.
     Materialize {
@@ -326,6 +339,7 @@ impl fmt::Display for StreamGraph {
                     partition_by,
                     order_by,
                     limit,
+                    ..
                 } => format!(
                     "partition_by=[{}], order_by=[{}], limit={limit}",
                     partition_by

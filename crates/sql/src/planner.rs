@@ -21,7 +21,7 @@ use sluice_common::error::{Result, SluiceError, SqlState};
 
 use crate::catalog::{Catalog, RelationKind};
 use crate::graph::{
-    Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate,
+    Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate, WindowKey,
 };
 use crate::parser::ViewOptions;
 use crate::temporal::{check_no_now, split_temporal};
@@ -392,6 +392,22 @@ impl GraphBuilder<'_> {
                 right_keys: right_keys.clone(),
                 filter: join.filter.clone(),
                 nulls_equal,
+                // Both inputs append-only and a key pair window_end = window_end: a
+                // window join, whose windows close as the watermark passes them.
+                windows: (!semi_anti
+                    && !self.graph.nodes[left].changelog
+                    && !self.graph.nodes[right].changelog)
+                    .then(|| {
+                        left_keys
+                            .iter()
+                            .zip(&right_keys)
+                            .position(|(l, r)| is_window_end(l) && is_window_end(r))
+                    })
+                    .flatten()
+                    .map(|index| WindowKey {
+                        index,
+                        allowed_lateness_ms: self.allowed_lateness_ms,
+                    }),
             },
             vec![
                 StreamEdge {
@@ -468,11 +484,19 @@ impl GraphBuilder<'_> {
             } else {
                 Exchange::Hash(partition_by.clone())
             };
+            let windows = partition_by
+                .iter()
+                .position(is_window_end)
+                .map(|index| WindowKey {
+                    index,
+                    allowed_lateness_ms: self.allowed_lateness_ms,
+                });
             return Ok(self.add(
                 StreamOperator::TopN {
                     partition_by,
                     order_by: f.params.order_by.clone(),
                     limit,
+                    windows,
                 },
                 vec![StreamEdge {
                     from: input,
@@ -608,10 +632,7 @@ impl GraphBuilder<'_> {
         // A GROUP BY over window_end is a window aggregate: windows close as the watermark
         // passes them. Over a retracting input groups stay open (a retraction may come for
         // any window), and EMIT ON WINDOW CLOSE is refused.
-        let end_index = agg
-            .group_expr
-            .iter()
-            .position(|e| matches!(e, Expr::Column(c) if c.name == "window_end"));
+        let end_index = agg.group_expr.iter().position(is_window_end);
         let append_only = !self.graph.nodes[input].changelog;
         if claims_window_close {
             if !append_only {
@@ -736,6 +757,11 @@ fn window_column(plan: &LogicalPlan, column: &datafusion::common::Column) -> Opt
         }
         _ => None,
     }
+}
+
+/// Whether `e` is a column named `window_end` (of a window table function).
+fn is_window_end(e: &Expr) -> bool {
+    matches!(e, Expr::Column(c) if c.name == "window_end")
 }
 
 /// A session gap must be a positive fixed interval.

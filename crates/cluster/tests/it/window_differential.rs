@@ -98,6 +98,35 @@ const VIEWS: &[WindowView] = &[
                 WHERE {late} AND {closed} GROUP BY window_start, window_end",
     },
     WindowView {
+        name: "window_top2",
+        lateness: 0,
+        query: "SELECT window_start, k, n FROM ( \
+                  SELECT window_start, k, n, \
+                         ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY n DESC, k) AS rn \
+                  FROM (SELECT window_start, window_end, k, count(*) AS n \
+                        FROM TUMBLE(events, ts, INTERVAL '10' SECOND) GROUP BY window_start, window_end, k) a \
+                ) t WHERE rn <= 2",
+        batch: "SELECT window_start, k, n FROM ( \
+                  SELECT window_start, k, n, \
+                         ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY n DESC, k) AS rn \
+                  FROM (SELECT window_start, window_end, k, count(*) AS n \
+                        FROM TUMBLE(arrivals, ts, INTERVAL '10' SECOND) WHERE {late} \
+                        GROUP BY window_start, window_end, k) a \
+                ) t WHERE rn <= 2",
+    },
+    WindowView {
+        name: "window_join",
+        lateness: 0,
+        query: "SELECT e.k, e.window_start, e.v AS ev, c.v AS cv \
+                FROM TUMBLE(events, ts, INTERVAL '10' SECOND) e JOIN TUMBLE(calm, ts, INTERVAL '10' SECOND) c \
+                ON e.k = c.k AND e.window_start = c.window_start AND e.window_end = c.window_end",
+        // calm's rows are never late; an event is late when its window had closed.
+        batch: "SELECT e.k, e.window_start, e.v AS ev, c.v AS cv \
+                FROM TUMBLE(arrivals, ts, INTERVAL '10' SECOND) e JOIN TUMBLE(calm, ts, INTERVAL '10' SECOND) c \
+                ON e.k = c.k AND e.window_start = c.window_start AND e.window_end = c.window_end \
+                WHERE {late_e}",
+    },
+    WindowView {
         name: "session_updating",
         lateness: 0,
         query: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS hi \
@@ -139,6 +168,10 @@ impl WindowView {
             .replace(
                 "{late}",
                 &format!("(wm IS NULL OR window_end > wm - {lateness})"),
+            )
+            .replace(
+                "{late_e}",
+                &format!("(e.wm IS NULL OR e.window_end > e.wm - {lateness})"),
             )
             .replace(
                 "{closed}",

@@ -11,14 +11,18 @@
 //! padded rows of that key are retracted (and re-emitted when it empties again), so the
 //! view always holds exactly the outer join of the current inputs.
 //!
-//! State grows with both inputs; state TTL and interval joins will bound it.
+//! Window joins (a key pair `window_end = window_end` over append-only inputs) free a
+//! window's rows once the watermark passes its end plus the allowed lateness; rows for a
+//! closed window are late (dropped and counted). Otherwise state grows with both inputs;
+//! state TTL and interval joins will bound it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, AsArray, BooleanArray, Int8Array, RecordBatch, UInt32Array};
 use arrow::compute::{filter_record_batch, take};
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
@@ -27,7 +31,7 @@ use sluice_state::DEFAULT_KEY_GROUPS;
 
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
-use crate::message::{Message, OP_COLUMN, RowKind, split_changelog};
+use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 
 /// Rows of one side, by join key: row → multiplicity.
 type SideState = HashMap<Box<[u8]>, HashMap<Box<[u8]>, u64>>;
@@ -70,6 +74,26 @@ pub struct JoinOperator {
     /// Left columns, right columns, and the op column when an input retracts.
     schema: SchemaRef,
     changelog_output: bool,
+    windows: Option<JoinWindows>,
+}
+
+/// A window join's closing of windows (see the module docs).
+struct JoinWindows {
+    /// The join key holding each row's window end.
+    key_index: usize,
+    lateness_ms: i64,
+    /// Windows ending at or before this (ms) are closed.
+    closed_by: Option<i64>,
+    /// Open windows: end → the join keys holding rows of it.
+    open: BTreeMap<i64, HashSet<Box<[u8]>>>,
+    late_rows: Arc<AtomicU64>,
+}
+
+/// The window end of each row, in ms (`None` for NULL).
+fn window_ends(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    let millis = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let millis = arrow::compute::cast(&millis, &DataType::Int64)?;
+    Ok(millis.as_primitive::<Int64Type>().iter().collect())
 }
 
 fn converter(schema: &Schema) -> Result<RowConverter> {
@@ -119,7 +143,85 @@ impl JoinOperator {
             filter,
             schema,
             changelog_output,
+            windows: None,
         })
+    }
+
+    /// Makes this a window join: join key `key_index` is both sides' window end; windows
+    /// close when the watermark passes their end plus `lateness_ms` (see the module docs).
+    pub fn with_windows(
+        mut self,
+        key_index: usize,
+        lateness_ms: i64,
+        late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        debug_assert!(key_index < self.keys[0].len() && self.semi_anti.is_none());
+        self.windows = Some(JoinWindows {
+            key_index,
+            lateness_ms,
+            closed_by: None,
+            open: BTreeMap::new(),
+            late_rows,
+        });
+        self
+    }
+
+    /// Which rows of a batch belong to windows that are still open (all, for a join that
+    /// is not a window join); counts the others as late. Also returns each row's window
+    /// end, to file its key under.
+    fn open_rows(
+        &self,
+        key_columns: &[ArrayRef],
+        n: usize,
+    ) -> Result<(Vec<bool>, Vec<Option<i64>>)> {
+        let Some(w) = &self.windows else {
+            return Ok((vec![true; n], vec![None; n]));
+        };
+        let ends = window_ends(&key_columns[w.key_index])?;
+        let open: Vec<bool> = ends
+            .iter()
+            .map(|e| match (e, w.closed_by) {
+                (Some(end), Some(closed)) => *end > closed,
+                _ => true,
+            })
+            .collect();
+        let late = open.iter().filter(|o| !**o).count();
+        w.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        Ok((open, ends))
+    }
+
+    /// Files `key` under its window's end, so the window's rows can be freed on close.
+    fn file_window_key(&mut self, end: Option<i64>, key: &[u8]) {
+        if let (Some(w), Some(end)) = (&mut self.windows, end) {
+            let keys = w.open.entry(end).or_default();
+            if !keys.contains(key) {
+                keys.insert(key.into());
+            }
+        }
+    }
+
+    /// Rebuilds the window index from restored state.
+    fn index_restored_windows(&mut self) -> Result<()> {
+        let Some(w) = &self.windows else {
+            return Ok(());
+        };
+        let keys: Vec<Box<[u8]>> = self.state[0]
+            .keys()
+            .chain(self.state[1].keys())
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let parser = self.key_converter.parser();
+        let columns = self
+            .key_converter
+            .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        let ends = window_ends(&columns[w.key_index])?;
+        for (key, end) in keys.iter().zip(ends) {
+            self.file_window_key(end, key);
+        }
+        Ok(())
     }
 
     /// Makes this a semi join (`anti = false`: left rows that have a match) or an anti join
@@ -271,9 +373,13 @@ impl Operator for JoinOperator {
     }
 
     /// One entry per distinct held row: key `[side][key length: u32][key][row]`, value
-    /// its multiplicity, in the key group of its join key.
+    /// its multiplicity, in the key group of its join key. A window join also stores
+    /// how far its windows are closed, under `[2]`.
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
         let mut entries = Vec::new();
+        if let Some(closed) = self.windows.as_ref().and_then(|w| w.closed_by) {
+            entries.push((0, vec![CLOSED_BY], closed.to_le_bytes().to_vec()));
+        }
         for (side, state) in self.state.iter().enumerate() {
             let keys: Vec<&Box<[u8]>> = state.keys().collect();
             if keys.is_empty() {
@@ -302,6 +408,13 @@ impl Operator for JoinOperator {
         let corrupt = || SluiceError::corrupted("a join's checkpointed state entry is malformed");
         for (_, entry_key, value) in entries {
             let side = *entry_key.first().ok_or_else(corrupt)? as usize;
+            if entry_key == [CLOSED_BY] {
+                let closed: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
+                if let Some(w) = &mut self.windows {
+                    w.closed_by = Some(i64::from_le_bytes(closed));
+                }
+                continue;
+            }
             let length: [u8; 4] = entry_key
                 .get(1..5)
                 .ok_or_else(corrupt)?
@@ -319,6 +432,23 @@ impl Operator for JoinOperator {
                 .or_default()
                 .insert(row.into(), u64::from_le_bytes(count));
         }
+        self.index_restored_windows()
+    }
+
+    /// A window join frees the windows the watermark closes.
+    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        if let Some(w) = &mut self.windows {
+            let closed = watermark.0.saturating_sub(w.lateness_ms);
+            w.closed_by = Some(closed);
+            let still_open = w.open.split_off(&closed.saturating_add(1));
+            for keys in std::mem::replace(&mut w.open, still_open).into_values() {
+                for key in keys {
+                    self.state[0].remove(&key);
+                    self.state[1].remove(&key);
+                }
+            }
+        }
+        out.push(Message::Watermark(watermark));
         Ok(())
     }
 
@@ -339,11 +469,15 @@ impl Operator for JoinOperator {
         let (data, ops) = split_changelog(&batch);
         let n = data.num_rows();
         let (key_columns, keys, rows) = self.encode(side, &data)?;
+        let (open, ends) = self.open_rows(&key_columns, n)?;
 
         let mut output = JoinOutput::default();
         // Per-row loop: probing and updating a hash table is inherently per row.
         for i in 0..n {
             let op = ops.value(i);
+            if !open[i] {
+                continue;
+            }
             if key_columns.iter().any(|c| c.is_null(i)) {
                 // A NULL key matches nothing: only an outer side keeps the row, padded.
                 if self.outer[side] {
@@ -367,6 +501,7 @@ impl Operator for JoinOperator {
                 rows.row(i).as_ref(),
                 RowKind::is_addition(op),
             )?;
+            self.file_window_key(ends[i], key.as_ref());
             // The other side's rows of this key lose (or regain) their padding when this
             // side's bucket stops (or starts) being empty.
             if self.outer[other] && was_empty != now_empty {
@@ -423,6 +558,9 @@ impl Operator for JoinOperator {
         Ok(())
     }
 }
+
+/// The snapshot key of a window join's closed-by watermark (sides are 0 and 1).
+const CLOSED_BY: u8 = 2;
 
 /// The rows a batch makes a join emit: this side's row index and the other side's row
 /// (either may be missing: NULL padding), and the kind of each.
@@ -528,6 +666,47 @@ mod tests {
         // Matches come out of a hash map: compare as a multiset.
         v.sort();
         v
+    }
+
+    #[test]
+    fn a_window_join_frees_closed_windows_and_drops_their_late_rows() {
+        // The key k stands for window_end (ms).
+        let late = Arc::new(AtomicU64::new(0));
+        let mut join = join().with_windows(0, 0, late.clone());
+        let mut out = vec![];
+        let insert = |n| vec![RowKind::Insert; n];
+        join.process_batch_from(
+            0,
+            rows("a", vec![Some(10), Some(20)], vec!["x", "y"], insert(2)),
+            &mut out,
+        )
+        .unwrap();
+        join.process_batch_from(
+            1,
+            rows("b", vec![Some(10), Some(20)], vec!["p", "q"], insert(2)),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I 10 x 10 p", "+I 20 y 20 q"]);
+        assert_eq!(join.state_rows(), [2, 2]);
+        join.process_watermark(Watermark(10), &mut out).unwrap();
+        assert_eq!(join.state_rows(), [1, 1], "window 10 is closed and freed");
+        out.clear();
+        join.process_batch_from(
+            0,
+            rows("a", vec![Some(10), Some(20)], vec!["z", "w"], insert(2)),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I 20 w 20 q"]);
+        assert_eq!(late.load(Ordering::Relaxed), 1);
+        // A snapshot keeps how far windows are closed.
+        let entries = join.snapshot_state().unwrap();
+        let mut restored = self::join().with_windows(0, 0, Arc::new(AtomicU64::new(0)));
+        restored.restore_state(entries).unwrap();
+        assert_eq!(restored.state_rows(), [2, 1]);
+        restored.process_watermark(Watermark(20), &mut out).unwrap();
+        assert_eq!(restored.state_rows(), [0, 0]);
     }
 
     #[test]

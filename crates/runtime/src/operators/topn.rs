@@ -11,13 +11,18 @@
 //! On append-only input a row below the top N can never come back, so each partition
 //! keeps only its top N. On a changelog every row is kept, so that when a leader is
 //! deleted the next one takes its place.
+//!
+//! A window Top-N (`window_end` among the PARTITION BY keys) frees a window's partitions
+//! once the watermark passes its end plus the allowed lateness; later changes for a
+//! closed window are late (dropped and counted).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, AsArray, Int8Array, RecordBatch, UInt64Array};
 use arrow::compute::SortOptions;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
@@ -25,7 +30,7 @@ use sluice_state::DEFAULT_KEY_GROUPS;
 
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
-use crate::message::{Message, RowKind, split_changelog};
+use crate::message::{Message, RowKind, Watermark, split_changelog};
 
 /// An ORDER BY key of a Top-N.
 pub struct TopNOrder {
@@ -52,6 +57,30 @@ pub struct TopNOperator {
     partitions: HashMap<Box<[u8]>, Ranking>,
     /// Input columns, the row number, the op column.
     schema: SchemaRef,
+    windows: Option<TopNWindows>,
+}
+
+/// A window Top-N's closing of windows (see the module docs).
+struct TopNWindows {
+    /// The PARTITION BY key holding the window end.
+    partition_index: usize,
+    lateness_ms: i64,
+    /// Windows ending at or before this (ms) are closed.
+    closed_by: Option<i64>,
+    /// Open windows: end → their partitions.
+    open: BTreeMap<i64, HashSet<Box<[u8]>>>,
+    late_rows: Arc<AtomicU64>,
+}
+
+/// Snapshot key of a window Top-N's closed-by watermark; no partition entry starts with
+/// a length of `u32::MAX`.
+const CLOSED_BY_KEY: &[u8] = &[0xff, 0xff, 0xff, 0xff, b'c'];
+
+/// Window ends in ms (`None` for NULL).
+fn window_ends(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    let millis = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let millis = arrow::compute::cast(&millis, &DataType::Int64)?;
+    Ok(millis.as_primitive::<Int64Type>().iter().collect())
 }
 
 impl TopNOperator {
@@ -93,7 +122,51 @@ impl TopNOperator {
             row_converter: RowConverter::new(row_fields)?,
             partitions: HashMap::new(),
             schema,
+            windows: None,
         })
+    }
+
+    /// Makes this a window Top-N: PARTITION BY key `partition_index` is the window end
+    /// (see the module docs).
+    pub fn with_windows(
+        mut self,
+        partition_index: usize,
+        lateness_ms: i64,
+        late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        debug_assert!(partition_index < self.partition_by.len());
+        self.windows = Some(TopNWindows {
+            partition_index,
+            lateness_ms,
+            closed_by: None,
+            open: BTreeMap::new(),
+            late_rows,
+        });
+        self
+    }
+
+    /// Files restored partitions under their window ends.
+    fn index_restored_windows(&mut self) -> Result<()> {
+        let Some(w) = &mut self.windows else {
+            return Ok(());
+        };
+        let partitions: Vec<&Box<[u8]>> = self.partitions.keys().collect();
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let parser = self.partition_converter.parser();
+        let columns = self
+            .partition_converter
+            .convert_rows(partitions.iter().map(|p| parser.parse(p)))?;
+        for (partition, end) in partitions
+            .into_iter()
+            .zip(window_ends(&columns[w.partition_index])?)
+        {
+            if let Some(end) = end {
+                w.open.entry(end).or_default().insert(partition.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Rows held, for tests and metrics.
@@ -156,11 +229,18 @@ impl Operator for TopNOperator {
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         let (data, ops) = split_changelog(&batch);
+        let partition_columns = Self::evaluate(&self.partition_by, &data)?;
         let partitions = if self.partition_by.is_empty() {
             None
         } else {
-            let keys = Self::evaluate(&self.partition_by, &data)?;
-            Some(self.partition_converter.convert_columns(&keys)?)
+            Some(
+                self.partition_converter
+                    .convert_columns(&partition_columns)?,
+            )
+        };
+        let ends = match &self.windows {
+            Some(w) => window_ends(&partition_columns[w.partition_index])?,
+            None => vec![None; data.num_rows()],
         };
         let orders = self
             .order_converter
@@ -173,6 +253,13 @@ impl Operator for TopNOperator {
                 .as_ref()
                 .map(|p| p.row(i).as_ref().into())
                 .unwrap_or_default();
+            if let (Some(w), Some(end)) = (&mut self.windows, ends[i]) {
+                if w.closed_by.is_some_and(|closed| end <= closed) {
+                    w.late_rows.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                w.open.entry(end).or_default().insert(partition.clone());
+            }
             if !before.contains_key(&partition) {
                 let top = Self::top(self.partitions.get(&partition), self.limit);
                 before.insert(partition.clone(), top);
@@ -233,8 +320,27 @@ impl Operator for TopNOperator {
         self.output(changes, out)
     }
 
+    /// A window Top-N frees the windows the watermark closes.
+    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        if let Some(w) = &mut self.windows {
+            let closed = watermark.0.saturating_sub(w.lateness_ms);
+            w.closed_by = Some(closed);
+            let still_open = w.open.split_off(&closed.saturating_add(1));
+            for partitions in std::mem::replace(&mut w.open, still_open).into_values() {
+                for partition in partitions {
+                    self.partitions.remove(&partition);
+                }
+            }
+        }
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
         let mut entries = Vec::new();
+        if let Some(closed) = self.windows.as_ref().and_then(|w| w.closed_by) {
+            entries.push((0, CLOSED_BY_KEY.to_vec(), closed.to_le_bytes().to_vec()));
+        }
         let parser = self.partition_converter.parser();
         for (partition, ranking) in &self.partitions {
             let key_group = if self.partition_by.is_empty() {
@@ -261,6 +367,13 @@ impl Operator for TopNOperator {
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
         let corrupt = || SluiceError::corrupted("a Top-N snapshot entry is truncated");
         for (_, key, value) in entries {
+            if key == CLOSED_BY_KEY {
+                let closed: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
+                if let Some(w) = &mut self.windows {
+                    w.closed_by = Some(i64::from_le_bytes(closed));
+                }
+                continue;
+            }
             let mut parts = Vec::with_capacity(2);
             let mut at = 0;
             for _ in 0..2 {
@@ -282,7 +395,7 @@ impl Operator for TopNOperator {
                 .or_default()
                 .insert((order, row), i64::from_le_bytes(count));
         }
-        Ok(())
+        self.index_restored_windows()
     }
 }
 
@@ -390,6 +503,26 @@ mod tests {
         );
         // Append-only input: only the top 2 of each partition are kept.
         assert_eq!(op.row_count(), 3);
+    }
+
+    #[test]
+    fn a_window_top_n_frees_closed_windows_and_drops_their_late_rows() {
+        // The partition key k stands for window_end (ms).
+        let late = Arc::new(AtomicU64::new(0));
+        let mut op = operator(1, false).with_windows(0, 5, late.clone());
+        let mut out = vec![];
+        let i = RowKind::Insert;
+        op.process_batch(rows(vec![10, 20], vec![1, 2], vec![i, i]), &mut out)
+            .unwrap();
+        op.process_watermark(Watermark(14), &mut out).unwrap();
+        assert_eq!(op.row_count(), 2, "10 + 5 of lateness is still open at 14");
+        op.process_watermark(Watermark(15), &mut out).unwrap();
+        assert_eq!(op.row_count(), 1);
+        out.clear();
+        op.process_batch(rows(vec![10], vec![9], vec![i]), &mut out)
+            .unwrap();
+        assert!(changes(&out).is_empty());
+        assert_eq!(late.load(Ordering::Relaxed), 1);
     }
 
     #[test]
