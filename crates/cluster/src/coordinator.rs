@@ -117,6 +117,8 @@ pub struct JobInfo {
     pub error: Option<String>,
     /// Rows dropped because their window had closed before they arrived.
     pub late_rows: u64,
+    /// The same per operator that drops late rows: `"<node id>:<operator>"` → count.
+    pub late_rows_by_operator: BTreeMap<String, u64>,
 }
 
 /// The parts of `CREATE MATERIALIZED VIEW` that define a view.
@@ -572,6 +574,7 @@ impl Coordinator {
                         _ => None,
                     },
                     late_rows: job.late_rows(),
+                    late_rows_by_operator: job.late_rows_by_operator(),
                 }
             })
             .collect()

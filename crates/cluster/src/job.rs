@@ -111,8 +111,8 @@ pub struct Job {
     /// The subtasks until [`Job::start`] runs them.
     deployment: Mutex<Option<Deployment>>,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Rows dropped because their window had already closed (EMIT ON WINDOW CLOSE).
-    late_rows: Arc<AtomicU64>,
+    /// Per operator (node id): rows it dropped because their window had already closed.
+    late_rows: BTreeMap<usize, Arc<AtomicU64>>,
 }
 
 impl Drop for Job {
@@ -141,7 +141,7 @@ impl Job {
             subtask_ids: Vec::new(),
             deployment: Mutex::new(None),
             supervisor: Mutex::new(None),
-            late_rows: Arc::new(AtomicU64::new(0)),
+            late_rows: BTreeMap::new(),
         }
     }
 
@@ -187,9 +187,23 @@ impl Job {
         *self.supervisor.lock() = Some(supervisor);
     }
 
-    /// Rows dropped as late by this job's window aggregates.
+    /// Rows dropped as late by this job's window operators.
     pub fn late_rows(&self) -> u64 {
-        self.late_rows.load(Ordering::Relaxed)
+        self.late_rows
+            .values()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Late rows per operator that drops them, as `"<node id>:<operator>"` → count.
+    pub fn late_rows_by_operator(&self) -> BTreeMap<String, u64> {
+        self.late_rows
+            .iter()
+            .map(|(&node, count)| {
+                let name = self.graph.nodes[node].operator.name();
+                (format!("{node}:{name}"), count.load(Ordering::Relaxed))
+            })
+            .collect()
     }
 
     /// The job's state. A job whose sinks have all seen the end of their input is
@@ -215,9 +229,16 @@ impl Job {
         let mut state = self.state.clone();
         for sink in &self.sinks {
             let mut sink = sink.clone();
-            tokio::select! {
-                _ = sink.wait_for(|p| p.epoch >= epoch || p.finished) => {}
+            let sink_ended = tokio::select! {
+                reached = sink.wait_for(|p| p.epoch >= epoch || p.finished) => reached.is_err(),
                 _ = state.wait_for(|s| matches!(s, JobState::Failed(_))) => return,
+            };
+            if sink_ended {
+                // The sink's subtask ended without reaching the epoch: it failed or was
+                // stopped. Wait until the supervisor has recorded which, so that SHOW
+                // JOBS after this FLUSH tells.
+                let _ = state.wait_for(|s| *s != JobState::Running).await;
+                return;
             }
         }
     }
@@ -284,7 +305,14 @@ pub fn deploy(
     }
 
     let props = ExecutionProps::new();
-    let late_rows = Arc::new(AtomicU64::new(0));
+    // One late-row counter per operator that can drop late rows, shared by its subtasks.
+    let late_rows: BTreeMap<usize, Arc<AtomicU64>> = graph
+        .nodes
+        .iter()
+        .filter(|n| drops_late_rows(&n.operator))
+        .map(|n| (n.id, Arc::new(AtomicU64::new(0))))
+        .collect();
+    let unused_counter = Arc::new(AtomicU64::new(0));
     let mut subtasks: Vec<Subtask> = Vec::new();
     let mut forwarders: Vec<std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>> =
         Vec::new();
@@ -370,7 +398,8 @@ pub fn deploy(
                         .ok_or_else(|| SluiceError::internal("sink parallelism mismatch"))?;
                     output = Some(Box::new(MaterializeSink::new(part.clone(), j, tx)));
                 } else {
-                    ops.push(compile_operator(&graph, node, &props, &late_rows)?);
+                    let late = late_rows.get(&node.id).unwrap_or(&unused_counter);
+                    ops.push(compile_operator(&graph, node, &props, late)?);
                 }
             }
             let output = match output {
@@ -444,6 +473,18 @@ pub fn deploy(
         supervisor: Mutex::new(None),
         late_rows,
     })
+}
+
+/// Whether an operator drops rows that arrive for a closed window.
+fn drops_late_rows(operator: &StreamOperator) -> bool {
+    match operator {
+        StreamOperator::Aggregate { window, .. } => window.is_some(),
+        StreamOperator::Join { windows, .. } | StreamOperator::TopN { windows, .. } => {
+            windows.is_some()
+        }
+        StreamOperator::SessionWindow { .. } => true,
+        _ => false,
+    }
 }
 
 /// An empty list for every subtask of every chain.

@@ -54,3 +54,35 @@ async fn health_jobs_and_unknown_routes_answer_json() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_report_late_rows_per_operator() {
+    let server = TestServer::start();
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE bids (price BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts) APPEND ONLY;
+             CREATE MATERIALIZED VIEW per_window AS
+               SELECT window_end, count(*) AS n FROM TUMBLE(bids, ts, INTERVAL '10' SECOND)
+               GROUP BY window_end EMIT ON WINDOW CLOSE;
+             INSERT INTO bids VALUES (1, '2024-01-01 00:00:30');
+             INSERT INTO bids VALUES (2, '2024-01-01 00:00:05');
+             FLUSH;",
+        )
+        .await
+        .expect("statements run");
+    let (status, body) = get(server.rest_addr, "/jobs").await;
+    assert_eq!(status, 200);
+    let jobs: serde_json::Value = serde_json::from_str(&body).expect("jobs JSON");
+    let job = jobs
+        .as_array()
+        .and_then(|jobs| jobs.iter().find(|j| j["name"] == "per_window"))
+        .unwrap_or_else(|| panic!("no per_window job in {body}"));
+    assert_eq!(job["late_rows"], 1, "{body}");
+    let by_operator = job["late_rows_by_operator"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no late_rows_by_operator in {body}"));
+    let (operator, count) = by_operator.iter().next().expect("one window operator");
+    assert!(operator.ends_with(":Aggregate"), "{body}");
+    assert_eq!(count, 1, "{body}");
+}
