@@ -920,8 +920,9 @@ mod tests {
             ("SELECT k FROM t ORDER BY k LIMIT 3", "LIMIT"),
             (
                 "SELECT k, row_number() OVER (ORDER BY v) FROM t",
-                "window function",
+                "ROW_NUMBER() without a filter that limits it",
             ),
+            ("SELECT k, sum(v) OVER (ORDER BY v) FROM t", "window function"),
             ("SELECT 1", "must read from a table"),
         ] {
             let err = graph(sql, 1).await.unwrap_err();
