@@ -24,7 +24,7 @@ use sluice_runtime::operators::Operator;
 use sluice_runtime::operators::StateEntry;
 use sluice_runtime::operators::aggregate::{AggregateOperator, AggregateSpec};
 use sluice_runtime::operators::calc::{FilterOperator, ProjectOperator};
-use sluice_runtime::operators::join::{JoinOperator, JoinSide};
+use sluice_runtime::operators::join::{JoinIntervals, JoinOperator, JoinSide};
 use sluice_runtime::operators::materialize::{
     MaterializeSink, SinkProgress, Subscription, ViewPartition,
 };
@@ -479,9 +479,10 @@ pub fn deploy(
 fn drops_late_rows(operator: &StreamOperator) -> bool {
     match operator {
         StreamOperator::Aggregate { window, .. } => window.is_some(),
-        StreamOperator::Join { windows, .. } | StreamOperator::TopN { windows, .. } => {
-            windows.is_some()
-        }
+        StreamOperator::Join {
+            windows, intervals, ..
+        } => windows.is_some() || intervals.is_some(),
+        StreamOperator::TopN { windows, .. } => windows.is_some(),
         StreamOperator::SessionWindow { .. } => true,
         _ => false,
     }
@@ -566,6 +567,7 @@ fn compile_operator(
         filter,
         nulls_equal,
         windows,
+        intervals,
     } = &node.operator
     {
         let side = |i: usize, keys: &[Expr], outer: bool| -> Result<JoinSide> {
@@ -594,12 +596,38 @@ fn compile_operator(
             filter,
             output_schema(node),
         )?;
-        return Ok(Box::new(match (join_type, windows) {
+        let join = match (join_type, windows) {
             (JoinType::LeftSemi, _) => join.semi_or_anti(false, *nulls_equal),
             (JoinType::LeftAnti, _) => join.semi_or_anti(true, *nulls_equal),
             (_, Some(w)) => join.with_windows(w.index, w.allowed_lateness_ms, late_rows.clone()),
             (_, None) => join,
-        }));
+        };
+        let join = match intervals {
+            Some(bounds) => {
+                let compile =
+                    |i: usize, e: &Option<Expr>| -> Result<Option<Arc<dyn PhysicalExpr>>> {
+                        let input = &graph.nodes[node.inputs[i].from];
+                        e.as_ref()
+                            .map(|e| {
+                                Ok(
+                                    compile_exprs(std::slice::from_ref(e), &input.schema, props)?
+                                        .remove(0),
+                                )
+                            })
+                            .transpose()
+                    };
+                join.with_intervals(JoinIntervals::new(
+                    [
+                        compile(0, &bounds.expiry[0])?,
+                        compile(1, &bounds.expiry[1])?,
+                    ],
+                    [compile(0, &bounds.time[0])?, compile(1, &bounds.time[1])?],
+                    late_rows.clone(),
+                ))
+            }
+            None => join,
+        };
+        return Ok(Box::new(join));
     }
     if let StreamOperator::Union = node.operator {
         return Ok(Box::new(UnionOperator::new(output_schema(node))));

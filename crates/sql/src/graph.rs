@@ -100,6 +100,8 @@ pub enum StreamOperator {
         nulls_equal: bool,
         /// A window join: the key pair `window_end = window_end`, whose windows close.
         windows: Option<WindowKey>,
+        /// An interval join: when each side's rows can be forgotten.
+        intervals: Option<crate::interval::IntervalBounds>,
     },
     /// UNION ALL of its inputs (each hash-partitioned by all its columns).
     Union,
@@ -295,6 +297,8 @@ impl fmt::Display for StreamGraph {
                     left_keys,
                     right_keys,
                     filter,
+                    windows,
+                    intervals,
                     ..
                 } => {
                     let pairs: Vec<String> = left_keys
@@ -302,10 +306,23 @@ impl fmt::Display for StreamGraph {
                         .zip(right_keys)
                         .map(|(l, r)| format!("{l} = {r}"))
                         .collect();
-                    match filter {
-                        Some(f) => format!("{join_type}, on=[{}], filter={f}", pairs.join(", ")),
-                        None => format!("{join_type}, on=[{}]", pairs.join(", ")),
+                    let mut detail = format!("{join_type}, on=[{}]", pairs.join(", "));
+                    if let Some(f) = filter {
+                        detail.push_str(&format!(", filter={f}"));
                     }
+                    if windows.is_some() {
+                        detail.push_str(", window join");
+                    }
+                    if let Some(bounds) = intervals {
+                        let sides: Vec<String> = bounds
+                            .expiry
+                            .iter()
+                            .zip(["left", "right"])
+                            .filter_map(|(e, side)| e.as_ref().map(|e| format!("{side} until {e}")))
+                            .collect();
+                        detail.push_str(&format!(", interval join: {}", sides.join(", ")));
+                    }
+                    detail
                 }
                 StreamOperator::Union => format!("inputs={}", node.inputs.len()),
                 StreamOperator::Unnest { lists, .. } => {

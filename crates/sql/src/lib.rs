@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod graph;
+pub mod interval;
 pub mod parser;
 pub mod planner;
 pub mod temporal;

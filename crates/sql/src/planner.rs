@@ -23,6 +23,7 @@ use crate::catalog::{Catalog, RelationKind};
 use crate::graph::{
     Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate, WindowKey,
 };
+use crate::interval::interval_bounds;
 use crate::parser::ViewOptions;
 use crate::temporal::{check_no_now, split_temporal};
 
@@ -45,6 +46,7 @@ pub fn plan_stream_graph(
         allowed_lateness_ms: options.allowed_lateness_ms,
         window_close_claimed: false,
         top_n_limit: None,
+        condition_above_join: None,
     };
     builder.graph.idle_timeout = options
         .source_idle_timeout_ms
@@ -105,6 +107,9 @@ struct GraphBuilder<'a> {
     /// Set by a filter on a row number (`rn <= N`) for the window below it: the name of
     /// the window's ROW_NUMBER column and N.
     top_n_limit: Option<(String, usize)>,
+    /// Set by a filter right above a join, for the join's interval analysis: DataFusion
+    /// may leave an inner join's non-equi condition in a filter over it.
+    condition_above_join: Option<Expr>,
 }
 
 fn unsupported(what: &str) -> SluiceError {
@@ -176,6 +181,9 @@ impl GraphBuilder<'_> {
                 // limit. The filter stays: it holds for every row the Top-N emits.
                 let outer_limit = self.top_n_limit.take();
                 self.top_n_limit = row_number_limit(f);
+                if matches!(f.input.as_ref(), LogicalPlan::Join(_)) {
+                    self.condition_above_join = Some(f.predicate.clone());
+                }
                 let mut node = self.lower(&f.input)?;
                 self.top_n_limit = outer_limit;
                 let schema = self.graph.nodes[node].schema.clone();
@@ -344,7 +352,39 @@ impl GraphBuilder<'_> {
         Ok(node)
     }
 
+    /// The index of `node`'s event-time column: the column its input's `WATERMARK FOR`
+    /// names, followed through filters and projections that pass it on unchanged.
+    fn event_time_index(&self, node: usize) -> Option<usize> {
+        let n = &self.graph.nodes[node];
+        match &n.operator {
+            StreamOperator::WatermarkAssign { expr } => {
+                let refs = expr.column_refs();
+                let [column] = refs.into_iter().collect::<Vec<_>>()[..] else {
+                    return None;
+                };
+                n.schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.name() == &column.name)
+            }
+            StreamOperator::Filter { .. } | StreamOperator::TemporalFilter { .. } => {
+                self.event_time_index(n.inputs[0].from)
+            }
+            StreamOperator::Project { exprs } => {
+                let input = n.inputs[0].from;
+                let time = self.event_time_index(input)?;
+                let input_schema = &self.graph.nodes[input].schema;
+                exprs.iter().position(|e| {
+                    matches!(e.clone().unalias(), Expr::Column(c)
+                        if input_schema.index_of_column(&c).ok() == Some(time))
+                })
+            }
+            _ => None,
+        }
+    }
+
     fn lower_join(&mut self, join: &Join) -> Result<usize> {
+        let condition_above = self.condition_above_join.take();
         let (outer, semi_anti) = match join.join_type {
             JoinType::Inner => (false, false),
             JoinType::Left | JoinType::Right | JoinType::Full => (true, false),
@@ -379,6 +419,21 @@ impl GraphBuilder<'_> {
         let left = self.lower(&join.left)?;
         let right = self.lower(&join.right)?;
         let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
+        // An inner join of append-only inputs whose condition bounds event times is an
+        // interval join: rows are forgotten once the watermark passes their bounds.
+        let append_only = !self.graph.nodes[left].changelog && !self.graph.nodes[right].changelog;
+        let condition = [join.filter.clone(), condition_above]
+            .into_iter()
+            .flatten()
+            .reduce(Expr::and);
+        let intervals = match &condition {
+            Some(condition) if join.join_type == JoinType::Inner && append_only => interval_bounds(
+                condition,
+                [join.left.schema(), join.right.schema()],
+                [self.event_time_index(left), self.event_time_index(right)],
+            ),
+            _ => None,
+        };
         // An outer join retracts padded rows when matches arrive; an anti join retracts a
         // row when its first match arrives.
         let changelog = outer
@@ -394,9 +449,7 @@ impl GraphBuilder<'_> {
                 nulls_equal,
                 // Both inputs append-only and a key pair window_end = window_end: a
                 // window join, whose windows close as the watermark passes them.
-                windows: (!semi_anti
-                    && !self.graph.nodes[left].changelog
-                    && !self.graph.nodes[right].changelog)
+                windows: (!semi_anti && append_only)
                     .then(|| {
                         left_keys
                             .iter()
@@ -408,6 +461,7 @@ impl GraphBuilder<'_> {
                         index,
                         allowed_lateness_ms: self.allowed_lateness_ms,
                     }),
+                intervals,
             },
             vec![
                 StreamEdge {
@@ -922,7 +976,10 @@ mod tests {
                 "SELECT k, row_number() OVER (ORDER BY v) FROM t",
                 "ROW_NUMBER() without a filter that limits it",
             ),
-            ("SELECT k, sum(v) OVER (ORDER BY v) FROM t", "window function"),
+            (
+                "SELECT k, sum(v) OVER (ORDER BY v) FROM t",
+                "window function",
+            ),
             ("SELECT 1", "must read from a table"),
         ] {
             let err = graph(sql, 1).await.unwrap_err();

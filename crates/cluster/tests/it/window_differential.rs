@@ -127,6 +127,16 @@ const VIEWS: &[WindowView] = &[
                 WHERE {late_e}",
     },
     WindowView {
+        name: "interval_join",
+        lateness: 0,
+        // Both bounds with the time column alone on one side, so both sides' rows expire.
+        query: "SELECT e.k, e.ts AS ets, c.ts AS cts FROM events e JOIN calm c ON e.k = c.k \
+                AND e.ts <= c.ts + INTERVAL '3' SECOND AND c.ts <= e.ts + INTERVAL '3' SECOND",
+        batch: "SELECT e.k, e.ts AS ets, c.ts AS cts FROM arrivals e JOIN calm c ON e.k = c.k \
+                AND e.ts <= c.ts + INTERVAL '3' SECOND AND c.ts <= e.ts + INTERVAL '3' SECOND \
+                WHERE (e.wm IS NULL OR e.ts > e.wm)",
+    },
+    WindowView {
         name: "session_updating",
         lateness: 0,
         query: "SELECT k, window_start, window_end, count(*) AS n, sum(v) AS s, max(v) AS hi \

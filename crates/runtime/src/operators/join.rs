@@ -13,8 +13,11 @@
 //!
 //! Window joins (a key pair `window_end = window_end` over append-only inputs) free a
 //! window's rows once the watermark passes its end plus the allowed lateness; rows for a
-//! closed window are late (dropped and counted). Otherwise state grows with both inputs;
-//! state TTL and interval joins will bound it.
+//! closed window are late (dropped and counted). Interval joins (an inner join whose
+//! condition bounds one side's event time by the other's columns, see
+//! `sluice_sql::interval`) forget a row once the watermark passes the time after which
+//! no on-time row of the other side can match it; rows arriving behind the watermark are
+//! late. Otherwise state grows with both inputs; state TTL will bound it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -60,6 +63,8 @@ pub struct JoinOperator {
     keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
     key_converter: RowConverter,
     rows: [RowConverter; 2],
+    /// Each side's columns (without the op column).
+    side_schemas: [SchemaRef; 2],
     state: [SideState; 2],
     /// Whether each side is preserved: its unmatched rows are emitted padded with NULLs
     /// (LEFT: left, RIGHT: right, FULL: both).
@@ -75,6 +80,41 @@ pub struct JoinOperator {
     schema: SchemaRef,
     changelog_output: bool,
     windows: Option<JoinWindows>,
+    intervals: Option<JoinIntervals>,
+}
+
+/// An interval join's forgetting of rows (see the module docs).
+pub struct JoinIntervals {
+    /// Per side: the time (over the side's columns) after which its rows are forgotten.
+    pub expiry: [Option<Arc<dyn PhysicalExpr>>; 2],
+    /// Per side: its event time, when its rows must arrive on time.
+    pub time: [Option<Arc<dyn PhysicalExpr>>; 2],
+    pub late_rows: Arc<AtomicU64>,
+    watermark: Option<i64>,
+    /// Per side: expiry (ms) → the (key, row) pairs to forget then.
+    expiring: [BTreeMap<i64, Vec<(Box<[u8]>, Box<[u8]>)>>; 2],
+}
+
+impl JoinIntervals {
+    pub fn new(
+        expiry: [Option<Arc<dyn PhysicalExpr>>; 2],
+        time: [Option<Arc<dyn PhysicalExpr>>; 2],
+        late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        JoinIntervals {
+            expiry,
+            time,
+            late_rows,
+            watermark: None,
+            expiring: [BTreeMap::new(), BTreeMap::new()],
+        }
+    }
+}
+
+/// A timestamp expression evaluated on `data`, in ms (`None` for NULL).
+fn millis_of(expr: &Arc<dyn PhysicalExpr>, data: &RecordBatch) -> Result<Vec<Option<i64>>> {
+    let values = expr.evaluate(data)?.into_array(data.num_rows())?;
+    window_ends(&values)
 }
 
 /// A window join's closing of windows (see the module docs).
@@ -135,6 +175,7 @@ impl JoinOperator {
         Ok(JoinOperator {
             key_converter: RowConverter::new(key_types)?,
             rows: [converter(&left.schema)?, converter(&right.schema)?],
+            side_schemas: [left.schema.clone(), right.schema.clone()],
             outer: [left.outer, right.outer],
             semi_anti: None,
             nulls_equal: false,
@@ -144,7 +185,104 @@ impl JoinOperator {
             schema,
             changelog_output,
             windows: None,
+            intervals: None,
         })
+    }
+
+    /// Makes this an interval join (see the module docs).
+    pub fn with_intervals(mut self, intervals: JoinIntervals) -> Self {
+        debug_assert!(self.semi_anti.is_none() && self.outer == [false, false]);
+        self.intervals = Some(intervals);
+        self
+    }
+
+    /// Which rows of a batch of `side` arrive on time for an interval join (all, when it
+    /// is not one); counts the others as late. Also returns each row's expiry.
+    fn on_time_rows(
+        &self,
+        side: usize,
+        data: &RecordBatch,
+    ) -> Result<(Vec<bool>, Vec<Option<i64>>)> {
+        let n = data.num_rows();
+        let Some(iv) = &self.intervals else {
+            return Ok((vec![true; n], vec![None; n]));
+        };
+        let on_time = match (&iv.time[side], iv.watermark) {
+            (Some(time), Some(watermark)) => millis_of(time, data)?
+                .into_iter()
+                .map(|t| t.is_none_or(|t| t > watermark))
+                .collect(),
+            _ => vec![true; n],
+        };
+        let late = on_time.iter().filter(|o| !**o).count();
+        iv.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        let expiry = match &iv.expiry[side] {
+            Some(expiry) => millis_of(expiry, data)?,
+            None => vec![None; n],
+        };
+        Ok((on_time, expiry))
+    }
+
+    /// Forgets every row whose expiry the watermark has reached.
+    fn forget_expired(&mut self) -> Result<()> {
+        let Some(iv) = &mut self.intervals else {
+            return Ok(());
+        };
+        let Some(watermark) = iv.watermark else {
+            return Ok(());
+        };
+        let mut expired = Vec::new();
+        for side in 0..2 {
+            let still = iv.expiring[side].split_off(&watermark.saturating_add(1));
+            for rows in std::mem::replace(&mut iv.expiring[side], still).into_values() {
+                expired.extend(rows.into_iter().map(|(k, r)| (side, k, r)));
+            }
+        }
+        for (side, key, row) in expired {
+            self.update_state(side, &key, &row, false)?;
+        }
+        Ok(())
+    }
+
+    /// Files restored rows of an interval join under their expiry.
+    fn index_restored_intervals(&mut self) -> Result<()> {
+        let Some(iv) = &self.intervals else {
+            return Ok(());
+        };
+        let mut filed = [Vec::new(), Vec::new()];
+        for side in 0..2 {
+            let Some(expiry) = &iv.expiry[side] else {
+                continue;
+            };
+            let held: Vec<(&Box<[u8]>, &Box<[u8]>, u64)> = self.state[side]
+                .iter()
+                .flat_map(|(key, rows)| rows.iter().map(move |(row, &c)| (key, row, c)))
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let parser = self.rows[side].parser();
+            let columns =
+                self.rows[side].convert_rows(held.iter().map(|(_, r, _)| parser.parse(r)))?;
+            let data = RecordBatch::try_new(self.side_schemas[side].clone(), columns)?;
+            for ((key, row, count), expiry) in held.iter().zip(millis_of(expiry, &data)?) {
+                if let Some(expiry) = expiry {
+                    for _ in 0..*count {
+                        filed[side].push((expiry, (*key).clone(), (*row).clone()));
+                    }
+                }
+            }
+        }
+        let iv = self.intervals.as_mut().expect("checked above");
+        for (side, rows) in filed.into_iter().enumerate() {
+            for (expiry, key, row) in rows {
+                iv.expiring[side]
+                    .entry(expiry)
+                    .or_default()
+                    .push((key, row));
+            }
+        }
+        Ok(())
     }
 
     /// Makes this a window join: join key `key_index` is both sides' window end; windows
@@ -380,6 +518,13 @@ impl Operator for JoinOperator {
         if let Some(closed) = self.windows.as_ref().and_then(|w| w.closed_by) {
             entries.push((0, vec![CLOSED_BY], closed.to_le_bytes().to_vec()));
         }
+        if let Some(watermark) = self.intervals.as_ref().and_then(|iv| iv.watermark) {
+            entries.push((
+                0,
+                vec![INTERVAL_WATERMARK],
+                watermark.to_le_bytes().to_vec(),
+            ));
+        }
         for (side, state) in self.state.iter().enumerate() {
             let keys: Vec<&Box<[u8]>> = state.keys().collect();
             if keys.is_empty() {
@@ -415,6 +560,13 @@ impl Operator for JoinOperator {
                 }
                 continue;
             }
+            if entry_key == [INTERVAL_WATERMARK] {
+                let watermark: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
+                if let Some(iv) = &mut self.intervals {
+                    iv.watermark = Some(i64::from_le_bytes(watermark));
+                }
+                continue;
+            }
             let length: [u8; 4] = entry_key
                 .get(1..5)
                 .ok_or_else(corrupt)?
@@ -432,11 +584,17 @@ impl Operator for JoinOperator {
                 .or_default()
                 .insert(row.into(), u64::from_le_bytes(count));
         }
-        self.index_restored_windows()
+        self.index_restored_windows()?;
+        self.index_restored_intervals()
     }
 
-    /// A window join frees the windows the watermark closes.
+    /// A window join frees the windows the watermark closes; an interval join forgets
+    /// the rows the watermark has passed.
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        if let Some(iv) = &mut self.intervals {
+            iv.watermark = Some(watermark.0);
+        }
+        self.forget_expired()?;
         if let Some(w) = &mut self.windows {
             let closed = watermark.0.saturating_sub(w.lateness_ms);
             w.closed_by = Some(closed);
@@ -470,12 +628,13 @@ impl Operator for JoinOperator {
         let n = data.num_rows();
         let (key_columns, keys, rows) = self.encode(side, &data)?;
         let (open, ends) = self.open_rows(&key_columns, n)?;
+        let (on_time, expiries) = self.on_time_rows(side, &data)?;
 
         let mut output = JoinOutput::default();
         // Per-row loop: probing and updating a hash table is inherently per row.
         for i in 0..n {
             let op = ops.value(i);
-            if !open[i] {
+            if !open[i] || !on_time[i] {
                 continue;
             }
             if key_columns.iter().any(|c| c.is_null(i)) {
@@ -502,6 +661,14 @@ impl Operator for JoinOperator {
                 RowKind::is_addition(op),
             )?;
             self.file_window_key(ends[i], key.as_ref());
+            if let (Some(iv), Some(expiry)) = (&mut self.intervals, expiries[i])
+                && RowKind::is_addition(op)
+            {
+                iv.expiring[side]
+                    .entry(expiry)
+                    .or_default()
+                    .push((key.as_ref().into(), rows.row(i).as_ref().into()));
+            }
             // The other side's rows of this key lose (or regain) their padding when this
             // side's bucket stops (or starts) being empty.
             if self.outer[other] && was_empty != now_empty {
@@ -561,6 +728,8 @@ impl Operator for JoinOperator {
 
 /// The snapshot key of a window join's closed-by watermark (sides are 0 and 1).
 const CLOSED_BY: u8 = 2;
+/// The snapshot key of an interval join's watermark.
+const INTERVAL_WATERMARK: u8 = 3;
 
 /// The rows a batch makes a join emit: this side's row index and the other side's row
 /// (either may be missing: NULL padding), and the kind of each.
@@ -666,6 +835,91 @@ mod tests {
         // Matches come out of a hash map: compare as a multiset.
         v.sort();
         v
+    }
+
+    #[test]
+    fn an_interval_join_forgets_rows_the_watermark_has_passed() {
+        use arrow::array::TimestampMillisecondArray;
+        // a JOIN b ON a.k = b.k AND b.ts <= a.ts: a's rows expire at a.ts, b's must be on
+        // time.
+        let schema = |_: &str| -> SchemaRef {
+            Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Int64, true),
+                Field::new(
+                    "ts",
+                    DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+                    true,
+                ),
+            ]))
+        };
+        let mut fields: Vec<Field> = schema("a")
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(schema("b").fields().iter().map(|f| f.as_ref().clone()));
+        let late = Arc::new(AtomicU64::new(0));
+        let ts: Arc<dyn PhysicalExpr> = Arc::new(Column::new("ts", 1));
+        let side = |_| JoinSide {
+            keys: vec![Arc::new(Column::new("k", 0))],
+            schema: schema(""),
+            outer: false,
+        };
+        let mut join = JoinOperator::new(side(0), side(1), None, Arc::new(Schema::new(fields)))
+            .unwrap()
+            .with_intervals(JoinIntervals::new(
+                [Some(ts.clone()), None],
+                [None, Some(ts)],
+                late.clone(),
+            ));
+        let batch = |k: Vec<i64>, ts: Vec<i64>| {
+            RecordBatch::try_new(
+                schema(""),
+                vec![
+                    Arc::new(Int64Array::from(k)),
+                    Arc::new(TimestampMillisecondArray::from(ts)),
+                ],
+            )
+            .unwrap()
+        };
+        let mut out = vec![];
+        join.process_batch_from(0, batch(vec![1, 1], vec![10, 50]), &mut out)
+            .unwrap();
+        join.process_watermark(Watermark(20), &mut out).unwrap();
+        assert_eq!(
+            join.state_rows(),
+            [1, 0],
+            "a's row at 10 can match no on-time b row"
+        );
+        out.clear();
+        join.process_batch_from(1, batch(vec![1, 1], vec![15, 30]), &mut out)
+            .unwrap();
+        assert_eq!(
+            late.load(Ordering::Relaxed),
+            1,
+            "b at 15 is behind the watermark"
+        );
+        let joined: usize = out
+            .iter()
+            .map(|m| match m {
+                Message::Batch(b) => b.num_rows(),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(joined, 1, "b at 30 joins a at 50");
+        // Restored, the row at 50 is still filed under its expiry.
+        let entries = join.snapshot_state().unwrap();
+        let mut restored = JoinOperator::new(side(0), side(1), None, join.schema.clone())
+            .unwrap()
+            .with_intervals(JoinIntervals::new(
+                [Some(Arc::new(Column::new("ts", 1))), None],
+                [None, Some(Arc::new(Column::new("ts", 1)))],
+                Arc::new(AtomicU64::new(0)),
+            ));
+        restored.restore_state(entries).unwrap();
+        assert_eq!(restored.state_rows(), [1, 1]);
+        restored.process_watermark(Watermark(60), &mut out).unwrap();
+        assert_eq!(restored.state_rows(), [0, 1]);
     }
 
     #[test]
