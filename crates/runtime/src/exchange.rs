@@ -146,7 +146,7 @@ pub struct InputGate {
     aligning: Option<CheckpointBarrier>,
     watermarks: Vec<Option<Watermark>>,
     current_watermark: Option<Watermark>,
-    idleness: Option<Idleness>,
+    idleness: Option<Box<Idleness>>,
     skip_epochs_up_to: u64,
     next_input: usize,
     ended: bool,
@@ -182,12 +182,12 @@ impl InputGate {
     /// Marks an input idle after `timeout` without rows or watermarks (see the type docs).
     pub fn with_idle_timeout(mut self, timeout: std::time::Duration) -> Self {
         let now = tokio::time::Instant::now();
-        self.idleness = Some(Idleness {
+        self.idleness = Some(Box::new(Idleness {
             timeout,
             last_active: vec![now; self.inputs.len()],
             idle: vec![false; self.inputs.len()],
             timer: Box::pin(tokio::time::sleep_until(now + timeout)),
-        });
+        }));
         self
     }
 

@@ -101,7 +101,7 @@ pub enum StreamOperator {
         /// A window join: the key pair `window_end = window_end`, whose windows close.
         windows: Option<WindowKey>,
         /// An interval join: when each side's rows can be forgotten.
-        intervals: Option<crate::interval::IntervalBounds>,
+        intervals: Option<Box<crate::interval::IntervalBounds>>,
     },
     /// UNION ALL of its inputs (each hash-partitioned by all its columns).
     Union,

@@ -352,6 +352,18 @@ impl GraphBuilder<'_> {
         Ok(node)
     }
 
+    /// The parallelism of an operator keyed by `keys` over `input`, and its input edge's
+    /// exchange: without keys one subtask, else the job's parallelism, hash-partitioned.
+    fn keyed(&self, input: usize, keys: &[Expr]) -> (usize, Exchange) {
+        let parallelism = if keys.is_empty() { 1 } else { self.parallelism };
+        let exchange = if parallelism == 1 && self.graph.nodes[input].parallelism == 1 {
+            Exchange::Forward
+        } else {
+            Exchange::Hash(keys.to_vec())
+        };
+        (parallelism, exchange)
+    }
+
     /// The index of `node`'s event-time column: the column its input's `WATERMARK FOR`
     /// names, followed through filters and projections that pass it on unchanged.
     fn event_time_index(&self, node: usize) -> Option<usize> {
@@ -431,7 +443,8 @@ impl GraphBuilder<'_> {
                 condition,
                 [join.left.schema(), join.right.schema()],
                 [self.event_time_index(left), self.event_time_index(right)],
-            ),
+            )
+            .map(Box::new),
             _ => None,
         };
         // An outer join retracts padded rows when matches arrive; an anti join retracts a
@@ -528,16 +541,7 @@ impl GraphBuilder<'_> {
             };
             let input = self.lower(&window.input)?;
             let partition_by = f.params.partition_by.clone();
-            let parallelism = if partition_by.is_empty() {
-                1
-            } else {
-                self.parallelism
-            };
-            let exchange = if parallelism == 1 && self.graph.nodes[input].parallelism == 1 {
-                Exchange::Forward
-            } else {
-                Exchange::Hash(partition_by.clone())
-            };
+            let (parallelism, exchange) = self.keyed(input, &partition_by);
             let windows = partition_by
                 .iter()
                 .position(is_window_end)
@@ -615,16 +619,7 @@ impl GraphBuilder<'_> {
             ));
         }
         let partition_by = f.params.partition_by.clone();
-        let parallelism = if partition_by.is_empty() {
-            1
-        } else {
-            self.parallelism
-        };
-        let exchange = if parallelism == 1 && self.graph.nodes[input].parallelism == 1 {
-            Exchange::Forward
-        } else {
-            Exchange::Hash(partition_by.clone())
-        };
+        let (parallelism, exchange) = self.keyed(input, &partition_by);
         Ok(self.add(
             StreamOperator::SessionWindow {
                 partition_by,
@@ -672,17 +667,7 @@ impl GraphBuilder<'_> {
         let claims_window_close = self.emit_on_window_close && !self.window_close_claimed;
         self.window_close_claimed |= claims_window_close;
         let input = self.lower(&agg.input)?;
-        let input_parallelism = self.graph.nodes[input].parallelism;
-        let parallelism = if agg.group_expr.is_empty() {
-            1
-        } else {
-            self.parallelism
-        };
-        let exchange = if parallelism == 1 && input_parallelism == 1 {
-            Exchange::Forward
-        } else {
-            Exchange::Hash(agg.group_expr.clone())
-        };
+        let (parallelism, exchange) = self.keyed(input, &agg.group_expr);
         // A GROUP BY over window_end is a window aggregate: windows close as the watermark
         // passes them. Over a retracting input groups stay open (a retraction may come for
         // any window), and EMIT ON WINDOW CLOSE is refused.

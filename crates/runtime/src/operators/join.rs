@@ -23,15 +23,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{ArrayRef, AsArray, BooleanArray, Int8Array, RecordBatch, UInt32Array};
+use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch, UInt32Array};
 use arrow::compute::{filter_record_batch, take};
-use arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 
 use sluice_state::DEFAULT_KEY_GROUPS;
 
+use super::encoding::{row_converter, timestamp_millis};
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
@@ -83,6 +84,9 @@ pub struct JoinOperator {
     intervals: Option<JoinIntervals>,
 }
 
+/// Expiry (ms) → the (join key, row) pairs of one side to forget then.
+type Expiring = BTreeMap<i64, Vec<(Box<[u8]>, Box<[u8]>)>>;
+
 /// An interval join's forgetting of rows (see the module docs).
 pub struct JoinIntervals {
     /// Per side: the time (over the side's columns) after which its rows are forgotten.
@@ -92,7 +96,7 @@ pub struct JoinIntervals {
     pub late_rows: Arc<AtomicU64>,
     watermark: Option<i64>,
     /// Per side: expiry (ms) → the (key, row) pairs to forget then.
-    expiring: [BTreeMap<i64, Vec<(Box<[u8]>, Box<[u8]>)>>; 2],
+    expiring: [Expiring; 2],
 }
 
 impl JoinIntervals {
@@ -114,7 +118,7 @@ impl JoinIntervals {
 /// A timestamp expression evaluated on `data`, in ms (`None` for NULL).
 fn millis_of(expr: &Arc<dyn PhysicalExpr>, data: &RecordBatch) -> Result<Vec<Option<i64>>> {
     let values = expr.evaluate(data)?.into_array(data.num_rows())?;
-    window_ends(&values)
+    timestamp_millis(&values)
 }
 
 /// A window join's closing of windows (see the module docs).
@@ -127,23 +131,6 @@ struct JoinWindows {
     /// Open windows: end → the join keys holding rows of it.
     open: BTreeMap<i64, HashSet<Box<[u8]>>>,
     late_rows: Arc<AtomicU64>,
-}
-
-/// The window end of each row, in ms (`None` for NULL).
-fn window_ends(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
-    let millis = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-    let millis = arrow::compute::cast(&millis, &DataType::Int64)?;
-    Ok(millis.as_primitive::<Int64Type>().iter().collect())
-}
-
-fn converter(schema: &Schema) -> Result<RowConverter> {
-    Ok(RowConverter::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect(),
-    )?)
 }
 
 impl JoinOperator {
@@ -174,7 +161,7 @@ impl JoinOperator {
             .is_some_and(|f| f.name() == OP_COLUMN);
         Ok(JoinOperator {
             key_converter: RowConverter::new(key_types)?,
-            rows: [converter(&left.schema)?, converter(&right.schema)?],
+            rows: [row_converter(&left.schema)?, row_converter(&right.schema)?],
             side_schemas: [left.schema.clone(), right.schema.clone()],
             outer: [left.outer, right.outer],
             semi_anti: None,
@@ -250,11 +237,12 @@ impl JoinOperator {
             return Ok(());
         };
         let mut filed = [Vec::new(), Vec::new()];
-        for side in 0..2 {
+        for (side, filed) in filed.iter_mut().enumerate() {
             let Some(expiry) = &iv.expiry[side] else {
                 continue;
             };
-            let held: Vec<(&Box<[u8]>, &Box<[u8]>, u64)> = self.state[side]
+            // (key, row, multiplicity) of every held row.
+            let held: Vec<_> = self.state[side]
                 .iter()
                 .flat_map(|(key, rows)| rows.iter().map(move |(row, &c)| (key, row, c)))
                 .collect();
@@ -268,7 +256,7 @@ impl JoinOperator {
             for ((key, row, count), expiry) in held.iter().zip(millis_of(expiry, &data)?) {
                 if let Some(expiry) = expiry {
                     for _ in 0..*count {
-                        filed[side].push((expiry, (*key).clone(), (*row).clone()));
+                        filed.push((expiry, (*key).clone(), (*row).clone()));
                     }
                 }
             }
@@ -315,7 +303,7 @@ impl JoinOperator {
         let Some(w) = &self.windows else {
             return Ok((vec![true; n], vec![None; n]));
         };
-        let ends = window_ends(&key_columns[w.key_index])?;
+        let ends = timestamp_millis(&key_columns[w.key_index])?;
         let open: Vec<bool> = ends
             .iter()
             .map(|e| match (e, w.closed_by) {
@@ -355,7 +343,7 @@ impl JoinOperator {
         let columns = self
             .key_converter
             .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
-        let ends = window_ends(&columns[w.key_index])?;
+        let ends = timestamp_millis(&columns[w.key_index])?;
         for (key, end) in keys.iter().zip(ends) {
             self.file_window_key(end, key);
         }
@@ -759,7 +747,7 @@ impl JoinOutput {
 mod tests {
     use super::*;
     use arrow::array::{Array, Int64Array, StringArray};
-    use arrow::datatypes::{DataType, Field};
+    use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::physical_expr::expressions::Column;
 
     use crate::message::{changelog_schema, op_column};

@@ -29,6 +29,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::DEFAULT_KEY_GROUPS;
 
+use super::encoding::row_converter;
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, RowKind, Watermark};
@@ -99,16 +100,9 @@ impl SessionWindowOperator {
                 "a SESSION window's gap must be positive",
             ));
         }
-        let fields = |types: Vec<DataType>| types.into_iter().map(SortField::new).collect();
         Ok(SessionWindowOperator {
-            key_converter: RowConverter::new(fields(key_types))?,
-            row_converter: RowConverter::new(fields(
-                input
-                    .fields()
-                    .iter()
-                    .map(|f| f.data_type().clone())
-                    .collect(),
-            ))?,
+            key_converter: RowConverter::new(key_types.into_iter().map(SortField::new).collect())?,
+            row_converter: row_converter(input)?,
             keys,
             time,
             time_type,

@@ -9,12 +9,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Int8Array, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
-use arrow::row::{RowConverter, SortField};
+use arrow::array::{Int8Array, RecordBatch};
+use arrow::datatypes::SchemaRef;
+use arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 
+use super::encoding::{row_converter, timestamp_millis};
 use super::{Operator, StateEntry};
 use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
 
@@ -57,16 +58,11 @@ impl TemporalFilterOperator {
         input: &SchemaRef,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let fields = input
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
         Ok(TemporalFilterOperator {
             time,
             offset_ms,
             inclusive,
-            row_converter: RowConverter::new(fields)?,
+            row_converter: row_converter(input)?,
             rows: BTreeMap::new(),
             schema,
             clock: wall_clock_ms,
@@ -138,16 +134,13 @@ impl Operator for TemporalFilterOperator {
         self.expire(now, &mut changes);
         let (data, ops) = split_changelog(&batch);
         let times = self.time.evaluate(&data)?.into_array(data.num_rows())?;
-        let times =
-            arrow::compute::cast(&times, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-        let times = arrow::compute::cast(&times, &DataType::Int64)?;
-        let times = times.as_primitive::<Int64Type>();
+        let times = timestamp_millis(&times)?;
         let rows = self.row_converter.convert_columns(data.columns())?;
-        for i in 0..data.num_rows() {
-            if times.is_null(i) {
+        for (i, time) in times.into_iter().enumerate() {
+            let Some(time) = time else {
                 continue;
-            }
-            let expiry = times.value(i).saturating_add(self.offset_ms);
+            };
+            let expiry = time.saturating_add(self.offset_ms);
             if !self.passes(expiry, now) {
                 // Never passed, or already retracted when it expired.
                 continue;
@@ -225,8 +218,9 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicI64, Ordering};
 
-    use arrow::array::{Int64Array, TimestampMillisecondArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::array::{AsArray, Int64Array, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
+
     use datafusion::physical_expr::expressions::Column;
 
     use crate::message::{changelog_schema, op_column};

@@ -20,14 +20,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{ArrayRef, AsArray, Int8Array, RecordBatch, UInt64Array};
+use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
 use arrow::compute::SortOptions;
-use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::DEFAULT_KEY_GROUPS;
 
+use super::encoding::{row_converter, timestamp_millis};
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, RowKind, Watermark, split_changelog};
@@ -76,13 +77,6 @@ struct TopNWindows {
 /// a length of `u32::MAX`.
 const CLOSED_BY_KEY: &[u8] = &[0xff, 0xff, 0xff, 0xff, b'c'];
 
-/// Window ends in ms (`None` for NULL).
-fn window_ends(column: &ArrayRef) -> Result<Vec<Option<i64>>> {
-    let millis = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
-    let millis = arrow::compute::cast(&millis, &DataType::Int64)?;
-    Ok(millis.as_primitive::<Int64Type>().iter().collect())
-}
-
 impl TopNOperator {
     /// `input` is the input schema (without the op column); `keep_all` is whether the
     /// input is a changelog.
@@ -107,11 +101,6 @@ impl TopNOperator {
             .iter()
             .map(|o| SortField::new_with_options(o.data_type.clone(), o.options))
             .collect();
-        let row_fields = input
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
         Ok(TopNOperator {
             partition_by: partition_by.into_iter().map(|(e, _)| e).collect(),
             order_by: order_by.into_iter().map(|o| o.expr).collect(),
@@ -119,7 +108,7 @@ impl TopNOperator {
             keep_all,
             partition_converter: RowConverter::new(partition_fields)?,
             order_converter: RowConverter::new(order_fields)?,
-            row_converter: RowConverter::new(row_fields)?,
+            row_converter: row_converter(input)?,
             partitions: HashMap::new(),
             schema,
             windows: None,
@@ -160,7 +149,7 @@ impl TopNOperator {
             .convert_rows(partitions.iter().map(|p| parser.parse(p)))?;
         for (partition, end) in partitions
             .into_iter()
-            .zip(window_ends(&columns[w.partition_index])?)
+            .zip(timestamp_millis(&columns[w.partition_index])?)
         {
             if let Some(end) = end {
                 w.open.entry(end).or_default().insert(partition.clone());
@@ -239,7 +228,7 @@ impl Operator for TopNOperator {
             )
         };
         let ends = match &self.windows {
-            Some(w) => window_ends(&partition_columns[w.partition_index])?,
+            Some(w) => timestamp_millis(&partition_columns[w.partition_index])?,
             None => vec![None; data.num_rows()],
         };
         let orders = self
@@ -248,12 +237,12 @@ impl Operator for TopNOperator {
         let rows = self.row_converter.convert_columns(data.columns())?;
         // Every touched partition's top before the batch.
         let mut before: HashMap<Box<[u8]>, Top> = HashMap::new();
-        for i in 0..data.num_rows() {
+        for (i, end) in ends.into_iter().enumerate() {
             let partition: Box<[u8]> = partitions
                 .as_ref()
                 .map(|p| p.row(i).as_ref().into())
                 .unwrap_or_default();
-            if let (Some(w), Some(end)) = (&mut self.windows, ends[i]) {
+            if let (Some(w), Some(end)) = (&mut self.windows, end) {
                 if w.closed_by.is_some_and(|closed| end <= closed) {
                     w.late_rows.fetch_add(1, Ordering::Relaxed);
                     continue;

@@ -1,0 +1,26 @@
+//! Conversions the stateful operators share: timestamps to milliseconds, and rows to
+//! Arrow's row format.
+
+use arrow::array::{ArrayRef, AsArray};
+use arrow::datatypes::{DataType, Int64Type, Schema, TimeUnit};
+use arrow::row::{RowConverter, SortField};
+use sluice_common::error::Result;
+
+/// A timestamp array's values in milliseconds since the epoch (`None` for NULL), the
+/// unit watermarks are in.
+pub fn timestamp_millis(values: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    let millis = arrow::compute::cast(values, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    let millis = arrow::compute::cast(&millis, &DataType::Int64)?;
+    Ok(millis.as_primitive::<Int64Type>().iter().collect())
+}
+
+/// A converter of whole rows of `schema` to Arrow's row format, for keeping rows in state.
+pub fn row_converter(schema: &Schema) -> Result<RowConverter> {
+    Ok(RowConverter::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect(),
+    )?)
+}
