@@ -121,6 +121,31 @@ pub struct JobInfo {
     pub late_rows_by_operator: BTreeMap<String, u64>,
 }
 
+/// One completed checkpoint as it concerns one job, for `GET /jobs/{id}/checkpoints`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobCheckpoint {
+    pub epoch: u64,
+    /// `checkpoint` or `savepoint`.
+    pub kind: String,
+    pub completed_at_ms: u64,
+    pub duration_ms: u64,
+    pub alignment_ms: u64,
+    /// Bytes of this job's state in the checkpoint.
+    pub size_bytes: u64,
+    /// Bytes per operator, keyed `"<node>:<operator>"` as in EXPLAIN; `"view"` is the
+    /// view's rows.
+    pub state_bytes: BTreeMap<String, u64>,
+}
+
+/// One job in detail, for `GET /jobs/{id}`: its summary and its stream graph.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub info: JobInfo,
+    /// `EXPLAIN CREATE MATERIALIZED VIEW` of the job, line by line.
+    pub plan: Vec<String>,
+}
+
 /// The parts of `CREATE MATERIALIZED VIEW` that define a view.
 struct ViewDefinition<'a> {
     /// The whole `CREATE MATERIALIZED VIEW` statement, for the durable catalog.
@@ -581,6 +606,82 @@ impl Coordinator {
     }
 
     /// Completed checkpoints and savepoints, oldest first (empty when ephemeral).
+    /// One job, or `None` if there is no job with that id.
+    pub fn job(&self, id: u64) -> Option<JobDetail> {
+        let info = self.jobs().into_iter().find(|j| j.id == id)?;
+        let plan = self
+            .inner
+            .lock()
+            .jobs
+            .values()
+            .find(|j| j.id == id)?
+            .graph
+            .to_string()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        Some(JobDetail { info, plan })
+    }
+
+    /// The completed checkpoints holding state of job `id`, oldest first; `None` if
+    /// there is no job with that id.
+    pub async fn job_checkpoints(&self, id: u64) -> Result<Option<Vec<JobCheckpoint>>> {
+        let Some(job) = self
+            .inner
+            .lock()
+            .jobs
+            .values()
+            .find(|j| j.id == id)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let prefix = format!("mv-{id}/");
+        let checkpoints = self.checkpoints().await?;
+        Ok(Some(
+            checkpoints
+                .iter()
+                .map(|c| {
+                    let mut state_bytes = BTreeMap::new();
+                    for (name, file) in &c.files {
+                        let Some(rest) = name.strip_prefix(&prefix) else {
+                            continue;
+                        };
+                        let operator = match rest.split_once("/op-") {
+                            Some((subtask, k)) => {
+                                let chain = subtask.split('-').next().and_then(|c| c.parse().ok());
+                                let node = chain
+                                    .zip(k.parse().ok())
+                                    .and_then(|(c, k)| job.chain_operator(c, k));
+                                match node {
+                                    Some(n) => {
+                                        format!("{n}:{}", job.graph.nodes[n].operator.name())
+                                    }
+                                    None => rest.to_string(),
+                                }
+                            }
+                            None => "view".to_string(),
+                        };
+                        *state_bytes.entry(operator).or_insert(0) += file.size;
+                    }
+                    JobCheckpoint {
+                        epoch: c.epoch,
+                        kind: match c.kind {
+                            CheckpointKind::Checkpoint => "checkpoint",
+                            CheckpointKind::Savepoint => "savepoint",
+                        }
+                        .to_string(),
+                        completed_at_ms: c.completed_at_ms,
+                        duration_ms: c.duration_ms(),
+                        alignment_ms: c.alignment_ms,
+                        size_bytes: state_bytes.values().sum(),
+                        state_bytes,
+                    }
+                })
+                .collect(),
+        ))
+    }
+
     pub async fn checkpoints(&self) -> Result<Vec<CheckpointMetadata>> {
         match &self.durable {
             Some(durable) => durable.checkpointer.store().list().await,

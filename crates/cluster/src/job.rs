@@ -195,6 +195,22 @@ impl Job {
             .sum()
     }
 
+    /// The graph node of operator `k` of chain `chain`'s subtasks, as checkpoints name
+    /// operator state (`mv-<job>/<chain>-<subtask>/op-<k>`): the chain's nodes without
+    /// its source and its sink.
+    pub fn chain_operator(&self, chain: usize, k: usize) -> Option<usize> {
+        let chains = self.graph.chains();
+        chains
+            .get(chain)?
+            .iter()
+            .copied()
+            .filter(|&n| {
+                let op = &self.graph.nodes[n].operator;
+                !op.is_source() && !matches!(op, StreamOperator::Materialize { .. })
+            })
+            .nth(k)
+    }
+
     /// Late rows per operator that drops them, as `"<node id>:<operator>"` → count.
     pub fn late_rows_by_operator(&self) -> BTreeMap<String, u64> {
         self.late_rows

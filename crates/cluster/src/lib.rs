@@ -10,6 +10,7 @@ mod providers;
 mod results;
 
 pub use coordinator::{
-    CommandTag, Coordinator, Described, JobInfo, RelationInfo, Session, StatementResult,
+    CommandTag, Coordinator, Described, JobCheckpoint, JobDetail, JobInfo, RelationInfo, Session,
+    StatementResult,
 };
 pub use sluice_sql::{ParsedStatement, Statement};

@@ -1,23 +1,27 @@
 //! The REST API (axum): health and jobs, for scripts, load balancers and dashboards.
 //!
 //! `GET /health` answers `{"status":"ok"}` while the process serves; `GET /jobs` lists
-//! the coordinator's streaming jobs as JSON. Any other path is a JSON 404, so clients
-//! never have to parse HTML error pages.
+//! the coordinator's streaming jobs as JSON, `GET /jobs/{id}` shows one with its stream
+//! graph, and `GET /jobs/{id}/checkpoints` lists the completed checkpoints holding its
+//! state (time, duration, alignment, size, bytes per operator). Any other path, or an
+//! unknown job, is a JSON 404, so clients never have to parse HTML error pages.
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use sluice_cluster::{Coordinator, JobInfo};
+use sluice_cluster::{Coordinator, JobCheckpoint, JobDetail, JobInfo};
 
 /// The REST routes over `coordinator`.
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/jobs", get(jobs))
+        .route("/jobs/{id}", get(job))
+        .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .fallback(not_found)
         .with_state(coordinator)
 }
@@ -28,6 +32,36 @@ async fn health() -> Json<Value> {
 
 async fn jobs(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<JobInfo>> {
     Json(coordinator.jobs())
+}
+
+type JsonError = (StatusCode, Json<Value>);
+
+fn no_job(id: u64) -> JsonError {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": format!("there is no job {id}")})),
+    )
+}
+
+async fn job(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(id): Path<u64>,
+) -> Result<Json<JobDetail>, JsonError> {
+    coordinator.job(id).map(Json).ok_or_else(|| no_job(id))
+}
+
+async fn job_checkpoints(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(id): Path<u64>,
+) -> Result<Json<Vec<JobCheckpoint>>, JsonError> {
+    match coordinator.job_checkpoints(id).await {
+        Ok(Some(checkpoints)) => Ok(Json(checkpoints)),
+        Ok(None) => Err(no_job(id)),
+        Err(e) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": e.message, "sqlstate": e.state.to_string()})),
+        )),
+    }
 }
 
 async fn not_found(uri: Uri) -> (StatusCode, Json<Value>) {

@@ -86,3 +86,68 @@ async fn jobs_report_late_rows_per_operator() {
     assert!(operator.ends_with(":Aggregate"), "{body}");
     assert_eq!(count, 1, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_shows_its_plan_and_the_state_each_checkpoint_holds_for_it() {
+    let server = TestServer::start_with(
+        crate::server::fresh_data_dir(),
+        &["--checkpoint-interval", "0.2"],
+    );
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k INT, v INT);
+             CREATE MATERIALIZED VIEW per_k AS SELECT k, sum(v) AS s FROM t GROUP BY k;
+             INSERT INTO t VALUES (1, 2), (2, 3);
+             FLUSH;",
+        )
+        .await
+        .expect("statements run");
+    let (_, body) = get(server.rest_addr, "/jobs").await;
+    let jobs: serde_json::Value = serde_json::from_str(&body).expect("jobs JSON");
+    let id = jobs[0]["id"].as_u64().unwrap_or_else(|| panic!("{body}"));
+
+    let (status, body) = get(server.rest_addr, &format!("/jobs/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).expect("job JSON");
+    assert_eq!(job["name"], "per_k", "{body}");
+    let plan = job["plan"].as_array().expect("plan lines");
+    assert!(
+        plan.iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("Aggregate"))),
+        "{body}"
+    );
+
+    // Checkpoints run every 0.2 s: wait (with a deadline) for one holding the job.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = get(server.rest_addr, &format!("/jobs/{id}/checkpoints")).await;
+        assert_eq!(status, 200, "{body}");
+        let checkpoints: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let held = checkpoints.as_array().and_then(|c| c.last()).filter(|c| {
+            c["state_bytes"].as_object().is_some_and(|s| {
+                s.keys().any(|k| k.ends_with(":Aggregate")) && s.contains_key("view")
+            })
+        });
+        if let Some(checkpoint) = held {
+            let total: u64 = checkpoint["state_bytes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .filter_map(|v| v.as_u64())
+                .sum();
+            assert_eq!(checkpoint["size_bytes"].as_u64(), Some(total), "{body}");
+            assert_eq!(checkpoint["kind"], "checkpoint", "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint with the job's state: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let (status, body) = get(server.rest_addr, "/jobs/999/checkpoints").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("there is no job 999"), "{body}");
+}
