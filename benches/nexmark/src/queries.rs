@@ -102,9 +102,17 @@ impl Query {
                 words.join(" ")
             )));
         }
-        Ok(rest.trim().to_string())
+        // The batch query has no windows to close: drop EMIT ON WINDOW CLOSE.
+        let query = rest.trim().trim_end_matches(';').trim_end();
+        let query = match query.len().checked_sub(EMIT_ON_WINDOW_CLOSE.len()) {
+            Some(at) if query[at..].eq_ignore_ascii_case(EMIT_ON_WINDOW_CLOSE) => &query[..at],
+            _ => query,
+        };
+        Ok(query.trim_end().to_string())
     }
 }
+
+const EMIT_ON_WINDOW_CLOSE: &str = "EMIT ON WINDOW CLOSE";
 
 /// The queries named in a comma-separated list (`q0,q1`), or every query for `all`.
 /// Fails on an unknown name, listing the valid ones.
@@ -146,6 +154,11 @@ mod tests {
             let select = q.select_sql().unwrap();
             assert!(
                 select.to_ascii_uppercase().starts_with("SELECT"),
+                "{}: {select}",
+                q.name
+            );
+            assert!(
+                !select.to_ascii_uppercase().contains("EMIT ON WINDOW CLOSE"),
                 "{}: {select}",
                 q.name
             );

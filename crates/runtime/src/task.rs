@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use futures::FutureExt;
 use sluice_common::error::Result;
 use tokio::sync::mpsc;
 
@@ -135,7 +136,23 @@ impl Subtask {
                         if !ended && reader.position() < target {
                             break;
                         }
+                        if barrier.kind == BarrierKind::Flush && !ended {
+                            // A bounded source may be at its end: if so, let the end of
+                            // stream carry the FLUSH, so what operators emit at the end
+                            // of input (windows and sessions closing) is in the view when
+                            // FLUSH returns. Cancel-safe: a pending read loses nothing.
+                            match reader.next_event().now_or_never().transpose()? {
+                                Some(SourceEvent::Batch(batch)) => {
+                                    pipeline.push(0, Message::Batch(batch), None).await?
+                                }
+                                Some(SourceEvent::End) => ended = true,
+                                Some(SourceEvent::Progress) | None => {}
+                            }
+                        }
                         pending.pop_front();
+                        if ended && barrier.kind == BarrierKind::Flush {
+                            continue;
+                        }
                         let position = Some(reader.position());
                         pipeline
                             .push(0, Message::Barrier(barrier), position)
