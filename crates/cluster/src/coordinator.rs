@@ -56,6 +56,8 @@ pub struct Session {
     pub implicit_flush: bool,
     /// `SET streaming_parallelism = N` (0: the server's default).
     pub streaming_parallelism: usize,
+    /// `SET state_ttl = '1 day'`: the state TTL of views created afterwards.
+    pub state_ttl_ms: Option<i64>,
     /// Other settings, as set, for `SHOW name`.
     pub settings: BTreeMap<String, String>,
 }
@@ -380,6 +382,7 @@ impl Coordinator {
                 .ok_or_else(|| failed(SluiceError::internal("empty definition")))?;
             let mut session = Session {
                 streaming_parallelism: definition.parallelism,
+                state_ttl_ms: definition.state_ttl_ms,
                 ..Session::default()
             };
             self.inner.lock().catalog.set_next_id(definition.id);
@@ -954,6 +957,7 @@ impl Coordinator {
                 name,
                 sql: sql.to_string(),
                 parallelism: 0,
+                state_ttl_ms: None,
             },
         )?;
         Ok(StatementResult::Command(CommandTag::new("CREATE TABLE")))
@@ -1004,6 +1008,7 @@ impl Coordinator {
                 name,
                 sql: sql.to_string(),
                 parallelism: 0,
+                state_ttl_ms: None,
             },
         )?;
         Ok(StatementResult::Command(CommandTag::new("CREATE SOURCE")))
@@ -1022,8 +1027,9 @@ impl Coordinator {
         session: &Session,
         name: &str,
         query: &ast::Query,
-        options: ViewOptions,
+        mut options: ViewOptions,
     ) -> Result<sluice_sql::StreamGraph> {
+        options.state_ttl_ms = options.state_ttl_ms.or(session.state_ttl_ms);
         let plan = self
             .plan_query(&ast::Statement::Query(Box::new(query.clone())))
             .await?;
@@ -1154,6 +1160,7 @@ impl Coordinator {
                 name,
                 sql: view.sql.to_string(),
                 parallelism: self.job_parallelism(session),
+                state_ttl_ms: session.state_ttl_ms,
             },
         )?;
         Ok(tag)
@@ -1468,6 +1475,12 @@ fn apply_setting(session: &mut Session, name: &str, value: &str) -> Result<()> {
                 )));
             }
             session.streaming_parallelism = n;
+        }
+        "state_ttl" => {
+            session.state_ttl_ms = match value.to_ascii_lowercase().as_str() {
+                "off" | "0" | "default" | "none" => None,
+                _ => Some(sluice_sql::parse_state_ttl(value)?),
+            };
         }
         _ => {}
     }

@@ -643,6 +643,10 @@ fn compile_operator(
             }
             None => join,
         };
+        let join = match graph.state_ttl {
+            Some(ttl) if *join_type == JoinType::Inner => join.with_state_ttl(ttl),
+            _ => join,
+        };
         return Ok(Box::new(join));
     }
     if let StreamOperator::Union = node.operator {
@@ -699,14 +703,17 @@ fn compile_operator(
                 aggregates,
                 output_schema(node),
             )?;
-            Box::new(match window {
-                Some(w) => operator.with_windows(
+            Box::new(match (window, graph.state_ttl) {
+                (Some(w), _) => operator.with_windows(
                     w.end_index,
                     w.emit_on_close,
                     w.allowed_lateness_ms,
                     late_rows.clone(),
                 ),
-                None => operator,
+                (None, Some(ttl)) if !group_exprs.is_empty() && !input.changelog => {
+                    operator.with_state_ttl(ttl)
+                }
+                (None, _) => operator,
             })
         }
         StreamOperator::Unnest {

@@ -30,6 +30,9 @@ pub struct Definition {
     pub sql: String,
     /// The parallelism of the object's job (materialized views); 0 for others.
     pub parallelism: usize,
+    /// The session's `state_ttl` when a view was created (a `WITH` option is in `sql`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_ttl_ms: Option<i64>,
 }
 
 /// Everything the catalog file holds.
@@ -134,6 +137,7 @@ mod tests {
                 name: "t".into(),
                 sql: "CREATE TABLE t (a INT)".into(),
                 parallelism: 0,
+                state_ttl_ms: None,
             }],
         };
         store.save(&state).unwrap();

@@ -48,8 +48,12 @@ fn bids(first: i64, windows: i64) -> RecordBatch {
     RecordBatch::try_new(
         bids_schema(),
         vec![
-            Arc::new(Int64Array::from_iter_values((0..n).map(|i| i * 7919 % 1000))),
-            Arc::new(Int64Array::from_iter_values((0..n).map(|i| i * 31 % 10_000))),
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|i| i * 7919 % 1000),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|i| i * 31 % 10_000),
+            )),
             Arc::new(TimestampMillisecondArray::from_iter_values(
                 (0..n).map(|i| (first + i * windows / n + 1) * 10_000),
             )),
@@ -150,9 +154,7 @@ fn window_aggregate(c: &mut Criterion) {
     group.bench_function("tumble_count_sum_emit_on_close", |b| {
         b.iter(|| {
             let mut out: Vec<Message> = Vec::new();
-            aggregate
-                .process_batch(bids(window, 4), &mut out)
-                .unwrap();
+            aggregate.process_batch(bids(window, 4), &mut out).unwrap();
             aggregate
                 .process_watermark(Watermark(window * 10_000), &mut out)
                 .unwrap();

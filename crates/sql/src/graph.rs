@@ -192,6 +192,9 @@ pub struct StreamGraph {
     /// Inputs of an operator silent for this long stop holding its watermark back
     /// (`WITH (source_idle_timeout = ...)`).
     pub idle_timeout: Option<std::time::Duration>,
+    /// Inner joins and GROUP BYs over append-only input forget what has not been touched
+    /// for this long (`state_ttl`).
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 impl StreamGraph {

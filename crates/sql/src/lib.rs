@@ -13,6 +13,7 @@ pub use catalog::{Catalog, Relation, RelationKind, WatermarkSpec};
 pub use graph::{Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate};
 pub use parser::{
     ObjectKind, ParsedStatement, ShowTarget, Statement, ViewOptions, WatermarkDef, parse_sql,
+    parse_state_ttl,
 };
 pub use planner::{dependencies, plan_stream_graph, relation_name};
 pub use windows::{register_window_functions, rewrite_window_functions};

@@ -69,6 +69,9 @@ pub struct ViewOptions {
     /// `source_idle_timeout`: an input of an operator that sends no rows or watermarks
     /// for this long stops holding the watermark back until it sends again.
     pub source_idle_timeout_ms: Option<i64>,
+    /// `state_ttl`: inner joins and GROUP BYs over append-only input forget rows and
+    /// groups not touched for this long (processing time).
+    pub state_ttl_ms: Option<i64>,
 }
 
 impl ViewOptions {
@@ -98,11 +101,25 @@ impl ViewOptions {
                 self.source_idle_timeout_ms = Some(ms);
                 Ok(())
             }
+            "state_ttl" => {
+                let text = option_text(value);
+                self.state_ttl_ms = Some(parse_state_ttl(&text)?);
+                Ok(())
+            }
             other => Err(SluiceError::invalid_parameter(format!(
-                "unknown materialized view option \"{other}\"; the known ones are allowed_lateness and source_idle_timeout"
+                "unknown materialized view option \"{other}\"; the known ones are allowed_lateness, source_idle_timeout and state_ttl"
             ))),
         }
     }
+}
+
+/// A state TTL (`'1 day'`, `'30 minutes'`), in ms.
+pub fn parse_state_ttl(text: &str) -> Result<i64> {
+    parse_duration_ms(text).filter(|&ms| ms > 0).ok_or_else(|| {
+        SluiceError::invalid_parameter(format!(
+            "state_ttl must be a positive duration such as '1 day' or '30 minutes', not '{text}'"
+        ))
+    })
 }
 
 /// An option's value as text: a string literal's contents, or the expression's SQL.
@@ -782,6 +799,7 @@ fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statemen
         emit_on_window_close,
         allowed_lateness_ms: 0,
         source_idle_timeout_ms: None,
+        state_ttl_ms: None,
     };
     // The query text is everything after the top-level AS.
     let mut depth = 0i32;

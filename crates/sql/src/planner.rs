@@ -51,6 +51,9 @@ pub fn plan_stream_graph(
     builder.graph.idle_timeout = options
         .source_idle_timeout_ms
         .map(|ms| std::time::Duration::from_millis(ms as u64));
+    builder.graph.state_ttl = options
+        .state_ttl_ms
+        .map(|ms| std::time::Duration::from_millis(ms as u64));
     let root = builder.lower(plan)?;
     if emit_on_window_close && !builder.window_close_claimed {
         return Err(SluiceError::unsupported(

@@ -153,3 +153,52 @@ async fn a_temporal_filter_retracts_rows_as_the_clock_passes_them() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// `state_ttl`: a group untouched for the TTL leaves the view and starts over; an inner
+/// join forgets rows older than the TTL (what they joined stays).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_ttl_forgets_untouched_groups_and_old_join_rows() {
+    let mut e = Engine::start().await;
+    e.ok("CREATE TABLE a (k INT, v INT) APPEND ONLY").await;
+    e.ok("CREATE TABLE b (k INT, w INT) APPEND ONLY").await;
+    e.ok("SET state_ttl = '400 milliseconds'").await;
+    e.ok("CREATE MATERIALIZED VIEW per_k AS SELECT k, count(*) AS n FROM a GROUP BY k")
+        .await;
+    e.ok("SET state_ttl = off").await;
+    e.ok(
+        "CREATE MATERIALIZED VIEW joined WITH (state_ttl = '400 milliseconds') AS \
+         SELECT a.k, a.v, b.w FROM a JOIN b ON a.k = b.k",
+    )
+    .await;
+    e.ok("INSERT INTO a VALUES (1, 10), (1, 11), (2, 20)").await;
+    e.ok("INSERT INTO b VALUES (1, 100)").await;
+    e.ok("FLUSH").await;
+    // Both jobs had taken every row by now: past this plus the TTL, all have expired.
+    let processed = std::time::Instant::now();
+    assert_eq!(e.rows("SELECT * FROM per_k").await, vec!["1 2", "2 1"]);
+    assert_eq!(
+        e.rows("SELECT * FROM joined").await,
+        vec!["1 10 100", "1 11 100"]
+    );
+    // Wait (with a deadline) until the groups expire; each FLUSH reads the clock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        e.ok("FLUSH").await;
+        let expired = processed.elapsed() > std::time::Duration::from_millis(400);
+        if expired && e.rows("SELECT * FROM per_k").await.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "groups never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The join's rows are as old: a new b row matches nothing; the old result stays.
+    e.ok("INSERT INTO b VALUES (1, 200)").await;
+    e.ok("INSERT INTO a VALUES (1, 12)").await;
+    e.ok("FLUSH").await;
+    assert_eq!(
+        e.rows("SELECT * FROM joined").await,
+        vec!["1 10 100", "1 11 100", "1 12 200"]
+    );
+    // A group starts over.
+    assert_eq!(e.rows("SELECT * FROM per_k").await, vec!["1 1"]);
+}

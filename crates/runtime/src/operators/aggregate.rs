@@ -144,6 +144,48 @@ pub struct AggregateOperator {
     /// The output carries the op column (it does unless windows are emitted on close).
     changelog_output: bool,
     window_close: Option<WindowClose>,
+    ttl: Option<GroupTtl>,
+}
+
+/// State TTL of a GROUP BY over append-only input: a group not touched for `ttl_ms`
+/// (processing time) is retracted from the output and forgotten; a later row for its key
+/// starts it over.
+struct GroupTtl {
+    ttl_ms: i64,
+    /// Per live slot: when it was last touched (wall clock, ms).
+    touched: HashMap<usize, i64>,
+    /// The same, ordered by time.
+    order: std::collections::BTreeSet<(i64, usize)>,
+}
+
+impl GroupTtl {
+    fn touch(&mut self, slot: usize, now: i64) {
+        if let Some(old) = self.touched.insert(slot, now) {
+            self.order.remove(&(old, slot));
+        }
+        self.order.insert((now, slot));
+    }
+
+    /// Takes the slots untouched since `now - ttl`.
+    fn stale(&mut self, now: i64) -> Vec<usize> {
+        let mut stale = Vec::new();
+        while let Some(&(at, slot)) = self.order.first() {
+            if at.saturating_add(self.ttl_ms) > now {
+                break;
+            }
+            self.order.pop_first();
+            self.touched.remove(&slot);
+            stale.push(slot);
+        }
+        stale
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 impl AggregateOperator {
@@ -172,7 +214,38 @@ impl AggregateOperator {
             free_slots: Vec::new(),
             changelog_output,
             window_close: None,
+            ttl: None,
         })
+    }
+
+    /// Forgets groups not touched for `ttl` (see [`GroupTtl`]). For grouped aggregates
+    /// over append-only input without windows.
+    pub fn with_state_ttl(mut self, ttl: std::time::Duration) -> Self {
+        debug_assert!(!self.group_exprs.is_empty() && self.window_close.is_none());
+        self.ttl = Some(GroupTtl {
+            ttl_ms: ttl.as_millis() as i64,
+            touched: HashMap::new(),
+            order: Default::default(),
+        });
+        self
+    }
+
+    /// Retracts and forgets the groups whose TTL has run out.
+    fn forget_stale(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        let Some(ttl) = &mut self.ttl else {
+            return Ok(());
+        };
+        let stale = ttl.stale(wall_clock_ms());
+        if stale.is_empty() {
+            return Ok(());
+        }
+        for &slot in &stale {
+            if let Some(group) = self.groups[slot].as_mut() {
+                // No rows left: `emit` retracts the group's row and frees it.
+                group.rows = 0;
+            }
+        }
+        self.emit(&stale, out)
     }
 
     /// Closes windows as the watermark passes their end plus `lateness_ms` (see
@@ -451,6 +524,7 @@ impl Operator for AggregateOperator {
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         self.ensure_global_group(out)?;
+        self.forget_stale(out)?;
         let (data, ops) = split_changelog(&batch);
         let keys = self.group_keys(&data)?;
         let (data, ops, keys, window_ends) = self.drop_late_rows(data, ops, keys)?;
@@ -459,6 +533,12 @@ impl Operator for AggregateOperator {
             return Ok(());
         }
         let slots = self.group_slots(&keys, n)?;
+        if let Some(ttl) = &mut self.ttl {
+            let now = wall_clock_ms();
+            for &slot in &slots {
+                ttl.touch(slot, now);
+            }
+        }
         if let Some(wc) = &mut self.window_close {
             // Per-row loop: each new group is filed under its window's end.
             for (&slot, &end) in slots.iter().zip(&window_ends) {
@@ -565,6 +645,7 @@ impl Operator for AggregateOperator {
 
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
         self.ensure_global_group(out)?;
+        self.forget_stale(out)?;
         if let Some(wc) = &mut self.window_close {
             let closed_by = watermark.0.saturating_sub(wc.lateness);
             wc.watermark = Some(closed_by);
@@ -580,6 +661,7 @@ impl Operator for AggregateOperator {
         out: &mut Vec<Message>,
     ) -> Result<()> {
         self.ensure_global_group(out)?;
+        self.forget_stale(out)?;
         out.push(Message::Barrier(barrier));
         Ok(())
     }
@@ -594,8 +676,18 @@ impl Operator for AggregateOperator {
         self.snapshot_groups()
     }
 
+    /// Restored groups get a fresh TTL: touch times are not checkpointed.
     fn restore_state(&mut self, entries: Vec<crate::operators::StateEntry>) -> Result<()> {
-        self.restore_groups(entries)
+        self.restore_groups(entries)?;
+        if let Some(ttl) = &mut self.ttl {
+            let now = wall_clock_ms();
+            for (slot, group) in self.groups.iter().enumerate() {
+                if group.is_some() {
+                    ttl.touch(slot, now);
+                }
+            }
+        }
+        Ok(())
     }
 }
 

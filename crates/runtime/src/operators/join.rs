@@ -82,6 +82,23 @@ pub struct JoinOperator {
     changelog_output: bool,
     windows: Option<JoinWindows>,
     intervals: Option<JoinIntervals>,
+    ttl: Option<JoinTtl>,
+}
+
+/// An inner join's state TTL: a row is forgotten `ttl_ms` (processing time) after it
+/// was inserted. What it joined stays in the view; a later retraction of a forgotten row
+/// is ignored.
+struct JoinTtl {
+    ttl_ms: i64,
+    /// Per side: when (wall clock, ms) → the (key, row) pairs to forget then.
+    expiring: [Expiring; 2],
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }
 
 /// Expiry (ms) → the (join key, row) pairs of one side to forget then.
@@ -173,7 +190,65 @@ impl JoinOperator {
             changelog_output,
             windows: None,
             intervals: None,
+            ttl: None,
         })
+    }
+
+    /// Gives an inner join a state TTL (see [`JoinTtl`]).
+    pub fn with_state_ttl(mut self, ttl: std::time::Duration) -> Self {
+        debug_assert!(self.semi_anti.is_none() && self.outer == [false, false]);
+        self.ttl = Some(JoinTtl {
+            ttl_ms: ttl.as_millis() as i64,
+            expiring: [BTreeMap::new(), BTreeMap::new()],
+        });
+        self
+    }
+
+    /// Whether `side` holds `row` under `key`.
+    fn holds(&self, side: usize, key: &[u8], row: &[u8]) -> bool {
+        self.state[side]
+            .get(key)
+            .is_some_and(|rows| rows.contains_key(row))
+    }
+
+    /// Forgets the rows whose TTL has run out.
+    fn forget_stale(&mut self) -> Result<()> {
+        let Some(ttl) = &mut self.ttl else {
+            return Ok(());
+        };
+        let now = wall_clock_ms();
+        let mut stale = Vec::new();
+        for side in 0..2 {
+            let fresh = ttl.expiring[side].split_off(&now.saturating_add(1));
+            for rows in std::mem::replace(&mut ttl.expiring[side], fresh).into_values() {
+                stale.extend(rows.into_iter().map(|(k, r)| (side, k, r)));
+            }
+        }
+        for (side, key, row) in stale {
+            if self.holds(side, &key, &row) {
+                self.update_state(side, &key, &row, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Files every held row under a fresh TTL (after a restore: insertion times are not
+    /// checkpointed, so restored rows live one more TTL).
+    fn index_restored_ttl(&mut self) {
+        let Some(ttl) = &mut self.ttl else {
+            return;
+        };
+        let expire_at = wall_clock_ms().saturating_add(ttl.ttl_ms);
+        for side in 0..2 {
+            let rows = ttl.expiring[side].entry(expire_at).or_default();
+            for (key, held) in &self.state[side] {
+                for (row, &count) in held {
+                    for _ in 0..count {
+                        rows.push((key.clone(), row.clone()));
+                    }
+                }
+            }
+        }
     }
 
     /// Makes this an interval join (see the module docs).
@@ -573,7 +648,18 @@ impl Operator for JoinOperator {
                 .insert(row.into(), u64::from_le_bytes(count));
         }
         self.index_restored_windows()?;
+        self.index_restored_ttl();
         self.index_restored_intervals()
+    }
+
+    fn process_barrier(
+        &mut self,
+        barrier: crate::message::CheckpointBarrier,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.forget_stale()?;
+        out.push(Message::Barrier(barrier));
+        Ok(())
     }
 
     /// A window join frees the windows the watermark closes; an interval join forgets
@@ -583,6 +669,7 @@ impl Operator for JoinOperator {
             iv.watermark = Some(watermark.0);
         }
         self.forget_expired()?;
+        self.forget_stale()?;
         if let Some(w) = &mut self.windows {
             let closed = watermark.0.saturating_sub(w.lateness_ms);
             w.closed_by = Some(closed);
@@ -611,11 +698,16 @@ impl Operator for JoinOperator {
         if let Some(anti) = self.semi_anti {
             return self.semi_anti_batch(anti, side, batch, out);
         }
+        self.forget_stale()?;
         let other = 1 - side;
         let (data, ops) = split_changelog(&batch);
         let n = data.num_rows();
         let (key_columns, keys, rows) = self.encode(side, &data)?;
         let (open, ends) = self.open_rows(&key_columns, n)?;
+        let expire_at = self
+            .ttl
+            .as_ref()
+            .map(|t| wall_clock_ms().saturating_add(t.ttl_ms));
         let (on_time, expiries) = self.on_time_rows(side, &data)?;
 
         let mut output = JoinOutput::default();
@@ -633,6 +725,13 @@ impl Operator for JoinOperator {
                 continue;
             }
             let key = keys.row(i);
+            if expire_at.is_some()
+                && !RowKind::is_addition(op)
+                && !self.holds(side, key.as_ref(), rows.row(i).as_ref())
+            {
+                // Forgotten by the TTL: what it joined stays.
+                continue;
+            }
             let mut matched = false;
             for row in held_rows(&self.state[other], key.as_ref()) {
                 matched = true;
@@ -649,6 +748,14 @@ impl Operator for JoinOperator {
                 RowKind::is_addition(op),
             )?;
             self.file_window_key(ends[i], key.as_ref());
+            if let (Some(ttl), Some(at)) = (&mut self.ttl, expire_at)
+                && RowKind::is_addition(op)
+            {
+                ttl.expiring[side]
+                    .entry(at)
+                    .or_default()
+                    .push((key.as_ref().into(), rows.row(i).as_ref().into()));
+            }
             if let (Some(iv), Some(expiry)) = (&mut self.intervals, expiries[i])
                 && RowKind::is_addition(op)
             {
