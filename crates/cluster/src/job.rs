@@ -390,9 +390,17 @@ pub fn deploy(
                 }
                 _ => {
                     let gate = InputGate::new(inputs).with_sides(std::mem::take(&mut sides[c][j]));
+                    // Idleness is a property of sources: only gates reading source chains
+                    // apply the timeout. Further down, a slow but active upstream subtask
+                    // must not be taken for idle, or its rows would turn late.
+                    let reads_sources = head.inputs.iter().all(|e| {
+                        graph.nodes[chains[chain_of[e.from]][0]]
+                            .operator
+                            .is_source()
+                    });
                     TaskInput::Gate(match graph.idle_timeout {
-                        Some(timeout) => gate.with_idle_timeout(timeout),
-                        None => gate,
+                        Some(timeout) if reads_sources => gate.with_idle_timeout(timeout),
+                        _ => gate,
                     })
                 }
             };

@@ -258,24 +258,7 @@ impl InputGate {
     fn poll_idleness(&mut self, cx: &mut std::task::Context<'_>) -> Option<Message> {
         self.idleness.as_ref()?;
         loop {
-            let idleness = self.idleness.as_mut().expect("checked above");
-            let now = tokio::time::Instant::now();
-            let mut next_deadline = None;
-            let mut went_idle = false;
-            for i in 0..self.inputs.len() {
-                if self.inputs[i].is_none() || self.blocked[i] || idleness.idle[i] {
-                    continue;
-                }
-                let deadline = idleness.last_active[i] + idleness.timeout;
-                if deadline <= now {
-                    idleness.idle[i] = true;
-                    went_idle = true;
-                } else {
-                    next_deadline = Some(
-                        next_deadline.map_or(deadline, |d: tokio::time::Instant| d.min(deadline)),
-                    );
-                }
-            }
+            let (went_idle, next_deadline) = self.mark_idle();
             if went_idle && let Some(watermark) = self.advance_watermark() {
                 return Some(watermark);
             }
@@ -286,6 +269,31 @@ impl InputGate {
                 return None;
             }
         }
+    }
+
+    /// Marks the live inputs silent for the idle timeout as idle. Returns whether any
+    /// went idle, and when the next one could.
+    fn mark_idle(&mut self) -> (bool, Option<tokio::time::Instant>) {
+        let Some(idleness) = self.idleness.as_mut() else {
+            return (false, None);
+        };
+        let now = tokio::time::Instant::now();
+        let mut next_deadline: Option<tokio::time::Instant> = None;
+        let mut went_idle = false;
+        for i in 0..self.inputs.len() {
+            // A blocked input (aligning a barrier) counts too: barriers are not activity.
+            if self.inputs[i].is_none() || idleness.idle[i] {
+                continue;
+            }
+            let deadline = idleness.last_active[i] + idleness.timeout;
+            if deadline <= now {
+                idleness.idle[i] = true;
+                went_idle = true;
+            } else {
+                next_deadline = Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+            }
+        }
+        (went_idle, next_deadline)
     }
 
     /// Handles one message of input `i`; returns what the gate emits, if anything.
@@ -356,6 +364,9 @@ impl InputGate {
     /// is idle, the largest of theirs (as Flink's watermark valve does), so that progress
     /// made before they went quiet is not held back.
     fn advance_watermark(&mut self) -> Option<Message> {
+        // Inputs whose timeout ran out while others kept sending are idle by now, even
+        // if the timer has not fired yet.
+        self.mark_idle();
         let is_idle = |i: usize| self.idleness.as_ref().is_some_and(|idle| idle.idle[i]);
         let live: Vec<(usize, Option<Watermark>)> = (0..self.inputs.len())
             .filter(|&i| self.inputs[i].is_some())
