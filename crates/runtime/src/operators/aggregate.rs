@@ -28,6 +28,7 @@ use sluice_common::error::{Result, SluiceError};
 mod snapshot;
 
 use super::Operator;
+use super::encoding::wall_clock_ms;
 use super::retractable::{MultisetAccumulator, MultisetAggregate};
 use crate::message::{CheckpointBarrier, Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 
@@ -179,13 +180,6 @@ impl GroupTtl {
         }
         stale
     }
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 impl AggregateOperator {

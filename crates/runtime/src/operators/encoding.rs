@@ -1,5 +1,5 @@
-//! Conversions the stateful operators share: timestamps to milliseconds, and rows to
-//! Arrow's row format.
+//! What the stateful operators share: timestamps in milliseconds, rows in Arrow's row
+//! format, and the wall clock (for processing-time expiry).
 
 use arrow::array::{ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Int64Type, Schema, TimeUnit};
@@ -23,4 +23,12 @@ pub fn row_converter(schema: &Schema) -> Result<RowConverter> {
             .map(|f| SortField::new(f.data_type().clone()))
             .collect(),
     )?)
+}
+
+/// The wall clock in milliseconds since the epoch.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }

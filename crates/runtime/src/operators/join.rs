@@ -32,7 +32,7 @@ use sluice_common::error::{Result, SluiceError};
 
 use sluice_state::DEFAULT_KEY_GROUPS;
 
-use super::encoding::{row_converter, timestamp_millis};
+use super::encoding::{row_converter, timestamp_millis, wall_clock_ms};
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
@@ -92,13 +92,6 @@ struct JoinTtl {
     ttl_ms: i64,
     /// Per side: when (wall clock, ms) → the (key, row) pairs to forget then.
     expiring: [Expiring; 2],
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Expiry (ms) → the (join key, row) pairs of one side to forget then.

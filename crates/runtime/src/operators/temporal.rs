@@ -15,7 +15,7 @@ use arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 
-use super::encoding::{row_converter, timestamp_millis};
+use super::encoding::{row_converter, timestamp_millis, wall_clock_ms};
 use super::{Operator, StateEntry};
 use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
 
@@ -30,13 +30,6 @@ pub struct TemporalFilterOperator {
     schema: SchemaRef,
     /// The clock, in ms since the epoch; replaceable in tests.
     clock: fn() -> i64,
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// Whether a row expiring at `expiry` passes at `now` (`ts >= now() - offset` when
