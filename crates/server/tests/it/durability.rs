@@ -3,6 +3,8 @@
 //! the same data directory, and after every restart:
 //! - every acknowledged write is in its table;
 //! - every view over the tables equals the same query run as a batch query;
+//! - the window views (EMIT ON WINDOW CLOSE TUMBLE, updating SESSION) equal their batch
+//!   queries over the closed windows (clicks arrive in event-time order, so none is late);
 //! - the view over the generator holds each generated row exactly once: with one split
 //!   the sequence column runs 1..=n, so `count = count(DISTINCT) = max` and
 //!   `sum = n(n+1)/2` (a lost row breaks the first, a doubled row the second).
@@ -23,7 +25,16 @@ const SETUP: &str = "
     CREATE SOURCE ticks (seq BIGINT) WITH (
         connector = 'datagen', fields.seq.kind = 'sequence', fields.seq.start = '1',
         datagen.rows.per.second = '2000');
+    CREATE TABLE clicks (seq BIGINT, ts TIMESTAMP,
+        WATERMARK FOR ts AS ts - INTERVAL '2' SECOND) APPEND ONLY;
     SET streaming_parallelism = 2;
+    CREATE MATERIALIZED VIEW clicks_closed AS
+        SELECT window_start, count(*) AS n, sum(seq) AS total
+        FROM TUMBLE(clicks, ts, INTERVAL '10' SECOND)
+        GROUP BY window_start, window_end EMIT ON WINDOW CLOSE;
+    CREATE MATERIALIZED VIEW click_sessions AS
+        SELECT window_start, window_end, count(*) AS n, max(seq) AS last
+        FROM SESSION(clicks, ts, INTERVAL '3' SECOND) GROUP BY window_start, window_end;
     CREATE MATERIALIZED VIEW per_customer AS
         SELECT customer, count(*) AS orders, sum(amount) AS total, max(amount) AS biggest
         FROM orders GROUP BY customer;
@@ -95,6 +106,17 @@ async fn check(client: &tokio_postgres::Client, acknowledged: &[(i64, i32, i64)]
             "SELECT * FROM joined",
             "SELECT o.customer, e.kind, count(*) FROM orders o JOIN events e ON o.customer = e.customer GROUP BY o.customer, e.kind",
         ),
+        (
+            "SELECT * FROM clicks_closed",
+            "SELECT window_start, count(*), sum(seq) FROM TUMBLE(clicks, ts, INTERVAL '10' SECOND) \
+             WHERE window_end <= (SELECT max(ts) FROM clicks) - INTERVAL '2' SECOND \
+             GROUP BY window_start, window_end",
+        ),
+        (
+            "SELECT * FROM click_sessions",
+            "SELECT window_start, window_end, count(*), max(seq) \
+             FROM SESSION(clicks, ts, INTERVAL '3' SECOND) GROUP BY window_start, window_end",
+        ),
     ] {
         assert_eq!(
             rows(client, view).await,
@@ -148,6 +170,8 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_write_and_doubles_no_res
         .expect("setup");
     let mut acknowledged: Vec<(i64, i32, i64)> = Vec::new();
     let mut next_id = 1i64;
+    // Clicks go in event-time order, 1 to 5 seconds apart (sessions break at 3).
+    let (mut click_seq, mut click_secs) = (0u64, 0u64);
     for round in 0..rounds {
         let client = server.connect().await;
         // Writes: inserts (some upserting an existing id), deletes and events.
@@ -170,6 +194,17 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_write_and_doubles_no_res
                         ))
                         .await
                         .expect("insert event");
+                }
+                2 | 3 => {
+                    click_seq += 1;
+                    click_secs += 1 + rng.below(5);
+                    client
+                        .simple_query(&format!(
+                            "INSERT INTO clicks VALUES ({click_seq}, \
+                             TIMESTAMP '2024-01-01 00:00:00' + INTERVAL '{click_secs} seconds')"
+                        ))
+                        .await
+                        .expect("insert click");
                 }
                 _ => {
                     let amount = rng.below(1000) as i64;
