@@ -1,0 +1,305 @@
+//! How a join forgets rows: the windows of a window join close at the watermark, an
+//! interval join forgets rows the watermark has passed, and a state TTL forgets rows
+//! after a while of processing time (see the parent module's docs).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{ArrayRef, RecordBatch};
+use datafusion::physical_expr::PhysicalExpr;
+use sluice_common::error::Result;
+
+use super::JoinOperator;
+use crate::operators::encoding::{timestamp_millis, wall_clock_ms};
+
+/// An inner join's state TTL: a row is forgotten `ttl_ms` (processing time) after it
+/// was inserted. What it joined stays in the view; a later retraction of a forgotten row
+/// is ignored.
+pub(super) struct JoinTtl {
+    pub(super) ttl_ms: i64,
+    /// Per side: when (wall clock, ms) → the (key, row) pairs to forget then.
+    pub(super) expiring: [Expiring; 2],
+}
+
+/// Expiry (ms) → the (join key, row) pairs of one side to forget then.
+type Expiring = BTreeMap<i64, Vec<(Box<[u8]>, Box<[u8]>)>>;
+
+/// An interval join's forgetting of rows (see the module docs).
+pub struct JoinIntervals {
+    /// Per side: the time (over the side's columns) after which its rows are forgotten.
+    pub expiry: [Option<Arc<dyn PhysicalExpr>>; 2],
+    /// Per side: its event time, when its rows must arrive on time.
+    pub time: [Option<Arc<dyn PhysicalExpr>>; 2],
+    pub late_rows: Arc<AtomicU64>,
+    pub(super) watermark: Option<i64>,
+    /// Per side: expiry (ms) → the (key, row) pairs to forget then.
+    pub(super) expiring: [Expiring; 2],
+}
+
+impl JoinIntervals {
+    pub fn new(
+        expiry: [Option<Arc<dyn PhysicalExpr>>; 2],
+        time: [Option<Arc<dyn PhysicalExpr>>; 2],
+        late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        JoinIntervals {
+            expiry,
+            time,
+            late_rows,
+            watermark: None,
+            expiring: [BTreeMap::new(), BTreeMap::new()],
+        }
+    }
+}
+
+/// A timestamp expression evaluated on `data`, in ms (`None` for NULL).
+fn millis_of(expr: &Arc<dyn PhysicalExpr>, data: &RecordBatch) -> Result<Vec<Option<i64>>> {
+    let values = expr.evaluate(data)?.into_array(data.num_rows())?;
+    timestamp_millis(&values)
+}
+
+/// A window join's closing of windows (see the module docs).
+pub(super) struct JoinWindows {
+    /// The join key holding each row's window end.
+    pub(super) key_index: usize,
+    pub(super) lateness_ms: i64,
+    /// Windows ending at or before this (ms) are closed.
+    pub(super) closed_by: Option<i64>,
+    /// Open windows: end → the join keys holding rows of it.
+    pub(super) open: BTreeMap<i64, HashSet<Box<[u8]>>>,
+    pub(super) late_rows: Arc<AtomicU64>,
+}
+
+impl JoinOperator {
+    /// Gives an inner join a state TTL (see [`JoinTtl`]).
+    pub fn with_state_ttl(mut self, ttl: std::time::Duration) -> Self {
+        debug_assert!(self.semi_anti.is_none() && self.outer == [false, false]);
+        self.ttl = Some(JoinTtl {
+            ttl_ms: ttl.as_millis() as i64,
+            expiring: [BTreeMap::new(), BTreeMap::new()],
+        });
+        self
+    }
+
+    /// Whether `side` holds `row` under `key`.
+    pub(super) fn holds(&self, side: usize, key: &[u8], row: &[u8]) -> bool {
+        self.state[side]
+            .get(key)
+            .is_some_and(|rows| rows.contains_key(row))
+    }
+
+    /// Forgets the rows whose TTL has run out.
+    pub(super) fn forget_stale(&mut self) -> Result<()> {
+        let Some(ttl) = &mut self.ttl else {
+            return Ok(());
+        };
+        let now = wall_clock_ms();
+        let mut stale = Vec::new();
+        for side in 0..2 {
+            let fresh = ttl.expiring[side].split_off(&now.saturating_add(1));
+            for rows in std::mem::replace(&mut ttl.expiring[side], fresh).into_values() {
+                stale.extend(rows.into_iter().map(|(k, r)| (side, k, r)));
+            }
+        }
+        for (side, key, row) in stale {
+            if self.holds(side, &key, &row) {
+                self.update_state(side, &key, &row, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Files every held row under a fresh TTL (after a restore: insertion times are not
+    /// checkpointed, so restored rows live one more TTL).
+    pub(super) fn index_restored_ttl(&mut self) {
+        let Some(ttl) = &mut self.ttl else {
+            return;
+        };
+        let expire_at = wall_clock_ms().saturating_add(ttl.ttl_ms);
+        for side in 0..2 {
+            let rows = ttl.expiring[side].entry(expire_at).or_default();
+            for (key, held) in &self.state[side] {
+                for (row, &count) in held {
+                    for _ in 0..count {
+                        rows.push((key.clone(), row.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes this an interval join (see the module docs).
+    pub fn with_intervals(mut self, intervals: JoinIntervals) -> Self {
+        debug_assert!(self.semi_anti.is_none() && self.outer == [false, false]);
+        self.intervals = Some(intervals);
+        self
+    }
+
+    /// Which rows of a batch of `side` arrive on time for an interval join (all, when it
+    /// is not one); counts the others as late. Also returns each row's expiry.
+    pub(super) fn on_time_rows(
+        &self,
+        side: usize,
+        data: &RecordBatch,
+    ) -> Result<(Vec<bool>, Vec<Option<i64>>)> {
+        let n = data.num_rows();
+        let Some(iv) = &self.intervals else {
+            return Ok((vec![true; n], vec![None; n]));
+        };
+        let on_time = match (&iv.time[side], iv.watermark) {
+            (Some(time), Some(watermark)) => millis_of(time, data)?
+                .into_iter()
+                .map(|t| t.is_none_or(|t| t > watermark))
+                .collect(),
+            _ => vec![true; n],
+        };
+        let late = on_time.iter().filter(|o| !**o).count();
+        iv.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        let expiry = match &iv.expiry[side] {
+            Some(expiry) => millis_of(expiry, data)?,
+            None => vec![None; n],
+        };
+        Ok((on_time, expiry))
+    }
+
+    /// Forgets every row whose expiry the watermark has reached.
+    pub(super) fn forget_expired(&mut self) -> Result<()> {
+        let Some(iv) = &mut self.intervals else {
+            return Ok(());
+        };
+        let Some(watermark) = iv.watermark else {
+            return Ok(());
+        };
+        let mut expired = Vec::new();
+        for side in 0..2 {
+            let still = iv.expiring[side].split_off(&watermark.saturating_add(1));
+            for rows in std::mem::replace(&mut iv.expiring[side], still).into_values() {
+                expired.extend(rows.into_iter().map(|(k, r)| (side, k, r)));
+            }
+        }
+        for (side, key, row) in expired {
+            self.update_state(side, &key, &row, false)?;
+        }
+        Ok(())
+    }
+
+    /// Files restored rows of an interval join under their expiry.
+    pub(super) fn index_restored_intervals(&mut self) -> Result<()> {
+        let Some(iv) = &self.intervals else {
+            return Ok(());
+        };
+        let mut filed = [Vec::new(), Vec::new()];
+        for (side, filed) in filed.iter_mut().enumerate() {
+            let Some(expiry) = &iv.expiry[side] else {
+                continue;
+            };
+            // (key, row, multiplicity) of every held row.
+            let held: Vec<_> = self.state[side]
+                .iter()
+                .flat_map(|(key, rows)| rows.iter().map(move |(row, &c)| (key, row, c)))
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let parser = self.rows[side].parser();
+            let columns =
+                self.rows[side].convert_rows(held.iter().map(|(_, r, _)| parser.parse(r)))?;
+            let data = RecordBatch::try_new(self.side_schemas[side].clone(), columns)?;
+            for ((key, row, count), expiry) in held.iter().zip(millis_of(expiry, &data)?) {
+                if let Some(expiry) = expiry {
+                    for _ in 0..*count {
+                        filed.push((expiry, (*key).clone(), (*row).clone()));
+                    }
+                }
+            }
+        }
+        let iv = self.intervals.as_mut().expect("checked above");
+        for (side, rows) in filed.into_iter().enumerate() {
+            for (expiry, key, row) in rows {
+                iv.expiring[side]
+                    .entry(expiry)
+                    .or_default()
+                    .push((key, row));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes this a window join: join key `key_index` is both sides' window end; windows
+    /// close when the watermark passes their end plus `lateness_ms` (see the module docs).
+    pub fn with_windows(
+        mut self,
+        key_index: usize,
+        lateness_ms: i64,
+        late_rows: Arc<AtomicU64>,
+    ) -> Self {
+        debug_assert!(key_index < self.keys[0].len() && self.semi_anti.is_none());
+        self.windows = Some(JoinWindows {
+            key_index,
+            lateness_ms,
+            closed_by: None,
+            open: BTreeMap::new(),
+            late_rows,
+        });
+        self
+    }
+
+    /// Which rows of a batch belong to windows that are still open (all, for a join that
+    /// is not a window join); counts the others as late. Also returns each row's window
+    /// end, to file its key under.
+    pub(super) fn open_rows(
+        &self,
+        key_columns: &[ArrayRef],
+        n: usize,
+    ) -> Result<(Vec<bool>, Vec<Option<i64>>)> {
+        let Some(w) = &self.windows else {
+            return Ok((vec![true; n], vec![None; n]));
+        };
+        let ends = timestamp_millis(&key_columns[w.key_index])?;
+        let open: Vec<bool> = ends
+            .iter()
+            .map(|e| match (e, w.closed_by) {
+                (Some(end), Some(closed)) => *end > closed,
+                _ => true,
+            })
+            .collect();
+        let late = open.iter().filter(|o| !**o).count();
+        w.late_rows.fetch_add(late as u64, Ordering::Relaxed);
+        Ok((open, ends))
+    }
+
+    /// Files `key` under its window's end, so the window's rows can be freed on close.
+    pub(super) fn file_window_key(&mut self, end: Option<i64>, key: &[u8]) {
+        if let (Some(w), Some(end)) = (&mut self.windows, end) {
+            let keys = w.open.entry(end).or_default();
+            if !keys.contains(key) {
+                keys.insert(key.into());
+            }
+        }
+    }
+
+    /// Rebuilds the window index from restored state.
+    pub(super) fn index_restored_windows(&mut self) -> Result<()> {
+        let Some(w) = &self.windows else {
+            return Ok(());
+        };
+        let keys: Vec<Box<[u8]>> = self.state[0]
+            .keys()
+            .chain(self.state[1].keys())
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let parser = self.key_converter.parser();
+        let columns = self
+            .key_converter
+            .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
+        let ends = timestamp_millis(&columns[w.key_index])?;
+        for (key, end) in keys.iter().zip(ends) {
+            self.file_window_key(end, key);
+        }
+        Ok(())
+    }
+}
