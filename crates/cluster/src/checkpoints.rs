@@ -138,6 +138,7 @@ impl Checkpointer {
             {
                 continue;
             }
+            metadata.alignment_ms = metadata.alignment_ms.max(snapshot.alignment_ms);
             let prefix = format!("mv-{}/{}", snapshot.job, snapshot.subtask);
             for (k, entries) in snapshot.operators.iter().enumerate() {
                 if !entries.is_empty() {

@@ -144,6 +144,9 @@ pub struct InputGate {
     inputs: Vec<Option<mpsc::Receiver<Message>>>,
     blocked: Vec<bool>,
     aligning: Option<CheckpointBarrier>,
+    /// When the barrier being aligned first arrived, and how long the last alignment took.
+    aligning_since: Option<tokio::time::Instant>,
+    last_alignment: std::time::Duration,
     watermarks: Vec<Option<Watermark>>,
     current_watermark: Option<Watermark>,
     idleness: Option<Box<Idleness>>,
@@ -168,6 +171,8 @@ impl InputGate {
             inputs: inputs.into_iter().map(Some).collect(),
             blocked: vec![false; n],
             aligning: None,
+            aligning_since: None,
+            last_alignment: std::time::Duration::ZERO,
             watermarks: vec![None; n],
             current_watermark: None,
             idleness: None,
@@ -197,6 +202,12 @@ impl InputGate {
         assert_eq!(sides.len(), self.inputs.len(), "one side per channel");
         self.sides = sides;
         self
+    }
+
+    /// How long the last released barrier waited, from its arrival on the first input
+    /// to its arrival on the last (Flink's alignment time).
+    pub fn last_alignment(&self) -> std::time::Duration {
+        self.last_alignment
     }
 
     /// The logical input that the last batch returned by [`Self::next`] came from.
@@ -318,7 +329,10 @@ impl InputGate {
                     return Ok(None);
                 }
                 match self.aligning {
-                    None => self.aligning = Some(b),
+                    None => {
+                        self.aligning = Some(b);
+                        self.aligning_since = Some(tokio::time::Instant::now());
+                    }
                     Some(a) if a.epoch == b.epoch => {}
                     Some(a) => {
                         return Err(SluiceError::internal(format!(
@@ -355,6 +369,11 @@ impl InputGate {
             return None;
         }
         self.aligning = None;
+        self.last_alignment = self
+            .aligning_since
+            .take()
+            .map(|since| since.elapsed())
+            .unwrap_or_default();
         self.blocked.iter_mut().for_each(|b| *b = false);
         self.skip_epochs_up_to = barrier.epoch;
         Some(Message::Barrier(barrier))
@@ -455,6 +474,31 @@ mod tests {
         assert!(
             matches!(next, Ok(Ok(Some(Message::Watermark(Watermark(15)))))),
             "{next:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_barrier_reports_how_long_it_waited_for_every_input() {
+        let (tx0, rx0) = channel();
+        let (tx1, rx1) = channel();
+        let mut gate = InputGate::new(vec![rx0, rx1]);
+        let barrier = CheckpointBarrier {
+            epoch: 1,
+            kind: crate::message::BarrierKind::Checkpoint,
+        };
+        tx0.send(Message::Barrier(barrier)).await.unwrap();
+        // Input 0's barrier arrives; the gate waits for input 1's.
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(30), gate.next()).await;
+        assert!(waiting.is_err(), "the barrier is not aligned yet");
+        tx1.send(Message::Barrier(barrier)).await.unwrap();
+        assert!(matches!(
+            gate.next().await.unwrap(),
+            Some(Message::Barrier(_))
+        ));
+        assert!(
+            gate.last_alignment() >= std::time::Duration::from_millis(30),
+            "{:?}",
+            gate.last_alignment()
         );
     }
 

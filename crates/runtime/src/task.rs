@@ -41,6 +41,8 @@ pub struct SubtaskSnapshot {
     pub sink: Option<(usize, Vec<StateEntry>)>,
     /// The source reader's position, for a source subtask.
     pub position: Option<u64>,
+    /// How long the barrier waited to be aligned across the subtask's inputs (ms).
+    pub alignment_ms: u64,
 }
 
 /// Where a subtask sends its snapshots; the checkpoint coordinator listens.
@@ -66,6 +68,8 @@ struct Pipeline {
     chain: Vec<Box<dyn Operator>>,
     output: Box<dyn Collector>,
     reporter: Option<SnapshotReporter>,
+    /// The alignment time of the barrier being pushed (zero for sources).
+    alignment: std::time::Duration,
 }
 
 impl Pipeline {
@@ -93,6 +97,7 @@ impl Pipeline {
                 operators,
                 sink: self.output.snapshot_state()?,
                 position,
+                alignment_ms: self.alignment.as_millis() as u64,
             };
             // The coordinator may have stopped listening (shutting down): nothing to do.
             let _ = reporter.sender.send(snapshot);
@@ -117,10 +122,14 @@ impl Subtask {
             chain,
             output,
             reporter,
+            alignment: std::time::Duration::ZERO,
         };
         match input {
             TaskInput::Gate(mut gate) => {
                 while let Some(message) = gate.next().await? {
+                    if matches!(message, Message::Barrier(_)) {
+                        pipeline.alignment = gate.last_alignment();
+                    }
                     pipeline.push(gate.last_input(), message, None).await?;
                 }
             }
