@@ -387,15 +387,15 @@ impl InputGate {
         // if the timer has not fired yet.
         self.mark_idle();
         let is_idle = |i: usize| self.idleness.as_ref().is_some_and(|idle| idle.idle[i]);
-        let live: Vec<(usize, Option<Watermark>)> = (0..self.inputs.len())
-            .filter(|&i| self.inputs[i].is_some())
-            .map(|i| (i, self.watermarks[i]))
-            .collect();
-        let active = live.iter().filter(|(i, _)| !is_idle(*i)).map(|(_, w)| *w);
-        let candidate = if live.iter().all(|(i, _)| is_idle(*i)) {
-            live.iter().filter_map(|(_, w)| *w).max()?
+        let live = || (0..self.inputs.len()).filter(|&i| self.inputs[i].is_some());
+        let candidate = if live().all(is_idle) {
+            live().filter_map(|i| self.watermarks[i]).max()?
         } else {
-            active.min().flatten()?
+            live()
+                .filter(|&i| !is_idle(i))
+                .map(|i| self.watermarks[i])
+                .min()
+                .flatten()?
         };
         if self.current_watermark.is_none_or(|c| candidate > c) {
             self.current_watermark = Some(candidate);

@@ -28,7 +28,7 @@ use sluice_common::error::{Result, SluiceError};
 mod snapshot;
 
 use super::Operator;
-use super::encoding::wall_clock_ms;
+use super::encoding::{take_through, wall_clock_ms};
 use super::retractable::{MultisetAccumulator, MultisetAggregate};
 use crate::message::{CheckpointBarrier, Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 
@@ -335,13 +335,10 @@ impl AggregateOperator {
             return Ok(());
         };
         let closing: Vec<usize> = match upto {
-            Some(w) => {
-                let still_open = wc.open.split_off(&(w.saturating_add(1)));
-                std::mem::replace(&mut wc.open, still_open)
-                    .into_values()
-                    .flatten()
-                    .collect()
-            }
+            Some(w) => take_through(&mut wc.open, w)
+                .into_values()
+                .flatten()
+                .collect(),
             None => std::mem::take(&mut wc.open)
                 .into_values()
                 .flatten()
@@ -527,12 +524,6 @@ impl Operator for AggregateOperator {
             return Ok(());
         }
         let slots = self.group_slots(&keys, n)?;
-        if let Some(ttl) = &mut self.ttl {
-            let now = wall_clock_ms();
-            for &slot in &slots {
-                ttl.touch(slot, now);
-            }
-        }
         if let Some(wc) = &mut self.window_close {
             // Per-row loop: each new group is filed under its window's end.
             for (&slot, &end) in slots.iter().zip(&window_ends) {
@@ -560,6 +551,12 @@ impl Operator for AggregateOperator {
                 additions[local].push(row as u32);
             } else {
                 retractions[local].push(row as u32);
+            }
+        }
+        if let Some(ttl) = &mut self.ttl {
+            let now = wall_clock_ms();
+            for &slot in &touched {
+                ttl.touch(slot, now);
             }
         }
 

@@ -1,5 +1,8 @@
 //! What the stateful operators share: timestamps in milliseconds, rows in Arrow's row
-//! format, and the wall clock (for processing-time expiry).
+//! format, the wall clock (for processing-time expiry), and taking what is due out of a
+//! time-ordered index.
+
+use std::collections::BTreeMap;
 
 use arrow::array::{ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Int64Type, Schema, TimeUnit};
@@ -31,4 +34,11 @@ pub fn wall_clock_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// Takes the entries of a time-ordered index at or before `upto` out of it: the windows
+/// a watermark closes, the rows whose expiry has come.
+pub fn take_through<V>(index: &mut BTreeMap<i64, V>, upto: i64) -> BTreeMap<i64, V> {
+    let later = index.split_off(&upto.saturating_add(1));
+    std::mem::replace(index, later)
 }

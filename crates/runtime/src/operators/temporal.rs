@@ -73,11 +73,6 @@ impl TemporalFilterOperator {
         self.rows.len()
     }
 
-    /// Whether a row expiring at `expiry` still passes at `now`.
-    fn passes(&self, expiry: i64, now: i64) -> bool {
-        passes(self.inclusive, expiry, now)
-    }
-
     /// Retracts every row that no longer passes at `now`.
     fn expire(&mut self, now: i64, changes: &mut Vec<(Box<[u8]>, RowKind)>) {
         let inclusive = self.inclusive;
@@ -134,7 +129,7 @@ impl Operator for TemporalFilterOperator {
                 continue;
             };
             let expiry = time.saturating_add(self.offset_ms);
-            if !self.passes(expiry, now) {
+            if !passes(self.inclusive, expiry, now) {
                 // Never passed, or already retracted when it expired.
                 continue;
             }

@@ -28,7 +28,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::DEFAULT_KEY_GROUPS;
 
-use super::encoding::{row_converter, timestamp_millis};
+use super::encoding::{row_converter, take_through, timestamp_millis};
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, RowKind, Watermark, split_changelog};
@@ -314,8 +314,7 @@ impl Operator for TopNOperator {
         if let Some(w) = &mut self.windows {
             let closed = watermark.0.saturating_sub(w.lateness_ms);
             w.closed_by = Some(closed);
-            let still_open = w.open.split_off(&closed.saturating_add(1));
-            for partitions in std::mem::replace(&mut w.open, still_open).into_values() {
+            for partitions in take_through(&mut w.open, closed).into_values() {
                 for partition in partitions {
                     self.partitions.remove(&partition);
                 }

@@ -11,7 +11,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::Result;
 
 use super::JoinOperator;
-use crate::operators::encoding::{timestamp_millis, wall_clock_ms};
+use crate::operators::encoding::{take_through, timestamp_millis, wall_clock_ms};
 
 /// An inner join's state TTL: a row is forgotten `ttl_ms` (processing time) after it
 /// was inserted. What it joined stays in the view; a later retraction of a forgotten row
@@ -24,6 +24,9 @@ pub(super) struct JoinTtl {
 
 /// Expiry (ms) → the (join key, row) pairs of one side to forget then.
 type Expiring = BTreeMap<i64, Vec<(Box<[u8]>, Box<[u8]>)>>;
+
+/// Held rows to forget: (side, join key, row).
+type SideRows = Vec<(usize, Box<[u8]>, Box<[u8]>)>;
 
 /// An interval join's forgetting of rows (see the module docs).
 pub struct JoinIntervals {
@@ -94,15 +97,14 @@ impl JoinOperator {
         let Some(ttl) = &mut self.ttl else {
             return Ok(());
         };
-        let now = wall_clock_ms();
-        let mut stale = Vec::new();
-        for side in 0..2 {
-            let fresh = ttl.expiring[side].split_off(&now.saturating_add(1));
-            for rows in std::mem::replace(&mut ttl.expiring[side], fresh).into_values() {
-                stale.extend(rows.into_iter().map(|(k, r)| (side, k, r)));
-            }
-        }
-        for (side, key, row) in stale {
+        let stale = take_due(&mut ttl.expiring, wall_clock_ms());
+        self.forget(stale)
+    }
+
+    /// Takes `rows` out of state. A row may already be gone: a join can have both a
+    /// TTL and interval bounds, and either may forget a row first.
+    fn forget(&mut self, rows: SideRows) -> Result<()> {
+        for (side, key, row) in rows {
             if self.holds(side, &key, &row) {
                 self.update_state(side, &key, &row, false)?;
             }
@@ -171,17 +173,8 @@ impl JoinOperator {
         let Some(watermark) = iv.watermark else {
             return Ok(());
         };
-        let mut expired = Vec::new();
-        for side in 0..2 {
-            let still = iv.expiring[side].split_off(&watermark.saturating_add(1));
-            for rows in std::mem::replace(&mut iv.expiring[side], still).into_values() {
-                expired.extend(rows.into_iter().map(|(k, r)| (side, k, r)));
-            }
-        }
-        for (side, key, row) in expired {
-            self.update_state(side, &key, &row, false)?;
-        }
-        Ok(())
+        let expired = take_due(&mut iv.expiring, watermark);
+        self.forget(expired)
     }
 
     /// Files restored rows of an interval join under their expiry.
@@ -302,4 +295,15 @@ impl JoinOperator {
         }
         Ok(())
     }
+}
+
+/// Takes every (side, key, row) filed at or before `upto` out of both sides' indexes.
+fn take_due(expiring: &mut [Expiring; 2], upto: i64) -> SideRows {
+    let mut due = Vec::new();
+    for (side, index) in expiring.iter_mut().enumerate() {
+        for rows in take_through(index, upto).into_values() {
+            due.extend(rows.into_iter().map(|(key, row)| (side, key, row)));
+        }
+    }
+    due
 }

@@ -31,7 +31,7 @@ use sluice_common::error::{Result, SluiceError};
 
 use sluice_state::DEFAULT_KEY_GROUPS;
 
-use super::encoding::{row_converter, wall_clock_ms};
+use super::encoding::{row_converter, take_through, wall_clock_ms};
 mod expiry;
 
 use super::{Operator, StateEntry};
@@ -380,8 +380,7 @@ impl Operator for JoinOperator {
         if let Some(w) = &mut self.windows {
             let closed = watermark.0.saturating_sub(w.lateness_ms);
             w.closed_by = Some(closed);
-            let still_open = w.open.split_off(&closed.saturating_add(1));
-            for keys in std::mem::replace(&mut w.open, still_open).into_values() {
+            for keys in take_through(&mut w.open, closed).into_values() {
                 for key in keys {
                     self.state[0].remove(&key);
                     self.state[1].remove(&key);
@@ -723,6 +722,24 @@ mod tests {
         assert_eq!(restored.state_rows(), [1, 1]);
         restored.process_watermark(Watermark(60), &mut out).unwrap();
         assert_eq!(restored.state_rows(), [0, 1]);
+
+        // With a state TTL too, either may forget a row first: the TTL (0 ms) forgets
+        // a's row at the next batch, then the watermark passes its interval expiry.
+        let mut both = JoinOperator::new(side(0), side(1), None, join.schema.clone())
+            .unwrap()
+            .with_intervals(JoinIntervals::new(
+                [Some(Arc::new(Column::new("ts", 1))), None],
+                [None, Some(Arc::new(Column::new("ts", 1)))],
+                Arc::new(AtomicU64::new(0)),
+            ))
+            .with_state_ttl(std::time::Duration::ZERO);
+        both.process_batch_from(0, batch(vec![1], vec![100]), &mut out)
+            .unwrap();
+        both.process_batch_from(1, batch(vec![2], vec![200]), &mut out)
+            .unwrap();
+        assert_eq!(both.state_rows(), [0, 1], "the TTL forgot a's row");
+        both.process_watermark(Watermark(150), &mut out).unwrap();
+        assert_eq!(both.state_rows(), [0, 0]);
     }
 
     #[test]
