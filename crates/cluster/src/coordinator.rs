@@ -950,16 +950,7 @@ impl Coordinator {
             }),
         )?;
         inner.tables.insert(name.clone(), storage);
-        self.record_definition(
-            &mut inner,
-            Definition {
-                id,
-                name,
-                sql: sql.to_string(),
-                parallelism: 0,
-                state_ttl_ms: None,
-            },
-        )?;
+        self.record_definition(&mut inner, Definition::without_job(id, name, sql))?;
         Ok(StatementResult::Command(CommandTag::new("CREATE TABLE")))
     }
 
@@ -1001,16 +992,7 @@ impl Coordinator {
                 schema,
             }),
         )?;
-        self.record_definition(
-            &mut inner,
-            Definition {
-                id,
-                name,
-                sql: sql.to_string(),
-                parallelism: 0,
-                state_ttl_ms: None,
-            },
-        )?;
+        self.record_definition(&mut inner, Definition::without_job(id, name, sql))?;
         Ok(StatementResult::Command(CommandTag::new("CREATE SOURCE")))
     }
 

@@ -35,6 +35,19 @@ pub struct Definition {
     pub state_ttl_ms: Option<i64>,
 }
 
+impl Definition {
+    /// The definition of an object that runs no job (a table or a source).
+    pub fn without_job(id: u64, name: String, sql: &str) -> Definition {
+        Definition {
+            id,
+            name,
+            sql: sql.to_string(),
+            parallelism: 0,
+            state_ttl_ms: None,
+        }
+    }
+}
+
 /// Everything the catalog file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogState {
@@ -132,13 +145,11 @@ mod tests {
         let state = CatalogState {
             format: CATALOG_FORMAT,
             next_id: 3,
-            definitions: vec![Definition {
-                id: 1,
-                name: "t".into(),
-                sql: "CREATE TABLE t (a INT)".into(),
-                parallelism: 0,
-                state_ttl_ms: None,
-            }],
+            definitions: vec![Definition::without_job(
+                1,
+                "t".into(),
+                "CREATE TABLE t (a INT)",
+            )],
         };
         store.save(&state).unwrap();
         assert_eq!(MetadataStore::open(&dir).unwrap().1, state);
