@@ -232,7 +232,7 @@ fn window_table(
             let args = params.join(", ");
             format!(
                 "SELECT *, window_start + {size} AS window_end FROM \
-                 (SELECT *, unnest({HOP_WINDOW_STARTS}({column}, {args})) AS window_start FROM {table_sql}) AS {HOPPED}",
+                 (SELECT *, unnest({HOP_WINDOW_STARTS}({column}, {args})) AS window_start FROM {table_sql}) AS {INNER_ALIAS}",
             )
         }
         WindowKind::Cumulate => {
@@ -240,7 +240,7 @@ fn window_table(
             let args = params.join(", ");
             format!(
                 "SELECT *, date_bin({size}, {column}{}) AS window_start FROM \
-                 (SELECT *, unnest({CUMULATE_WINDOW_ENDS}({column}, {args})) AS window_end FROM {table_sql}) AS {HOPPED}",
+                 (SELECT *, unnest({CUMULATE_WINDOW_ENDS}({column}, {args})) AS window_end FROM {table_sql}) AS {INNER_ALIAS}",
                 origin(params.get(2))
             )
         }
@@ -261,7 +261,7 @@ fn window_table(
     // Flink's window_time: the last instant of the window.
     let sql = if flink {
         format!(
-            "SELECT *, window_end - INTERVAL '1' MILLISECOND AS window_time FROM ({sql}) AS {HOPPED}"
+            "SELECT *, window_end - INTERVAL '1' MILLISECOND AS window_time FROM ({sql}) AS {INNER_ALIAS}"
         )
     } else {
         sql
@@ -288,7 +288,7 @@ fn window_table(
 }
 
 /// The alias of the inner derived tables the rewrite introduces.
-const HOPPED: &str = "__sluice_window";
+const INNER_ALIAS: &str = "__sluice_window";
 
 #[cfg(test)]
 mod tests {
