@@ -296,6 +296,9 @@ impl RestorePlan {
                 ops[op] = entries;
             }
         }
+        for restore in plan.views.values_mut() {
+            restore.job.epoch = plan.epoch;
+        }
         Ok(plan)
     }
 }

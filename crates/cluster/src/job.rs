@@ -71,11 +71,28 @@ pub struct DeployContext<'a> {
     pub snapshots: Option<mpsc::UnboundedSender<SubtaskSnapshot>>,
     /// The checkpoint the job resumes from (`None`: it starts from scratch).
     pub restore: Option<&'a JobRestore>,
+    /// Told the error when the job fails, before the failure is visible in its state.
+    pub on_failure: Option<FailureHook>,
+}
+
+/// Called with the error when a job fails (not when it is stopped). The coordinator
+/// decides here whether the job will be restarted, so that anyone who then sees the job
+/// FAILED also sees that decision.
+pub type FailureHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What a job's supervisor can be told from outside.
+enum Interrupt {
+    /// Fail the job with this error, as if a subtask had returned it (a lost worker).
+    Kill(String),
+    /// Stop every subtask without failing the job.
+    Stop,
 }
 
 /// The state a job resumes from: what its subtasks reported for one checkpoint.
 #[derive(Debug, Default)]
 pub struct JobRestore {
+    /// The checkpoint's epoch.
+    pub epoch: u64,
     /// Per subtask id (`chain-subtask`): each operator's entries, in chain order.
     pub operators: BTreeMap<String, Vec<Vec<StateEntry>>>,
     /// Per source subtask id: its reader's position.
@@ -95,6 +112,7 @@ struct Deployment {
     forwarders: Vec<Forwarder>,
     state: watch::Sender<JobState>,
     outputs: Vec<Arc<ViewPartition>>,
+    on_failure: Option<FailureHook>,
 }
 
 /// A running job. Dropping it stops every subtask.
@@ -111,8 +129,13 @@ pub struct Job {
     /// The subtasks until [`Job::start`] runs them.
     deployment: Mutex<Option<Deployment>>,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    interrupts: mpsc::UnboundedSender<Interrupt>,
+    /// Taken by [`Job::start`].
+    interrupted: Mutex<Option<mpsc::UnboundedReceiver<Interrupt>>>,
     /// Per operator (node id): rows it dropped because their window had already closed.
     late_rows: BTreeMap<usize, Arc<AtomicU64>>,
+    /// The checkpoint this deployment resumed from (`None`: it started from scratch).
+    pub restored_epoch: Option<u64>,
 }
 
 impl Drop for Job {
@@ -128,8 +151,14 @@ impl Job {
     /// A job restored from a checkpoint taken after it had finished: its views hold
     /// their final rows and nothing runs.
     pub fn finished(id: u64, view: &str, graph: StreamGraph) -> Job {
-        let (_, state) = watch::channel(JobState::Finished);
+        Job::inert(id, view, graph, JobState::Finished)
+    }
+
+    /// A job that runs nothing and stays in `state`.
+    pub fn inert(id: u64, view: &str, graph: StreamGraph, state: JobState) -> Job {
+        let (_, state) = watch::channel(state);
         let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
+        let (interrupts, _) = mpsc::unbounded_channel();
         Job {
             id,
             view: view.to_string(),
@@ -141,7 +170,10 @@ impl Job {
             subtask_ids: Vec::new(),
             deployment: Mutex::new(None),
             supervisor: Mutex::new(None),
+            interrupts,
+            interrupted: Mutex::new(None),
             late_rows: BTreeMap::new(),
+            restored_epoch: None,
         }
     }
 
@@ -154,10 +186,16 @@ impl Job {
             forwarders,
             state: state_tx,
             outputs,
+            on_failure,
         }) = self.deployment.lock().take()
         else {
             return;
         };
+        let mut interrupts = self
+            .interrupted
+            .lock()
+            .take()
+            .expect("a deployed job has its interrupt receiver");
         let mut set = JoinSet::new();
         for subtask in subtasks {
             set.spawn(subtask.run());
@@ -167,24 +205,55 @@ impl Job {
         }
         let view_name = self.view.clone();
         let supervisor = tokio::spawn(async move {
-            while let Some(joined) = set.join_next().await {
-                let failure = match joined {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => e.message,
-                    Err(e) if e.is_panic() => format!("a subtask panicked: {e}"),
-                    Err(_) => continue,
-                };
-                tracing::warn!(view = %view_name, error = %failure, "streaming job failed");
-                for partition in &outputs {
-                    partition.fail(&failure);
+            let failure = loop {
+                tokio::select! {
+                    joined = set.join_next() => match joined {
+                        None => {
+                            state_tx.send_replace(JobState::Finished);
+                            return;
+                        }
+                        Some(Ok(Ok(()))) => {}
+                        Some(Ok(Err(e))) => break e.message,
+                        Some(Err(e)) if e.is_panic() => break format!("a subtask panicked: {e}"),
+                        Some(Err(_)) => {}
+                    },
+                    Some(interrupt) = interrupts.recv() => match interrupt {
+                        Interrupt::Kill(error) => break error,
+                        Interrupt::Stop => {
+                            set.shutdown().await;
+                            return;
+                        }
+                    },
                 }
-                state_tx.send_replace(JobState::Failed(failure));
-                set.abort_all();
-                return;
+            };
+            tracing::warn!(view = %view_name, error = %failure, "streaming job failed");
+            if let Some(hook) = &on_failure {
+                hook(&failure);
             }
-            state_tx.send_replace(JobState::Finished);
+            for partition in &outputs {
+                partition.fail(&failure);
+            }
+            state_tx.send_replace(JobState::Failed(failure));
+            set.shutdown().await;
         });
         *self.supervisor.lock() = Some(supervisor);
+    }
+
+    /// Fails the job with `error` as if one of its subtasks had returned it: what losing
+    /// the worker that runs a subtask does.
+    pub fn kill(&self, error: &str) {
+        let _ = self.interrupts.send(Interrupt::Kill(error.to_string()));
+    }
+
+    /// Stops every subtask without failing the job, and returns once all have exited
+    /// (none writes to the job's views after this).
+    pub async fn stop(&self) {
+        self.deployment.lock().take();
+        let _ = self.interrupts.send(Interrupt::Stop);
+        let supervisor = self.supervisor.lock().take();
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.await;
+        }
     }
 
     /// Rows dropped as late by this job's window operators.
@@ -482,8 +551,10 @@ pub fn deploy(
         forwarders,
         state: state_tx,
         outputs: partitions.to_vec(),
+        on_failure: ctx.on_failure.clone(),
     };
     let parallelism = graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1);
+    let (interrupts, interrupted) = mpsc::unbounded_channel();
     Ok(Job {
         id,
         view: view.to_string(),
@@ -495,7 +566,10 @@ pub fn deploy(
         subtask_ids,
         deployment: Mutex::new(Some(deployment)),
         supervisor: Mutex::new(None),
+        interrupts,
+        interrupted: Mutex::new(Some(interrupted)),
         late_rows,
+        restored_epoch: ctx.restore.map(|r| r.epoch),
     })
 }
 

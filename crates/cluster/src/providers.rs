@@ -47,10 +47,33 @@ struct Writer {
     seq: u64,
 }
 
+/// Holds a table's writes off: see [`TableStorage::pause_writes`].
+pub struct WritesPaused<'a> {
+    _writer: tokio::sync::MutexGuard<'a, Writer>,
+}
+
 /// Where a durable table writes its changes before applying them.
 pub struct Durability {
     pub log: Arc<TableLog>,
     pub table_id: u64,
+    /// Keep every change since the last completed checkpoint in memory too, so that a
+    /// failed job can be restarted from that checkpoint (see [`TableStorage::retain_after`]).
+    pub retain: bool,
+}
+
+/// The changes after the table's position in the last completed checkpoint: what a view
+/// restored from it replays.
+#[derive(Default)]
+struct Retained {
+    /// Every change after this log position is in `records`.
+    after: u64,
+    records: Vec<LogRecord>,
+}
+
+impl Retained {
+    fn last(&self) -> u64 {
+        self.records.last().map_or(self.after, |r| r.seq)
+    }
 }
 
 /// A table: its rows (a single-partition store that views subscribe to, like a view's
@@ -71,9 +94,8 @@ pub struct TableStorage {
     writer: tokio::sync::Mutex<Writer>,
     /// The write-ahead log; `None` for an ephemeral server.
     durability: Option<Durability>,
-    /// The changes replayed from the log at startup, kept while views restored from a
-    /// checkpoint subscribe from the log position it recorded.
-    recovered: parking_lot::Mutex<Vec<LogRecord>>,
+    /// The changes a view restored from the last completed checkpoint replays.
+    retained: parking_lot::Mutex<Retained>,
 }
 
 impl fmt::Debug for TableStorage {
@@ -135,24 +157,31 @@ impl TableStorage {
             key_converter,
             writer: tokio::sync::Mutex::new(Writer::default()),
             durability,
-            recovered: parking_lot::Mutex::new(Vec::new()),
+            retained: parking_lot::Mutex::new(Retained::default()),
         }))
     }
 
     /// A subscription for a view restored from a checkpoint that recorded this table at
-    /// log position `position`: the changes after it, then every later change. Only
-    /// valid while the coordinator restores (see [`Self::forget_recovered`]).
+    /// log position `position`: the changes after it, then every later change. No write
+    /// may run meanwhile (the caller holds [`Self::pause_writes`], or nothing writes yet).
     pub fn subscribe_from(&self, position: u64) -> Result<Subscription, SluiceError> {
         let mut subscription = self.partition.subscribe_changes()?;
-        let recovered = self.recovered.lock();
-        let last = recovered.last().map_or(0, |r| r.seq);
+        let retained = self.retained.lock();
+        if position < retained.after {
+            return Err(SluiceError::internal(format!(
+                "the changes of table \"{}\" after position {position} are no longer kept (only those after {})",
+                self.name, retained.after
+            )));
+        }
+        let last = retained.last();
         if position > last {
             return Err(SluiceError::corrupted(format!(
                 "a checkpoint saw {position} changes of table \"{}\", but its log holds {last}",
                 self.name
             )));
         }
-        subscription.snapshot = recovered
+        subscription.snapshot = retained
+            .records
             .iter()
             .filter(|r| r.seq > position)
             .map(|r| r.batch.clone())
@@ -160,13 +189,29 @@ impl TableStorage {
         Ok(subscription)
     }
 
-    /// Frees the changes kept for restoring views.
-    pub fn forget_recovered(&self) {
-        self.recovered.lock().clear();
+    /// Whether [`Self::subscribe_from`] can replay from `position`.
+    pub fn retains_after(&self, position: u64) -> bool {
+        position >= self.retained.lock().after
+    }
+
+    /// Forgets the retained changes up to `position`, once a checkpoint that saw them
+    /// has completed (or, with `None`, all of them: nothing will restore from them).
+    pub fn retain_after(&self, position: Option<u64>) {
+        let mut retained = self.retained.lock();
+        let through = position.unwrap_or_else(|| retained.last());
+        retained.records.retain(|r| r.seq > through);
+        retained.after = retained.after.max(through);
+    }
+
+    /// Holds off every write (and barrier) to this table until the guard is dropped.
+    pub async fn pause_writes(&self) -> WritesPaused<'_> {
+        WritesPaused {
+            _writer: self.writer.lock().await,
+        }
     }
 
     /// Applies the changes read back from the log at startup, in order, and rebuilds the
-    /// primary-key index; with `keep_for_restore` also keeps them for
+    /// primary-key index; with `keep_for_restore` also retains them for
     /// [`Self::subscribe_from`]. Fails if a change is missing (a gap in sequence numbers).
     pub async fn replay(
         &self,
@@ -183,8 +228,11 @@ impl TableStorage {
             }
             self.partition.write(record.batch.clone()).await?;
             writer.seq = record.seq;
+            let mut retained = self.retained.lock();
             if keep_for_restore {
-                self.recovered.lock().push(record);
+                retained.records.push(record);
+            } else {
+                retained.after = writer.seq;
             }
         }
         if self.key_converter.is_some() {
@@ -218,6 +266,16 @@ impl TableStorage {
             tokio::task::spawn_blocking(move || log.append(table_id, seq, &batch))
                 .await
                 .map_err(|e| SluiceError::internal(format!("table log writer stopped: {e}")))??;
+            let mut retained = self.retained.lock();
+            if durability.retain {
+                retained.records.push(LogRecord {
+                    table_id,
+                    seq,
+                    batch: changes.clone(),
+                });
+            } else {
+                retained.after = seq;
+            }
         }
         writer.seq = seq;
         self.partition.write(changes).await

@@ -41,6 +41,7 @@ pub fn jobs_schema() -> SchemaRef {
         Field::new("status", DataType::Utf8, false),
         Field::new("parallelism", DataType::Int64, false),
         Field::new("late_rows", DataType::Int64, false),
+        Field::new("restarts", DataType::Int64, false),
         Field::new("error", DataType::Utf8, true),
     ]))
 }
@@ -70,6 +71,11 @@ pub fn jobs_result(jobs: &[JobInfo]) -> Result<StatementResult> {
             Arc::new(
                 jobs.iter()
                     .map(|j| j.late_rows as i64)
+                    .collect::<Int64Array>(),
+            ),
+            Arc::new(
+                jobs.iter()
+                    .map(|j| j.restarts as i64)
                     .collect::<Int64Array>(),
             ),
             Arc::new(

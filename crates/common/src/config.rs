@@ -28,7 +28,19 @@ pub struct ServeConfig {
     pub ephemeral: bool,
     /// Seconds between checkpoints (0 = none; FLUSH and savepoints still work).
     pub checkpoint_interval: f64,
+    /// How many times a failed job is restarted before it is left FAILED. Failures more
+    /// than [`RESTART_COUNT_RESET`] apart start the count over.
+    pub restart_attempts: u32,
+    /// Seconds before the first restart of a failed job; each further attempt waits
+    /// twice as long, up to [`MAX_RESTART_BACKOFF_SECS`].
+    pub restart_backoff: f64,
 }
+
+/// A job that ran this long since its last failure has its restart count reset.
+pub const RESTART_COUNT_RESET: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The longest wait before restarting a failed job.
+pub const MAX_RESTART_BACKOFF_SECS: f64 = 60.0;
 
 impl ServeConfig {
     /// The defaults, with nothing kept on disk.
@@ -51,6 +63,8 @@ impl Default for ServeConfig {
             default_parallelism: 0,
             ephemeral: false,
             checkpoint_interval: 10.0,
+            restart_attempts: 3,
+            restart_backoff: 1.0,
         }
     }
 }

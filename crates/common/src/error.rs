@@ -32,6 +32,7 @@ impl SqlState {
     pub const FEATURE_NOT_SUPPORTED: SqlState = SqlState("0A000");
     pub const WRONG_OBJECT_TYPE: SqlState = SqlState("42809");
     pub const INVALID_COLUMN_DEFINITION: SqlState = SqlState("42611");
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState("55000");
     pub const INSUFFICIENT_RESOURCES: SqlState = SqlState("53000");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const QUERY_CANCELED: SqlState = SqlState("57014");

@@ -64,9 +64,17 @@ pub struct ServeArgs {
     /// [default: 10]
     #[arg(long, env = "SLUICE_CHECKPOINT_INTERVAL", value_name = "SECONDS")]
     pub checkpoint_interval: Option<f64>,
+    /// Restarts of a failed job (from its last checkpoint) before it is left FAILED
+    /// [default: 3]
+    #[arg(long, env = "SLUICE_RESTART_ATTEMPTS", value_name = "N")]
+    pub restart_attempts: Option<u32>,
+    /// Seconds before the first restart of a failed job, doubling with each further
+    /// attempt up to 60 [default: 1]
+    #[arg(long, env = "SLUICE_RESTART_BACKOFF", value_name = "SECONDS")]
+    pub restart_backoff: Option<f64>,
     /// TOML file with defaults for the options above (keys: data_dir, pg_listen,
     /// rest_listen, flight_listen, checkpoint_url, default_parallelism, ephemeral,
-    /// checkpoint_interval)
+    /// checkpoint_interval, restart_attempts, restart_backoff)
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -48,6 +48,17 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
         }
         config.checkpoint_interval = v;
     }
+    if let Some(v) = args.restart_attempts {
+        config.restart_attempts = v;
+    }
+    if let Some(v) = args.restart_backoff {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(SluiceError::invalid_parameter(format!(
+                "--restart-backoff must be a number of seconds, 0 or more, got {v}"
+            )));
+        }
+        config.restart_backoff = v;
+    }
     Ok(config)
 }
 

@@ -4,6 +4,7 @@
 
 mod changes;
 mod differential;
+mod restarts;
 mod support;
 mod views;
 mod window_differential;

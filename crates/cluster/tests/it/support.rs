@@ -14,7 +14,11 @@ pub struct Engine {
 
 impl Engine {
     pub async fn start() -> Engine {
-        let coordinator = Coordinator::start(ServeConfig::ephemeral())
+        Engine::start_with(ServeConfig::ephemeral()).await
+    }
+
+    pub async fn start_with(config: ServeConfig) -> Engine {
+        let coordinator = Coordinator::start(config)
             .await
             .expect("coordinator starts");
         let session = coordinator.new_session();

@@ -176,6 +176,23 @@ impl ViewPartition {
         Ok(())
     }
 
+    /// Empties the partition and forgets its readers and its failure, for a job that
+    /// restarts: its new deployment restores the partition and its readers subscribe
+    /// again. The old job must have stopped.
+    pub fn reset(&self) {
+        let mut subs = self.subscribers.lock();
+        subs.senders.clear();
+        subs.finished = false;
+        subs.failed = None;
+        let deletes = self
+            .state
+            .scan(None)
+            .into_iter()
+            .map(|(key_group, key, _)| StateWrite::Delete { key_group, key })
+            .collect();
+        self.state.write(deletes);
+    }
+
     /// Marks a restored partition as complete: its job had finished before the
     /// checkpoint, so readers get its rows and then the end of the stream.
     pub fn mark_finished(&self) {

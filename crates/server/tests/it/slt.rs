@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::server::TestServer;
+use crate::server::{TestServer, fresh_data_dir};
 
 /// An error as the client saw it: message and SQLSTATE.
 #[derive(Debug)]
@@ -118,7 +118,8 @@ fn slt_files() -> Vec<PathBuf> {
 }
 
 async fn run_file(path: &Path) -> Result<(), String> {
-    let server = TestServer::start();
+    // Failed jobs restart after 50 ms, 100 ms, 200 ms rather than seconds.
+    let server = TestServer::start_with(fresh_data_dir(), &["--restart-backoff", "0.05"]);
     let conn_str = server.conn_str();
     let mut runner = sqllogictest::Runner::new(move || {
         let conn_str = conn_str.clone();

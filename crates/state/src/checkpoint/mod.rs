@@ -547,8 +547,15 @@ impl CheckpointStore {
 
     /// Reads and verifies every state file of `metadata`.
     async fn fetch_files(&self, metadata: &CheckpointMetadata) -> Result<BTreeMap<String, Bytes>> {
-        stream::iter(&metadata.files)
-            .map(|(name, file)| async move { Ok((name.clone(), self.get_state(file).await?)) })
+        // Owned pairs: a closure over borrowed ones makes the future unusable in spawned
+        // tasks (the compiler cannot prove it Send for every lifetime).
+        let files: Vec<(String, StateFileRef)> = metadata
+            .files
+            .iter()
+            .map(|(name, file)| (name.clone(), file.clone()))
+            .collect();
+        stream::iter(files)
+            .map(|(name, file)| async move { Ok((name, self.get_state(&file).await?)) })
             .buffered(CONCURRENCY)
             .try_collect()
             .await

@@ -11,6 +11,10 @@
 //! job registration, so that barriers reach every source in epoch order and a FLUSH
 //! waits exactly for the jobs that received its barrier; `inner` is a short-held lock
 //! over the maps and is never held across an await.
+//!
+//! Failed jobs are restarted by [`recovery`].
+
+mod recovery;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +52,7 @@ use crate::results::{
     checkpoints_result, checkpoints_schema, jobs_result, jobs_schema, pg_type_name, text_result,
     text_schema,
 };
+use recovery::{RestartPolicy, Restarts, restart_failed_jobs};
 
 /// One client connection's settings (`SET`), owned by the protocol handler.
 #[derive(Debug, Clone, Default)]
@@ -113,9 +118,15 @@ pub struct RelationInfo {
 pub struct JobInfo {
     pub id: u64,
     pub name: String,
-    /// `RUNNING`, `FINISHED` or `FAILED`.
+    /// `RUNNING`, `FINISHED`, `FAILED`, or `RESTARTING` (failed, with a restart
+    /// scheduled).
     pub status: String,
     pub parallelism: usize,
+    /// How often the job was restarted after failing.
+    pub restarts: u32,
+    /// The checkpoint the running deployment resumed from, after a restart or at
+    /// startup (`None`: computed from scratch).
+    pub restored_epoch: Option<u64>,
     pub error: Option<String>,
     /// Rows dropped because their window had closed before they arrived.
     pub late_rows: u64,
@@ -180,6 +191,9 @@ struct Inner {
 struct DurableStores {
     metadata: MetadataStore,
     log: Arc<TableLog>,
+    /// Checkpoints are taken periodically, so tables retain their changes since the
+    /// last one for restarting failed jobs from it.
+    periodic_checkpoints: bool,
     checkpointer: Checkpointer,
     /// One checkpoint at a time.
     checkpointing: tokio::sync::Mutex<()>,
@@ -198,6 +212,7 @@ pub struct Coordinator {
     inner: Mutex<Inner>,
     ddl: tokio::sync::Mutex<()>,
     epochs: tokio::sync::Mutex<u64>,
+    restarts: Arc<Restarts>,
 }
 
 impl Coordinator {
@@ -235,6 +250,7 @@ impl Coordinator {
             let stores = DurableStores {
                 metadata,
                 log: Arc::new(log),
+                periodic_checkpoints: config.checkpoint_interval > 0.0,
                 checkpointer: Checkpointer::new(store, CHECKPOINT_TIMEOUT),
                 checkpointing: tokio::sync::Mutex::new(()),
             };
@@ -242,6 +258,10 @@ impl Coordinator {
         };
         let ctx = SessionContext::new_with_config(session_config);
         sluice_sql::register_window_functions(&ctx);
+        let (restarts, restart_requests) = Restarts::new(RestartPolicy {
+            attempts: config.restart_attempts,
+            backoff: std::time::Duration::from_secs_f64(config.restart_backoff),
+        });
         let coordinator = Arc::new(Coordinator {
             ctx,
             default_parallelism,
@@ -253,7 +273,12 @@ impl Coordinator {
             }),
             ddl: tokio::sync::Mutex::new(()),
             epochs: tokio::sync::Mutex::new(0),
+            restarts,
         });
+        tokio::spawn(restart_failed_jobs(
+            Arc::downgrade(&coordinator),
+            restart_requests,
+        ));
         if let Some((catalog, records)) = restored {
             coordinator.restore(catalog, records).await?;
         }
@@ -272,6 +297,14 @@ impl Coordinator {
             SluiceError::unsupported("checkpoints need a data directory; this server is ephemeral")
         })?;
         let _one_at_a_time = durable.checkpointing.lock().await;
+        if self.restarts.is_pending() {
+            // It would leave the failed job out; the restart resumes from the last one.
+            return Err(SluiceError::new(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "a failed job is about to restart; no checkpoint until it has",
+            ));
+        }
+        let mut positions = Vec::new();
         let flight = {
             let mut epoch = self.epochs.lock().await;
             *epoch += 1;
@@ -310,6 +343,7 @@ impl Coordinator {
             for (id, table) in &tables {
                 let position = table.inject(barrier).await;
                 flight.table_positions.insert(*id, position);
+                positions.push((table.clone(), position));
             }
             for (job, partitions) in jobs {
                 match job.state() {
@@ -324,7 +358,12 @@ impl Coordinator {
             }
             flight
         };
-        durable.checkpointer.complete(flight).await
+        let completed = durable.checkpointer.complete(flight).await?;
+        // Restarts resume from this checkpoint now: the changes it saw are not needed.
+        for (table, position) in positions {
+            table.retain_after(Some(position));
+        }
+        Ok(completed)
     }
 
     /// Recreates every object of a saved catalog, in creation order and with its id, and
@@ -357,6 +396,7 @@ impl Coordinator {
                 "restoring views from checkpoint"
             );
         }
+        let restored_positions = plan.as_ref().map(|p| p.table_positions.clone());
         {
             let mut inner = self.inner.lock();
             inner.recovering = true;
@@ -407,14 +447,28 @@ impl Coordinator {
             inner.restored_views.clear();
             (
                 std::mem::take(&mut inner.unstarted),
-                inner.tables.values().cloned().collect::<Vec<_>>(),
+                inner
+                    .tables
+                    .iter()
+                    .filter_map(|(name, t)| Some((inner.catalog.get(name)?.id, t.clone())))
+                    .collect::<Vec<_>>(),
             )
         };
         for job in jobs {
             job.start();
         }
-        for table in tables {
-            table.forget_recovered();
+        // Tables keep the changes since the checkpoint the views resumed from, for
+        // restarting failed jobs from it (when checkpoints are periodic).
+        let periodic = self
+            .durable
+            .as_ref()
+            .is_some_and(|d| d.periodic_checkpoints);
+        for (id, table) in tables {
+            let position = restored_positions
+                .as_ref()
+                .filter(|_| periodic)
+                .and_then(|positions| positions.get(&id).copied());
+            table.retain_after(position);
         }
         tracing::info!(objects, "catalog restored");
         Ok(())
@@ -592,11 +646,18 @@ impl Coordinator {
             .values()
             .map(|job| {
                 let state = job.state();
+                let (restarts, restarting) = self.restarts.status(&job.view);
+                let status = match state {
+                    JobState::Failed(_) if restarting => "RESTARTING",
+                    _ => state.name(),
+                };
                 JobInfo {
                     id: job.id,
                     name: job.view.clone(),
-                    status: state.name().to_string(),
+                    status: status.to_string(),
                     parallelism: job.parallelism,
+                    restarts,
+                    restored_epoch: job.restored_epoch,
                     error: match state {
                         JobState::Failed(e) => Some(e),
                         _ => None,
@@ -694,6 +755,17 @@ impl Coordinator {
 
     /// Waits until every view reflects every write acknowledged before this call.
     pub async fn flush(&self) {
+        // A job that fails while this waits, and is restarted, is waited for again.
+        loop {
+            self.restarts.settled().await;
+            self.flush_once().await;
+            if !self.restarts.is_pending() {
+                return;
+            }
+        }
+    }
+
+    async fn flush_once(&self) {
         let (epoch, jobs) = {
             let mut epoch = self.epochs.lock().await;
             *epoch += 1;
@@ -931,6 +1003,7 @@ impl Coordinator {
             self.durable.as_ref().map(|d| Durability {
                 log: d.log.clone(),
                 table_id: id,
+                retain: d.periodic_checkpoints,
             }),
         )?;
         inner.catalog.insert(Relation {
@@ -1079,21 +1152,7 @@ impl Coordinator {
             let mut inner = self.inner.lock();
             let restore = take_view_restore(&mut inner, id, &depends_on);
             restored = restore.is_some();
-            let snapshots = self.durable.as_ref().map(|d| d.checkpointer.sender());
-            match restore {
-                Some(restore) => {
-                    restore_view(id, &name, graph, &partitions, restore, &inner, snapshots)
-                }
-                None => {
-                    let ctx = DeployContext {
-                        tables: &inner.tables,
-                        views: &inner.views,
-                        snapshots,
-                        restore: None,
-                    };
-                    deploy(id, &name, graph, &partitions, &ctx)
-                }
-            }
+            self.deploy_view(&inner, id, &name, graph, &partitions, restore)
         };
         let job = match job {
             Ok(job) => Arc::new(job),
@@ -1146,6 +1205,39 @@ impl Coordinator {
             },
         )?;
         Ok(tag)
+    }
+
+    /// Deploys view `id`'s job (not started), from its checkpointed state when `restore`
+    /// is given.
+    fn deploy_view(
+        &self,
+        inner: &Inner,
+        id: u64,
+        name: &str,
+        graph: sluice_sql::StreamGraph,
+        partitions: &[Arc<ViewPartition>],
+        restore: Option<ViewRestore>,
+    ) -> Result<Job> {
+        let ctx = DeployContext {
+            tables: &inner.tables,
+            views: &inner.views,
+            snapshots: self.durable.as_ref().map(|d| d.checkpointer.sender()),
+            restore: None,
+            on_failure: Some(self.restarts.hook(name)),
+        };
+        match restore {
+            Some(restore) => restore_view(id, name, graph, partitions, restore, inner, ctx),
+            None => deploy(id, name, graph, partitions, &ctx),
+        }
+    }
+
+    /// Fails view `view`'s job with `error`, as losing one of its subtasks would (what a
+    /// lost worker does); the job is then restarted like any failed job.
+    pub fn kill_job(&self, view: &str, error: &str) -> Result<()> {
+        let job = self.inner.lock().jobs.get(view).cloned();
+        let job = job.ok_or_else(|| SluiceError::undefined_table(view))?;
+        job.kill(error);
+        Ok(())
     }
 
     async fn explain_stream(
@@ -1246,6 +1338,7 @@ impl Coordinator {
             self.backend.drop_table(&table_state_table(relation.id));
         }
         inner.jobs.remove(name);
+        self.restarts.forget(name);
         if let Some(parts) = inner.views.remove(name) {
             for p in 0..parts.len() {
                 self.backend.drop_table(&view_state_table(relation.id, p));
@@ -1351,7 +1444,8 @@ fn take_view_restore(inner: &mut Inner, id: u64, depends_on: &[String]) -> Optio
     upstream_restored.then_some(restore)
 }
 
-/// Deploys view `id` from its checkpointed state.
+/// Deploys view `id` from its checkpointed state, with `ctx` for everything but the
+/// restored state.
 fn restore_view(
     id: u64,
     name: &str,
@@ -1359,7 +1453,7 @@ fn restore_view(
     partitions: &[Arc<ViewPartition>],
     mut restore: ViewRestore,
     inner: &Inner,
-    snapshots: Option<tokio::sync::mpsc::UnboundedSender<sluice_runtime::task::SubtaskSnapshot>>,
+    ctx: DeployContext<'_>,
 ) -> Result<Job> {
     if restore.partitions.keys().any(|&p| p >= partitions.len()) {
         return Err(SluiceError::unsupported(format!(
@@ -1387,10 +1481,8 @@ fn restore_view(
         }
     }
     let ctx = DeployContext {
-        tables: &inner.tables,
-        views: &inner.views,
-        snapshots,
         restore: Some(&restore.job),
+        ..ctx
     };
     deploy(id, name, graph, partitions, &ctx)
 }

@@ -1,0 +1,194 @@
+//! A failed job restarts, after a backoff, from the last completed checkpoint (or from
+//! scratch without one), and its views end up exactly as if it had never failed. A job
+//! that keeps failing is given up.
+
+use std::path::PathBuf;
+
+use sluice_cluster::JobInfo;
+use sluice_common::config::ServeConfig;
+use sluice_state::checkpoint::CheckpointKind;
+
+use crate::support::{Engine, Rng};
+
+const VIEWS: &str = "
+    CREATE TABLE t (k INT, v INT);
+    CREATE MATERIALIZED VIEW sums AS SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;
+    CREATE MATERIALIZED VIEW total AS SELECT sum(s) AS s, sum(n) AS n FROM sums;
+    CREATE MATERIALIZED VIEW big AS SELECT k, v FROM t WHERE v > 50;
+";
+
+/// Restarts come quickly in tests; the backoff's growth is unit-tested.
+fn fast_restarts(config: ServeConfig) -> ServeConfig {
+    ServeConfig {
+        restart_backoff: 0.01,
+        ..config
+    }
+}
+
+/// A durable server whose periodic checkpoints are never due: tests take them.
+fn durable(name: &str) -> (ServeConfig, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sluice-restarts-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = ServeConfig {
+        data_dir: dir.clone(),
+        checkpoint_interval: 3600.0,
+        ..fast_restarts(ServeConfig::default())
+    };
+    (config, dir)
+}
+
+async fn write_some(engine: &mut Engine, rng: &mut Rng, rows: usize) {
+    let values: Vec<String> = (0..rows)
+        .map(|_| format!("({}, {})", rng.below(7), rng.below(100)))
+        .collect();
+    engine
+        .ok(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await;
+    let k = rng.below(7);
+    engine
+        .ok(&format!("UPDATE t SET v = v + 1 WHERE k = {k}"))
+        .await;
+    let k = rng.below(7);
+    engine
+        .ok(&format!("DELETE FROM t WHERE k = {k} AND v < 10"))
+        .await;
+}
+
+/// Every view equals its query over the table's current contents.
+async fn assert_views_exact(engine: &mut Engine) {
+    let pairs = [
+        (
+            "SELECT * FROM sums",
+            "SELECT k, sum(v), count(*) FROM t GROUP BY k",
+        ),
+        ("SELECT * FROM total", "SELECT sum(v), count(*) FROM t"),
+        ("SELECT * FROM big", "SELECT k, v FROM t WHERE v > 50"),
+    ];
+    for (view, query) in pairs {
+        assert_eq!(engine.rows(view).await, engine.rows(query).await, "{view}");
+    }
+}
+
+fn job(engine: &Engine, name: &str) -> JobInfo {
+    engine
+        .coordinator
+        .jobs()
+        .into_iter()
+        .find(|j| j.name == name)
+        .unwrap_or_else(|| panic!("no job {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_job_restarts_from_scratch_without_checkpoints() {
+    let mut engine = Engine::start_with(fast_restarts(ServeConfig::ephemeral())).await;
+    let mut rng = Rng(1);
+    engine.ok(VIEWS).await;
+    write_some(&mut engine, &mut rng, 50).await;
+    engine.ok("FLUSH").await;
+    engine
+        .coordinator
+        .kill_job("sums", "worker lost")
+        .expect("job exists");
+    write_some(&mut engine, &mut rng, 50).await;
+    engine.ok("FLUSH").await;
+    assert_views_exact(&mut engine).await;
+    let sums = job(&engine, "sums");
+    assert_eq!((sums.status.as_str(), sums.restarts), ("RUNNING", 1));
+    assert_eq!(
+        sums.restored_epoch, None,
+        "an ephemeral server has no checkpoint"
+    );
+    assert_eq!(
+        job(&engine, "total").restarts,
+        0,
+        "only the failed job counts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
+    let (config, dir) = durable("resume");
+    let mut engine = Engine::start_with(config).await;
+    let mut rng = Rng(2);
+    engine.ok(VIEWS).await;
+    write_some(&mut engine, &mut rng, 50).await;
+    engine.ok("FLUSH").await;
+    let checkpoint = engine
+        .coordinator
+        .checkpoint(CheckpointKind::Checkpoint)
+        .await
+        .expect("checkpoint");
+    // Changes after the checkpoint are replayed from what the tables retain.
+    write_some(&mut engine, &mut rng, 50).await;
+    engine
+        .coordinator
+        .kill_job("sums", "worker lost")
+        .expect("job exists");
+    write_some(&mut engine, &mut rng, 50).await;
+    engine.ok("FLUSH").await;
+    assert_views_exact(&mut engine).await;
+    for view in ["sums", "total", "big"] {
+        assert_eq!(
+            job(&engine, view).restored_epoch,
+            Some(checkpoint.epoch),
+            "{view} resumed from the checkpoint"
+        );
+    }
+
+    // A second failure after a newer checkpoint resumes from that one.
+    let newer = engine
+        .coordinator
+        .checkpoint(CheckpointKind::Checkpoint)
+        .await
+        .expect("checkpoint");
+    write_some(&mut engine, &mut rng, 20).await;
+    engine
+        .coordinator
+        .kill_job("big", "worker lost")
+        .expect("job exists");
+    engine.ok("FLUSH").await;
+    assert_views_exact(&mut engine).await;
+    assert_eq!(job(&engine, "sums").restored_epoch, Some(newer.epoch));
+    assert_eq!(job(&engine, "big").restarts, 1);
+    drop(engine);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_failing_is_given_up_and_its_readers_with_it() {
+    let config = ServeConfig {
+        restart_attempts: 2,
+        ..fast_restarts(ServeConfig::ephemeral())
+    };
+    let mut engine = Engine::start_with(config).await;
+    let mut rng = Rng(3);
+    engine.ok(VIEWS).await;
+    for _ in 0..3 {
+        write_some(&mut engine, &mut rng, 10).await;
+        engine
+            .coordinator
+            .kill_job("sums", "worker lost")
+            .expect("job exists");
+        engine.ok("FLUSH").await;
+    }
+    let sums = job(&engine, "sums");
+    assert_eq!(sums.status, "FAILED");
+    assert_eq!(sums.restarts, 2);
+    assert_eq!(sums.error.as_deref(), Some("worker lost"));
+    assert_eq!(job(&engine, "total").status, "FAILED");
+
+    // The rest keeps working, and later restarts leave the given-up views alone.
+    engine
+        .coordinator
+        .kill_job("big", "worker lost")
+        .expect("job exists");
+    write_some(&mut engine, &mut rng, 10).await;
+    engine.ok("FLUSH").await;
+    assert_eq!(
+        engine.rows("SELECT * FROM big").await,
+        engine.rows("SELECT k, v FROM t WHERE v > 50").await
+    );
+    let big = job(&engine, "big");
+    assert_eq!((big.status.as_str(), big.restarts), ("RUNNING", 1));
+    assert_eq!(job(&engine, "sums").status, "FAILED");
+}
