@@ -51,7 +51,7 @@ impl Reference {
         else {
             return Err(Error::new(format!("not a query: {sql}")));
         };
-        sluice_sql::rewrite_window_functions(&mut statement)?;
+        sluice_sql::rewrite_extensions(&mut statement)?;
         Ok(self
             .ctx
             .sql(&statement.to_string())
@@ -67,7 +67,7 @@ fn batch_context() -> SessionContext {
         .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
         .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false);
     let ctx = SessionContext::new_with_config(config);
-    sluice_sql::register_window_functions(&ctx);
+    sluice_sql::register_functions(&ctx);
     ctx
 }
 

@@ -30,6 +30,7 @@ use sluice_runtime::operators::materialize::{
 };
 use sluice_runtime::operators::session::{SessionBound, SessionWindowOperator};
 use sluice_runtime::operators::temporal::TemporalFilterOperator;
+use sluice_runtime::operators::temporal_join::TemporalJoinOperator;
 use sluice_runtime::operators::topn::{TopNOperator, TopNOrder};
 use sluice_runtime::operators::union::UnionOperator;
 use sluice_runtime::operators::unnest::UnnestOperator;
@@ -459,6 +460,10 @@ pub fn deploy(
                 }
                 _ => {
                     let gate = InputGate::new(inputs).with_sides(std::mem::take(&mut sides[c][j]));
+                    let gate = match head.operator {
+                        StreamOperator::TemporalJoin { .. } => gate.ignoring_watermarks_of(1),
+                        _ => gate,
+                    };
                     // Idleness is a property of sources: only gates reading source chains
                     // apply the timeout. Further down, a slow but active upstream subtask
                     // must not be taken for idle, or its rows would turn late.
@@ -730,6 +735,29 @@ fn compile_operator(
             _ => join,
         };
         return Ok(Box::new(join));
+    }
+    if let StreamOperator::TemporalJoin {
+        outer,
+        left_keys,
+        right_keys,
+        filter,
+    } = &node.operator
+    {
+        let left = &graph.nodes[node.inputs[0].from];
+        let right = &graph.nodes[node.inputs[1].from];
+        let filter = match filter {
+            Some(f) => Some(compile_exprs(std::slice::from_ref(f), &node.schema, props)?.remove(0)),
+            None => None,
+        };
+        return Ok(Box::new(TemporalJoinOperator::new(
+            compile_exprs(left_keys, &left.schema, props)?,
+            &Arc::new(left.schema.as_arrow().clone()),
+            compile_exprs(right_keys, &right.schema, props)?,
+            Arc::new(right.schema.as_arrow().clone()),
+            *outer,
+            filter,
+            output_schema(node),
+        )?));
     }
     if let StreamOperator::Union = node.operator {
         return Ok(Box::new(UnionOperator::new(output_schema(node))));

@@ -161,6 +161,8 @@ pub struct InputGate {
     sides: Vec<usize>,
     /// The logical input of the last batch returned.
     last_side: usize,
+    /// Channels whose watermarks do not count (see [`InputGate::ignoring_watermarks_of`]).
+    timeless: Vec<bool>,
 }
 
 impl InputGate {
@@ -185,6 +187,7 @@ impl InputGate {
             ended: n == 0,
             sides: vec![0; n],
             last_side: 0,
+            timeless: vec![false; n],
         }
     }
 
@@ -205,6 +208,14 @@ impl InputGate {
     pub fn with_sides(mut self, sides: Vec<usize>) -> Self {
         assert_eq!(sides.len(), self.inputs.len(), "one side per channel");
         self.sides = sides;
+        self
+    }
+
+    /// Leaves the channels of logical input `side` out of the watermark: a temporal
+    /// join's table, whose rows are looked up as they are now, must not hold back the
+    /// event time of the stream it enriches. Call after [`Self::with_sides`].
+    pub fn ignoring_watermarks_of(mut self, side: usize) -> Self {
+        self.timeless = self.sides.iter().map(|&s| s == side).collect();
         self
     }
 
@@ -391,7 +402,8 @@ impl InputGate {
         // if the timer has not fired yet.
         self.mark_idle();
         let is_idle = |i: usize| self.idleness.as_ref().is_some_and(|idle| idle.idle[i]);
-        let live = || (0..self.inputs.len()).filter(|&i| self.inputs[i].is_some());
+        let live =
+            || (0..self.inputs.len()).filter(|&i| self.inputs[i].is_some() && !self.timeless[i]);
         let candidate = if live().all(is_idle) {
             live().filter_map(|i| self.watermarks[i]).max()?
         } else {

@@ -103,6 +103,16 @@ pub enum StreamOperator {
         /// An interval join: when each side's rows can be forgotten.
         intervals: Option<Box<crate::interval::IntervalBounds>>,
     },
+    /// A processing-time temporal join (`JOIN t FOR SYSTEM_TIME AS OF PROCTIME()`): each
+    /// row of the append-only left input joins the right input's rows as they are when
+    /// it arrives; right changes emit nothing. Append-only output.
+    TemporalJoin {
+        /// LEFT JOIN: a left row without a match is kept, padded with NULLs.
+        outer: bool,
+        left_keys: Vec<Expr>,
+        right_keys: Vec<Expr>,
+        filter: Option<Expr>,
+    },
     /// UNION ALL of its inputs (each hash-partitioned by all its columns).
     Union,
     /// One row per element of the list columns `lists` (input indices); output column j
@@ -153,6 +163,7 @@ impl StreamOperator {
             StreamOperator::WatermarkAssign { .. } => "WatermarkAssign",
             StreamOperator::Aggregate { .. } => "Aggregate",
             StreamOperator::Join { .. } => "Join",
+            StreamOperator::TemporalJoin { .. } => "TemporalJoin",
             StreamOperator::Union => "Union",
             StreamOperator::Unnest { .. } => "Unnest",
             StreamOperator::SessionWindow { .. } => "SessionWindow",
@@ -324,6 +335,25 @@ impl fmt::Display for StreamGraph {
                             .filter_map(|(e, side)| e.as_ref().map(|e| format!("{side} until {e}")))
                             .collect();
                         detail.push_str(&format!(", interval join: {}", sides.join(", ")));
+                    }
+                    detail
+                }
+                StreamOperator::TemporalJoin {
+                    outer,
+                    left_keys,
+                    right_keys,
+                    filter,
+                } => {
+                    let pairs: Vec<String> = left_keys
+                        .iter()
+                        .zip(right_keys)
+                        .map(|(l, r)| format!("{l} = {r}"))
+                        .collect();
+                    let kind = if *outer { "Left" } else { "Inner" };
+                    let mut detail =
+                        format!("{kind}, on=[{}], as of processing time", pairs.join(", "));
+                    if let Some(f) = filter {
+                        detail.push_str(&format!(", filter={f}"));
                     }
                     detail
                 }

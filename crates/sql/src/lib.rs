@@ -2,11 +2,13 @@
 //! runs, and the [`planner`] that lowers DataFusion logical plans onto it.
 
 pub mod catalog;
+mod dialect;
 pub mod graph;
 pub mod interval;
 pub mod parser;
 pub mod planner;
 pub mod temporal;
+pub mod temporal_join;
 pub mod windows;
 
 pub use catalog::{Catalog, Relation, RelationKind, WatermarkSpec};
@@ -16,4 +18,19 @@ pub use parser::{
     parse_state_ttl,
 };
 pub use planner::{dependencies, plan_stream_graph, relation_name};
-pub use windows::{register_window_functions, rewrite_window_functions};
+
+/// Registers Sluice's functions with a DataFusion context: the window functions and the
+/// temporal join marker.
+pub fn register_functions(ctx: &datafusion::prelude::SessionContext) {
+    windows::register_window_functions(ctx);
+    temporal_join::register(ctx);
+}
+
+/// Rewrites Sluice's SQL extensions (window table functions, temporal joins) in a
+/// statement into SQL DataFusion plans.
+pub fn rewrite_extensions(
+    statement: &mut datafusion::sql::sqlparser::ast::Statement,
+) -> sluice_common::error::Result<()> {
+    windows::rewrite_window_functions(statement)?;
+    temporal_join::rewrite_temporal_joins(statement)
+}

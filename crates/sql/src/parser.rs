@@ -17,6 +17,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use sluice_common::error::{Result, SluiceError};
 
+use crate::dialect::SluiceDialect;
+
 /// The kinds of catalog object a statement can name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
@@ -350,7 +352,7 @@ fn syntax(e: datafusion::sql::sqlparser::parser::ParserError) -> SluiceError {
 }
 
 fn sql_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
-    static DIALECT: PostgreSqlDialect = PostgreSqlDialect {};
+    static DIALECT: SluiceDialect = SluiceDialect::new();
     Parser::new(&DIALECT).with_tokens_with_locations(tokens)
 }
 

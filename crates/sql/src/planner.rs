@@ -47,6 +47,7 @@ pub fn plan_stream_graph(
         window_close_claimed: false,
         top_n_limit: None,
         condition_above_join: None,
+        temporal_join_above: false,
     };
     builder.graph.idle_timeout = options
         .source_idle_timeout_ms
@@ -113,6 +114,8 @@ struct GraphBuilder<'a> {
     /// Set by a filter right above a join, for the join's interval analysis: DataFusion
     /// may leave an inner join's non-equi condition in a filter over it.
     condition_above_join: Option<Expr>,
+    /// Set by a filter right above a join that carries the temporal join marker.
+    temporal_join_above: bool,
 }
 
 fn unsupported(what: &str) -> SluiceError {
@@ -184,15 +187,22 @@ impl GraphBuilder<'_> {
                 // limit. The filter stays: it holds for every row the Top-N emits.
                 let outer_limit = self.top_n_limit.take();
                 self.top_n_limit = row_number_limit(f);
+                // DataFusion may lift a temporal join's ON (with its marker) into a
+                // filter above the join: the join below takes the marker.
+                let marked = crate::temporal_join::take_marker(Some(&f.predicate));
                 if matches!(f.input.as_ref(), LogicalPlan::Join(_)) {
                     self.condition_above_join = Some(f.predicate.clone());
+                    self.temporal_join_above = marked.is_some();
                 }
                 let mut node = self.lower(&f.input)?;
                 self.top_n_limit = outer_limit;
                 let schema = self.graph.nodes[node].schema.clone();
+                let Some(predicate) = marked.unwrap_or_else(|| Some(f.predicate.clone())) else {
+                    return Ok(node);
+                };
                 // A comparison with now() becomes a temporal filter (rows leave as the
                 // clock passes them); the rest stays an ordinary filter.
-                let (temporal, rest) = split_temporal(&f.predicate)?;
+                let (temporal, rest) = split_temporal(&predicate)?;
                 if let Some(rest) = rest {
                     node = self.add_forward(
                         StreamOperator::Filter { predicate: rest },
@@ -399,6 +409,15 @@ impl GraphBuilder<'_> {
     }
 
     fn lower_join(&mut self, join: &Join) -> Result<usize> {
+        let marker_above = std::mem::take(&mut self.temporal_join_above);
+        if let Some(filter) = crate::temporal_join::take_marker(join.filter.as_ref()) {
+            self.condition_above_join = None;
+            return self.lower_temporal_join(join, filter);
+        }
+        if marker_above {
+            self.condition_above_join = None;
+            return self.lower_temporal_join(join, join.filter.clone());
+        }
         let condition_above = self.condition_above_join.take();
         let (outer, semi_anti) = match join.join_type {
             JoinType::Inner => (false, false),
@@ -491,6 +510,56 @@ impl GraphBuilder<'_> {
             ],
             join.schema.clone(),
             changelog,
+            self.parallelism,
+        ))
+    }
+
+    /// `JOIN t FOR SYSTEM_TIME AS OF PROCTIME()` (see [`crate::temporal_join`]), with the
+    /// rest of its ON condition `filter`.
+    fn lower_temporal_join(&mut self, join: &Join, filter: Option<Expr>) -> Result<usize> {
+        let outer = match join.join_type {
+            JoinType::Inner => false,
+            JoinType::Left => true,
+            other => return Err(unsupported(&format!("a {other} temporal join"))),
+        };
+        if join.on.is_empty() {
+            return Err(unsupported(
+                "a temporal join without an equality condition (write ON s.key = t.key)",
+            ));
+        }
+        if join.null_equality == NullEquality::NullEqualsNull {
+            return Err(unsupported("a temporal join on IS NOT DISTINCT FROM"));
+        }
+        if let Some(filter) = &filter {
+            check_no_subqueries(std::slice::from_ref(filter))?;
+        }
+        let left = self.lower(&join.left)?;
+        if self.graph.nodes[left].changelog {
+            return Err(unsupported(
+                "a temporal join whose left input updates or deletes rows (it must be append-only: a source, an APPEND ONLY table, or a view of them)",
+            ));
+        }
+        let right = self.lower(&join.right)?;
+        let (left_keys, right_keys): (Vec<Expr>, Vec<Expr>) = join.on.iter().cloned().unzip();
+        Ok(self.add(
+            StreamOperator::TemporalJoin {
+                outer,
+                left_keys: left_keys.clone(),
+                right_keys: right_keys.clone(),
+                filter,
+            },
+            vec![
+                StreamEdge {
+                    from: left,
+                    exchange: Exchange::Hash(left_keys),
+                },
+                StreamEdge {
+                    from: right,
+                    exchange: Exchange::Hash(right_keys),
+                },
+            ],
+            join.schema.clone(),
+            false,
             self.parallelism,
         ))
     }
@@ -864,7 +933,7 @@ mod tests {
             Field::new("v", DataType::Int64, true),
         ]));
         let ctx = SessionContext::new();
-        crate::register_window_functions(&ctx);
+        crate::register_functions(&ctx);
         for name in ["t", "s"] {
             let table = MemTable::try_new(schema.clone(), vec![vec![]]).unwrap();
             ctx.register_table(name, Arc::new(table)).unwrap();

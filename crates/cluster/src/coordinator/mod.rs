@@ -257,7 +257,7 @@ impl Coordinator {
             (Some(stores), Some((catalog, records)))
         };
         let ctx = SessionContext::new_with_config(session_config);
-        sluice_sql::register_window_functions(&ctx);
+        sluice_sql::register_functions(&ctx);
         let (restarts, restart_requests) = Restarts::new(RestartPolicy {
             attempts: config.restart_attempts,
             backoff: std::time::Duration::from_secs_f64(config.restart_backoff),
@@ -797,7 +797,7 @@ impl Coordinator {
     /// (`TUMBLE(...)` in FROM) into plain SQL.
     async fn plan_query(&self, query: &ast::Statement) -> Result<LogicalPlan> {
         let mut query = query.clone();
-        sluice_sql::rewrite_window_functions(&mut query)?;
+        sluice_sql::rewrite_extensions(&mut query)?;
         Ok(self
             .ctx
             .state()

@@ -63,3 +63,61 @@ async fn append_only_tables_refuse_updates_and_duplicate_keys() {
     assert!(upd.message.contains("APPEND ONLY"), "{}", upd.message);
     assert_eq!(e.rows("SELECT * FROM log").await, vec!["1"]);
 }
+
+/// A processing-time temporal join joins each row with the table as it was when the row
+/// arrived: random upserts and deletes on the table between batches of rows, each batch's
+/// expected rows computed by a batch join right after it is inserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporal_join_matches_each_row_with_the_table_at_its_arrival() {
+    for seed in 0..4u64 {
+        let mut rng = crate::support::Rng(seed);
+        let mut e = Engine::start().await;
+        e.ok(&format!("SET streaming_parallelism = {}", 1 + seed % 4))
+            .await;
+        e.ok("CREATE TABLE rates (k INT PRIMARY KEY, r INT)").await;
+        e.ok("CREATE TABLE orders (id INT, k INT) APPEND ONLY")
+            .await;
+        e.ok(
+            "CREATE MATERIALIZED VIEW tj AS SELECT o.id, r.r FROM orders o \
+              LEFT JOIN rates FOR SYSTEM_TIME AS OF PROCTIME() AS r ON o.k = r.k AND r.r > 2",
+        )
+        .await;
+        let mut expected = Vec::new();
+        let mut next_id = 0;
+        for step in 0..15 {
+            for _ in 0..3 {
+                let k = rng.below(6);
+                if rng.below(3) == 0 {
+                    e.ok(&format!("DELETE FROM rates WHERE k = {k}")).await;
+                } else {
+                    let r = rng.below(10);
+                    e.ok(&format!("INSERT INTO rates VALUES ({k}, {r})")).await;
+                }
+            }
+            e.ok("FLUSH").await;
+            let first = next_id;
+            let values: Vec<String> = (0..5)
+                .map(|_| {
+                    next_id += 1;
+                    format!("({next_id}, {})", rng.value(7, 8))
+                })
+                .collect();
+            e.ok(&format!("INSERT INTO orders VALUES {}", values.join(", ")))
+                .await;
+            e.ok("FLUSH").await;
+            expected.extend(
+                e.rows(&format!(
+                    "SELECT o.id, r.r FROM orders o LEFT JOIN rates r ON o.k = r.k AND r.r > 2 \
+                     WHERE o.id > {first}"
+                ))
+                .await,
+            );
+            expected.sort();
+            assert_eq!(
+                e.rows("SELECT * FROM tj").await,
+                expected,
+                "seed {seed}, step {step}"
+            );
+        }
+    }
+}

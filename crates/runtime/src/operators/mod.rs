@@ -12,6 +12,7 @@ pub mod materialize;
 pub mod retractable;
 pub mod session;
 pub mod temporal;
+pub mod temporal_join;
 pub mod topn;
 pub mod union;
 pub mod unnest;

@@ -163,14 +163,32 @@ pub fn rewrite(sql: &str) -> String {
 }
 
 /// Gives every bare `NULL` select item its own name: DataFusion requires unique column
-/// names, and psql's catalog queries select `NULL, NULL`.
+/// names, and psql's catalog queries select `NULL, NULL`. Only items of a select list
+/// (between SELECT and FROM at one parenthesis depth): a NULL in `VALUES (1, NULL, 2)`
+/// stays as it is.
 fn alias_null_items(out: &mut Vec<Token>) {
     let sig: Vec<usize> = (0..out.len())
         .filter(|&j| !matches!(out[j], Token::Whitespace(_)))
         .collect();
+    // Per open parenthesis (and the statement itself): whether its tokens are in a
+    // select list.
+    let mut in_select_list = vec![false];
     let mut inserts = Vec::new();
-    for k in 1..sig.len().saturating_sub(1) {
-        let (prev, cur, next) = (&out[sig[k - 1]], &out[sig[k]], &out[sig[k + 1]]);
+    for k in 0..sig.len() {
+        let cur = &out[sig[k]];
+        match cur {
+            Token::LParen => in_select_list.push(false),
+            Token::RParen if in_select_list.len() > 1 => {
+                in_select_list.pop();
+            }
+            _ if is_word(cur, "select") => *in_select_list.last_mut().expect("never empty") = true,
+            _ if is_word(cur, "from") => *in_select_list.last_mut().expect("never empty") = false,
+            _ => {}
+        }
+        if k == 0 || k + 1 == sig.len() || !in_select_list.last().expect("never empty") {
+            continue;
+        }
+        let (prev, next) = (&out[sig[k - 1]], &out[sig[k + 1]]);
         if is_word(cur, "null")
             && (*prev == Token::Comma || is_word(prev, "select"))
             && (*next == Token::Comma || is_word(next, "from"))
@@ -442,6 +460,16 @@ mod tests {
         );
         let populated = "SELECT (SELECT 1 FROM pg_catalog.pg_class c) FROM t";
         assert_eq!(rewrite(populated), populated);
+    }
+
+    #[test]
+    fn only_nulls_of_select_lists_are_named() {
+        assert_eq!(
+            rewrite("SELECT NULL, (SELECT NULL, 1) FROM t"),
+            "SELECT NULL AS \"null_1\", (SELECT NULL AS \"null_2\", 1) FROM t"
+        );
+        let values = "INSERT INTO t VALUES (4, NULL, 10), (NULL, 'x', NULL)";
+        assert_eq!(rewrite(values), values);
     }
 
     #[test]
