@@ -38,6 +38,18 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT a.k AS ak, a.v, b.k AS bk, b.w FROM a FULL JOIN b ON a.k = b.k",
     ),
     (
+        "left_filter",
+        "SELECT a.k, a.v, b.w FROM a LEFT JOIN b ON a.k = b.k AND a.v < b.w",
+    ),
+    (
+        "right_filter",
+        "SELECT a.v, b.k, b.w FROM a RIGHT JOIN b ON a.k = b.k AND b.w > 2",
+    ),
+    (
+        "full_filter",
+        "SELECT a.k AS ak, a.v, b.k AS bk, b.w FROM a FULL JOIN b ON a.k = b.k AND a.v + 1 <> b.w",
+    ),
+    (
         "join_agg",
         "SELECT b.w, count(*) AS n, sum(a.v) AS s FROM a JOIN b ON a.k = b.k GROUP BY b.w",
     ),

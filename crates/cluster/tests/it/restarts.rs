@@ -15,6 +15,8 @@ const VIEWS: &str = "
     CREATE MATERIALIZED VIEW sums AS SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;
     CREATE MATERIALIZED VIEW total AS SELECT sum(s) AS s, sum(n) AS n FROM sums;
     CREATE MATERIALIZED VIEW big AS SELECT k, v FROM t WHERE v > 50;
+    CREATE MATERIALIZED VIEW above AS
+        SELECT a.k, a.v, b.v AS w FROM t a FULL JOIN t b ON a.k = b.k AND a.v + 20 < b.v;
 ";
 
 /// Restarts come quickly in tests; the backoff's growth is unit-tested.
@@ -63,6 +65,10 @@ async fn assert_views_exact(engine: &mut Engine) {
         ),
         ("SELECT * FROM total", "SELECT sum(v), count(*) FROM t"),
         ("SELECT * FROM big", "SELECT k, v FROM t WHERE v > 50"),
+        (
+            "SELECT * FROM above",
+            "SELECT a.k, a.v, b.v FROM t a FULL JOIN t b ON a.k = b.k AND a.v + 20 < b.v",
+        ),
     ];
     for (view, query) in pairs {
         assert_eq!(engine.rows(view).await, engine.rows(query).await, "{view}");
@@ -127,7 +133,7 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
     write_some(&mut engine, &mut rng, 50).await;
     engine.ok("FLUSH").await;
     assert_views_exact(&mut engine).await;
-    for view in ["sums", "total", "big"] {
+    for view in ["sums", "total", "big", "above"] {
         assert_eq!(
             job(&engine, view).restored_epoch,
             Some(checkpoint.epoch),

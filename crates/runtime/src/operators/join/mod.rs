@@ -33,12 +33,14 @@ use sluice_state::DEFAULT_KEY_GROUPS;
 
 use super::encoding::{row_converter, take_through, wall_clock_ms};
 mod expiry;
+mod outer;
 
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 pub use expiry::JoinIntervals;
 use expiry::{JoinTtl, JoinWindows};
+use outer::MatchCounts;
 
 /// Rows of one side, by join key: row → multiplicity.
 type SideState = HashMap<Box<[u8]>, HashMap<Box<[u8]>, u64>>;
@@ -86,6 +88,9 @@ pub struct JoinOperator {
     windows: Option<JoinWindows>,
     intervals: Option<JoinIntervals>,
     ttl: Option<JoinTtl>,
+    /// An outer join with a residual condition: per preserved side, how many rows of the
+    /// other side match each row (see `outer.rs`).
+    match_counts: [MatchCounts; 2],
 }
 
 impl JoinOperator {
@@ -95,11 +100,6 @@ impl JoinOperator {
         filter: Option<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
     ) -> Result<Self> {
-        if (left.outer || right.outer) && filter.is_some() {
-            return Err(SluiceError::unsupported(
-                "an outer join with a condition other than key equalities is not supported yet",
-            ));
-        }
         if left.keys.len() != right.keys.len() || left.keys.is_empty() {
             return Err(SluiceError::internal(
                 "a join needs the same number of keys on both sides",
@@ -129,6 +129,7 @@ impl JoinOperator {
             windows: None,
             intervals: None,
             ttl: None,
+            match_counts: [MatchCounts::new(), MatchCounts::new()],
         })
     }
 
@@ -355,6 +356,7 @@ impl Operator for JoinOperator {
                 .insert(row.into(), u64::from_le_bytes(count));
         }
         self.index_restored_windows()?;
+        self.count_restored_matches()?;
         self.index_restored_ttl();
         self.index_restored_intervals()
     }
@@ -384,6 +386,8 @@ impl Operator for JoinOperator {
                 for key in keys {
                     self.state[0].remove(&key);
                     self.state[1].remove(&key);
+                    self.match_counts[0].remove(&key);
+                    self.match_counts[1].remove(&key);
                 }
             }
         }
@@ -403,6 +407,9 @@ impl Operator for JoinOperator {
     ) -> Result<()> {
         if let Some(anti) = self.semi_anti {
             return self.semi_anti_batch(anti, side, batch, out);
+        }
+        if self.filter.is_some() && self.outer.contains(&true) {
+            return self.outer_filtered_batch(side, batch, out);
         }
         self.forget_stale()?;
         let other = 1 - side;
@@ -487,8 +494,29 @@ impl Operator for JoinOperator {
         if output.ops.is_empty() {
             return Ok(());
         }
+        let mut joined = self.assemble(side, &data, &output)?;
+        if let Some(filter) = &self.filter {
+            let mask = self.condition_holds(filter, &joined)?;
+            joined = filter_record_batch(&joined, &mask)?;
+        }
+        if joined.num_rows() > 0 {
+            out.push(Message::Batch(joined));
+        }
+        Ok(())
+    }
+}
 
-        let this_indices = UInt32Array::from(output.this);
+impl JoinOperator {
+    /// The output rows `output` describes for a batch `data` of `side`: its rows (or
+    /// NULLs) next to the other side's rows (or NULLs), left columns first.
+    fn assemble(
+        &self,
+        side: usize,
+        data: &RecordBatch,
+        output: &JoinOutput,
+    ) -> Result<RecordBatch> {
+        let other = 1 - side;
+        let this_indices: UInt32Array = output.this.iter().copied().collect();
         let this_columns: Vec<ArrayRef> = data
             .columns()
             .iter()
@@ -497,7 +525,7 @@ impl Operator for JoinOperator {
         let parser = self.rows[other].parser();
         let distinct_other =
             self.rows[other].convert_rows(output.other_rows.iter().map(|r| parser.parse(r)))?;
-        let other_indices = UInt32Array::from(output.other);
+        let other_indices: UInt32Array = output.other.iter().copied().collect();
         let other_columns: Vec<ArrayRef> = distinct_other
             .iter()
             .map(|c| take(c, &other_indices, None))
@@ -509,21 +537,26 @@ impl Operator for JoinOperator {
         };
         columns.extend(right);
         if self.changelog_output {
-            columns.push(Arc::new(Int8Array::from(output.ops)));
+            columns.push(Arc::new(Int8Array::from(output.ops.clone())));
         }
-        let mut joined = RecordBatch::try_new(self.schema.clone(), columns)?;
-        if let Some(filter) = &self.filter {
-            let mask = filter.evaluate(&joined)?.into_array(joined.num_rows())?;
-            let mask = mask
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .ok_or_else(|| SluiceError::internal("join condition is not boolean"))?;
-            joined = filter_record_batch(&joined, mask)?;
-        }
-        if joined.num_rows() > 0 {
-            out.push(Message::Batch(joined));
-        }
-        Ok(())
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+
+    /// Where the residual condition is true on `joined` (NULL counts as false).
+    fn condition_holds(
+        &self,
+        filter: &Arc<dyn PhysicalExpr>,
+        joined: &RecordBatch,
+    ) -> Result<BooleanArray> {
+        let mask = filter.evaluate(joined)?.into_array(joined.num_rows())?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| SluiceError::internal("join condition is not boolean"))?;
+        Ok(match arrow::array::Array::nulls(mask) {
+            Some(_) => arrow::compute::prep_null_mask_filter(mask),
+            None => mask.clone(),
+        })
     }
 }
 
