@@ -669,6 +669,7 @@ fn compile_operator(
         right_keys,
         filter,
         nulls_equal,
+        null_aware,
         windows,
         intervals,
     } = &node.operator
@@ -701,6 +702,9 @@ fn compile_operator(
         )?;
         let join = match (join_type, windows) {
             (JoinType::LeftSemi, _) => join.semi_or_anti(false, *nulls_equal),
+            (JoinType::LeftAnti, _) if *null_aware => {
+                join.semi_or_anti(true, *nulls_equal).null_aware()
+            }
             (JoinType::LeftAnti, _) => join.semi_or_anti(true, *nulls_equal),
             (_, Some(w)) => join.with_windows(w.index, w.allowed_lateness_ms, late_rows.clone()),
             (_, None) => join,

@@ -98,6 +98,8 @@ pub enum StreamOperator {
         filter: Option<Expr>,
         /// NULL keys equal each other (INTERSECT, EXCEPT).
         nulls_equal: bool,
+        /// `NOT IN (subquery)`: a null-aware anti join (one subtask).
+        null_aware: bool,
         /// A window join: the key pair `window_end = window_end`, whose windows close.
         windows: Option<WindowKey>,
         /// An interval join: when each side's rows can be forgotten.
@@ -313,6 +315,7 @@ impl fmt::Display for StreamGraph {
                     filter,
                     windows,
                     intervals,
+                    null_aware,
                     ..
                 } => {
                     let pairs: Vec<String> = left_keys
@@ -326,6 +329,9 @@ impl fmt::Display for StreamGraph {
                     }
                     if windows.is_some() {
                         detail.push_str(", window join");
+                    }
+                    if *null_aware {
+                        detail.push_str(", null-aware (NOT IN)");
                     }
                     if let Some(bounds) = intervals {
                         let sides: Vec<String> = bounds

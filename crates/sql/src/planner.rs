@@ -430,9 +430,6 @@ impl GraphBuilder<'_> {
                 "an IN/EXISTS subquery or INTERSECT/EXCEPT with conditions other than key equalities",
             ));
         }
-        if join.null_aware {
-            return Err(unsupported("NOT IN over a subquery (use NOT EXISTS)"));
-        }
         if join.on.is_empty() {
             return Err(unsupported(
                 "a join without an equality condition (write JOIN ... ON a.key = b.key)",
@@ -477,6 +474,7 @@ impl GraphBuilder<'_> {
                 right_keys: right_keys.clone(),
                 filter: join.filter.clone(),
                 nulls_equal,
+                null_aware: join.null_aware,
                 // Both inputs append-only and a key pair window_end = window_end: a
                 // window join, whose windows close as the watermark passes them.
                 windows: (!semi_anti && append_only)
@@ -505,7 +503,8 @@ impl GraphBuilder<'_> {
             ],
             join.schema.clone(),
             changelog,
-            self.parallelism,
+            // NOT IN judges rows by facts about the whole subquery: one subtask.
+            if join.null_aware { 1 } else { self.parallelism },
         ))
     }
 

@@ -65,6 +65,15 @@ const VIEWS: &[(&str, &str)] = &[
         "SELECT k, v FROM a WHERE NOT EXISTS (SELECT 1 FROM b WHERE b.k = a.k)",
     ),
     ("intersect", "SELECT k FROM a INTERSECT SELECT k FROM b"),
+    // NOT IN: NULLs on either side, and a subquery that is often empty.
+    (
+        "not_in",
+        "SELECT k, v FROM a WHERE k NOT IN (SELECT k FROM b)",
+    ),
+    (
+        "not_in_some",
+        "SELECT k, v FROM a WHERE v NOT IN (SELECT w FROM b WHERE k < 2)",
+    ),
     // Top-N and deduplication: ties in the order are identical rows, so the batch
     // query's ROW_NUMBER is deterministic too.
     (

@@ -15,6 +15,7 @@ const VIEWS: &str = "
     CREATE MATERIALIZED VIEW sums AS SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;
     CREATE MATERIALIZED VIEW total AS SELECT sum(s) AS s, sum(n) AS n FROM sums;
     CREATE MATERIALIZED VIEW big AS SELECT k, v FROM t WHERE v > 50;
+    CREATE MATERIALIZED VIEW outside AS SELECT k, v FROM t WHERE v NOT IN (SELECT v FROM t WHERE k = 3);
     CREATE MATERIALIZED VIEW above AS
         SELECT a.k, a.v, b.v AS w FROM t a FULL JOIN t b ON a.k = b.k AND a.v + 20 < b.v;
 ";
@@ -65,6 +66,10 @@ async fn assert_views_exact(engine: &mut Engine) {
         ),
         ("SELECT * FROM total", "SELECT sum(v), count(*) FROM t"),
         ("SELECT * FROM big", "SELECT k, v FROM t WHERE v > 50"),
+        (
+            "SELECT * FROM outside",
+            "SELECT k, v FROM t WHERE v NOT IN (SELECT v FROM t WHERE k = 3)",
+        ),
         (
             "SELECT * FROM above",
             "SELECT a.k, a.v, b.v FROM t a FULL JOIN t b ON a.k = b.k AND a.v + 20 < b.v",
@@ -133,7 +138,7 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
     write_some(&mut engine, &mut rng, 50).await;
     engine.ok("FLUSH").await;
     assert_views_exact(&mut engine).await;
-    for view in ["sums", "total", "big", "above"] {
+    for view in ["sums", "total", "big", "above", "outside"] {
         assert_eq!(
             job(&engine, view).restored_epoch,
             Some(checkpoint.epoch),

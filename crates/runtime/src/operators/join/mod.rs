@@ -33,6 +33,7 @@ use sluice_state::DEFAULT_KEY_GROUPS;
 
 use super::encoding::{row_converter, take_through, wall_clock_ms};
 mod expiry;
+mod null_aware;
 mod outer;
 
 use super::{Operator, StateEntry};
@@ -40,6 +41,7 @@ use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 pub use expiry::JoinIntervals;
 use expiry::{JoinTtl, JoinWindows};
+use null_aware::NullAware;
 use outer::MatchCounts;
 
 /// Rows of one side, by join key: row → multiplicity.
@@ -91,6 +93,8 @@ pub struct JoinOperator {
     /// An outer join with a residual condition: per preserved side, how many rows of the
     /// other side match each row (see `outer.rs`).
     match_counts: [MatchCounts; 2],
+    /// `NOT IN`: a null-aware anti join (see `null_aware.rs`).
+    null_aware: Option<NullAware>,
 }
 
 impl JoinOperator {
@@ -130,6 +134,7 @@ impl JoinOperator {
             intervals: None,
             ttl: None,
             match_counts: [MatchCounts::new(), MatchCounts::new()],
+            null_aware: None,
         })
     }
 
@@ -140,6 +145,14 @@ impl JoinOperator {
         debug_assert!(self.filter.is_none() && self.outer == [false, false]);
         self.semi_anti = Some(anti);
         self.nulls_equal = nulls_equal;
+        self
+    }
+
+    /// Makes an anti join null-aware, as `NOT IN (subquery)` is: see `null_aware.rs`.
+    /// The join must run as one subtask.
+    pub fn null_aware(mut self) -> Self {
+        debug_assert_eq!(self.semi_anti, Some(true));
+        self.null_aware = Some(NullAware::default());
         self
     }
 
@@ -296,6 +309,18 @@ impl Operator for JoinOperator {
                 watermark.to_le_bytes().to_vec(),
             ));
         }
+        if let Some(aware) = &self.null_aware {
+            entries.push((
+                0,
+                vec![null_aware::RIGHT_NULLS],
+                aware.right_nulls.to_le_bytes().to_vec(),
+            ));
+            for (row, count) in &aware.left_null_rows {
+                let mut key = vec![null_aware::LEFT_NULL_ROW];
+                key.extend_from_slice(row);
+                entries.push((0, key, count.to_le_bytes().to_vec()));
+            }
+        }
         for (side, state) in self.state.iter().enumerate() {
             let keys: Vec<&Box<[u8]>> = state.keys().collect();
             if keys.is_empty() {
@@ -331,6 +356,19 @@ impl Operator for JoinOperator {
                 }
                 continue;
             }
+            if side == null_aware::RIGHT_NULLS as usize
+                || side == null_aware::LEFT_NULL_ROW as usize
+            {
+                let count: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
+                let count = u64::from_le_bytes(count);
+                let aware = self.null_aware.as_mut().ok_or_else(corrupt)?;
+                if side == null_aware::RIGHT_NULLS as usize {
+                    aware.right_nulls = count;
+                } else {
+                    aware.left_null_rows.insert(entry_key[1..].into(), count);
+                }
+                continue;
+            }
             if entry_key == [INTERVAL_WATERMARK] {
                 let watermark: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
                 if let Some(iv) = &mut self.intervals {
@@ -357,6 +395,9 @@ impl Operator for JoinOperator {
         }
         self.index_restored_windows()?;
         self.count_restored_matches()?;
+        if let Some(aware) = &mut self.null_aware {
+            aware.right_rows = null_aware::held_count(&self.state[1]) + aware.right_nulls;
+        }
         self.index_restored_ttl();
         self.index_restored_intervals()
     }
@@ -405,6 +446,9 @@ impl Operator for JoinOperator {
         batch: RecordBatch,
         out: &mut Vec<Message>,
     ) -> Result<()> {
+        if self.null_aware.is_some() {
+            return self.null_aware_anti_batch(side, batch, out);
+        }
         if let Some(anti) = self.semi_anti {
             return self.semi_anti_batch(anti, side, batch, out);
         }
