@@ -28,6 +28,7 @@ use sluice_runtime::operators::join::{JoinIntervals, JoinOperator, JoinSide};
 use sluice_runtime::operators::materialize::{
     MaterializeSink, SinkProgress, Subscription, ViewPartition,
 };
+use sluice_runtime::operators::over::{Frame, OverAggregateOperator};
 use sluice_runtime::operators::session::{SessionBound, SessionWindowOperator};
 use sluice_runtime::operators::temporal::TemporalFilterOperator;
 use sluice_runtime::operators::temporal_join::TemporalJoinOperator;
@@ -38,7 +39,7 @@ use sluice_runtime::operators::watermark::WatermarkOperator;
 use sluice_runtime::task::{
     BARRIER_INJECTION_CAPACITY, SnapshotReporter, Subtask, SubtaskSnapshot, TaskInput,
 };
-use sluice_sql::{Exchange, StreamGraph, StreamNode, StreamOperator};
+use sluice_sql::{Exchange, OverFrame, StreamGraph, StreamNode, StreamOperator};
 use sluice_state::DEFAULT_KEY_GROUPS;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -586,7 +587,7 @@ fn drops_late_rows(operator: &StreamOperator) -> bool {
             windows, intervals, ..
         } => windows.is_some() || intervals.is_some(),
         StreamOperator::TopN { windows, .. } => windows.is_some(),
-        StreamOperator::SessionWindow { .. } => true,
+        StreamOperator::SessionWindow { .. } | StreamOperator::OverAggregate { .. } => true,
         _ => false,
     }
 }
@@ -829,6 +830,42 @@ fn compile_operator(
                 }
                 (None, _) => operator,
             })
+        }
+        StreamOperator::OverAggregate {
+            partition_by,
+            time,
+            aggr_exprs,
+            frame,
+        } => {
+            let planning = PhysicalPlanningContext::default();
+            let physical_input = input_schema.as_arrow();
+            let aggregates = aggr_exprs
+                .iter()
+                .map(|e| {
+                    Ok(LoweredAggregateBuilder::new(
+                        e,
+                        input_schema,
+                        physical_input,
+                        props,
+                        &planning,
+                    )
+                    .build()?
+                    .aggregate)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let frame = match *frame {
+                OverFrame::Rows(n) => Frame::Rows(n),
+                OverFrame::Range(ms) => Frame::Range(ms),
+            };
+            Box::new(OverAggregateOperator::new(
+                compile_exprs(partition_by, input_schema, props)?,
+                compile_exprs(std::slice::from_ref(time), input_schema, props)?.remove(0),
+                aggregates,
+                frame,
+                Arc::new(physical_input.clone()),
+                output_schema(node),
+                late_rows.clone(),
+            )?)
         }
         StreamOperator::Unnest {
             lists,

@@ -41,6 +41,16 @@ pub struct WindowKey {
     pub allowed_lateness_ms: i64,
 }
 
+/// The frame of OVER aggregates: from how far back to the current row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverFrame {
+    /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW` (`None`: UNBOUNDED PRECEDING).
+    Rows(Option<u64>),
+    /// `RANGE BETWEEN interval PRECEDING AND CURRENT ROW`, in milliseconds (`None`:
+    /// UNBOUNDED PRECEDING). A row's peers (same time) are in its frame.
+    Range(Option<i64>),
+}
+
 /// An input edge of a node.
 #[derive(Debug, Clone)]
 pub struct StreamEdge {
@@ -148,6 +158,18 @@ pub enum StreamOperator {
         /// A window Top-N: the PARTITION BY key `window_end`, whose windows close.
         windows: Option<WindowKey>,
     },
+    /// OVER aggregates (`agg(x) OVER (PARTITION BY k ORDER BY ts <frame>)`) over an
+    /// append-only input whose event time is `ts`: once the watermark passes a row's
+    /// time, the row is emitted with its aggregates over the frame of its partition, rows
+    /// taken in time order. Rows behind the watermark are late. Append-only output.
+    OverAggregate {
+        partition_by: Vec<Expr>,
+        /// The ORDER BY column, the input's event time.
+        time: Expr,
+        /// One aggregate function expression over the input per output column.
+        aggr_exprs: Vec<Expr>,
+        frame: OverFrame,
+    },
     /// Stores the result of view `view`.
     Materialize {
         view: String,
@@ -170,6 +192,7 @@ impl StreamOperator {
             StreamOperator::Unnest { .. } => "Unnest",
             StreamOperator::SessionWindow { .. } => "SessionWindow",
             StreamOperator::TopN { .. } => "TopN",
+            StreamOperator::OverAggregate { .. } => "OverAggregate",
             StreamOperator::TemporalFilter { .. } => "TemporalFilter",
             StreamOperator::Materialize { .. } => "Materialize",
         }
@@ -362,6 +385,27 @@ impl fmt::Display for StreamGraph {
                         detail.push_str(&format!(", filter={f}"));
                     }
                     detail
+                }
+                StreamOperator::OverAggregate {
+                    partition_by,
+                    time,
+                    aggr_exprs,
+                    frame,
+                } => {
+                    let aggregates: Vec<String> =
+                        aggr_exprs.iter().map(|e| e.to_string()).collect();
+                    let frame = match frame {
+                        OverFrame::Rows(Some(n)) => format!("rows {n} preceding"),
+                        OverFrame::Rows(None) => "rows unbounded preceding".into(),
+                        OverFrame::Range(Some(ms)) => format!("range {ms} ms preceding"),
+                        OverFrame::Range(None) => "range unbounded preceding".into(),
+                    };
+                    let keys: Vec<String> = partition_by.iter().map(|e| e.to_string()).collect();
+                    format!(
+                        "aggregates=[{}], partition_by=[{}], order_by={time}, {frame}",
+                        aggregates.join(", "),
+                        keys.join(", ")
+                    )
                 }
                 StreamOperator::Union => format!("inputs={}", node.inputs.len()),
                 StreamOperator::Unnest { lists, .. } => {

@@ -5,6 +5,7 @@ pub mod catalog;
 mod dialect;
 pub mod graph;
 pub mod interval;
+pub mod over;
 pub mod parser;
 pub mod planner;
 pub mod temporal;
@@ -12,7 +13,9 @@ pub mod temporal_join;
 pub mod windows;
 
 pub use catalog::{Catalog, Relation, RelationKind, WatermarkSpec};
-pub use graph::{Exchange, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate};
+pub use graph::{
+    Exchange, OverFrame, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate,
+};
 pub use parser::{
     ObjectKind, ParsedStatement, ShowTarget, Statement, ViewOptions, WatermarkDef, parse_sql,
     parse_state_ttl,

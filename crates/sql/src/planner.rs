@@ -591,6 +591,42 @@ impl GraphBuilder<'_> {
 
     /// Window functions: ROW_NUMBER under a filter that limits it (Top-N), and the
     /// session window functions of `SESSION(...)`.
+    /// OVER aggregates (see [`crate::over`]).
+    fn lower_over(&mut self, window: &Window, over: crate::over::OverSpec) -> Result<usize> {
+        let input = self.lower(&window.input)?;
+        if self.graph.nodes[input].changelog {
+            return Err(unsupported(
+                "an OVER aggregate over an input that updates or deletes rows (it must be append-only)",
+            ));
+        }
+        let order_index = match &over.order_by {
+            Expr::Column(c) => window.input.schema().index_of_column(c).ok(),
+            _ => None,
+        };
+        let time = self.event_time_index(input);
+        if time.is_none() || time != order_index {
+            return Err(unsupported(
+                "an OVER aggregate whose ORDER BY is not its input's event-time column (the column of a WATERMARK FOR)",
+            ));
+        }
+        let (parallelism, exchange) = self.keyed(input, &over.partition_by);
+        Ok(self.add(
+            StreamOperator::OverAggregate {
+                partition_by: over.partition_by,
+                time: over.order_by,
+                aggr_exprs: over.aggr_exprs,
+                frame: over.frame,
+            },
+            vec![StreamEdge {
+                from: input,
+                exchange,
+            }],
+            window.schema.clone(),
+            false,
+            parallelism,
+        ))
+    }
+
     fn lower_window(&mut self, window: &Window) -> Result<usize> {
         if let [e] = window.window_expr.as_slice()
             && let Expr::WindowFunction(f) = e.clone().unalias()
@@ -630,6 +666,9 @@ impl GraphBuilder<'_> {
                 true,
                 parallelism,
             ));
+        }
+        if let Some(over) = crate::over::over_aggregates(window)? {
+            return self.lower_over(window, over);
         }
         let mut session: Option<(&WindowFunction, Vec<bool>)> = None;
         for e in &window.window_expr {
@@ -1029,6 +1068,10 @@ mod tests {
             ),
             (
                 "SELECT k, sum(v) OVER (ORDER BY v) FROM t",
+                "OVER aggregate whose ORDER BY is not its input's event-time column",
+            ),
+            (
+                "SELECT k, lag(v) OVER (ORDER BY v) FROM t",
                 "window function",
             ),
             ("SELECT 1", "must read from a table"),

@@ -9,6 +9,7 @@ pub mod calc;
 pub mod encoding;
 pub mod join;
 pub mod materialize;
+pub mod over;
 pub mod retractable;
 pub mod session;
 pub mod temporal;
