@@ -341,12 +341,8 @@ impl fmt::Display for StreamGraph {
                     null_aware,
                     ..
                 } => {
-                    let pairs: Vec<String> = left_keys
-                        .iter()
-                        .zip(right_keys)
-                        .map(|(l, r)| format!("{l} = {r}"))
-                        .collect();
-                    let mut detail = format!("{join_type}, on=[{}]", pairs.join(", "));
+                    let mut detail =
+                        format!("{join_type}, on=[{}]", key_pairs(left_keys, right_keys));
                     if let Some(f) = filter {
                         detail.push_str(&format!(", filter={f}"));
                     }
@@ -373,14 +369,11 @@ impl fmt::Display for StreamGraph {
                     right_keys,
                     filter,
                 } => {
-                    let pairs: Vec<String> = left_keys
-                        .iter()
-                        .zip(right_keys)
-                        .map(|(l, r)| format!("{l} = {r}"))
-                        .collect();
                     let kind = if *outer { "Left" } else { "Inner" };
-                    let mut detail =
-                        format!("{kind}, on=[{}], as of processing time", pairs.join(", "));
+                    let mut detail = format!(
+                        "{kind}, on=[{}], as of processing time",
+                        key_pairs(left_keys, right_keys)
+                    );
                     if let Some(f) = filter {
                         detail.push_str(&format!(", filter={f}"));
                     }
@@ -507,4 +500,13 @@ impl fmt::Display for StreamGraph {
         }
         f.write_str(out.trim_end())
     }
+}
+
+/// A join's key equalities as EXPLAIN shows them: `l1 = r1, l2 = r2`.
+fn key_pairs(left: &[Expr], right: &[Expr]) -> String {
+    left.iter()
+        .zip(right)
+        .map(|(l, r)| format!("{l} = {r}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

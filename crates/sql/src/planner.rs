@@ -491,16 +491,7 @@ impl GraphBuilder<'_> {
                     }),
                 intervals,
             },
-            vec![
-                StreamEdge {
-                    from: left,
-                    exchange: Exchange::Hash(left_keys),
-                },
-                StreamEdge {
-                    from: right,
-                    exchange: Exchange::Hash(right_keys),
-                },
-            ],
+            hash_inputs(left, left_keys, right, right_keys),
             join.schema.clone(),
             changelog,
             // NOT IN judges rows by facts about the whole subquery: one subtask.
@@ -542,16 +533,7 @@ impl GraphBuilder<'_> {
                 right_keys: right_keys.clone(),
                 filter,
             },
-            vec![
-                StreamEdge {
-                    from: left,
-                    exchange: Exchange::Hash(left_keys),
-                },
-                StreamEdge {
-                    from: right,
-                    exchange: Exchange::Hash(right_keys),
-                },
-            ],
+            hash_inputs(left, left_keys, right, right_keys),
             join.schema.clone(),
             false,
             self.parallelism,
@@ -901,6 +883,25 @@ fn window_column(plan: &LogicalPlan, column: &datafusion::common::Column) -> Opt
         }
         _ => None,
     }
+}
+
+/// A two-input operator's edges, each hash-partitioned by its side's keys.
+fn hash_inputs(
+    left: usize,
+    left_keys: Vec<Expr>,
+    right: usize,
+    right_keys: Vec<Expr>,
+) -> Vec<StreamEdge> {
+    vec![
+        StreamEdge {
+            from: left,
+            exchange: Exchange::Hash(left_keys),
+        },
+        StreamEdge {
+            from: right,
+            exchange: Exchange::Hash(right_keys),
+        },
+    ]
 }
 
 /// Whether `e` is a column named `window_end` (of a window table function).
