@@ -97,6 +97,10 @@ fn rewrite_joins(from: &mut TableWithJoins) -> Result<()> {
         let TableFactor::Table { version, .. } = &mut join.relation else {
             continue;
         };
+        if !matches!(version, Some(TableVersion::ForSystemTimeAsOf(_))) {
+            // Other versions stay, for the table factor check to refuse.
+            continue;
+        }
         let Some(TableVersion::ForSystemTimeAsOf(time)) = version.take() else {
             continue;
         };

@@ -260,7 +260,11 @@ impl Coordinator {
         sluice_sql::register_functions(&ctx);
         let (restarts, restart_requests) = Restarts::new(RestartPolicy {
             attempts: config.restart_attempts,
-            backoff: std::time::Duration::from_secs_f64(config.restart_backoff),
+            backoff: std::time::Duration::from_secs_f64(
+                config
+                    .restart_backoff
+                    .min(sluice_common::config::MAX_RESTART_BACKOFF_SECS),
+            ),
         });
         let coordinator = Arc::new(Coordinator {
             ctx,
@@ -755,11 +759,13 @@ impl Coordinator {
 
     /// Waits until every view reflects every write acknowledged before this call.
     pub async fn flush(&self) {
-        // A job that fails while this waits, and is restarted, is waited for again.
+        // A job that fails while this waits, and is restarted, is waited for again: so
+        // is every job when a recovery replaced the ones this waited on.
         loop {
             self.restarts.settled().await;
+            let recoveries = self.restarts.recoveries();
             self.flush_once().await;
-            if !self.restarts.is_pending() {
+            if !self.restarts.is_pending() && self.restarts.recoveries() == recoveries {
                 return;
             }
         }

@@ -71,6 +71,9 @@ pub(super) struct Restarts {
     state: Mutex<RestartState>,
     /// Restarts requested and not yet carried out; FLUSH waits for 0.
     pending: watch::Sender<u64>,
+    /// Recoveries begun so far: a FLUSH that saw this change while it waited waited on
+    /// jobs that a recovery replaced, and flushes again.
+    recoveries: std::sync::atomic::AtomicU64,
     /// Each request carries its backoff.
     requests: mpsc::UnboundedSender<Duration>,
 }
@@ -84,6 +87,7 @@ impl Restarts {
             policy,
             state: Mutex::new(RestartState::default()),
             pending: watch::channel(0).0,
+            recoveries: std::sync::atomic::AtomicU64::new(0),
             requests,
         };
         (Arc::new(restarts), received)
@@ -150,6 +154,11 @@ impl Restarts {
         *self.pending.borrow() > 0
     }
 
+    /// How many recoveries have begun.
+    pub(super) fn recoveries(&self) -> u64 {
+        self.recoveries.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// How often `view`'s job was restarted, and whether a restart is scheduled.
     pub(super) fn status(&self, view: &str) -> (u32, bool) {
         let state = self.state.lock();
@@ -202,6 +211,15 @@ impl Coordinator {
             None => None,
         };
         let _epochs = self.epochs.lock().await;
+        // From here on, failures of the jobs being replaced restart nothing more.
+        {
+            let mut state = self.restarts.state.lock();
+            state.generation += 1;
+            state.restarting.clear();
+        }
+        self.restarts
+            .recoveries
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let (jobs, tables, left_failed) = {
             let inner = self.inner.lock();
             let mut jobs: Vec<Arc<Job>> = inner.jobs.values().cloned().collect();
@@ -236,11 +254,6 @@ impl Coordinator {
         let mut paused = Vec::with_capacity(tables.len());
         for table in &tables {
             paused.push(table.pause_writes().await);
-        }
-        {
-            let mut state = self.restarts.state.lock();
-            state.generation += 1;
-            state.restarting.clear();
         }
         let mut started = Vec::new();
         {

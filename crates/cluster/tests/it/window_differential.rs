@@ -137,7 +137,8 @@ const VIEWS: &[WindowView] = &[
                 AND e.ts <= c.ts + INTERVAL '3' SECOND AND c.ts <= e.ts + INTERVAL '3' SECOND \
                 WHERE (e.wm IS NULL OR e.ts > e.wm)",
     },
-    // OVER aggregates emit a row once the watermark passes it ({now}), late rows dropped.
+    // OVER aggregates emit a row once the watermark passes it ({now}); rows before the
+    // watermark they arrived under are late and dropped.
     // RANGE frames only: their peers make ties deterministic, as ROWS frames are not.
     WindowView {
         name: "over_range",
@@ -151,7 +152,7 @@ const VIEWS: &[WindowView] = &[
                 sum(v) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '4' SECOND PRECEDING AND CURRENT ROW) AS s, \
                 max(v) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '4' SECOND PRECEDING AND CURRENT ROW) AS hi, \
                 count(*) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '4' SECOND PRECEDING AND CURRENT ROW) AS n \
-                FROM arrivals WHERE (wm IS NULL OR ts > wm)) x WHERE {emitted}",
+                FROM arrivals WHERE (wm IS NULL OR ts >= wm)) x WHERE {emitted}",
     },
     WindowView {
         name: "over_running",
@@ -160,7 +161,7 @@ const VIEWS: &[WindowView] = &[
                 min(v) OVER (PARTITION BY k ORDER BY ts) AS lo FROM events",
         batch: "SELECT * FROM (SELECT k, ts, v, count(v) OVER (PARTITION BY k ORDER BY ts) AS n, \
                 min(v) OVER (PARTITION BY k ORDER BY ts) AS lo \
-                FROM arrivals WHERE (wm IS NULL OR ts > wm)) x WHERE {emitted}",
+                FROM arrivals WHERE (wm IS NULL OR ts >= wm)) x WHERE {emitted}",
     },
     WindowView {
         name: "over_global",
@@ -169,7 +170,7 @@ const VIEWS: &[WindowView] = &[
                 FROM events",
         batch: "SELECT * FROM (SELECT ts, v, \
                 avg(v) OVER (ORDER BY ts RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW) AS av \
-                FROM arrivals WHERE (wm IS NULL OR ts > wm)) x WHERE {emitted}",
+                FROM arrivals WHERE (wm IS NULL OR ts >= wm)) x WHERE {emitted}",
     },
     WindowView {
         name: "session_updating",
@@ -222,7 +223,7 @@ impl WindowView {
                 "{closed}",
                 &format!("window_end <= TIMESTAMP '{now}' - {lateness}"),
             )
-            .replace("{emitted}", &format!("ts <= TIMESTAMP '{now}'"))
+            .replace("{emitted}", &format!("ts < TIMESTAMP '{now}'"))
     }
 }
 

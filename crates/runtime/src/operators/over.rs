@@ -1,6 +1,7 @@
 //! OVER aggregates over event time (`agg(x) OVER (PARTITION BY k ORDER BY ts <frame>)`).
 //!
-//! Rows wait until the watermark passes their time; then they are taken in time order
+//! Rows wait until the watermark passes their time (a watermark W says every row before W
+//! has arrived); then they are taken in time order
 //! and each is emitted with its aggregates over the frame of its partition. So a row's
 //! values never change once emitted and the output is append-only, as in Flink. Rows
 //! arriving behind the watermark are late: dropped and counted.
@@ -97,6 +98,16 @@ impl OverAggregateOperator {
             .iter()
             .map(|k| Ok(SortField::new(k.data_type(&input_schema)?)))
             .collect::<Result<Vec<_>>>()?;
+        if frame.bounded() {
+            for aggregate in &aggregates {
+                aggregate.create_sliding_accumulator().map_err(|_| {
+                    SluiceError::unsupported(format!(
+                        "{} over a bounded OVER frame: it cannot take rows back out of its frame (use UNBOUNDED PRECEDING)",
+                        aggregate.fun().name()
+                    ))
+                })?;
+            }
+        }
         Ok(OverAggregateOperator {
             partition_by,
             time,
@@ -205,7 +216,9 @@ impl OverAggregateOperator {
     fn evict(&self, partition: &mut Partition, time: i64) -> Result<()> {
         loop {
             let leaves = match (self.frame, partition.frame.front()) {
-                (Frame::Rows(Some(n)), Some(_)) => partition.frame.len() as u64 > n + 1,
+                (Frame::Rows(Some(n)), Some(_)) => {
+                    partition.frame.len() as u64 > n.saturating_add(1)
+                }
                 (Frame::Range(Some(ms)), Some(oldest)) => oldest.time < time.saturating_sub(ms),
                 _ => false,
             };
@@ -363,7 +376,8 @@ impl Operator for OverAggregateOperator {
         let rows = self.rows.convert_columns(batch.columns())?;
         for (i, time) in times.into_iter().enumerate() {
             match time {
-                Some(t) if self.watermark.is_none_or(|w| t > w) => {
+                // A watermark W says rows before W have all arrived: one at W is on time.
+                Some(t) if self.watermark.is_none_or(|w| t >= w) => {
                     self.pending
                         .entry(t)
                         .or_default()
@@ -379,7 +393,7 @@ impl Operator for OverAggregateOperator {
 
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
         self.watermark = Some(self.watermark.map_or(watermark.0, |w| w.max(watermark.0)));
-        let due = take_through(&mut self.pending, watermark.0);
+        let due = take_through(&mut self.pending, watermark.0.saturating_sub(1));
         self.emit(due, out)?;
         out.push(Message::Watermark(watermark));
         Ok(())
@@ -615,17 +629,22 @@ mod tests {
         op.process_batch(rows(&[(1, 5, 30), (1, 1, 10), (1, 2, 20)]), &mut out)
             .unwrap();
         assert!(emitted(&out).is_empty(), "nothing before the watermark");
+        // Watermark 20: rows before 20 have all arrived; one at 20 may still come.
         op.process_watermark(Watermark(20), &mut out).unwrap();
-        assert_eq!(emitted(&out), vec![(10, Some(1)), (20, Some(3))]);
+        assert_eq!(emitted(&out), vec![(10, Some(1))]);
         out.clear();
-        op.process_batch(rows(&[(1, 9, 15)]), &mut out).unwrap();
+        op.process_batch(rows(&[(1, 9, 15), (1, 4, 20)]), &mut out)
+            .unwrap();
         assert_eq!(
             op.late_rows.load(Ordering::Relaxed),
             1,
             "behind the watermark"
         );
-        op.process_watermark(Watermark(30), &mut out).unwrap();
-        assert_eq!(emitted(&out), vec![(30, Some(7))]);
+        op.process_watermark(Watermark(31), &mut out).unwrap();
+        assert_eq!(
+            emitted(&out),
+            vec![(20, Some(3)), (20, Some(6)), (30, Some(9))]
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! not revisit it, so the output is append-only. A LEFT join pads a left row with NULLs
 //! when no right row of its key satisfies the condition. Rows with a NULL key match
 //! nothing.
+//!
+//! Until the first barrier the left rows (and watermarks) wait: the table's existing rows
+//! (a new view's snapshot of it, or its replay after a restore) reach the operator on
+//! their own channel, and only a barrier, which follows them, says they are all in. A
+//! new view thus joins existing rows with the whole table.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use sluice_state::DEFAULT_KEY_GROUPS;
 use super::encoding::row_converter;
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
-use crate::message::{Message, RowKind, split_changelog};
+use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
 
 /// The right input's rows by join key: row → multiplicity.
 type Table = HashMap<Box<[u8]>, HashMap<Box<[u8]>, u64>>;
@@ -40,6 +45,8 @@ pub struct TemporalJoinOperator {
     filter: Option<Arc<dyn PhysicalExpr>>,
     /// Left columns, then right columns.
     schema: SchemaRef,
+    /// Left batches and the latest left watermark held until the first barrier.
+    warming_up: Option<(Vec<RecordBatch>, Option<Watermark>)>,
 }
 
 impl TemporalJoinOperator {
@@ -70,7 +77,20 @@ impl TemporalJoinOperator {
             outer,
             filter,
             schema,
+            warming_up: Some((Vec::new(), None)),
         })
+    }
+
+    /// Probes the left rows held until the table was loaded, then passes their watermark.
+    fn end_warm_up(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        let Some((batches, watermark)) = self.warming_up.take() else {
+            return Ok(());
+        };
+        for batch in batches {
+            self.probe(batch, out)?;
+        }
+        out.extend(watermark.map(Message::Watermark));
+        Ok(())
     }
 
     /// The key columns of input `side` over `data`.
@@ -219,10 +239,38 @@ impl Operator for TemporalJoinOperator {
         out: &mut Vec<Message>,
     ) -> Result<()> {
         if input == 0 {
-            self.probe(batch, out)
+            match &mut self.warming_up {
+                Some((held, _)) => {
+                    held.push(batch);
+                    Ok(())
+                }
+                None => self.probe(batch, out),
+            }
         } else {
             self.update_table(&batch)
         }
+    }
+
+    fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        match &mut self.warming_up {
+            Some((_, held)) => *held = Some(watermark),
+            None => out.push(Message::Watermark(watermark)),
+        }
+        Ok(())
+    }
+
+    fn process_barrier(
+        &mut self,
+        barrier: CheckpointBarrier,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.end_warm_up(out)?;
+        out.push(Message::Barrier(barrier));
+        Ok(())
+    }
+
+    fn finish(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        self.end_warm_up(out)
     }
 
     /// One entry per distinct held row: key `[key length: u32][key][row]`, value its
@@ -338,6 +386,15 @@ mod tests {
         .unwrap()
     }
 
+    /// Passes a first barrier, which ends the warm-up (the table is loaded).
+    fn loaded(op: &mut TemporalJoinOperator, out: &mut Vec<Message>) {
+        let barrier = CheckpointBarrier {
+            epoch: 1,
+            kind: crate::message::BarrierKind::Flush,
+        };
+        op.process_barrier(barrier, out).unwrap();
+    }
+
     /// The output rows as `a:b` (b is `-` when NULL), sorted.
     fn joined(out: &[Message]) -> Vec<String> {
         let mut rows = Vec::new();
@@ -358,10 +415,13 @@ mod tests {
     fn a_row_joins_the_table_as_it_is_when_the_row_arrives() {
         let mut op = join(false);
         let mut out = Vec::new();
-        op.process_batch_from(1, right(&[(1, "old", RowKind::Insert)]), &mut out)
-            .unwrap();
+        // Rows that come before the table is loaded (its first barrier) wait for it.
         op.process_batch_from(0, left(&[(Some(1), "x"), (Some(2), "y")]), &mut out)
             .unwrap();
+        op.process_batch_from(1, right(&[(1, "old", RowKind::Insert)]), &mut out)
+            .unwrap();
+        assert!(joined(&out).is_empty());
+        loaded(&mut op, &mut out);
         assert_eq!(joined(&out), vec!["x:old"]);
         // Updating the table emits nothing and changes only what later rows join.
         out.clear();
@@ -388,6 +448,7 @@ mod tests {
         let mut out = Vec::new();
         op.process_batch_from(1, right(&[(1, "one", RowKind::Insert)]), &mut out)
             .unwrap();
+        loaded(&mut op, &mut out);
         op.process_batch_from(
             0,
             left(&[(Some(1), "x"), (Some(3), "y"), (None, "z")]),
@@ -410,6 +471,7 @@ mod tests {
         let snapshot = op.snapshot_state().unwrap();
         let mut restored = join(false);
         restored.restore_state(snapshot).unwrap();
+        loaded(&mut restored, &mut out);
         restored
             .process_batch_from(0, left(&[(Some(1), "x")]), &mut out)
             .unwrap();
