@@ -351,9 +351,26 @@ fn syntax(e: datafusion::sql::sqlparser::parser::ParserError) -> SluiceError {
     )
 }
 
+/// A parser over `tokens`: PostgreSQL's dialect, or Sluice's (PostgreSQL's plus table
+/// versions) when the statement has `FOR SYSTEM_TIME`. Table versions make sqlparser read
+/// `AT`, `BEFORE` and `CHANGES` after a table as version clauses, so statements that do
+/// not need them keep PostgreSQL's reading (`FROM t at` is `t` aliased `at`).
 fn sql_parser(tokens: Vec<TokenWithSpan>) -> Parser<'static> {
-    static DIALECT: SluiceDialect = SluiceDialect::new();
-    Parser::new(&DIALECT).with_tokens_with_locations(tokens)
+    static POSTGRES: PostgreSqlDialect = PostgreSqlDialect {};
+    static SLUICE: SluiceDialect = SluiceDialect::new();
+    let words: Vec<&Token> = tokens
+        .iter()
+        .map(|t| &t.token)
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let versions = words
+        .windows(2)
+        .any(|w| is_word(w[0], "for") && is_word(w[1], "system_time"));
+    if versions {
+        Parser::new(&SLUICE).with_tokens_with_locations(tokens)
+    } else {
+        Parser::new(&POSTGRES).with_tokens_with_locations(tokens)
+    }
 }
 
 fn expect_end(parser: &mut Parser<'_>) -> Result<()> {
@@ -859,6 +876,19 @@ fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statemen
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn table_versions_do_not_change_how_other_statements_parse() {
+        // PostgreSQL reads `at` after a table as its alias.
+        let Statement::Query(q) = one("SELECT * FROM t at") else {
+            panic!("a query");
+        };
+        assert_eq!(q.to_string(), "SELECT * FROM t at");
+        assert!(
+            parse_sql("SELECT * FROM o JOIN r FOR SYSTEM_TIME AS OF PROCTIME() ON o.k = r.k")
+                .is_ok()
+        );
+    }
     use super::*;
 
     fn one(sql: &str) -> Statement {
