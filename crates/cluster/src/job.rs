@@ -14,7 +14,7 @@ use datafusion::common::DFSchema;
 use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{Expr, ExprSchemable, JoinType};
-use datafusion::physical_expr::aggregate::LoweredAggregateBuilder;
+use datafusion::physical_expr::aggregate::{LoweredAggregate, LoweredAggregateBuilder};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use parking_lot::Mutex;
 use sluice_common::error::{Result, SluiceError};
@@ -634,6 +634,24 @@ async fn forward_subscription(subscription: Subscription, tx: mpsc::Sender<Messa
     Ok(())
 }
 
+/// Aggregate expressions over `schema`, lowered to DataFusion's physical aggregates.
+fn lower_aggregates(
+    aggr_exprs: &[Expr],
+    schema: &DFSchema,
+    props: &ExecutionProps,
+) -> Result<Vec<LoweredAggregate>> {
+    let planning = PhysicalPlanningContext::default();
+    aggr_exprs
+        .iter()
+        .map(|e| {
+            Ok(
+                LoweredAggregateBuilder::new(e, schema, schema.as_arrow(), props, &planning)
+                    .build()?,
+            )
+        })
+        .collect()
+}
+
 fn compile_exprs(
     exprs: &[Expr],
     schema: &DFSchema,
@@ -799,20 +817,18 @@ fn compile_operator(
             aggr_exprs,
             window,
         } => {
-            let planning = PhysicalPlanningContext::default();
             let physical_input = input_schema.as_arrow();
-            let mut aggregates = Vec::with_capacity(aggr_exprs.len());
-            for e in aggr_exprs {
-                let lowered =
-                    LoweredAggregateBuilder::new(e, input_schema, physical_input, props, &planning)
-                        .build()?;
-                aggregates.push(AggregateSpec::new(
-                    lowered.aggregate,
-                    lowered.filter,
-                    physical_input,
-                    input.changelog,
-                )?);
-            }
+            let aggregates = lower_aggregates(aggr_exprs, input_schema, props)?
+                .into_iter()
+                .map(|lowered| {
+                    AggregateSpec::new(
+                        lowered.aggregate,
+                        lowered.filter,
+                        physical_input,
+                        input.changelog,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
             let operator = AggregateOperator::new(
                 compile_exprs(group_exprs, input_schema, props)?,
                 aggregates,
@@ -837,22 +853,10 @@ fn compile_operator(
             aggr_exprs,
             frame,
         } => {
-            let planning = PhysicalPlanningContext::default();
-            let physical_input = input_schema.as_arrow();
-            let aggregates = aggr_exprs
-                .iter()
-                .map(|e| {
-                    Ok(LoweredAggregateBuilder::new(
-                        e,
-                        input_schema,
-                        physical_input,
-                        props,
-                        &planning,
-                    )
-                    .build()?
-                    .aggregate)
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let aggregates = lower_aggregates(aggr_exprs, input_schema, props)?
+                .into_iter()
+                .map(|lowered| lowered.aggregate)
+                .collect();
             let frame = match *frame {
                 OverFrame::Rows(n) => Frame::Rows(n),
                 OverFrame::Range(ms) => Frame::Range(ms),
@@ -862,7 +866,7 @@ fn compile_operator(
                 compile_exprs(std::slice::from_ref(time), input_schema, props)?.remove(0),
                 aggregates,
                 frame,
-                Arc::new(physical_input.clone()),
+                Arc::new(input_schema.as_arrow().clone()),
                 output_schema(node),
                 late_rows.clone(),
             )?)

@@ -30,7 +30,9 @@ use datafusion::scalar::ScalarValue;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::DEFAULT_KEY_GROUPS;
 
-use super::encoding::{row_converter, take_through, timestamp_millis};
+use super::encoding::{
+    key_groups_of_rows, push_sized, row_converter, split_sized, take_through, timestamp_millis,
+};
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, Watermark};
@@ -319,36 +321,23 @@ impl OverAggregateOperator {
         Ok((RowConverter::new(fields)?, widths))
     }
 
-    /// An unbounded frame's accumulator states (`Accumulator::state`), as one row.
-    fn encode_states(&mut self, partition_key: &[u8]) -> Result<Vec<u8>> {
-        let (converter, _) = self.state_converter()?;
-        let partition = self
-            .partitions
-            .get_mut(partition_key)
-            .ok_or_else(|| SluiceError::internal("an OVER partition vanished"))?;
-        let mut columns = Vec::new();
-        for acc in partition.accumulators.iter_mut() {
-            for value in acc.state()? {
-                columns.push(value.to_array()?);
-            }
-        }
-        let rows = converter.convert_columns(&columns)?;
-        Ok(rows.row(0).as_ref().to_vec())
-    }
-
-    /// Merges states that [`Self::encode_states`] wrote into a fresh partition.
-    fn decode_states(&mut self, partition_key: Box<[u8]>, value: &[u8]) -> Result<()> {
-        let (converter, widths) = self.state_converter()?;
+    /// A fresh partition with the states [`encode_states`] wrote (in `converter`'s row
+    /// format, `widths` values per aggregate) merged into its accumulators.
+    fn decode_states(
+        &self,
+        converter: &RowConverter,
+        widths: &[usize],
+        value: &[u8],
+    ) -> Result<Partition> {
         let parser = converter.parser();
         let columns = converter.convert_rows(std::iter::once(parser.parse(value)))?;
         let mut partition = self.new_partition()?;
         let mut columns = columns.into_iter();
-        for (acc, width) in partition.accumulators.iter_mut().zip(widths) {
+        for (acc, &width) in partition.accumulators.iter_mut().zip(widths) {
             let state: Vec<ArrayRef> = columns.by_ref().take(width).collect();
             acc.merge_batch(&state)?;
         }
-        self.partitions.insert(partition_key, partition);
-        Ok(())
+        Ok(partition)
     }
 
     /// Rows waiting for the watermark and rows held in frames, for tests and metrics.
@@ -358,6 +347,19 @@ impl OverAggregateOperator {
             self.partitions.values().map(|p| p.frame.len()).sum(),
         )
     }
+}
+
+/// An unbounded frame's accumulator states (`Accumulator::state`), as one row in
+/// `converter`'s format (see [`OverAggregateOperator::state_converter`]).
+fn encode_states(converter: &RowConverter, partition: &mut Partition) -> Result<Vec<u8>> {
+    let mut columns = Vec::new();
+    for acc in partition.accumulators.iter_mut() {
+        for value in acc.state()? {
+            columns.push(value.to_array()?);
+        }
+    }
+    let rows = converter.convert_columns(&columns)?;
+    Ok(rows.row(0).as_ref().to_vec())
 }
 
 /// Snapshot key prefixes.
@@ -427,21 +429,21 @@ impl Operator for OverAggregateOperator {
                 entries.push((group, key, Vec::new()));
             }
         }
-        let keys: Vec<&Box<[u8]>> = self.partitions.keys().collect();
-        if keys.is_empty() {
+        if self.partitions.is_empty() {
             return Ok(entries);
         }
-        let parser = self.key_converter.parser();
-        let key_columns = self
-            .key_converter
-            .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
-        let groups = key_groups_of_columns(&key_columns, keys.len(), DEFAULT_KEY_GROUPS)?;
-        let mut states = Vec::new();
-        for (partition_key, group) in keys.into_iter().zip(groups) {
-            let partition = &self.partitions[partition_key];
-            let mut prefix = Vec::with_capacity(5 + partition_key.len());
-            prefix.extend_from_slice(&(partition_key.len() as u32).to_le_bytes());
-            prefix.extend_from_slice(partition_key);
+        // Owned: unbounded frames' accumulators are read through `&mut` below.
+        let keys: Vec<Row> = self.partitions.keys().cloned().collect();
+        let held: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+        let groups = key_groups_of_rows(&self.key_converter, &held)?;
+        let (converter, _) = self.state_converter()?;
+        for (partition_key, group) in keys.iter().zip(groups) {
+            let partition = self
+                .partitions
+                .get_mut(partition_key)
+                .expect("a key of the map");
+            let mut prefix = Vec::with_capacity(4 + partition_key.len());
+            push_sized(&mut prefix, partition_key);
             if self.frame.bounded() {
                 for (seq, frame_row) in partition.frame.iter().enumerate() {
                     let mut key = vec![FRAME_ROW];
@@ -454,12 +456,8 @@ impl Operator for OverAggregateOperator {
             } else {
                 let mut key = vec![ACCUMULATORS];
                 key.extend_from_slice(&prefix);
-                states.push((group, key, partition_key.clone()));
+                entries.push((group, key, encode_states(&converter, partition)?));
             }
-        }
-        for (group, key, partition_key) in states {
-            let value = self.encode_states(&partition_key)?;
-            entries.push((group, key, value));
         }
         Ok(entries)
     }
@@ -470,6 +468,8 @@ impl Operator for OverAggregateOperator {
         let mut pending: BTreeMap<(i64, u64), Box<[u8]>> = BTreeMap::new();
         // By partition and position in its frame: the row's time and the row.
         let mut frame_rows: BTreeMap<(Row, u64), (i64, Row)> = BTreeMap::new();
+        // The row format of unbounded frames' accumulator states, built at the first.
+        let mut states: Option<(RowConverter, Vec<usize>)> = None;
         for (_, key, value) in entries {
             match key.first() {
                 Some(&WATERMARK) => {
@@ -494,17 +494,14 @@ impl Operator for OverAggregateOperator {
                     );
                 }
                 Some(&FRAME_ROW) | Some(&ACCUMULATORS) => {
-                    let length: [u8; 4] = key
-                        .get(1..5)
-                        .ok_or_else(corrupt)?
-                        .try_into()
-                        .map_err(|_| corrupt())?;
-                    let length = u32::from_le_bytes(length) as usize;
-                    let partition_key: Box<[u8]> =
-                        key.get(5..5 + length).ok_or_else(corrupt)?.into();
-                    let rest = &key[5 + length..];
+                    let (partition_key, rest) = split_sized(&key[1..]).ok_or_else(corrupt)?;
                     if key[0] == ACCUMULATORS {
-                        self.decode_states(partition_key, &value)?;
+                        if states.is_none() {
+                            states = Some(self.state_converter()?);
+                        }
+                        let (converter, widths) = states.as_ref().expect("set above");
+                        let partition = self.decode_states(converter, widths, &value)?;
+                        self.partitions.insert(partition_key.into(), partition);
                         continue;
                     }
                     let seq: [u8; 8] = rest
@@ -518,7 +515,7 @@ impl Operator for OverAggregateOperator {
                         .try_into()
                         .map_err(|_| corrupt())?;
                     frame_rows.insert(
-                        (partition_key, u64::from_be_bytes(seq)),
+                        (partition_key.into(), u64::from_be_bytes(seq)),
                         (i64::from_le_bytes(time), rest[16..].into()),
                     );
                 }

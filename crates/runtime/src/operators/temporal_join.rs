@@ -22,11 +22,9 @@ use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
-use sluice_state::DEFAULT_KEY_GROUPS;
 
-use super::encoding::row_converter;
+use super::encoding::{key_groups_of_rows, push_sized, row_converter, split_sized};
 use super::{Operator, StateEntry};
-use crate::keygroup::key_groups_of_columns;
 use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
 
 /// The right input's rows by join key: row → multiplicity.
@@ -276,21 +274,13 @@ impl Operator for TemporalJoinOperator {
     /// One entry per distinct held row: key `[key length: u32][key][row]`, value its
     /// multiplicity, in the key group of its join key.
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
-        let keys: Vec<&Box<[u8]>> = self.table.keys().collect();
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let parser = self.key_converter.parser();
-        let key_columns = self
-            .key_converter
-            .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
-        let groups = key_groups_of_columns(&key_columns, keys.len(), DEFAULT_KEY_GROUPS)?;
+        let keys: Vec<&[u8]> = self.table.keys().map(|k| k.as_ref()).collect();
+        let groups = key_groups_of_rows(&self.key_converter, &keys)?;
         let mut entries = Vec::new();
         for (key, group) in keys.into_iter().zip(groups) {
             for (row, count) in &self.table[key] {
                 let mut entry_key = Vec::with_capacity(4 + key.len() + row.len());
-                entry_key.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                entry_key.extend_from_slice(key);
+                push_sized(&mut entry_key, key);
                 entry_key.extend_from_slice(row);
                 entries.push((group, entry_key, count.to_le_bytes().to_vec()));
             }
@@ -302,14 +292,7 @@ impl Operator for TemporalJoinOperator {
         let corrupt =
             || SluiceError::corrupted("a temporal join's checkpointed state entry is malformed");
         for (_, entry_key, value) in entries {
-            let length: [u8; 4] = entry_key
-                .get(..4)
-                .ok_or_else(corrupt)?
-                .try_into()
-                .map_err(|_| corrupt())?;
-            let length = u32::from_le_bytes(length) as usize;
-            let key = entry_key.get(4..4 + length).ok_or_else(corrupt)?;
-            let row = &entry_key[4 + length..];
+            let (key, row) = split_sized(&entry_key).ok_or_else(corrupt)?;
             let count: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
             self.table
                 .entry(key.into())

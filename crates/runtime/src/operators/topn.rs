@@ -28,7 +28,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::DEFAULT_KEY_GROUPS;
 
-use super::encoding::{row_converter, take_through, timestamp_millis};
+use super::encoding::{push_sized, row_converter, split_sized, take_through, timestamp_millis};
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, RowKind, Watermark, split_changelog};
@@ -341,10 +341,8 @@ impl Operator for TopNOperator {
             };
             for ((order, row), count) in ranking {
                 let mut key = Vec::with_capacity(8 + partition.len() + order.len() + row.len());
-                for part in [partition.as_ref(), order.as_ref()] {
-                    key.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                    key.extend_from_slice(part);
-                }
+                push_sized(&mut key, partition);
+                push_sized(&mut key, order);
                 key.extend_from_slice(row);
                 entries.push((key_group, key, count.to_le_bytes().to_vec()));
             }
@@ -362,26 +360,13 @@ impl Operator for TopNOperator {
                 }
                 continue;
             }
-            let mut parts = Vec::with_capacity(2);
-            let mut at = 0;
-            for _ in 0..2 {
-                let len: [u8; 4] = key
-                    .get(at..at + 4)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(corrupt)?;
-                let len = u32::from_le_bytes(len) as usize;
-                let part: Box<[u8]> = key.get(at + 4..at + 4 + len).ok_or_else(corrupt)?.into();
-                parts.push(part);
-                at += 4 + len;
-            }
+            let (partition, rest) = split_sized(&key).ok_or_else(corrupt)?;
+            let (order, row) = split_sized(rest).ok_or_else(corrupt)?;
             let count: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
-            let row: Box<[u8]> = key[at..].into();
-            let order = parts.pop().expect("two parts");
-            let partition = parts.pop().expect("two parts");
             self.partitions
-                .entry(partition)
+                .entry(partition.into())
                 .or_default()
-                .insert((order, row), i64::from_le_bytes(count));
+                .insert((order.into(), row.into()), i64::from_le_bytes(count));
         }
         self.index_restored_windows()
     }

@@ -29,15 +29,14 @@ use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 
-use sluice_state::DEFAULT_KEY_GROUPS;
-
-use super::encoding::{row_converter, take_through, wall_clock_ms};
+use super::encoding::{
+    key_groups_of_rows, push_sized, row_converter, split_sized, take_through, wall_clock_ms,
+};
 mod expiry;
 mod null_aware;
 mod outer;
 
 use super::{Operator, StateEntry};
-use crate::keygroup::key_groups_of_columns;
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 pub use expiry::JoinIntervals;
 use expiry::{JoinTtl, JoinWindows};
@@ -326,17 +325,13 @@ impl Operator for JoinOperator {
             if keys.is_empty() {
                 continue;
             }
-            let parser = self.key_converter.parser();
-            let key_columns = self
-                .key_converter
-                .convert_rows(keys.iter().map(|k| parser.parse(k)))?;
-            let groups = key_groups_of_columns(&key_columns, keys.len(), DEFAULT_KEY_GROUPS)?;
+            let held: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
+            let groups = key_groups_of_rows(&self.key_converter, &held)?;
             for (key, group) in keys.into_iter().zip(groups) {
                 for (row, count) in &state[key] {
                     let mut entry_key = Vec::with_capacity(5 + key.len() + row.len());
                     entry_key.push(side as u8);
-                    entry_key.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                    entry_key.extend_from_slice(key);
+                    push_sized(&mut entry_key, key);
                     entry_key.extend_from_slice(row);
                     entries.push((group, entry_key, count.to_le_bytes().to_vec()));
                 }
@@ -376,14 +371,7 @@ impl Operator for JoinOperator {
                 }
                 continue;
             }
-            let length: [u8; 4] = entry_key
-                .get(1..5)
-                .ok_or_else(corrupt)?
-                .try_into()
-                .map_err(|_| corrupt())?;
-            let length = u32::from_le_bytes(length) as usize;
-            let key = entry_key.get(5..5 + length).ok_or_else(corrupt)?;
-            let row = &entry_key[5 + length..];
+            let (key, row) = split_sized(&entry_key[1..]).ok_or_else(corrupt)?;
             let count: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
             if side > 1 {
                 return Err(corrupt());
