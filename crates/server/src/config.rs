@@ -41,25 +41,26 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
         config.ephemeral = true;
     }
     if let Some(v) = args.checkpoint_interval {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(SluiceError::invalid_parameter(format!(
-                "--checkpoint-interval must be a number of seconds, 0 or more, got {v}"
-            )));
-        }
-        config.checkpoint_interval = v;
+        config.checkpoint_interval = seconds("--checkpoint-interval", v)?;
     }
     if let Some(v) = args.restart_attempts {
         config.restart_attempts = v;
     }
     if let Some(v) = args.restart_backoff {
-        if !(v.is_finite() && v >= 0.0) {
-            return Err(SluiceError::invalid_parameter(format!(
-                "--restart-backoff must be a number of seconds, 0 or more, got {v}"
-            )));
-        }
-        config.restart_backoff = v;
+        config.restart_backoff = seconds("--restart-backoff", v)?;
     }
     Ok(config)
+}
+
+/// `value` of flag `flag`, which must be a number of seconds, 0 or more.
+fn seconds(flag: &str, value: f64) -> Result<f64> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(SluiceError::invalid_parameter(format!(
+            "{flag} must be a number of seconds, 0 or more, got {value}"
+        )))
+    }
 }
 
 /// Parses a `ServeConfig` from a TOML file; missing keys keep their defaults.
