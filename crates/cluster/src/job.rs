@@ -36,6 +36,7 @@ use sluice_runtime::operators::topn::{TopNOperator, TopNOrder};
 use sluice_runtime::operators::union::UnionOperator;
 use sluice_runtime::operators::unnest::UnnestOperator;
 use sluice_runtime::operators::watermark::WatermarkOperator;
+use sluice_runtime::sink::{SharedSinkWriter, SinkCounts, SinkMetrics, SinkOutput, commit_sink};
 use sluice_runtime::task::{
     BARRIER_INJECTION_CAPACITY, SnapshotReporter, Subtask, SubtaskSnapshot, TaskInput,
 };
@@ -101,6 +102,14 @@ pub struct JobRestore {
     pub positions: BTreeMap<String, u64>,
     /// Per table the job reads (by name): the table's log position at the checkpoint.
     pub table_positions: BTreeMap<String, u64>,
+    /// Per sink subtask of a sink's job: its counts and writer state.
+    pub sink_states: BTreeMap<usize, Vec<StateEntry>>,
+}
+
+/// One subtask of a sink: its writer (which checkpoints commit) and what it received.
+struct SinkSubtask {
+    writer: SharedSinkWriter,
+    metrics: Arc<SinkMetrics>,
 }
 
 /// A subtask's id within its job: its chain and its index, stable across restarts.
@@ -138,6 +147,8 @@ pub struct Job {
     late_rows: BTreeMap<usize, Arc<AtomicU64>>,
     /// The checkpoint this deployment resumed from (`None`: it started from scratch).
     pub restored_epoch: Option<u64>,
+    /// The subtasks of a sink's job (empty for a view's).
+    sink_subtasks: Vec<SinkSubtask>,
 }
 
 impl Drop for Job {
@@ -176,6 +187,7 @@ impl Job {
             interrupted: Mutex::new(None),
             late_rows: BTreeMap::new(),
             restored_epoch: None,
+            sink_subtasks: Vec::new(),
         }
     }
 
@@ -258,6 +270,39 @@ impl Job {
         }
     }
 
+    /// What the sink of this job received, over all its subtasks (zero for a view's job).
+    pub fn sink_counts(&self) -> SinkCounts {
+        self.sink_subtasks
+            .iter()
+            .fold(SinkCounts::default(), |sum, s| {
+                sum.plus(SinkCounts::of(&s.metrics))
+            })
+    }
+
+    /// The last checkpoint every subtask of this job's sink has committed.
+    pub fn sink_committed_epoch(&self) -> u64 {
+        self.sink_subtasks
+            .iter()
+            .map(|s| s.metrics.committed_epoch.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Checkpoint `epoch` is complete: commits it on every subtask of this job's sink
+    /// (the second phase of the two-phase commit). A failed commit fails the job, which
+    /// restarts from that checkpoint.
+    pub async fn commit_sinks(&self, epoch: u64) {
+        for subtask in &self.sink_subtasks {
+            if let Err(e) = commit_sink(&subtask.writer, &subtask.metrics, epoch).await {
+                self.kill(&format!(
+                    "the sink could not commit checkpoint {epoch}: {}",
+                    e.message
+                ));
+                return;
+            }
+        }
+    }
+
     /// Rows dropped as late by this job's window operators.
     pub fn late_rows(&self) -> u64 {
         self.late_rows
@@ -277,7 +322,11 @@ impl Job {
             .copied()
             .filter(|&n| {
                 let op = &self.graph.nodes[n].operator;
-                !op.is_source() && !matches!(op, StreamOperator::Materialize { .. })
+                !op.is_source()
+                    && !matches!(
+                        op,
+                        StreamOperator::Materialize { .. } | StreamOperator::Sink { .. }
+                    )
             })
             .nth(k)
     }
@@ -405,6 +454,7 @@ pub fn deploy(
         Vec::new();
     let mut injectors = Vec::new();
     let mut sinks = Vec::new();
+    let mut sink_subtasks = Vec::new();
     let mut subtask_ids = Vec::new();
     for (c, chain) in chains.iter().enumerate() {
         let head = &graph.nodes[chain[0]];
@@ -496,6 +546,27 @@ pub fn deploy(
                         .get(j)
                         .ok_or_else(|| SluiceError::internal("sink parallelism mismatch"))?;
                     output = Some(Box::new(MaterializeSink::new(part.clone(), j, tx)));
+                } else if let StreamOperator::Sink { options, .. } = &node.operator {
+                    let (tx, rx) = watch::channel(SinkProgress::default());
+                    sinks.push(rx);
+                    let writer = sluice_connectors::create_sink_writer(
+                        options,
+                        &Arc::new(node.schema.as_arrow().clone()),
+                        node.changelog,
+                        j,
+                        node.parallelism,
+                    )?;
+                    let subtask = SinkSubtask {
+                        writer: Arc::new(tokio::sync::Mutex::new(writer)),
+                        metrics: Arc::new(SinkMetrics::default()),
+                    };
+                    let mut sink =
+                        SinkOutput::new(subtask.writer.clone(), subtask.metrics.clone(), j, tx);
+                    if let Some(state) = ctx.restore.and_then(|r| r.sink_states.get(&j)) {
+                        sink.restore_state(state.clone())?;
+                    }
+                    sink_subtasks.push(subtask);
+                    output = Some(Box::new(sink));
                 } else {
                     let late = late_rows.get(&node.id).unwrap_or(&unused_counter);
                     ops.push(compile_operator(&graph, node, &props, late)?);
@@ -576,6 +647,7 @@ pub fn deploy(
         interrupted: Mutex::new(Some(interrupted)),
         late_rows,
         restored_epoch: ctx.restore.map(|r| r.epoch),
+        sink_subtasks,
     })
 }
 

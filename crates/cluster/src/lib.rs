@@ -11,6 +11,6 @@ mod results;
 
 pub use coordinator::{
     CommandTag, Coordinator, Described, JobCheckpoint, JobDetail, JobInfo, RelationInfo, Session,
-    StatementResult,
+    SinkInfo, StatementResult,
 };
 pub use sluice_sql::{ParsedStatement, Statement};

@@ -8,7 +8,7 @@ use sluice_common::error::Result;
 
 use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata};
 
-use crate::coordinator::{JobInfo, StatementResult};
+use crate::coordinator::{JobInfo, SinkInfo, StatementResult};
 
 /// A result of text columns.
 pub fn text_result(columns: &[&str], rows: Vec<Vec<Option<String>>>) -> Result<StatementResult> {
@@ -83,6 +83,46 @@ pub fn jobs_result(jobs: &[JobInfo]) -> Result<StatementResult> {
                     .map(|j| j.error.as_deref())
                     .collect::<StringArray>(),
             ),
+        ],
+    )?;
+    Ok(StatementResult::Rows {
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// The schema of `SHOW SINKS`.
+pub fn sinks_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("connector", DataType::Utf8, false),
+        Field::new("query", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("inserts", DataType::Int64, false),
+        Field::new("deletes", DataType::Int64, false),
+    ]))
+}
+
+/// The rows of `SHOW SINKS`: `rows` is what the changelog leaves (inserts minus
+/// deletes). The checksum and the committed checkpoint are left to `GET /sinks`: they are for
+/// programs, and the latter changes with every checkpoint.
+pub fn sinks_result(sinks: &[SinkInfo]) -> Result<StatementResult> {
+    let schema = sinks_schema();
+    let text = |f: &dyn Fn(&SinkInfo) -> String| -> ArrayRef {
+        Arc::new(sinks.iter().map(|s| Some(f(s))).collect::<StringArray>())
+    };
+    let int = |f: &dyn Fn(&SinkInfo) -> i64| -> ArrayRef {
+        Arc::new(sinks.iter().map(f).collect::<Int64Array>())
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            text(&|s| s.name.clone()),
+            text(&|s| s.connector.clone()),
+            text(&|s| s.query.clone()),
+            int(&|s| s.inserts as i64 - s.deletes as i64),
+            int(&|s| s.inserts as i64),
+            int(&|s| s.deletes as i64),
         ],
     )?;
     Ok(StatementResult::Rows {

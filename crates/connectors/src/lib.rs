@@ -3,9 +3,11 @@
 //! A source connector turns a `CREATE SOURCE ... WITH (connector = '...', ...)` into
 //! [`SourceReader`]s, one per parallel split. [`validate_source_options`] runs at DDL
 //! time so bad options fail when the source is created, not when a job starts;
-//! [`create_source_reader`] runs on the worker for each split. Both dispatch on the
-//! `connector` option; every connector is one module.
+//! [`create_source_reader`] runs on the worker for each split. Sinks are the same:
+//! [`validate_sink_options`] at `CREATE SINK`, [`create_sink_writer`] per sink subtask.
+//! Both dispatch on the `connector` option; every connector is one module.
 
+pub mod blackhole;
 pub mod datagen;
 pub mod nexmark;
 
@@ -13,10 +15,14 @@ use std::collections::BTreeMap;
 
 use arrow::datatypes::SchemaRef;
 use sluice_common::error::{Result, SluiceError};
+use sluice_runtime::sink::SinkWriter;
 use sluice_runtime::source::SourceReader;
 
 /// The source connectors this build knows, by their `connector` option value.
 pub const SOURCE_CONNECTORS: [&str; 2] = ["datagen", "nexmark"];
+
+/// The sink connectors this build knows, by their `connector` option value.
+pub const SINK_CONNECTORS: [&str; 1] = ["blackhole"];
 
 /// Checks a source's `WITH` options (keys lower-cased) against its schema, without
 /// creating a reader. Fails with `INVALID_PARAMETER_VALUE` naming the option, its value
@@ -25,10 +31,10 @@ pub fn validate_source_options(
     options: &BTreeMap<String, String>,
     schema: SchemaRef,
 ) -> Result<()> {
-    match connector(options)?.as_str() {
+    match connector(options, "source", &SOURCE_CONNECTORS)?.as_str() {
         "datagen" => datagen::validate_options(options, &schema),
         "nexmark" => nexmark::validate_options(options, &schema),
-        other => Err(unknown_connector(other)),
+        other => Err(unknown_connector(other, "source", &SOURCE_CONNECTORS)),
     }
 }
 
@@ -46,14 +52,69 @@ pub fn create_source_reader(
             "source split {split} of {splits} does not exist"
         )));
     }
-    match connector(options)?.as_str() {
+    match connector(options, "source", &SOURCE_CONNECTORS)?.as_str() {
         "datagen" => Ok(Box::new(datagen::DatagenReader::new(
             options, schema, split, splits,
         )?)),
         "nexmark" => Ok(Box::new(nexmark::NexmarkReader::new(
             options, schema, split, splits,
         )?)),
-        other => Err(unknown_connector(other)),
+        other => Err(unknown_connector(other, "source", &SOURCE_CONNECTORS)),
+    }
+}
+
+/// Checks a sink's `WITH` options (keys lower-cased) for a query with columns `schema`
+/// whose output is a changelog when `changelog` (append-only otherwise). Fails with
+/// `INVALID_PARAMETER_VALUE` naming the option, or `FEATURE_NOT_SUPPORTED` when the
+/// connector cannot take such a stream.
+pub fn validate_sink_options(
+    options: &BTreeMap<String, String>,
+    schema: &SchemaRef,
+    changelog: bool,
+) -> Result<()> {
+    let _ = (schema, changelog);
+    match connector(options, "sink", &SINK_CONNECTORS)?.as_str() {
+        "blackhole" => blackhole::validate_options(options),
+        other => Err(unknown_connector(other, "sink", &SINK_CONNECTORS)),
+    }
+}
+
+/// Creates the writer of subtask `subtask` of `parallelism` for a sink with these
+/// options, checked by [`validate_sink_options`] before.
+pub fn create_sink_writer(
+    options: &BTreeMap<String, String>,
+    schema: &SchemaRef,
+    changelog: bool,
+    subtask: usize,
+    parallelism: usize,
+) -> Result<Box<dyn SinkWriter>> {
+    let _ = (subtask, parallelism);
+    validate_sink_options(options, schema, changelog)?;
+    match connector(options, "sink", &SINK_CONNECTORS)?.as_str() {
+        "blackhole" => Ok(Box::new(blackhole::BlackholeWriter)),
+        other => Err(unknown_connector(other, "sink", &SINK_CONNECTORS)),
+    }
+}
+
+/// Fails with `INVALID_PARAMETER_VALUE` on an option of connector `name` that is neither
+/// `connector` nor one of `known`.
+pub(crate) fn check_known_options(
+    name: &str,
+    options: &BTreeMap<String, String>,
+    known: &[&str],
+) -> Result<()> {
+    match options
+        .keys()
+        .find(|k| *k != "connector" && !known.contains(&k.as_str()))
+    {
+        Some(key) => Err(SluiceError::invalid_parameter(format!(
+            "unknown {name} option \"{key}\"; allowed: {}",
+            std::iter::once("connector")
+                .chain(known.iter().copied())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -68,22 +129,22 @@ pub(crate) fn items_of_split(total: u64, split: u64, splits: u64) -> u64 {
     }
 }
 
-fn connector(options: &BTreeMap<String, String>) -> Result<String> {
+fn connector(options: &BTreeMap<String, String>, what: &str, known: &[&str]) -> Result<String> {
     options
         .get("connector")
         .map(|c| c.trim().to_ascii_lowercase())
         .ok_or_else(|| {
             SluiceError::invalid_parameter(format!(
-                "a source needs the option connector = '...'; known connectors: {}",
-                SOURCE_CONNECTORS.join(", ")
+                "a {what} needs the option connector = '...'; known {what} connectors: {}",
+                known.join(", ")
             ))
         })
 }
 
-fn unknown_connector(name: &str) -> SluiceError {
+fn unknown_connector(name: &str, what: &str, known: &[&str]) -> SluiceError {
     SluiceError::invalid_parameter(format!(
-        "unknown connector \"{name}\"; known source connectors: {}",
-        SOURCE_CONNECTORS.join(", ")
+        "unknown connector \"{name}\"; known {what} connectors: {}",
+        known.join(", ")
     ))
 }
 

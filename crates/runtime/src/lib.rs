@@ -9,10 +9,12 @@ pub mod exchange;
 pub mod keygroup;
 pub mod message;
 pub mod operators;
+pub mod sink;
 pub mod source;
 pub mod task;
 
 pub use exchange::{Collector, ExchangeOutput, InputGate, Partitioning};
 pub use message::{BarrierKind, CheckpointBarrier, Message, RowKind, Watermark};
+pub use sink::{SinkOutput, SinkWriter};
 pub use source::{SourceEvent, SourceReader};
 pub use task::{Subtask, TaskInput};

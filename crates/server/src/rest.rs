@@ -3,7 +3,8 @@
 //! `GET /health` answers `{"status":"ok"}` while the process serves; `GET /jobs` lists
 //! the coordinator's streaming jobs as JSON, `GET /jobs/{id}` shows one with its stream
 //! graph, and `GET /jobs/{id}/checkpoints` lists the completed checkpoints holding its
-//! state (time, duration, alignment, size, bytes per operator). Any other path, or an
+//! state (time, duration, alignment, size, bytes per operator). `GET /sinks` lists the
+//! sinks with what each received (rows, and the checksum benchmarks compare). Any other path, or an
 //! unknown job, is a JSON 404, so clients never have to parse HTML error pages.
 
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use axum::http::{StatusCode, Uri};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
-use sluice_cluster::{Coordinator, JobCheckpoint, JobDetail, JobInfo};
+use sluice_cluster::{Coordinator, JobCheckpoint, JobDetail, JobInfo, SinkInfo};
 
 /// The REST routes over `coordinator`.
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
@@ -22,6 +23,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/jobs", get(jobs))
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
+        .route("/sinks", get(sinks))
         .fallback(not_found)
         .with_state(coordinator)
 }
@@ -32,6 +34,10 @@ async fn health() -> Json<Value> {
 
 async fn jobs(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<JobInfo>> {
     Json(coordinator.jobs())
+}
+
+async fn sinks(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<SinkInfo>> {
+    Json(coordinator.sinks())
 }
 
 type JsonError = (StatusCode, Json<Value>);

@@ -1,5 +1,5 @@
-//! The catalog: every table, source and materialized view, with their schemas and the
-//! dependencies between them.
+//! The catalog: every table, source, materialized view and sink, with their schemas and
+//! the dependencies between them.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +29,18 @@ pub enum RelationKind {
         /// Number of partitions of the view's result (its sink parallelism).
         partitions: usize,
         /// Whether the stream into the view carries retractions.
+        changelog: bool,
+    },
+    /// A sink: its query's changelog goes to a connector. It cannot be read with SQL,
+    /// but its name is taken like a relation's (as in RisingWave).
+    Sink {
+        /// The query's text (`FROM v` for `CREATE SINK s FROM v`).
+        query: String,
+        /// Relations the query reads.
+        depends_on: Vec<String>,
+        /// The connector's `WITH (...)` options, keys lower-cased.
+        options: BTreeMap<String, String>,
+        /// Whether the query's output carries retractions.
         changelog: bool,
     },
 }
@@ -63,13 +75,15 @@ impl Relation {
             RelationKind::Table { .. } => ObjectKind::Table,
             RelationKind::Source { .. } => ObjectKind::Source,
             RelationKind::MaterializedView { .. } => ObjectKind::MaterializedView,
+            RelationKind::Sink { .. } => ObjectKind::Sink,
         }
     }
 
     /// Relations this one reads.
     pub fn depends_on(&self) -> &[String] {
         match &self.kind {
-            RelationKind::MaterializedView { depends_on, .. } => depends_on,
+            RelationKind::MaterializedView { depends_on, .. }
+            | RelationKind::Sink { depends_on, .. } => depends_on,
             _ => &[],
         }
     }
@@ -162,7 +176,7 @@ impl Catalog {
         self.relations.remove(name)
     }
 
-    /// Names of the materialized views that read `name`.
+    /// Names of the materialized views and sinks that read `name`.
     pub fn dependents(&self, name: &str) -> Vec<String> {
         self.relations
             .values()

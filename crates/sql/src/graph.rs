@@ -174,6 +174,12 @@ pub enum StreamOperator {
     Materialize {
         view: String,
     },
+    /// Writes the changelog to sink `sink`'s connector, configured by `options` (the
+    /// `WITH (...)` options, keys lower-cased).
+    Sink {
+        sink: String,
+        options: BTreeMap<String, String>,
+    },
 }
 
 impl StreamOperator {
@@ -195,6 +201,7 @@ impl StreamOperator {
             StreamOperator::OverAggregate { .. } => "OverAggregate",
             StreamOperator::TemporalFilter { .. } => "TemporalFilter",
             StreamOperator::Materialize { .. } => "Materialize",
+            StreamOperator::Sink { .. } => "Sink",
         }
     }
 
@@ -447,6 +454,10 @@ impl fmt::Display for StreamGraph {
                         .join(", ")
                 ),
                 StreamOperator::Materialize { view } => format!("view={view}"),
+                StreamOperator::Sink { sink, options } => format!(
+                    "sink={sink}, connector={}",
+                    options.get("connector").map_or("", String::as_str)
+                ),
             };
             let kind = if node.changelog {
                 "retract"

@@ -20,7 +20,7 @@ pub use parser::{
     ObjectKind, ParsedStatement, ShowTarget, Statement, ViewOptions, WatermarkDef, parse_sql,
     parse_state_ttl,
 };
-pub use planner::{dependencies, plan_stream_graph, relation_name};
+pub use planner::{dependencies, into_sink_graph, plan_stream_graph, relation_name};
 
 /// Registers Sluice's functions with a DataFusion context: the window functions and the
 /// temporal join marker.

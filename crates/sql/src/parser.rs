@@ -25,6 +25,7 @@ pub enum ObjectKind {
     Table,
     Source,
     MaterializedView,
+    Sink,
 }
 
 impl ObjectKind {
@@ -34,6 +35,7 @@ impl ObjectKind {
             ObjectKind::Table => "TABLE",
             ObjectKind::Source => "SOURCE",
             ObjectKind::MaterializedView => "MATERIALIZED VIEW",
+            ObjectKind::Sink => "SINK",
         }
     }
 }
@@ -44,6 +46,7 @@ pub enum ShowTarget {
     Tables,
     Sources,
     MaterializedViews,
+    Sinks,
     Jobs,
     /// `SHOW <setting>`.
     Variable(String),
@@ -183,6 +186,20 @@ pub enum Statement {
         /// `EMIT ON WINDOW CLOSE` and the `WITH (...)` options.
         options: ViewOptions,
     },
+    /// `CREATE SINK [IF NOT EXISTS] name { FROM relation | AS query } WITH (connector =
+    /// ..., ...) [EMIT ON WINDOW CLOSE]`: the query's changelog goes to the connector.
+    CreateSink {
+        name: ObjectName,
+        if_not_exists: bool,
+        /// `SELECT * FROM relation` for the `FROM` form.
+        query: Box<ast::Query>,
+        /// The query as written (`FROM relation` for the `FROM` form).
+        query_sql: String,
+        /// `EMIT ON WINDOW CLOSE`.
+        options: ViewOptions,
+        /// The connector's `WITH (...)` options, keys lower-cased.
+        with: BTreeMap<String, String>,
+    },
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the stream graph it would run.
     ExplainStream(Box<Statement>),
     Flush,
@@ -294,11 +311,11 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     if toks.starts_with(&["EXPLAIN", "CREATE"]) {
         let rest = drop_leading_words(toks.all, 1);
         return match parse_one(rest)? {
-            s @ Statement::CreateMaterializedView { .. } => {
+            s @ (Statement::CreateMaterializedView { .. } | Statement::CreateSink { .. }) => {
                 Ok(Statement::ExplainStream(Box::new(s)))
             }
             _ => Err(SluiceError::unsupported(
-                "EXPLAIN CREATE is supported for CREATE MATERIALIZED VIEW only",
+                "EXPLAIN CREATE is supported for CREATE MATERIALIZED VIEW and CREATE SINK only",
             )),
         };
     }
@@ -335,6 +352,9 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     }
     if toks.starts_with(&["CREATE", "MATERIALIZED", "VIEW"]) {
         return parse_create_materialized_view(toks.all);
+    }
+    if toks.starts_with(&["CREATE", "SINK"]) {
+        return parse_create_sink(toks.all);
     }
     let mut parser = sql_parser(unwrap_table_arguments(toks.all));
     let statement = parser.parse_statement().map_err(syntax)?;
@@ -503,13 +523,14 @@ fn parse_show(sig: &[&Token]) -> Result<Statement> {
         ["TABLES"] => ShowTarget::Tables,
         ["SOURCES"] => ShowTarget::Sources,
         ["MATERIALIZED", "VIEWS"] => ShowTarget::MaterializedViews,
+        ["SINKS"] => ShowTarget::Sinks,
         ["JOBS"] | ["STREAMING", "JOBS"] => ShowTarget::Jobs,
         ["CHECKPOINTS"] => ShowTarget::Checkpoints,
         ["ALL"] => ShowTarget::Variable("all".into()),
         [name] => ShowTarget::Variable(name.to_ascii_lowercase()),
         _ => {
             return Err(SluiceError::syntax(format!(
-                "SHOW {} is not a known SHOW statement; try SHOW TABLES, SOURCES, MATERIALIZED VIEWS, JOBS or SHOW <setting>",
+                "SHOW {} is not a known SHOW statement; try SHOW TABLES, SOURCES, MATERIALIZED VIEWS, SINKS, JOBS, CHECKPOINTS or SHOW <setting>",
                 words.join(" ")
             )));
         }
@@ -520,6 +541,8 @@ fn parse_show(sig: &[&Token]) -> Result<Statement> {
 fn parse_drop(toks: Tokens) -> Result<Statement> {
     let (kind, skip) = if toks.starts_with(&["DROP", "MATERIALIZED", "VIEW"]) {
         (ObjectKind::MaterializedView, 3)
+    } else if toks.starts_with(&["DROP", "SINK"]) {
+        (ObjectKind::Sink, 2)
     } else if toks.starts_with(&["DROP", "SOURCE"]) {
         (ObjectKind::Source, 2)
     } else if toks.starts_with(&["DROP", "TABLE"]) {
@@ -874,6 +897,56 @@ fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statemen
     }
 }
 
+fn parse_create_sink(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    let (tokens, with) = take_with_options(tokens)?;
+    let mut tokens = unwrap_table_arguments(tokens);
+    let emit_on_window_close = take_trailing_words(&mut tokens, &["EMIT", "ON", "WINDOW", "CLOSE"]);
+    if with.is_empty() {
+        return Err(SluiceError::syntax(
+            "CREATE SINK needs its connector: CREATE SINK name FROM view WITH (connector = '...')",
+        ));
+    }
+    let mut parser = sql_parser(drop_leading_words(tokens, 2));
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser.parse_object_name(false).map_err(syntax)?;
+    let (query, query_sql) = if parser.parse_keyword(Keyword::FROM) {
+        let from = parser.parse_object_name(false).map_err(syntax)?;
+        expect_end(&mut parser)?;
+        let select = format!("SELECT * FROM {from}");
+        let query = sql_parser_for(&select)?.parse_query().map_err(syntax)?;
+        (query, format!("FROM {from}"))
+    } else if parser.parse_keyword(Keyword::AS) {
+        let query = parser.parse_query().map_err(syntax)?;
+        expect_end(&mut parser)?;
+        let text = query.to_string();
+        (query, text)
+    } else {
+        return Err(SluiceError::syntax(format!(
+            "expected FROM relation or AS query after CREATE SINK {name}"
+        )));
+    };
+    Ok(Statement::CreateSink {
+        name,
+        if_not_exists,
+        query,
+        query_sql,
+        options: ViewOptions {
+            emit_on_window_close,
+            ..ViewOptions::default()
+        },
+        with,
+    })
+}
+
+/// A parser over SQL text Sluice wrote itself.
+fn sql_parser_for(sql: &str) -> Result<Parser<'static>> {
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize_with_location()
+        .map_err(|e| SluiceError::syntax(e.to_string()))?;
+    Ok(sql_parser(tokens))
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -1043,6 +1116,56 @@ mod tests {
         assert!(matches!(
             one("EXPLAIN CREATE MATERIALIZED VIEW v AS SELECT 1"),
             Statement::ExplainStream(_)
+        ));
+    }
+
+    #[test]
+    fn create_sink_takes_a_relation_or_a_query_and_connector_options() {
+        let Statement::CreateSink {
+            name,
+            if_not_exists,
+            query,
+            query_sql,
+            with,
+            options,
+        } = one("CREATE SINK IF NOT EXISTS s FROM v WITH (connector = 'blackhole')")
+        else {
+            panic!()
+        };
+        assert_eq!(name.to_string(), "s");
+        assert!(if_not_exists);
+        assert_eq!(query.to_string(), "SELECT * FROM v");
+        assert_eq!(query_sql, "FROM v");
+        assert_eq!(with.get("connector").map(String::as_str), Some("blackhole"));
+        assert!(!options.emit_on_window_close);
+
+        let Statement::CreateSink { query, options, .. } = one(
+            "CREATE SINK s AS WITH w AS (SELECT a FROM t) SELECT a, count(*) FROM w GROUP BY a \
+             EMIT ON WINDOW CLOSE WITH (connector = 'blackhole')",
+        ) else {
+            panic!()
+        };
+        assert!(query.to_string().starts_with("WITH w AS"), "{query}");
+        assert!(options.emit_on_window_close);
+
+        for bad in [
+            "CREATE SINK s FROM v",
+            "CREATE SINK s WITH (connector = 'blackhole')",
+            "CREATE SINK s FROM v extra WITH (connector = 'blackhole')",
+        ] {
+            let e = parse_sql(bad).unwrap_err();
+            assert_eq!(e.state, sluice_common::SqlState::SYNTAX_ERROR, "{bad}");
+        }
+        assert!(matches!(
+            one("DROP SINK IF EXISTS s"),
+            Statement::Drop {
+                kind: ObjectKind::Sink,
+                ..
+            }
+        ));
+        assert!(matches!(
+            one("SHOW SINKS"),
+            Statement::Show(ShowTarget::Sinks)
         ));
     }
 

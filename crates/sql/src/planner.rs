@@ -6,6 +6,7 @@
 //! carries retractions. Constructs that have no streaming operator yet are refused with
 //! `0A000` and a message naming the construct.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::common::NullEquality;
@@ -81,6 +82,26 @@ pub fn plan_stream_graph(
         p,
     );
     Ok(builder.graph)
+}
+
+/// Turns the graph of a view's query (from [`plan_stream_graph`]) into the graph of sink
+/// `sink` with connector options `options`: the same dataflow, ending in the connector
+/// instead of the view's storage.
+pub fn into_sink_graph(
+    mut graph: StreamGraph,
+    sink: &str,
+    options: BTreeMap<String, String>,
+) -> StreamGraph {
+    let last = graph.nodes.len() - 1;
+    debug_assert!(matches!(
+        graph.nodes[last].operator,
+        StreamOperator::Materialize { .. }
+    ));
+    graph.nodes[last].operator = StreamOperator::Sink {
+        sink: sink.to_string(),
+        options,
+    };
+    graph
 }
 
 /// Names of the relations a stream graph reads.
@@ -328,6 +349,12 @@ impl GraphBuilder<'_> {
                 *changelog,
                 *partitions,
             ),
+            RelationKind::Sink { .. } => {
+                return Err(SluiceError::new(
+                    SqlState::WRONG_OBJECT_TYPE,
+                    format!("\"{name}\" is a sink; a query cannot read it"),
+                ));
+            }
         };
         let mut node = self.add(operator, vec![], full_schema, changelog, parallelism);
         if let Some(watermark) = &relation.watermark {

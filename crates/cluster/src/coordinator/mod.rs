@@ -15,6 +15,9 @@
 //! Failed jobs are restarted by [`recovery`].
 
 mod recovery;
+mod sinks;
+
+pub use sinks::SinkInfo;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,7 +41,8 @@ use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
 use sluice_runtime::operators::materialize::ViewPartition;
 use sluice_sql::{
     Catalog, ObjectKind, ParsedStatement, Relation, RelationKind, ShowTarget, Statement,
-    ViewOptions, WatermarkDef, WatermarkSpec, dependencies, parse_sql, plan_stream_graph,
+    StreamOperator, ViewOptions, WatermarkDef, WatermarkSpec, dependencies, into_sink_graph,
+    parse_sql, plan_stream_graph,
 };
 use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata, CheckpointStore};
 use sluice_state::wal::{LogRecord, TableLog};
@@ -49,8 +53,8 @@ use crate::job::{DeployContext, Job, JobState, deploy};
 use crate::metadata::{CatalogState, Definition, MetadataStore};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
 use crate::results::{
-    checkpoints_result, checkpoints_schema, jobs_result, jobs_schema, pg_type_name, text_result,
-    text_schema,
+    checkpoints_result, checkpoints_schema, jobs_result, jobs_schema, pg_type_name, sinks_result,
+    sinks_schema, text_result, text_schema,
 };
 use recovery::{RestartPolicy, Restarts, restart_failed_jobs};
 
@@ -159,14 +163,16 @@ pub struct JobDetail {
     pub plan: Vec<String>,
 }
 
-/// The parts of `CREATE MATERIALIZED VIEW` that define a view.
+/// The parts of `CREATE MATERIALIZED VIEW` or `CREATE SINK` that define the job.
 struct ViewDefinition<'a> {
-    /// The whole `CREATE MATERIALIZED VIEW` statement, for the durable catalog.
+    /// The whole `CREATE ...` statement, for the durable catalog.
     sql: &'a str,
     name: &'a ObjectName,
     query: &'a ast::Query,
     query_sql: &'a str,
     options: ViewOptions,
+    /// A sink's connector options; `None` for a materialized view.
+    sink: Option<&'a BTreeMap<String, String>>,
 }
 
 #[derive(Default)]
@@ -362,7 +368,11 @@ impl Coordinator {
             }
             flight
         };
+        let committing = flight.running.clone();
         let completed = durable.checkpointer.complete(flight).await?;
+        for job in committing {
+            job.commit_sinks(completed.epoch).await;
+        }
         // Restarts resume from this checkpoint now: the changes it saw are not needed.
         for (table, position) in positions {
             table.retain_after(Some(position));
@@ -536,6 +546,7 @@ impl Coordinator {
             }
             Statement::Show(ShowTarget::Jobs) => Some(jobs_schema()),
             Statement::Show(ShowTarget::Checkpoints) => Some(checkpoints_schema()),
+            Statement::Show(ShowTarget::Sinks) => Some(sinks_schema()),
             Statement::Show(ShowTarget::Variable(name)) => Some(text_schema(&[name.as_str()])),
             Statement::Show(_) => Some(text_schema(&["Name"])),
             Statement::Describe(_) => Some(text_schema(&["Name", "Type", "Nullable"])),
@@ -592,8 +603,28 @@ impl Coordinator {
                     query,
                     query_sql,
                     options: *options,
+                    sink: None,
                 };
                 self.create_materialized_view(session, &view, *if_not_exists)
+                    .await
+            }
+            Statement::CreateSink {
+                name,
+                if_not_exists,
+                query,
+                query_sql,
+                options,
+                with,
+            } => {
+                let sink = ViewDefinition {
+                    sql: &stmt.sql,
+                    name,
+                    query,
+                    query_sql,
+                    options: *options,
+                    sink: Some(with),
+                };
+                self.create_materialized_view(session, &sink, *if_not_exists)
                     .await
             }
             Statement::ExplainStream(inner) => self.explain_stream(session, inner).await,
@@ -630,14 +661,19 @@ impl Coordinator {
         inner
             .catalog
             .relations()
-            .map(|r| RelationInfo {
-                name: r.name.clone(),
-                kind: match r.kind {
+            .filter_map(|r| {
+                let kind = match r.kind {
                     RelationKind::Table { .. } => "table",
                     RelationKind::Source { .. } => "source",
                     RelationKind::MaterializedView { .. } => "materialized view",
-                },
-                schema: r.schema.clone(),
+                    // Sinks cannot be read: they are no relation to pg_catalog.
+                    RelationKind::Sink { .. } => return None,
+                };
+                Some(RelationInfo {
+                    name: r.name.clone(),
+                    kind,
+                    schema: r.schema.clone(),
+                })
             })
             .collect()
     }
@@ -1124,16 +1160,17 @@ impl Coordinator {
         view: &ViewDefinition<'_>,
         if_not_exists: bool,
     ) -> Result<StatementResult> {
-        let tag = StatementResult::Command(CommandTag::new("CREATE MATERIALIZED VIEW"));
+        let kind = match view.sink {
+            Some(_) => ObjectKind::Sink,
+            None => ObjectKind::MaterializedView,
+        };
+        let tag = StatementResult::Command(CommandTag::new(&format!("CREATE {}", kind.sql_name())));
         let name = object_name(view.name)?;
         let _ddl = self.ddl.lock().await;
         {
             let inner = self.inner.lock();
-            let exists_as_view = inner
-                .catalog
-                .get(&name)
-                .map(|r| r.object_kind() == ObjectKind::MaterializedView);
-            if if_not_exists && exists_as_view == Some(true) {
+            let exists_as_kind = inner.catalog.get(&name).map(|r| r.object_kind() == kind);
+            if if_not_exists && exists_as_kind == Some(true) {
                 return Ok(tag);
             }
             inner.catalog.check_free(&name)?;
@@ -1141,10 +1178,20 @@ impl Coordinator {
         let graph = self
             .plan_view(session, &name, view.query, view.options)
             .await?;
-        let sink = graph.sink();
-        let schema = Arc::new(sink.schema.as_arrow().clone());
-        let changelog = sink.changelog;
-        let partitions_count = sink.parallelism;
+        let end = graph.sink();
+        let schema = Arc::new(end.schema.as_arrow().clone());
+        let changelog = end.changelog;
+        let partitions_count = match view.sink {
+            Some(_) => 0,
+            None => end.parallelism,
+        };
+        let graph = match view.sink {
+            Some(options) => {
+                sluice_connectors::validate_sink_options(options, &schema, changelog)?;
+                into_sink_graph(graph, &name, options.clone())
+            }
+            None => graph,
+        };
         let depends_on = dependencies(&graph);
         let id = self.inner.lock().catalog.allocate_id();
         let partitions: Vec<Arc<ViewPartition>> = (0..partitions_count)
@@ -1171,26 +1218,37 @@ impl Coordinator {
         };
         let _epochs = self.epochs.lock().await;
         let mut inner = self.inner.lock();
+        let query = view.query_sql.to_string();
         inner.catalog.insert(Relation {
             id,
             name: name.clone(),
             schema: schema.clone(),
-            kind: RelationKind::MaterializedView {
-                query: view.query_sql.to_string(),
-                depends_on,
-                partitions: partitions_count,
-                changelog,
+            kind: match view.sink {
+                Some(options) => RelationKind::Sink {
+                    query,
+                    depends_on,
+                    options: options.clone(),
+                    changelog,
+                },
+                None => RelationKind::MaterializedView {
+                    query,
+                    depends_on,
+                    partitions: partitions_count,
+                    changelog,
+                },
             },
             watermark: None,
         })?;
-        self.ctx.register_table(
-            TableReference::bare(name.clone()),
-            Arc::new(ViewProvider {
-                schema,
-                partitions: partitions.clone(),
-            }),
-        )?;
-        inner.views.insert(name.clone(), partitions);
+        if view.sink.is_none() {
+            self.ctx.register_table(
+                TableReference::bare(name.clone()),
+                Arc::new(ViewProvider {
+                    schema,
+                    partitions: partitions.clone(),
+                }),
+            )?;
+            inner.views.insert(name.clone(), partitions);
+        }
         if restored {
             inner.restored_views.insert(name.clone());
         }
@@ -1251,20 +1309,32 @@ impl Coordinator {
         session: &Session,
         statement: &Statement,
     ) -> Result<StatementResult> {
-        let Statement::CreateMaterializedView {
-            name,
-            query,
-            options,
-            ..
-        } = statement
-        else {
-            return Err(SluiceError::unsupported(
-                "EXPLAIN CREATE supports CREATE MATERIALIZED VIEW only",
-            ));
+        let (name, query, options, sink) = match statement {
+            Statement::CreateMaterializedView {
+                name,
+                query,
+                options,
+                ..
+            } => (name, query, options, None),
+            Statement::CreateSink {
+                name,
+                query,
+                options,
+                with,
+                ..
+            } => (name, query, options, Some(with)),
+            _ => {
+                return Err(SluiceError::unsupported(
+                    "EXPLAIN CREATE supports CREATE MATERIALIZED VIEW and CREATE SINK only",
+                ));
+            }
         };
-        let graph = self
-            .plan_view(session, &object_name(name)?, query, *options)
-            .await?;
+        let name = object_name(name)?;
+        let graph = self.plan_view(session, &name, query, *options).await?;
+        let graph = match sink {
+            Some(with) => into_sink_graph(graph, &name, with.clone()),
+            None => graph,
+        };
         let rows = graph
             .to_string()
             .lines()
@@ -1300,17 +1370,19 @@ impl Coordinator {
                         return Err(SluiceError::new(
                             SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
                             format!(
-                                "cannot drop {} \"{n}\" because materialized view(s) {} depend on it; drop them first or use CASCADE",
-                                inner.catalog.get(&n).map_or("relation", |r| {
-                                    match r.object_kind() {
-                                        ObjectKind::Table => "table",
-                                        ObjectKind::Source => "source",
-                                        ObjectKind::MaterializedView => "materialized view",
-                                    }
+                                "cannot drop {} \"{n}\" because {} depend on it; drop them first or use CASCADE",
+                                inner.catalog.get(&n).map_or("relation".to_string(), |r| {
+                                    r.object_kind().sql_name().to_lowercase()
                                 }),
                                 dependents
                                     .iter()
-                                    .map(|d| format!("\"{d}\""))
+                                    .map(|d| {
+                                        let kind =
+                                            inner.catalog.get(d).map_or(String::new(), |r| {
+                                                r.object_kind().sql_name().to_lowercase()
+                                            });
+                                        format!("{kind} \"{d}\"")
+                                    })
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ),
@@ -1369,6 +1441,7 @@ impl Coordinator {
             ShowTarget::MaterializedViews => {
                 text_result(&["Name"], names_of(ObjectKind::MaterializedView))
             }
+            ShowTarget::Sinks => sinks_result(&self.sinks()),
             ShowTarget::Jobs => jobs_result(&self.jobs()),
             ShowTarget::Checkpoints => Err(SluiceError::internal(
                 "SHOW CHECKPOINTS is answered by Coordinator::execute",
@@ -1461,6 +1534,19 @@ fn restore_view(
     inner: &Inner,
     ctx: DeployContext<'_>,
 ) -> Result<Job> {
+    if matches!(graph.sink().operator, StreamOperator::Sink { .. }) {
+        restore.job.sink_states = std::mem::take(&mut restore.partitions);
+        if restore
+            .job
+            .sink_states
+            .keys()
+            .any(|&p| p >= graph.sink().parallelism)
+        {
+            return Err(SluiceError::unsupported(format!(
+                "the checkpoint of sink \"{name}\" has more subtasks than the sink; restoring at another parallelism is not supported yet"
+            )));
+        }
+    }
     if restore.partitions.keys().any(|&p| p >= partitions.len()) {
         return Err(SluiceError::unsupported(format!(
             "the checkpoint of view \"{name}\" has more partitions than the view; restoring at another parallelism is not supported yet"

@@ -5,6 +5,7 @@
 mod changes;
 mod differential;
 mod restarts;
+mod sinks;
 mod support;
 mod views;
 mod window_differential;
