@@ -1,43 +1,49 @@
 //! One measured run of one query: a fresh engine, the sources bounded to N events, the
-//! view, and FLUSH, which returns once the sources are read to their end and the view
-//! reflects every event.
+//! query into a blackhole sink, and FLUSH, which returns once the sources are read to
+//! their end and the sink has received every change.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::engine::Engine;
 use crate::queries::Query;
-use crate::rows::digest;
 use crate::{Error, Result};
 
 /// What one run measured.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Measurement {
-    /// From `CREATE MATERIALIZED VIEW` until `FLUSH` returned.
+    /// From `CREATE SINK` until `FLUSH` returned.
     pub wall_s: f64,
     /// User + system CPU time of the whole process over the same interval.
     pub cpu_s: f64,
     /// The process's peak resident set size when `FLUSH` returned.
     pub peak_rss_bytes: u64,
-    /// Rows in the view.
+    /// Rows the sink's changelog leaves (insertions minus retractions).
     pub rows: u64,
-    /// [`crate::rows::Digest::checksum`] of the view.
+    /// The sink's checksum of those rows (`sluice_runtime::sink::rows_checksum`).
     pub checksum: u64,
 }
 
 /// Runs `query` once over `events` Nexmark events. Measure one run per process: peak
 /// RSS is the process's lifetime peak, so a second run in the same process would report
 /// the first's peak if that was higher.
+/// With `parquet`, the sources read the events from the Parquet files in that directory
+/// (engine-only mode) instead of generating them.
 pub async fn run_once(
     query: &Query,
     events: u64,
     parallelism: Option<usize>,
+    parquet: Option<&Path>,
 ) -> Result<Measurement> {
     let mut engine = Engine::start().await?;
     if let Some(p) = parallelism {
         engine.set_parallelism(p).await?;
     }
-    engine.create_sources(events).await?;
-    let create = query.create_view_sql();
+    match parquet {
+        Some(dir) => engine.create_parquet_sources(dir).await?,
+        None => engine.create_sources(events).await?,
+    }
+    let create = query.create_sink_sql()?;
 
     let (cpu_before, _) = resource_usage()?;
     let start = Instant::now();
@@ -46,16 +52,13 @@ pub async fn run_once(
     let wall = start.elapsed();
     let (cpu_after, peak_rss_bytes) = resource_usage()?;
 
-    let view = engine
-        .query(&format!("SELECT * FROM {}", query.view_name()))
-        .await?;
-    let digest = digest(&view)?;
+    let sink = engine.sink(&query.sink_name())?;
     Ok(Measurement {
         wall_s: wall.as_secs_f64(),
         cpu_s: (cpu_after - cpu_before).as_secs_f64(),
         peak_rss_bytes,
-        rows: digest.rows,
-        checksum: digest.checksum,
+        rows: sink.inserts.saturating_sub(sink.deletes),
+        checksum: sink.checksum,
     })
 }
 

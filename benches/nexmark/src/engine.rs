@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use sluice_cluster::{Coordinator, Session, StatementResult};
+use sluice_cluster::{Coordinator, Session, SinkInfo, StatementResult};
 use sluice_common::config::ServeConfig;
 
 use crate::sources::SOURCES;
@@ -68,6 +68,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Creates `person`, `auction` and `bid` over the Parquet files under `dir`.
+    pub async fn create_parquet_sources(&mut self, dir: &std::path::Path) -> Result<()> {
+        for source in &SOURCES {
+            self.run(&source.parquet_ddl(dir)).await?;
+        }
+        Ok(())
+    }
+
     /// The schema Sluice gave a relation.
     pub fn schema(&self, name: &str) -> Result<SchemaRef> {
         self.coordinator
@@ -78,19 +86,28 @@ impl Engine {
             .ok_or_else(|| Error::new(format!("no relation `{name}` in the catalog")))
     }
 
-    /// Waits until every view reflects its sources completely (bounded sources are read
-    /// to their end), then fails if a view's job failed on the way.
+    /// What sink `name` has received.
+    pub fn sink(&self, name: &str) -> Result<SinkInfo> {
+        self.coordinator
+            .sinks()
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::new(format!("no sink `{name}`")))
+    }
+
+    /// Waits until every view and sink reflects its sources completely (bounded sources
+    /// are read to their end), then fails if a job failed on the way.
     pub async fn flush(&mut self) -> Result<()> {
         self.run("FLUSH").await?;
         for job in self.coordinator.jobs() {
             if let Some(error) = job.error {
                 return Err(Error::new(format!(
-                    "the job of view `{}` failed: {error}",
+                    "the job of `{}` failed: {error}",
                     job.name
                 )));
             }
             if job.status == "FAILED" {
-                return Err(Error::new(format!("the job of view `{}` failed", job.name)));
+                return Err(Error::new(format!("the job of `{}` failed", job.name)));
             }
         }
         Ok(())

@@ -1,11 +1,14 @@
 //! The correctness gate: a query's streaming view must equal, as a multiset of rows,
-//! the same `SELECT` run by DataFusion in batch over the same events.
+//! the same `SELECT` run by DataFusion in batch over the same events; and the blackhole
+//! sink the measured runs write into must receive a changelog that leaves exactly those
+//! rows (same count, same checksum).
 
 use crate::engine::Engine;
 use crate::queries::Query;
 use crate::reference::Reference;
 use crate::rows::sorted_rows;
 use crate::{Error, Result};
+use sluice_runtime::sink::rows_checksum;
 
 /// How a query fared at the gate.
 #[derive(Debug)]
@@ -52,18 +55,29 @@ pub async fn check(
     }
     engine.create_sources(reference.events).await?;
     engine.run(&query.create_view_sql()).await?;
+    engine.run(&query.create_sink_sql()?).await?;
     engine.flush().await?;
-    let actual = sorted_rows(
-        &engine
-            .query(&format!("SELECT * FROM {}", query.view_name()))
-            .await?,
-    )?;
+    let view = engine
+        .query(&format!("SELECT * FROM {}", query.view_name()))
+        .await?;
+    let actual = sorted_rows(&view)?;
+    let sink = engine.sink(&query.sink_name())?;
+    let sink_rows = sink.inserts as i64 - sink.deletes as i64;
+    let view_checksum = rows_checksum(&view)?;
+    let sink_mismatch = (sink_rows != actual.len() as i64 || sink.checksum != view_checksum)
+        .then(|| {
+            format!(
+                "the sink's changelog leaves {sink_rows} rows (checksum {:016x}), the view has {} (checksum {view_checksum:016x})",
+                sink.checksum,
+                actual.len(),
+            )
+        });
 
     Ok(GateReport {
         query: query.name,
         view_rows: actual.len(),
         reference_rows: expected.len(),
-        mismatch: describe_difference(&actual, &expected),
+        mismatch: describe_difference(&actual, &expected).or(sink_mismatch),
     })
 }
 

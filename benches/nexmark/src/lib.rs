@@ -7,14 +7,17 @@
 //!
 //! [`gate`] runs a query as a streaming view over a bounded nexmark source and compares
 //! the view, as a multiset of rows, with the same `SELECT` run by plain DataFusion over
-//! the same events ([`reference`]). [`bench`] measures one run of a query (wall time,
-//! CPU time, peak RSS, output rows and an order-independent checksum); the
+//! the same events ([`reference`]), and checks that a blackhole sink of the same query
+//! receives a changelog leaving exactly the view's rows. [`bench`] measures one run of
+//! a query into a blackhole sink (wall time, CPU time, peak RSS, output rows and the
+//! sink's order-independent checksum); the
 //! `sluice-nexmark` binary runs the gate first and refuses to report throughput for a
 //! query that fails it.
 
 pub mod bench;
 pub mod engine;
 pub mod gate;
+pub mod parquet;
 pub mod queries;
 pub mod reference;
 pub mod rows;

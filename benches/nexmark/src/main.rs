@@ -10,12 +10,13 @@ use std::process::{Command, ExitCode};
 use clap::Parser;
 use serde::Serialize;
 use sluice_nexmark_bench::bench::{Measurement, run_once};
+use sluice_nexmark_bench::parquet::ensure_parquet;
 use sluice_nexmark_bench::queries::{self, Query};
 use sluice_nexmark_bench::reference::Reference;
 use sluice_nexmark_bench::{Error, Result, gate};
 
 /// Nexmark q0-q22 on Sluice: correctness gate, then throughput.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(name = "sluice-nexmark")]
 struct Args {
     /// Comma-separated queries (`q0,q1,q2`) or `all`.
@@ -36,9 +37,25 @@ struct Args {
     /// Events of the correctness gate run before measuring each query.
     #[arg(long, default_value_t = 20_000)]
     gate_events: u64,
+    /// `end-to-end`: the sources generate the events in process. `engine`: the events
+    /// are written to Parquet once (under --parquet-dir) and the sources read them back.
+    #[arg(long, value_enum, default_value_t = Mode::EndToEnd)]
+    mode: Mode,
+    /// Where the engine-only mode keeps its Parquet files (one directory per event count,
+    /// reused by later runs).
+    #[arg(long, default_value = "target/nexmark-parquet")]
+    parquet_dir: PathBuf,
     /// Internal: measure one run of this query and print it as JSON.
     #[arg(long, hide = true)]
     run_one: Option<String>,
+}
+
+/// Where the measured runs' events come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    EndToEnd,
+    Engine,
 }
 
 fn main() -> ExitCode {
@@ -63,7 +80,8 @@ fn main() -> ExitCode {
 
 async fn run_child(args: &Args, name: &str) -> Result<bool> {
     let query = queries::select(name)?[0];
-    let measurement = run_once(query, args.events, args.parallelism).await?;
+    let parquet = (args.mode == Mode::Engine).then_some(args.parquet_dir.as_path());
+    let measurement = run_once(query, args.events, args.parallelism, parquet).await?;
     println!(
         "{}",
         serde_json::to_string(&measurement).expect("a measurement serializes")
@@ -136,6 +154,7 @@ struct QueryResult {
 struct Report {
     machine: Machine,
     events: u64,
+    mode: Mode,
     gate_events: u64,
     parallelism: Option<usize>,
     runs: usize,
@@ -157,6 +176,12 @@ async fn run_all(args: &Args) -> Result<bool> {
     if profile == "debug" {
         eprintln!("warning: a debug build; its numbers are meaningless, use --release");
     }
+    let mut args = args.clone();
+    if args.mode == Mode::Engine {
+        // Children get the directory of this event count.
+        args.parquet_dir = ensure_parquet(&args.parquet_dir, args.events).await?;
+    }
+    let args = &args;
     let mut reference = None;
     let mut results = Vec::new();
     for query in selected {
@@ -169,6 +194,7 @@ async fn run_all(args: &Args) -> Result<bool> {
     let report = Report {
         machine,
         events: args.events,
+        mode: args.mode,
         gate_events: args.gate_events,
         parallelism: args.parallelism,
         runs: args.runs,
@@ -280,6 +306,10 @@ fn measure_in_child(args: &Args, query: &Query) -> Result<Measurement> {
     command
         .args(["--run-one", query.name])
         .args(["--events", &args.events.to_string()]);
+    if args.mode == Mode::Engine {
+        command.args(["--mode", "engine", "--parquet-dir"]);
+        command.arg(&args.parquet_dir);
+    }
     if let Some(p) = args.parallelism {
         command.args(["--parallelism", &p.to_string()]);
     }
@@ -334,8 +364,12 @@ fn summarize(events: u64, runs: &[Measurement], cores: usize) -> Summary {
 fn print_report(report: &Report) {
     let m = &report.machine;
     println!(
-        "Nexmark on Sluice ({} build): {} events, {} run(s) per query (median), parallelism {}",
+        "Nexmark on Sluice ({} build, {} mode): {} events, {} run(s) per query (median), parallelism {}",
         report.profile,
+        match report.mode {
+            Mode::EndToEnd => "end-to-end",
+            Mode::Engine => "engine-only",
+        },
         report.events,
         report.runs,
         report

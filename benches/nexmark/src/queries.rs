@@ -77,9 +77,36 @@ impl Query {
             .to_string()
     }
 
-    /// The view's query: the statement after `CREATE MATERIALIZED VIEW <name> AS`.
-    /// Fails if the file is not such a statement, or names another view.
+    /// The sink the measured runs write into: `nexmark_qN_sink`.
+    pub fn sink_name(&self) -> String {
+        format!("{}_sink", self.view_name())
+    }
+
+    /// The same query into a blackhole sink:
+    /// `CREATE SINK nexmark_qN_sink AS <query> WITH (connector = 'blackhole')`.
+    pub fn create_sink_sql(&self) -> Result<String> {
+        Ok(format!(
+            "CREATE SINK {} AS {} WITH (connector = 'blackhole')",
+            self.sink_name(),
+            self.view_body()?
+        ))
+    }
+
+    /// The view's query: the statement after `CREATE MATERIALIZED VIEW <name> AS`,
+    /// without `EMIT ON WINDOW CLOSE` (a batch query has no windows to close).
     pub fn select_sql(&self) -> Result<String> {
+        let body = self.view_body()?;
+        let query = body.as_str();
+        let query = match query.len().checked_sub(EMIT_ON_WINDOW_CLOSE.len()) {
+            Some(at) if query[at..].eq_ignore_ascii_case(EMIT_ON_WINDOW_CLOSE) => &query[..at],
+            _ => query,
+        };
+        Ok(query.trim_end().to_string())
+    }
+
+    /// Everything after `CREATE MATERIALIZED VIEW <name> AS`. Fails if the file is not
+    /// such a statement, or names another view.
+    fn view_body(&self) -> Result<String> {
         let sql = self.create_view_sql();
         let mut rest = sql.as_str();
         let mut words = Vec::new();
@@ -102,13 +129,7 @@ impl Query {
                 words.join(" ")
             )));
         }
-        // The batch query has no windows to close: drop EMIT ON WINDOW CLOSE.
-        let query = rest.trim().trim_end_matches(';').trim_end();
-        let query = match query.len().checked_sub(EMIT_ON_WINDOW_CLOSE.len()) {
-            Some(at) if query[at..].eq_ignore_ascii_case(EMIT_ON_WINDOW_CLOSE) => &query[..at],
-            _ => query,
-        };
-        Ok(query.trim_end().to_string())
+        Ok(rest.trim().trim_end_matches(';').trim_end().to_string())
     }
 }
 

@@ -1,9 +1,9 @@
-//! Rows as text, for comparing results as multisets and for checksums.
+//! Rows as text, for comparing results as multisets.
 //!
 //! A row's text is its values formatted by Arrow's display formatter (`NULL` for
 //! nulls), joined by a tab. Comparing text rather than typed values lets a view and a
 //! batch query agree when their types differ only in representation (nullability,
-//! string encodings), and makes the checksum independent of the physical schema.
+//! string encodings).
 
 use std::fmt::Write;
 
@@ -44,34 +44,6 @@ pub fn sorted_rows(batches: &[RecordBatch]) -> Result<Vec<String>> {
     Ok(rows)
 }
 
-/// Row count and an order-independent checksum of a result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Digest {
-    pub rows: u64,
-    /// The wrapping sum of the FNV-1a hashes of the rows' texts: independent of row
-    /// order, sensitive to duplicates.
-    pub checksum: u64,
-}
-
-/// The [`Digest`] of `batches`.
-pub fn digest(batches: &[RecordBatch]) -> Result<Digest> {
-    let mut digest = Digest {
-        rows: 0,
-        checksum: 0,
-    };
-    for_each_row(batches, |r| {
-        digest.rows += 1;
-        digest.checksum = digest.checksum.wrapping_add(fnv1a(r.as_bytes()));
-    })?;
-    Ok(digest)
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -94,22 +66,6 @@ mod tests {
             ],
         )
         .unwrap()
-    }
-
-    #[test]
-    fn digest_ignores_row_order_and_batching_but_counts_duplicates() {
-        let a = batch(vec![Some(1), None, Some(1)], vec!["x", "y", "x"]);
-        let b1 = batch(vec![Some(1)], vec!["x"]);
-        let b2 = batch(vec![Some(1), None], vec!["x", "y"]);
-        assert_eq!(
-            digest(std::slice::from_ref(&a)).unwrap(),
-            digest(&[b2, b1]).unwrap()
-        );
-        let once = batch(vec![Some(1), None], vec!["x", "y"]);
-        assert_ne!(
-            digest(&[a]).unwrap().checksum,
-            digest(&[once]).unwrap().checksum
-        );
     }
 
     #[test]

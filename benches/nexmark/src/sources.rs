@@ -73,13 +73,30 @@ impl SourceDef {
 
     /// `CREATE SOURCE` for this source with [`Self::options`].
     pub fn ddl(&self, events: u64) -> String {
+        self.ddl_with(&self.options(events))
+    }
+
+    /// `CREATE SOURCE` for this source reading the Parquet files of
+    /// [`crate::parquet::ensure_parquet`] under `dir`.
+    pub fn parquet_ddl(&self, dir: &std::path::Path) -> String {
+        let options = [
+            ("connector", "filesystem".to_string()),
+            ("path", dir.join(self.name).display().to_string()),
+            ("format", "parquet".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        self.ddl_with(&options)
+    }
+
+    fn ddl_with(&self, options: &BTreeMap<String, String>) -> String {
         let columns: Vec<String> = self
             .columns
             .iter()
             .map(|(name, ty)| format!("{name} {ty}"))
             .collect();
-        let options: Vec<String> = self
-            .options(events)
+        let options: Vec<String> = options
             .iter()
             .map(|(k, v)| format!("{k} = '{v}'"))
             .collect();

@@ -9,6 +9,7 @@
 
 pub mod blackhole;
 pub mod datagen;
+pub mod filesystem;
 pub mod nexmark;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use sluice_runtime::sink::SinkWriter;
 use sluice_runtime::source::SourceReader;
 
 /// The source connectors this build knows, by their `connector` option value.
-pub const SOURCE_CONNECTORS: [&str; 2] = ["datagen", "nexmark"];
+pub const SOURCE_CONNECTORS: [&str; 3] = ["datagen", "filesystem", "nexmark"];
 
 /// The sink connectors this build knows, by their `connector` option value.
 pub const SINK_CONNECTORS: [&str; 1] = ["blackhole"];
@@ -33,6 +34,7 @@ pub fn validate_source_options(
 ) -> Result<()> {
     match connector(options, "source", &SOURCE_CONNECTORS)?.as_str() {
         "datagen" => datagen::validate_options(options, &schema),
+        "filesystem" => filesystem::validate_options(options),
         "nexmark" => nexmark::validate_options(options, &schema),
         other => Err(unknown_connector(other, "source", &SOURCE_CONNECTORS)),
     }
@@ -54,6 +56,9 @@ pub fn create_source_reader(
     }
     match connector(options, "source", &SOURCE_CONNECTORS)?.as_str() {
         "datagen" => Ok(Box::new(datagen::DatagenReader::new(
+            options, schema, split, splits,
+        )?)),
+        "filesystem" => Ok(Box::new(filesystem::FileReader::new(
             options, schema, split, splits,
         )?)),
         "nexmark" => Ok(Box::new(nexmark::NexmarkReader::new(

@@ -16,6 +16,7 @@ pub mod checkpoint;
 #[cfg(test)]
 mod conformance;
 mod memory;
+pub mod object_url;
 mod rocksdb;
 pub mod snapshot;
 #[cfg(test)]

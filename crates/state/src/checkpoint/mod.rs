@@ -41,8 +41,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream};
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sluice_common::error::{Result, SluiceError, SqlState};
@@ -134,71 +132,13 @@ impl CheckpointStore {
             .into_iter()
             .map(|(k, v)| (k.as_ref().to_string(), v.into()))
             .collect();
-        if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty() {
-                return Err(invalid_url(url, "it names no bucket"));
-            }
-            let prefix = Path::parse(prefix)
-                .map_err(|e| invalid_url(url, &format!("bad key prefix: {e}")))?;
-            let mut builder = AmazonS3Builder::from_env();
-            for (key, value) in options {
-                let key: AmazonS3ConfigKey = key.parse().map_err(|_| {
-                    SluiceError::invalid_parameter(format!(
-                        "unknown S3 option \"{key}\" for checkpoint store {url}"
-                    ))
-                })?;
-                builder = builder.with_config(key, value);
-            }
-            let store = builder
-                .with_url(url)
-                .build()
-                .map_err(|e| invalid_url(url, &e.to_string()))?;
-            return Ok(Self::new(Arc::new(store), prefix, url.to_string(), None));
-        }
-        let dir = if let Some(rest) = url.strip_prefix("file://") {
-            if !rest.starts_with('/') {
-                return Err(invalid_url(
-                    url,
-                    "a file:// URL needs an absolute path (file:///dir)",
-                ));
-            }
-            PathBuf::from(rest)
-        } else if url.contains("://") {
-            return Err(invalid_url(
-                url,
-                "supported are file:///dir, s3://bucket/prefix and plain paths",
-            ));
-        } else if url.is_empty() {
-            return Err(invalid_url(url, "it is empty"));
-        } else {
-            PathBuf::from(url)
-        };
-        if let Some((key, _)) = options.first() {
-            return Err(SluiceError::invalid_parameter(format!(
-                "option \"{key}\" applies to S3 only, checkpoint store {url} is a local directory"
-            )));
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            SluiceError::io(
-                format!("creating checkpoint directory {}", dir.display()),
-                e,
-            )
-        })?;
-        let store = LocalFileSystem::new_with_prefix(&dir)
-            .map_err(|e| invalid_url(url, &e.to_string()))?
-            .with_automatic_cleanup(true);
-        let root = std::fs::canonicalize(&dir).map_err(|e| {
-            SluiceError::io(
-                format!("resolving checkpoint directory {}", dir.display()),
-                e,
-            )
-        })?;
+        let location =
+            crate::object_url::open_object_location(url, "checkpoint store", &options, true)?;
         Ok(Self::new(
-            Arc::new(store),
-            Path::ROOT,
+            location.store,
+            location.prefix,
             url.to_string(),
-            Some(root),
+            location.local_dir,
         ))
     }
 
@@ -666,8 +606,4 @@ fn validate_name(name: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn invalid_url(url: &str, why: &str) -> SluiceError {
-    SluiceError::invalid_parameter(format!("bad checkpoint store URL \"{url}\": {why}"))
 }

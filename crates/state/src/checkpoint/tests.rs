@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
