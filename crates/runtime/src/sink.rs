@@ -42,7 +42,7 @@ pub trait SinkWriter: Send {
     async fn barrier(&mut self, barrier: CheckpointBarrier) -> Result<()>;
 
     /// The writer's state at the last barrier (pending transactions, for example), for
-    /// the checkpoint. Keys must not start with the bytes [`SinkOutput`] reserves.
+    /// the checkpoint.
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
         Ok(Vec::new())
     }

@@ -203,6 +203,8 @@ pub enum Statement {
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the stream graph it would run.
     ExplainStream(Box<Statement>),
     Flush,
+    /// `CHECKPOINT` (PostgreSQL's command): takes a checkpoint of every job now.
+    Checkpoint,
     Show(ShowTarget),
     Describe(ObjectName),
     Drop {
@@ -307,6 +309,9 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     }
     if toks.starts_with(&["FLUSH"]) && sig.len() == 1 {
         return Ok(Statement::Flush);
+    }
+    if toks.starts_with(&["CHECKPOINT"]) && sig.len() == 1 {
+        return Ok(Statement::Checkpoint);
     }
     if toks.starts_with(&["EXPLAIN", "CREATE"]) {
         let rest = drop_leading_words(toks.all, 1);

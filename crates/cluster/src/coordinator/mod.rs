@@ -632,6 +632,10 @@ impl Coordinator {
                 self.flush().await;
                 Ok(StatementResult::Command(CommandTag::new("FLUSH")))
             }
+            Statement::Checkpoint => {
+                self.checkpoint(CheckpointKind::Checkpoint).await?;
+                Ok(StatementResult::Command(CommandTag::new("CHECKPOINT")))
+            }
             Statement::Show(ShowTarget::Checkpoints) => {
                 checkpoints_result(&self.checkpoints().await?)
             }
@@ -1370,7 +1374,7 @@ impl Coordinator {
                         return Err(SluiceError::new(
                             SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
                             format!(
-                                "cannot drop {} \"{n}\" because {} depend on it; drop them first or use CASCADE",
+                                "cannot drop {} \"{n}\" because {} {} on it; drop {} first or use CASCADE",
                                 inner.catalog.get(&n).map_or("relation".to_string(), |r| {
                                     r.object_kind().sql_name().to_lowercase()
                                 }),
@@ -1384,7 +1388,13 @@ impl Coordinator {
                                         format!("{kind} \"{d}\"")
                                     })
                                     .collect::<Vec<_>>()
-                                    .join(", ")
+                                    .join(", "),
+                                if dependents.len() == 1 {
+                                    "depends"
+                                } else {
+                                    "depend"
+                                },
+                                if dependents.len() == 1 { "it" } else { "them" },
                             ),
                         ));
                     }

@@ -8,7 +8,7 @@ use sluice_cluster::JobInfo;
 use sluice_common::config::ServeConfig;
 use sluice_state::checkpoint::CheckpointKind;
 
-use crate::support::{Engine, Rng};
+use crate::support::{Engine, Rng, write_random_changes};
 
 const VIEWS: &str = "
     CREATE TABLE t (k INT, v INT);
@@ -38,23 +38,6 @@ fn durable(name: &str) -> (ServeConfig, PathBuf) {
         ..fast_restarts(ServeConfig::default())
     };
     (config, dir)
-}
-
-async fn write_some(engine: &mut Engine, rng: &mut Rng, rows: usize) {
-    let values: Vec<String> = (0..rows)
-        .map(|_| format!("({}, {})", rng.below(7), rng.below(100)))
-        .collect();
-    engine
-        .ok(&format!("INSERT INTO t VALUES {}", values.join(", ")))
-        .await;
-    let k = rng.below(7);
-    engine
-        .ok(&format!("UPDATE t SET v = v + 1 WHERE k = {k}"))
-        .await;
-    let k = rng.below(7);
-    engine
-        .ok(&format!("DELETE FROM t WHERE k = {k} AND v < 10"))
-        .await;
 }
 
 /// Every view equals its query over the table's current contents.
@@ -94,13 +77,13 @@ async fn a_killed_job_restarts_from_scratch_without_checkpoints() {
     let mut engine = Engine::start_with(fast_restarts(ServeConfig::ephemeral())).await;
     let mut rng = Rng(1);
     engine.ok(VIEWS).await;
-    write_some(&mut engine, &mut rng, 50).await;
+    write_random_changes(&mut engine, &mut rng, 50).await;
     engine.ok("FLUSH").await;
     engine
         .coordinator
         .kill_job("sums", "worker lost")
         .expect("job exists");
-    write_some(&mut engine, &mut rng, 50).await;
+    write_random_changes(&mut engine, &mut rng, 50).await;
     engine.ok("FLUSH").await;
     assert_views_exact(&mut engine).await;
     let sums = job(&engine, "sums");
@@ -122,7 +105,7 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
     let mut engine = Engine::start_with(config).await;
     let mut rng = Rng(2);
     engine.ok(VIEWS).await;
-    write_some(&mut engine, &mut rng, 50).await;
+    write_random_changes(&mut engine, &mut rng, 50).await;
     engine.ok("FLUSH").await;
     let checkpoint = engine
         .coordinator
@@ -130,12 +113,12 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
         .await
         .expect("checkpoint");
     // Changes after the checkpoint are replayed from what the tables retain.
-    write_some(&mut engine, &mut rng, 50).await;
+    write_random_changes(&mut engine, &mut rng, 50).await;
     engine
         .coordinator
         .kill_job("sums", "worker lost")
         .expect("job exists");
-    write_some(&mut engine, &mut rng, 50).await;
+    write_random_changes(&mut engine, &mut rng, 50).await;
     engine.ok("FLUSH").await;
     assert_views_exact(&mut engine).await;
     for view in ["sums", "total", "big", "above", "outside"] {
@@ -152,7 +135,7 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
         .checkpoint(CheckpointKind::Checkpoint)
         .await
         .expect("checkpoint");
-    write_some(&mut engine, &mut rng, 20).await;
+    write_random_changes(&mut engine, &mut rng, 20).await;
     engine
         .coordinator
         .kill_job("big", "worker lost")
@@ -175,7 +158,7 @@ async fn a_job_that_keeps_failing_is_given_up_and_its_readers_with_it() {
     let mut rng = Rng(3);
     engine.ok(VIEWS).await;
     for _ in 0..3 {
-        write_some(&mut engine, &mut rng, 10).await;
+        write_random_changes(&mut engine, &mut rng, 10).await;
         engine
             .coordinator
             .kill_job("sums", "worker lost")
@@ -193,7 +176,7 @@ async fn a_job_that_keeps_failing_is_given_up_and_its_readers_with_it() {
         .coordinator
         .kill_job("big", "worker lost")
         .expect("job exists");
-    write_some(&mut engine, &mut rng, 10).await;
+    write_random_changes(&mut engine, &mut rng, 10).await;
     engine.ok("FLUSH").await;
     assert_eq!(
         engine.rows("SELECT * FROM big").await,

@@ -7,7 +7,7 @@ use sluice_common::config::ServeConfig;
 use sluice_runtime::sink::rows_checksum;
 use sluice_state::checkpoint::CheckpointKind;
 
-use crate::support::{Engine, Rng};
+use crate::support::{Engine, Rng, write_random_changes};
 
 const TABLE: &str = "CREATE TABLE t (k INT, v INT)";
 
@@ -30,23 +30,6 @@ const EXPECTED: [(&str, &str); 4] = [
     ),
     ("filtered", "SELECT k, v FROM t WHERE v > 50"),
 ];
-
-async fn write_some(engine: &mut Engine, rng: &mut Rng, rows: usize) {
-    let values: Vec<String> = (0..rows)
-        .map(|_| format!("({}, {})", rng.below(5), rng.below(100)))
-        .collect();
-    engine
-        .ok(&format!("INSERT INTO t VALUES {}", values.join(", ")))
-        .await;
-    let k = rng.below(5);
-    engine
-        .ok(&format!("UPDATE t SET v = v + 7 WHERE k = {k}"))
-        .await;
-    let k = rng.below(5);
-    engine
-        .ok(&format!("DELETE FROM t WHERE k = {k} AND v < 20"))
-        .await;
-}
 
 fn sink(engine: &Engine, name: &str) -> SinkInfo {
     engine
@@ -85,10 +68,10 @@ async fn sinks_receive_exactly_the_changelog_of_their_query() {
     engine.ok("SET streaming_parallelism = 2").await;
     engine.ok(TABLE).await;
     // Rows written before the sinks exist reach them too.
-    write_some(&mut engine, &mut rng, 20).await;
+    write_random_changes(&mut engine, &mut rng, 20).await;
     engine.ok(SINKS).await;
     for round in 0..6 {
-        write_some(&mut engine, &mut rng, 20).await;
+        write_random_changes(&mut engine, &mut rng, 20).await;
         engine.ok("FLUSH").await;
         assert_sinks_exact(&mut engine).await;
         if round == 2 {
@@ -125,7 +108,7 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
     engine.ok("SET streaming_parallelism = 2").await;
     engine.ok(TABLE).await;
     engine.ok(SINKS).await;
-    write_some(&mut engine, &mut rng, 30).await;
+    write_random_changes(&mut engine, &mut rng, 30).await;
     engine.ok("FLUSH").await;
     let checkpoint = engine
         .coordinator
@@ -140,13 +123,13 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
         );
     }
     // Changes after the checkpoint are replayed into the restored sinks, and counted once.
-    write_some(&mut engine, &mut rng, 30).await;
+    write_random_changes(&mut engine, &mut rng, 30).await;
     engine.ok("FLUSH").await;
     engine
         .coordinator
         .kill_job("joined", "worker lost")
         .expect("job exists");
-    write_some(&mut engine, &mut rng, 30).await;
+    write_random_changes(&mut engine, &mut rng, 30).await;
     engine.ok("FLUSH").await;
     assert_sinks_exact(&mut engine).await;
     let restored = engine
@@ -163,7 +146,7 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
         .checkpoint(CheckpointKind::Checkpoint)
         .await
         .expect("checkpoint");
-    write_some(&mut engine, &mut rng, 30).await;
+    write_random_changes(&mut engine, &mut rng, 30).await;
     engine.ok("FLUSH").await;
     drop(engine);
     let mut engine = Engine::start_with(config).await;

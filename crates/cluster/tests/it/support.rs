@@ -102,3 +102,22 @@ impl Rng {
         }
     }
 }
+
+/// Inserts `rows` random rows `(k, v)` (k < 7, v < 100) into `t (k INT, v INT)`, then
+/// updates and deletes some of a random key's rows.
+pub async fn write_random_changes(engine: &mut Engine, rng: &mut Rng, rows: usize) {
+    let values: Vec<String> = (0..rows)
+        .map(|_| format!("({}, {})", rng.below(7), rng.below(100)))
+        .collect();
+    engine
+        .ok(&format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await;
+    let k = rng.below(7);
+    engine
+        .ok(&format!("UPDATE t SET v = v + 1 WHERE k = {k}"))
+        .await;
+    let k = rng.below(7);
+    engine
+        .ok(&format!("DELETE FROM t WHERE k = {k} AND v < 10"))
+        .await;
+}
