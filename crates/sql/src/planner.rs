@@ -104,6 +104,15 @@ pub fn into_sink_graph(
     graph
 }
 
+/// The first node under `plan` that is not a projection: pruning unused columns puts
+/// projections between a filter and the join it belongs to.
+fn below_projections(plan: &LogicalPlan) -> &LogicalPlan {
+    match plan {
+        LogicalPlan::Projection(p) => below_projections(&p.input),
+        other => other,
+    }
+}
+
 /// Names of the relations a stream graph reads.
 pub fn dependencies(graph: &StreamGraph) -> Vec<String> {
     let mut deps: Vec<String> = graph
@@ -211,7 +220,7 @@ impl GraphBuilder<'_> {
                 // DataFusion may lift a temporal join's ON (with its marker) into a
                 // filter above the join: the join below takes the marker.
                 let marked = crate::temporal_join::take_marker(Some(&f.predicate));
-                if matches!(f.input.as_ref(), LogicalPlan::Join(_)) {
+                if matches!(below_projections(&f.input), LogicalPlan::Join(_)) {
                     self.condition_above_join = Some(f.predicate.clone());
                     self.temporal_join_above = marked.is_some();
                 }

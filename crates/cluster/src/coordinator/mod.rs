@@ -29,6 +29,7 @@ use datafusion::logical_expr::{DdlStatement, ExprSchemable, LogicalPlan};
 use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
 use datafusion::optimizer::eliminate_cross_join::EliminateCrossJoin;
 use datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate;
+use datafusion::optimizer::optimize_projections::OptimizeProjections;
 use datafusion::optimizer::{Optimizer, OptimizerRule};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -1139,13 +1140,15 @@ impl Coordinator {
             .analyzer()
             .execute_and_check(plan, state.config_options(), |_, _| {})?;
         // Only the rewrites the streaming planner relies on: IN/EXISTS subqueries into semi
-        // and anti joins, equalities of a join's ON into its keys, and `FROM a, b WHERE
-        // a.k = b.k` into a join. The rest of DataFusion's
-        // optimizer targets batch execution.
+        // and anti joins, equalities of a join's ON into its keys, `FROM a, b WHERE
+        // a.k = b.k` into a join, and columns no one reads pruned as early as possible
+        // (so window expansion, exchanges and state do not carry them). The rest of
+        // DataFusion's optimizer targets batch execution.
         let rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![
             Arc::new(DecorrelatePredicateSubquery::new()),
             Arc::new(EliminateCrossJoin::new()),
             Arc::new(ExtractEquijoinPredicate::new()),
+            Arc::new(OptimizeProjections::new()),
         ];
         let plan = Optimizer::with_rules(rules).optimize(plan, &state, |_, _| {})?;
         let inner = self.inner.lock();

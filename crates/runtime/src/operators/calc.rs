@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, RecordBatch};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
@@ -45,9 +45,12 @@ impl Operator for ProjectOperator {
         if let Some(ops) = op_column(&batch) {
             columns.push(Arc::new(ops.clone()));
         }
-        out.push(Message::Batch(RecordBatch::try_new(
+        // A projection may keep no column (`count(*)` reads none): the row count stays.
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        out.push(Message::Batch(RecordBatch::try_new_with_options(
             self.schema.clone(),
             columns,
+            &options,
         )?));
         Ok(())
     }
@@ -111,6 +114,22 @@ mod tests {
             ],
         )
         .unwrap()
+    }
+
+    #[test]
+    fn projecting_no_column_keeps_the_row_count() {
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1, 5, 10]))],
+        )
+        .unwrap();
+        let mut project = ProjectOperator::new(vec![], Arc::new(Schema::empty()));
+        let mut out = Vec::new();
+        project.process_batch(batch, &mut out).unwrap();
+        let [Message::Batch(projected)] = &out[..] else {
+            panic!("one batch: {out:?}")
+        };
+        assert_eq!((projected.num_columns(), projected.num_rows()), (0, 3));
     }
 
     #[test]
