@@ -57,7 +57,7 @@ pub async fn run_once(
         wall_s: wall.as_secs_f64(),
         cpu_s: (cpu_after - cpu_before).as_secs_f64(),
         peak_rss_bytes,
-        rows: sink.inserts.saturating_sub(sink.deletes),
+        rows: sink.rows().max(0) as u64,
         checksum: sink.checksum,
     })
 }

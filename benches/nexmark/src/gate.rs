@@ -62,7 +62,7 @@ pub async fn check(
         .await?;
     let actual = sorted_rows(&view)?;
     let sink = engine.sink(&query.sink_name())?;
-    let sink_rows = sink.inserts as i64 - sink.deletes as i64;
+    let sink_rows = sink.rows();
     let view_checksum = rows_checksum(&view)?;
     let sink_mismatch = (sink_rows != actual.len() as i64 || sink.checksum != view_checksum)
         .then(|| {

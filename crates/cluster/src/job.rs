@@ -549,13 +549,7 @@ pub fn deploy(
                 } else if let StreamOperator::Sink { options, .. } = &node.operator {
                     let (tx, rx) = watch::channel(SinkProgress::default());
                     sinks.push(rx);
-                    let writer = sluice_connectors::create_sink_writer(
-                        options,
-                        &Arc::new(node.schema.as_arrow().clone()),
-                        node.changelog,
-                        j,
-                        node.parallelism,
-                    )?;
+                    let writer = sluice_connectors::create_sink_writer(options)?;
                     let subtask = SinkSubtask {
                         writer: Arc::new(tokio::sync::Mutex::new(writer)),
                         metrics: Arc::new(SinkMetrics::default()),

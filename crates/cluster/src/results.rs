@@ -120,7 +120,7 @@ pub fn sinks_result(sinks: &[SinkInfo]) -> Result<StatementResult> {
             text(&|s| s.name.clone()),
             text(&|s| s.connector.clone()),
             text(&|s| s.query.clone()),
-            int(&|s| s.inserts as i64 - s.deletes as i64),
+            int(&|s| s.rows()),
             int(&|s| s.inserts as i64),
             int(&|s| s.deletes as i64),
         ],

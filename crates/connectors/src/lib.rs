@@ -68,35 +68,20 @@ pub fn create_source_reader(
     }
 }
 
-/// Checks a sink's `WITH` options (keys lower-cased) for a query with columns `schema`
-/// whose output is a changelog when `changelog` (append-only otherwise). Fails with
-/// `INVALID_PARAMETER_VALUE` naming the option, or `FEATURE_NOT_SUPPORTED` when the
-/// connector cannot take such a stream.
-pub fn validate_sink_options(
-    options: &BTreeMap<String, String>,
-    schema: &SchemaRef,
-    changelog: bool,
-) -> Result<()> {
-    let _ = (schema, changelog);
-    match connector(options, "sink", &SINK_CONNECTORS)?.as_str() {
-        "blackhole" => blackhole::validate_options(options),
-        other => Err(unknown_connector(other, "sink", &SINK_CONNECTORS)),
-    }
+/// Checks a sink's `WITH` options (keys lower-cased) without creating a writer. Fails
+/// with `INVALID_PARAMETER_VALUE` naming the option, its value and what is allowed.
+pub fn validate_sink_options(options: &BTreeMap<String, String>) -> Result<()> {
+    create_sink_writer(options).map(drop)
 }
 
-/// Creates the writer of subtask `subtask` of `parallelism` for a sink with these
-/// options, checked by [`validate_sink_options`] before.
-pub fn create_sink_writer(
-    options: &BTreeMap<String, String>,
-    schema: &SchemaRef,
-    changelog: bool,
-    subtask: usize,
-    parallelism: usize,
-) -> Result<Box<dyn SinkWriter>> {
-    let _ = (subtask, parallelism);
-    validate_sink_options(options, schema, changelog)?;
+/// Creates the writer of one sink subtask for a sink with these `WITH` options (keys
+/// lower-cased). Fails like [`validate_sink_options`] on bad options.
+pub fn create_sink_writer(options: &BTreeMap<String, String>) -> Result<Box<dyn SinkWriter>> {
     match connector(options, "sink", &SINK_CONNECTORS)?.as_str() {
-        "blackhole" => Ok(Box::new(blackhole::BlackholeWriter)),
+        "blackhole" => {
+            blackhole::validate_options(options)?;
+            Ok(Box::new(blackhole::BlackholeWriter))
+        }
         other => Err(unknown_connector(other, "sink", &SINK_CONNECTORS)),
     }
 }

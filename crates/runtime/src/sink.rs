@@ -83,6 +83,16 @@ pub struct SinkMetrics {
     pub committed_epoch: AtomicU64,
 }
 
+impl SinkMetrics {
+    /// Adds the counts of one more batch.
+    fn add(&self, counts: SinkCounts) {
+        self.inserts.fetch_add(counts.inserts, Ordering::Relaxed);
+        self.deletes.fetch_add(counts.deletes, Ordering::Relaxed);
+        // Atomic additions wrap, as the checksum's do.
+        self.checksum.fetch_add(counts.checksum, Ordering::Relaxed);
+    }
+}
+
 /// A snapshot of [`SinkMetrics`], summed over a sink's subtasks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SinkCounts {
@@ -189,12 +199,12 @@ pub fn rows_checksum(batches: &[RecordBatch]) -> Result<u64> {
 const COUNTS_KEY: &[u8] = b"c";
 const WRITER_KEY_PREFIX: u8 = b'w';
 
-/// The end of a sink's dataflow: counts the changes, passes them to the writer, and
+/// The end of a sink's dataflow: counts the changes into its [`SinkMetrics`] (which it
+/// alone writes, and which its checkpoint state holds), passes them to the writer, and
 /// reports barriers (FLUSH waits on them) and the end of input.
 pub struct SinkOutput {
     writer: SharedSinkWriter,
     metrics: Arc<SinkMetrics>,
-    counts: SinkCounts,
     /// Which subtask of the sink this is.
     index: usize,
     progress: watch::Sender<SinkProgress>,
@@ -209,7 +219,6 @@ impl SinkOutput {
     ) -> Self {
         SinkOutput {
             writer,
-            counts: SinkCounts::of(&metrics),
             metrics,
             index,
             progress,
@@ -222,8 +231,7 @@ impl SinkOutput {
         let mut writer_entries = Vec::new();
         for (key_group, key, value) in entries {
             if key == COUNTS_KEY {
-                self.counts = SinkCounts::decode(&value)?;
-                self.counts.store(&self.metrics);
+                SinkCounts::decode(&value)?.store(&self.metrics);
             } else if key.first() == Some(&WRITER_KEY_PREFIX) {
                 writer_entries.push((key_group, key[1..].to_vec(), value));
             } else {
@@ -244,8 +252,7 @@ impl Collector for SinkOutput {
             Message::Batch(batch) => {
                 let counts = changelog_counts(&batch)?;
                 self.writer.lock().await.write(batch).await?;
-                self.counts = self.counts.plus(counts);
-                self.counts.store(&self.metrics);
+                self.metrics.add(counts);
             }
             Message::Barrier(barrier) => {
                 self.writer.lock().await.barrier(barrier).await?;
@@ -262,7 +269,8 @@ impl Collector for SinkOutput {
     }
 
     fn snapshot_state(&mut self) -> Result<Option<(usize, Vec<StateEntry>)>> {
-        let mut entries = vec![(0, COUNTS_KEY.to_vec(), self.counts.encode())];
+        let counts = SinkCounts::of(&self.metrics);
+        let mut entries = vec![(0, COUNTS_KEY.to_vec(), counts.encode())];
         let writer_entries = self
             .writer
             .try_lock()

@@ -1194,7 +1194,7 @@ impl Coordinator {
         };
         let graph = match view.sink {
             Some(options) => {
-                sluice_connectors::validate_sink_options(options, &schema, changelog)?;
+                sluice_connectors::validate_sink_options(options)?;
                 into_sink_graph(graph, &name, options.clone())
             }
             None => graph,

@@ -26,6 +26,13 @@ pub struct SinkInfo {
     pub committed_epoch: u64,
 }
 
+impl SinkInfo {
+    /// Rows the changelog leaves: insertions minus retractions.
+    pub fn rows(&self) -> i64 {
+        self.inserts as i64 - self.deletes as i64
+    }
+}
+
 impl Coordinator {
     /// Every sink, by name.
     pub fn sinks(&self) -> Vec<SinkInfo> {
