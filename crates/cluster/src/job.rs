@@ -820,7 +820,7 @@ fn compile_operator(
             None => join,
         };
         let join = match graph.state_ttl {
-            Some(ttl) if *join_type == JoinType::Inner => join.with_state_ttl(ttl),
+            Some(ttl) if !*null_aware => join.with_state_ttl(ttl),
             _ => join,
         };
         return Ok(Box::new(join));
@@ -907,9 +907,7 @@ fn compile_operator(
                     w.allowed_lateness_ms,
                     late_rows.clone(),
                 ),
-                (None, Some(ttl)) if !group_exprs.is_empty() && !input.changelog => {
-                    operator.with_state_ttl(ttl)
-                }
+                (None, Some(ttl)) if !group_exprs.is_empty() => operator.with_state_ttl(ttl),
                 (None, _) => operator,
             })
         }

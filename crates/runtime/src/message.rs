@@ -64,6 +64,17 @@ impl RowKind {
         code == RowKind::Insert as i8 || code == RowKind::UpdateAfter as i8
     }
 
+    /// The name RisingWave gives the kind in a subscription's rows.
+    pub fn name(code: i8) -> &'static str {
+        match code {
+            0 => "Insert",
+            1 => "UpdateDelete",
+            2 => "UpdateInsert",
+            3 => "Delete",
+            _ => "?",
+        }
+    }
+
     pub fn symbol(code: i8) -> &'static str {
         match code {
             0 => "+I",

@@ -43,6 +43,13 @@ pub enum RelationKind {
         /// Whether the query's output carries retractions.
         changelog: bool,
     },
+    /// A subscription: the view keeps its changes for `retention_ms`, for cursors to
+    /// read. Its schema is a cursor's rows: the view's columns, `op` and `changed_at`.
+    Subscription {
+        /// The materialized view it reads, as the only entry (for `depends_on`).
+        view: Vec<String>,
+        retention_ms: i64,
+    },
 }
 
 /// The watermark of a table or source: event-time progress derived from a column.
@@ -76,6 +83,7 @@ impl Relation {
             RelationKind::Source { .. } => ObjectKind::Source,
             RelationKind::MaterializedView { .. } => ObjectKind::MaterializedView,
             RelationKind::Sink { .. } => ObjectKind::Sink,
+            RelationKind::Subscription { .. } => ObjectKind::Subscription,
         }
     }
 
@@ -83,7 +91,10 @@ impl Relation {
     pub fn depends_on(&self) -> &[String] {
         match &self.kind {
             RelationKind::MaterializedView { depends_on, .. }
-            | RelationKind::Sink { depends_on, .. } => depends_on,
+            | RelationKind::Sink { depends_on, .. }
+            | RelationKind::Subscription {
+                view: depends_on, ..
+            } => depends_on,
             _ => &[],
         }
     }
@@ -142,10 +153,9 @@ impl Catalog {
             return Err(SluiceError::new(
                 SqlState::WRONG_OBJECT_TYPE,
                 format!(
-                    "\"{name}\" is a {}, not a {}; use DROP {}",
+                    "\"{name}\" is a {}, not a {}",
                     relation.object_kind().sql_name().to_lowercase(),
                     kind.sql_name().to_lowercase(),
-                    relation.object_kind().sql_name()
                 ),
             ));
         }

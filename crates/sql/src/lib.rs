@@ -17,8 +17,8 @@ pub use graph::{
     Exchange, OverFrame, StreamEdge, StreamGraph, StreamNode, StreamOperator, WindowAggregate,
 };
 pub use parser::{
-    ObjectKind, ParsedStatement, ShowTarget, Statement, ViewOptions, WatermarkDef, parse_sql,
-    parse_state_ttl,
+    CursorStart, DEFAULT_RETENTION_MS, ObjectKind, ParsedStatement, ShowTarget, Statement,
+    ViewOptions, WatermarkDef, parse_sql, parse_state_ttl,
 };
 pub use planner::{dependencies, into_sink_graph, plan_stream_graph, relation_name};
 

@@ -26,6 +26,7 @@ pub enum ObjectKind {
     Source,
     MaterializedView,
     Sink,
+    Subscription,
 }
 
 impl ObjectKind {
@@ -36,6 +37,7 @@ impl ObjectKind {
             ObjectKind::Source => "SOURCE",
             ObjectKind::MaterializedView => "MATERIALIZED VIEW",
             ObjectKind::Sink => "SINK",
+            ObjectKind::Subscription => "SUBSCRIPTION",
         }
     }
 }
@@ -47,6 +49,7 @@ pub enum ShowTarget {
     Sources,
     MaterializedViews,
     Sinks,
+    Subscriptions,
     Jobs,
     /// `SHOW <setting>`.
     Variable(String),
@@ -98,12 +101,8 @@ impl ViewOptions {
             }
             "source_idle_timeout" => {
                 let text = option_text(value);
-                let ms = parse_duration_ms(&text).filter(|&ms| ms > 0).ok_or_else(|| {
-                    SluiceError::invalid_parameter(format!(
-                        "source_idle_timeout must be a positive duration such as '10 seconds', not '{text}'"
-                    ))
-                })?;
-                self.source_idle_timeout_ms = Some(ms);
+                self.source_idle_timeout_ms =
+                    Some(positive_duration("source_idle_timeout", &text)?);
                 Ok(())
             }
             "state_ttl" => {
@@ -120,9 +119,15 @@ impl ViewOptions {
 
 /// A state TTL (`'1 day'`, `'30 minutes'`), in ms.
 pub fn parse_state_ttl(text: &str) -> Result<i64> {
+    positive_duration("state_ttl", text)
+}
+
+/// The value of duration option `option` (`'1 day'`, `'30 minutes'`), in ms; it must be
+/// positive.
+fn positive_duration(option: &str, text: &str) -> Result<i64> {
     parse_duration_ms(text).filter(|&ms| ms > 0).ok_or_else(|| {
         SluiceError::invalid_parameter(format!(
-            "state_ttl must be a positive duration such as '1 day' or '30 minutes', not '{text}'"
+            "{option} must be a positive duration such as '1 day' or '30 minutes', not '{text}'"
         ))
     })
 }
@@ -200,6 +205,27 @@ pub enum Statement {
         /// The connector's `WITH (...)` options, keys lower-cased.
         with: BTreeMap<String, String>,
     },
+    /// `CREATE SUBSCRIPTION [IF NOT EXISTS] name FROM view [WITH (retention = '1 day')]`:
+    /// the view keeps its changes for the retention, for cursors to read.
+    CreateSubscription {
+        name: ObjectName,
+        if_not_exists: bool,
+        view: ObjectName,
+        retention_ms: i64,
+    },
+    /// `DECLARE name SUBSCRIPTION CURSOR FOR subscription [SINCE ...]`.
+    DeclareCursor {
+        name: String,
+        subscription: ObjectName,
+        since: CursorStart,
+    },
+    /// `FETCH [NEXT | FORWARD | n | FORWARD n] [FROM | IN] cursor`.
+    Fetch {
+        cursor: String,
+        count: usize,
+    },
+    /// `CLOSE cursor`, or `CLOSE ALL` (`None`).
+    CloseCursor(Option<String>),
     /// `EXPLAIN CREATE MATERIALIZED VIEW ...`: the stream graph it would run.
     ExplainStream(Box<Statement>),
     Flush,
@@ -226,6 +252,21 @@ pub enum Statement {
     /// An empty statement (only comments or `;`).
     Empty,
 }
+
+/// Where a subscription cursor starts reading a view's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorStart {
+    /// With the changes after the ones readable now (no `SINCE`, or `SINCE now()`).
+    Now,
+    /// With the oldest change the subscription still holds (`SINCE begin()`).
+    Begin,
+    /// With the changes of the first epoch applied at or after this time (`SINCE
+    /// <milliseconds since the Unix epoch>`).
+    Time(i64),
+}
+
+/// How long a subscription keeps changes when it names no `retention`.
+pub const DEFAULT_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// A statement with the text it was parsed from.
 #[derive(Debug, Clone)]
@@ -360,6 +401,22 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     }
     if toks.starts_with(&["CREATE", "SINK"]) {
         return parse_create_sink(toks.all);
+    }
+    if toks.starts_with(&["CREATE", "SUBSCRIPTION"]) {
+        return parse_create_subscription(toks.all);
+    }
+    if toks.starts_with(&["DECLARE"]) {
+        return parse_declare_cursor(&sig);
+    }
+    if toks.starts_with(&["FETCH"]) {
+        return parse_fetch(&sig);
+    }
+    if toks.starts_with(&["CLOSE"]) {
+        return match sig.as_slice() {
+            [_, all] if is_word(all, "ALL") => Ok(Statement::CloseCursor(None)),
+            [_, Token::Word(w)] => Ok(Statement::CloseCursor(Some(identifier(w)))),
+            _ => Err(SluiceError::syntax("expected CLOSE cursor or CLOSE ALL")),
+        };
     }
     let mut parser = sql_parser(unwrap_table_arguments(toks.all));
     let statement = parser.parse_statement().map_err(syntax)?;
@@ -529,13 +586,14 @@ fn parse_show(sig: &[&Token]) -> Result<Statement> {
         ["SOURCES"] => ShowTarget::Sources,
         ["MATERIALIZED", "VIEWS"] => ShowTarget::MaterializedViews,
         ["SINKS"] => ShowTarget::Sinks,
+        ["SUBSCRIPTIONS"] => ShowTarget::Subscriptions,
         ["JOBS"] | ["STREAMING", "JOBS"] => ShowTarget::Jobs,
         ["CHECKPOINTS"] => ShowTarget::Checkpoints,
         ["ALL"] => ShowTarget::Variable("all".into()),
         [name] => ShowTarget::Variable(name.to_ascii_lowercase()),
         _ => {
             return Err(SluiceError::syntax(format!(
-                "SHOW {} is not a known SHOW statement; try SHOW TABLES, SOURCES, MATERIALIZED VIEWS, SINKS, JOBS, CHECKPOINTS or SHOW <setting>",
+                "SHOW {} is not a known SHOW statement; try SHOW TABLES, SOURCES, MATERIALIZED VIEWS, SINKS, SUBSCRIPTIONS, JOBS, CHECKPOINTS or SHOW <setting>",
                 words.join(" ")
             )));
         }
@@ -548,6 +606,8 @@ fn parse_drop(toks: Tokens) -> Result<Statement> {
         (ObjectKind::MaterializedView, 3)
     } else if toks.starts_with(&["DROP", "SINK"]) {
         (ObjectKind::Sink, 2)
+    } else if toks.starts_with(&["DROP", "SUBSCRIPTION"]) {
+        (ObjectKind::Subscription, 2)
     } else if toks.starts_with(&["DROP", "SOURCE"]) {
         (ObjectKind::Source, 2)
     } else if toks.starts_with(&["DROP", "TABLE"]) {
@@ -942,6 +1002,146 @@ fn parse_create_sink(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         },
         with,
     })
+}
+
+fn parse_create_subscription(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    let (tokens, with) = take_with_options(tokens)?;
+    let mut parser = sql_parser(drop_leading_words(tokens, 2));
+    let if_not_exists = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = parser.parse_object_name(false).map_err(syntax)?;
+    if !parser.parse_keyword(Keyword::FROM) {
+        return Err(SluiceError::syntax(format!(
+            "expected FROM materialized_view after CREATE SUBSCRIPTION {name}"
+        )));
+    }
+    let view = parser.parse_object_name(false).map_err(syntax)?;
+    expect_end(&mut parser)?;
+    let mut retention_ms = DEFAULT_RETENTION_MS;
+    for (key, value) in &with {
+        match key.as_str() {
+            "retention" => retention_ms = positive_duration("retention", value)?,
+            other => {
+                return Err(SluiceError::invalid_parameter(format!(
+                    "unknown subscription option \"{other}\"; the known one is retention"
+                )));
+            }
+        }
+    }
+    Ok(Statement::CreateSubscription {
+        name,
+        if_not_exists,
+        view,
+        retention_ms,
+    })
+}
+
+/// An unquoted identifier folded to lower case, as PostgreSQL does; a quoted one as is.
+fn identifier(word: &datafusion::sql::sqlparser::tokenizer::Word) -> String {
+    match word.quote_style {
+        Some(_) => word.value.clone(),
+        None => word.value.to_lowercase(),
+    }
+}
+
+/// `DECLARE name SUBSCRIPTION CURSOR FOR subscription [SINCE { ms | begin() | now() }]`.
+fn parse_declare_cursor(sig: &[&Token]) -> Result<Statement> {
+    let usage = "expected DECLARE cursor SUBSCRIPTION CURSOR FOR subscription [SINCE milliseconds | SINCE begin() | SINCE now()]";
+    if !sig.get(2).is_some_and(|t| is_word(t, "SUBSCRIPTION"))
+        && sig.iter().any(|t| is_word(t, "CURSOR"))
+    {
+        return Err(SluiceError::unsupported(
+            "cursors over queries; Sluice's cursors read subscriptions: DECLARE cursor SUBSCRIPTION CURSOR FOR subscription",
+        ));
+    }
+    let [
+        _,
+        Token::Word(name),
+        kind,
+        cursor,
+        for_,
+        Token::Word(subscription),
+        rest @ ..,
+    ] = sig
+    else {
+        return Err(SluiceError::syntax(usage));
+    };
+    if !is_word(kind, "SUBSCRIPTION") || !is_word(cursor, "CURSOR") || !is_word(for_, "FOR") {
+        return Err(SluiceError::syntax(usage));
+    }
+    let since = match rest {
+        [] => CursorStart::Now,
+        [since, Token::Number(ms, _)] if is_word(since, "SINCE") => {
+            CursorStart::Time(ms.parse().map_err(|_| {
+                SluiceError::invalid_parameter(format!(
+                    "SINCE takes milliseconds since the Unix epoch, not {ms}"
+                ))
+            })?)
+        }
+        [since, function, Token::LParen, Token::RParen] if is_word(since, "SINCE") => {
+            if is_word(function, "BEGIN") {
+                CursorStart::Begin
+            } else if is_word(function, "NOW") {
+                CursorStart::Now
+            } else {
+                return Err(SluiceError::syntax(usage));
+            }
+        }
+        _ => return Err(SluiceError::syntax(usage)),
+    };
+    Ok(Statement::DeclareCursor {
+        name: identifier(name),
+        subscription: ObjectName::from(vec![ast::Ident::new(identifier(subscription))]),
+        since,
+    })
+}
+
+/// `FETCH [NEXT | ALL | FORWARD [n | ALL] | n] [FROM | IN] cursor`.
+fn parse_fetch(sig: &[&Token]) -> Result<Statement> {
+    let usage = "expected FETCH [NEXT | ALL | n] FROM cursor";
+    let mut rest = &sig[1..];
+    let mut count = 1;
+    let backward = ["PRIOR", "BACKWARD", "FIRST", "LAST", "ABSOLUTE", "RELATIVE"];
+    if rest
+        .first()
+        .is_some_and(|t| backward.iter().any(|w| is_word(t, w)))
+    {
+        return Err(SluiceError::unsupported(
+            "cursors that move backward or jump; a subscription cursor reads forward (FETCH NEXT, FETCH n, FETCH ALL)",
+        ));
+    }
+    if rest.first().is_some_and(|t| is_word(t, "NEXT")) {
+        rest = &rest[1..];
+    } else if rest.first().is_some_and(|t| is_word(t, "ALL")) {
+        count = usize::MAX;
+        rest = &rest[1..];
+    } else {
+        if rest.first().is_some_and(|t| is_word(t, "FORWARD")) {
+            rest = &rest[1..];
+        }
+        if let Some(Token::Number(n, _)) = rest.first() {
+            count = n.parse().map_err(|_| {
+                SluiceError::invalid_parameter(format!("FETCH takes a row count, not {n}"))
+            })?;
+            rest = &rest[1..];
+        } else if rest.first().is_some_and(|t| is_word(t, "ALL")) {
+            count = usize::MAX;
+            rest = &rest[1..];
+        }
+    }
+    if rest
+        .first()
+        .is_some_and(|t| is_word(t, "FROM") || is_word(t, "IN"))
+    {
+        rest = &rest[1..];
+    }
+    match rest {
+        [Token::Word(cursor)] => Ok(Statement::Fetch {
+            cursor: identifier(cursor),
+            count,
+        }),
+        _ => Err(SluiceError::syntax(usage)),
+    }
 }
 
 /// A parser over SQL text Sluice wrote itself.

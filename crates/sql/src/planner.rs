@@ -358,10 +358,11 @@ impl GraphBuilder<'_> {
                 *changelog,
                 *partitions,
             ),
-            RelationKind::Sink { .. } => {
+            RelationKind::Sink { .. } | RelationKind::Subscription { .. } => {
+                let kind = relation.object_kind().sql_name().to_lowercase();
                 return Err(SluiceError::new(
                     SqlState::WRONG_OBJECT_TYPE,
-                    format!("\"{name}\" is a sink; a query cannot read it"),
+                    format!("\"{name}\" is a {kind}; a query cannot read it"),
                 ));
             }
         };

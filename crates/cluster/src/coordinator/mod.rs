@@ -16,6 +16,7 @@
 
 mod recovery;
 mod sinks;
+mod subscriptions;
 
 pub use sinks::SinkInfo;
 
@@ -58,6 +59,7 @@ use crate::results::{
     sinks_schema, text_result, text_schema,
 };
 use recovery::{RestartPolicy, Restarts, restart_failed_jobs};
+pub use subscriptions::Cursor;
 
 /// One client connection's settings (`SET`), owned by the protocol handler.
 #[derive(Debug, Clone, Default)]
@@ -70,6 +72,8 @@ pub struct Session {
     pub state_ttl_ms: Option<i64>,
     /// Other settings, as set, for `SHOW name`.
     pub settings: BTreeMap<String, String>,
+    /// Open subscription cursors (`DECLARE ... SUBSCRIPTION CURSOR`), by name.
+    pub cursors: BTreeMap<String, Cursor>,
 }
 
 /// The command tag of a statement that returns no rows (`CREATE TABLE`, `INSERT 0 3`).
@@ -527,7 +531,7 @@ impl Coordinator {
     }
 
     /// Describes a statement without running it.
-    pub async fn describe(&self, _session: &Session, stmt: &ParsedStatement) -> Result<Described> {
+    pub async fn describe(&self, session: &Session, stmt: &ParsedStatement) -> Result<Described> {
         let schema = match &stmt.statement {
             Statement::Query(q) => {
                 let plan = self.plan_query(q).await?;
@@ -548,6 +552,12 @@ impl Coordinator {
             Statement::Show(ShowTarget::Jobs) => Some(jobs_schema()),
             Statement::Show(ShowTarget::Checkpoints) => Some(checkpoints_schema()),
             Statement::Show(ShowTarget::Sinks) => Some(sinks_schema()),
+            Statement::Show(ShowTarget::Subscriptions) => {
+                Some(text_schema(&subscriptions::SUBSCRIPTION_COLUMNS))
+            }
+            Statement::Fetch { cursor, .. } => {
+                session.cursors.get(cursor).map(|c| c.schema().clone())
+            }
             Statement::Show(ShowTarget::Variable(name)) => Some(text_schema(&[name.as_str()])),
             Statement::Show(_) => Some(text_schema(&["Name"])),
             Statement::Describe(_) => Some(text_schema(&["Name", "Type", "Nullable"])),
@@ -628,6 +638,22 @@ impl Coordinator {
                 self.create_materialized_view(session, &sink, *if_not_exists)
                     .await
             }
+            Statement::CreateSubscription {
+                name,
+                if_not_exists,
+                view,
+                retention_ms,
+            } => {
+                self.create_subscription(name, *if_not_exists, view, *retention_ms, &stmt.sql)
+                    .await
+            }
+            Statement::DeclareCursor {
+                name,
+                subscription,
+                since,
+            } => self.declare_cursor(session, name, subscription, *since),
+            Statement::Fetch { cursor, count } => self.fetch(session, cursor, *count),
+            Statement::CloseCursor(name) => self.close_cursor(session, name.as_deref()),
             Statement::ExplainStream(inner) => self.explain_stream(session, inner).await,
             Statement::Flush => {
                 self.flush().await;
@@ -671,8 +697,11 @@ impl Coordinator {
                     RelationKind::Table { .. } => "table",
                     RelationKind::Source { .. } => "source",
                     RelationKind::MaterializedView { .. } => "materialized view",
-                    // Sinks cannot be read: they are no relation to pg_catalog.
-                    RelationKind::Sink { .. } => return None,
+                    // Sinks and subscriptions cannot be read: they are no relation to
+                    // pg_catalog.
+                    RelationKind::Sink { .. } | RelationKind::Subscription { .. } => {
+                        return None;
+                    }
                 };
                 Some(RelationInfo {
                     name: r.name.clone(),
@@ -1366,7 +1395,17 @@ impl Coordinator {
                 if inner.catalog.get(&name).is_none() && if_exists {
                     continue;
                 }
-                inner.catalog.get_kind(&name, kind)?;
+                let relation = inner.catalog.get(&name);
+                inner
+                    .catalog
+                    .get_kind(&name, kind)
+                    .map_err(|e| match relation {
+                        Some(r) => SluiceError::new(
+                            e.state,
+                            format!("{}; use DROP {}", e.message, r.object_kind().sql_name()),
+                        ),
+                        None => e,
+                    })?;
                 let mut stack = vec![name];
                 while let Some(n) = stack.pop() {
                     if to_drop.contains(&n) {
@@ -1423,6 +1462,12 @@ impl Coordinator {
             return Ok(());
         };
         inner.definitions.remove(&relation.id);
+        if let RelationKind::Subscription { view, .. } = &relation.kind {
+            for view in view {
+                subscriptions::refresh_change_logs(&inner, view);
+            }
+            return Ok(());
+        }
         self.ctx
             .deregister_table(TableReference::bare(name.to_string()))?;
         if inner.tables.remove(name).is_some() {
@@ -1455,6 +1500,7 @@ impl Coordinator {
                 text_result(&["Name"], names_of(ObjectKind::MaterializedView))
             }
             ShowTarget::Sinks => sinks_result(&self.sinks()),
+            ShowTarget::Subscriptions => self.show_subscriptions(),
             ShowTarget::Jobs => jobs_result(&self.jobs()),
             ShowTarget::Checkpoints => Err(SluiceError::internal(
                 "SHOW CHECKPOINTS is answered by Coordinator::execute",

@@ -262,11 +262,14 @@ impl Coordinator {
             inner.restored_views.clear();
             for old in jobs {
                 let partitions = inner.views.get(&old.view).cloned().unwrap_or_default();
-                for partition in &partitions {
-                    partition.reset();
-                }
                 let restore = take_view_restore(&mut inner, old.id, &dependencies(&old.graph));
                 let restored = restore.is_some();
+                // A view the checkpoint does not hold is recomputed from scratch.
+                let restored_epoch = inner.restore_plan.as_ref().filter(|_| restored);
+                let restored_epoch = restored_epoch.map(|plan| plan.epoch);
+                for partition in &partitions {
+                    partition.reset(restored_epoch);
+                }
                 let job = match self.deploy_view(
                     &inner,
                     old.id,

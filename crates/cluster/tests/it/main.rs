@@ -6,6 +6,7 @@ mod changes;
 mod differential;
 mod restarts;
 mod sinks;
+mod subscriptions;
 mod support;
 mod views;
 mod window_differential;

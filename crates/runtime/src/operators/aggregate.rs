@@ -50,6 +50,8 @@ pub struct AggregateSpec {
     /// `FILTER (WHERE ...)`.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     accumulator: AccumulatorKind,
+    /// Under a state TTL: retractions of values a group does not hold are ignored.
+    forgetful: bool,
 }
 
 impl AggregateSpec {
@@ -86,6 +88,7 @@ impl AggregateSpec {
             function,
             filter,
             accumulator,
+            forgetful: false,
         })
     }
 
@@ -94,7 +97,12 @@ impl AggregateSpec {
             AccumulatorKind::Plain => self.function.create_accumulator(),
             AccumulatorKind::Sliding => self.function.create_sliding_accumulator(),
             AccumulatorKind::Multiset(kind, data_type) => {
-                Ok(Box::new(MultisetAccumulator::try_new(*kind, data_type)?))
+                let accumulator = MultisetAccumulator::try_new(*kind, data_type)?;
+                Ok(Box::new(if self.forgetful {
+                    accumulator.forgetful()
+                } else {
+                    accumulator
+                }))
             }
         }
     }
@@ -148,9 +156,12 @@ pub struct AggregateOperator {
     ttl: Option<GroupTtl>,
 }
 
-/// State TTL of a GROUP BY over append-only input: a group not touched for `ttl_ms`
-/// (processing time) is retracted from the output and forgotten; a later row for its key
-/// starts it over.
+/// State TTL of a GROUP BY: a group not touched for `ttl_ms` (processing time) is
+/// retracted from the output and forgotten; a later row for its key starts it over.
+/// Over an updating input, a retraction can then name a row the group counted before it
+/// was forgotten: a group ignores retractions beyond the rows it holds (and min, max and
+/// count(DISTINCT) ignore values they do not hold), but one that started over takes back
+/// rows it never counted, as Flink's aggregates under a TTL do.
 struct GroupTtl {
     ttl_ms: i64,
     /// Per live slot: when it was last touched (wall clock, ms).
@@ -213,9 +224,12 @@ impl AggregateOperator {
     }
 
     /// Forgets groups not touched for `ttl` (see [`GroupTtl`]). For grouped aggregates
-    /// over append-only input without windows.
+    /// without windows.
     pub fn with_state_ttl(mut self, ttl: std::time::Duration) -> Self {
         debug_assert!(!self.group_exprs.is_empty() && self.window_close.is_none());
+        for spec in &mut self.aggregates {
+            spec.forgetful = true;
+        }
         self.ttl = Some(GroupTtl {
             ttl_ms: ttl.as_millis() as i64,
             touched: HashMap::new(),
@@ -555,8 +569,12 @@ impl Operator for AggregateOperator {
         }
         if let Some(ttl) = &mut self.ttl {
             let now = wall_clock_ms();
-            for &slot in &touched {
+            for (local, &slot) in touched.iter().enumerate() {
                 ttl.touch(slot, now);
+                // Rows of a forgotten group are not retracted (see `GroupTtl`).
+                let group = self.groups[slot].as_ref().expect("slot was just looked up");
+                let held = group.rows + additions[local].len() as i64;
+                retractions[local].truncate(held.max(0) as usize);
             }
         }
 
@@ -837,6 +855,35 @@ mod tests {
         .unwrap();
         assert_eq!(changes(&out), vec!["-D 1 1 4"]);
         assert_eq!(agg.group_count(), 0);
+    }
+
+    #[test]
+    fn a_ttl_over_updating_input_retracts_stale_groups_and_ignores_their_rows() {
+        // A 0 ms TTL: every group is forgotten at the next batch.
+        let mut agg = operator(true, true).with_state_ttl(std::time::Duration::ZERO);
+        let mut out = vec![];
+        agg.process_batch(
+            rows(vec![1], vec![5], Some(vec![RowKind::Insert])),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I 1 1 5"]);
+        out.clear();
+        // The group leaves the view; the retraction of its row is then ignored.
+        agg.process_batch(
+            rows(vec![1], vec![5], Some(vec![RowKind::Delete])),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["-D 1 1 5"]);
+        assert_eq!(agg.group_count(), 0);
+        out.clear();
+        agg.process_batch(
+            rows(vec![1], vec![7], Some(vec![RowKind::Insert])),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I 1 1 7"], "the group starts over");
     }
 
     #[test]

@@ -27,6 +27,8 @@ use crate::exchange::{Collector, channel};
 use crate::keygroup::key_groups_of;
 use crate::message::{Message, RowKind, changelog_schema, split_changelog};
 use crate::operators::StateEntry;
+use crate::operators::change_log::{ChangeLog, LoggedChanges};
+use crate::operators::encoding::wall_clock_ms;
 
 /// Rows per batch when reading a view's state.
 const SCAN_BATCH_ROWS: usize = 8192;
@@ -55,6 +57,8 @@ struct Subscribers {
     finished: bool,
     /// Set when the job maintaining this view failed: no more changes will come.
     failed: Option<String>,
+    /// The log of changes, while a subscription reads the view.
+    log: Option<ChangeLog>,
 }
 
 /// One partition (one sink subtask's share) of a materialized view's result.
@@ -177,13 +181,17 @@ impl ViewPartition {
     }
 
     /// Empties the partition and forgets its readers and its failure, for a job that
-    /// restarts: its new deployment restores the partition and its readers subscribe
-    /// again. The old job must have stopped.
-    pub fn reset(&self) {
+    /// restarts from the checkpoint of `restored_epoch` (from scratch when `None`): its
+    /// new deployment restores the partition and its readers subscribe again. The change
+    /// log forgets what the job will apply again. The old job must have stopped.
+    pub fn reset(&self, restored_epoch: Option<u64>) {
         let mut subs = self.subscribers.lock();
         subs.senders.clear();
         subs.finished = false;
         subs.failed = None;
+        if let Some(log) = &mut subs.log {
+            log.truncate_after(restored_epoch);
+        }
         let deletes = self
             .state
             .scan(None)
@@ -191,6 +199,49 @@ impl ViewPartition {
             .map(|(key_group, key, _)| StateWrite::Delete { key_group, key })
             .collect();
         self.state.write(deletes);
+    }
+
+    /// Starts logging changes for subscriptions, keeping them `retention_ms`; `None`
+    /// stops and forgets the log (the view's last subscription was dropped).
+    pub fn retain_changes(&self, retention_ms: Option<i64>) {
+        let mut subs = self.subscribers.lock();
+        match (retention_ms, &mut subs.log) {
+            (None, log) => *log = None,
+            (Some(ms), Some(log)) => log.set_retention(ms),
+            (Some(ms), log) => *log = Some(ChangeLog::new(ms)),
+        }
+    }
+
+    /// The last epoch whose changes are all applied (every epoch once the input ended).
+    pub fn readable_epoch(&self) -> u64 {
+        let subs = self.subscribers.lock();
+        if subs.finished {
+            u64::MAX - 1
+        } else {
+            subs.last_epoch
+        }
+    }
+
+    /// The logged changes of the epochs `from..=through`, and the last epoch the log no
+    /// longer holds. Fails when the partition logs no changes.
+    pub fn read_changes(&self, from: u64, through: u64) -> Result<(Vec<LoggedChanges>, u64)> {
+        let mut subs = self.subscribers.lock();
+        let log = trimmed_log(&mut subs)?;
+        Ok((log.read(from, through), log.dropped_through()))
+    }
+
+    /// The first logged epoch applied at or after `time_ms`, and when the last epoch the
+    /// log no longer holds was applied.
+    pub fn first_epoch_since(&self, time_ms: i64) -> Result<(Option<u64>, Option<i64>)> {
+        let mut subs = self.subscribers.lock();
+        let log = trimmed_log(&mut subs)?;
+        Ok((log.first_epoch_since(time_ms), log.dropped_time()))
+    }
+
+    /// The last epoch the log no longer holds (0: none).
+    pub fn changes_dropped_through(&self) -> Result<u64> {
+        let mut subs = self.subscribers.lock();
+        Ok(trimmed_log(&mut subs)?.dropped_through())
     }
 
     /// Marks a restored partition as complete: its job had finished before the
@@ -296,7 +347,7 @@ impl ViewPartition {
             };
             *deltas.entry((groups[i], row.data())).or_default() += d;
         }
-        let subs = self.subscribers.lock();
+        let mut subs = self.subscribers.lock();
         let mut writes = Vec::with_capacity(deltas.len());
         for ((key_group, key), delta) in deltas {
             if delta == 0 {
@@ -326,14 +377,44 @@ impl ViewPartition {
             });
         }
         self.state.write(writes);
+        if let Some(log) = &mut subs.log {
+            log.record(self.with_ops(batch)?);
+        }
         Ok(subs.senders.clone())
+    }
+
+    /// `batch` with the op column (all insertions when the view is append-only).
+    fn with_ops(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        if self.changelog {
+            return Ok(batch.clone());
+        }
+        let mut columns = batch.columns().to_vec();
+        columns.push(Arc::new(Int8Array::from(vec![
+            RowKind::Insert as i8;
+            batch.num_rows()
+        ])));
+        Ok(RecordBatch::try_new(
+            changelog_schema(&self.schema),
+            columns,
+        )?)
     }
 
     fn forward_targets(&self, message: &Message) -> Vec<mpsc::Sender<Message>> {
         let mut subs = self.subscribers.lock();
         match message {
-            Message::Barrier(b) => subs.last_epoch = b.epoch,
-            Message::EndOfStream => subs.finished = true,
+            Message::Barrier(b) => {
+                subs.last_epoch = b.epoch;
+                if let Some(log) = &mut subs.log {
+                    log.close_epoch(b.epoch, wall_clock_ms());
+                }
+            }
+            Message::EndOfStream => {
+                subs.finished = true;
+                let last = subs.last_epoch + 1;
+                if let Some(log) = &mut subs.log {
+                    log.close_epoch(last, wall_clock_ms());
+                }
+            }
             _ => {}
         }
         subs.senders.clone()
@@ -342,6 +423,15 @@ impl ViewPartition {
     fn remove_closed_subscribers(&self) {
         self.subscribers.lock().senders.retain(|s| !s.is_closed());
     }
+}
+
+/// The partition's change log, without the epochs older than its retention.
+fn trimmed_log(subs: &mut Subscribers) -> Result<&ChangeLog> {
+    let log = subs.log.as_mut().ok_or_else(|| {
+        SluiceError::internal("the view keeps no change log (it has no subscription)")
+    })?;
+    log.trim(wall_clock_ms());
+    Ok(log)
 }
 
 fn decode_count(value: &[u8]) -> Result<i64> {

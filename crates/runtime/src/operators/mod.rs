@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod calc;
+pub mod change_log;
 pub mod encoding;
 pub mod join;
 pub mod materialize;

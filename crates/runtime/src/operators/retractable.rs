@@ -43,6 +43,9 @@ pub struct MultisetAccumulator {
     data_type: DataType,
     converter: RowConverter,
     values: BTreeMap<Vec<u8>, (ScalarValue, u64)>,
+    /// Retracting a value it does not hold is ignored instead of refused: under a state
+    /// TTL a group can be forgotten, or start over, before its rows are retracted.
+    forgetful: bool,
 }
 
 impl fmt::Debug for MultisetAccumulator {
@@ -63,7 +66,14 @@ impl MultisetAccumulator {
             data_type: data_type.clone(),
             converter: RowConverter::new(vec![SortField::new(data_type.clone())])?,
             values: BTreeMap::new(),
+            forgetful: false,
         })
+    }
+
+    /// Ignores retractions of values it does not hold (see the field).
+    pub fn forgetful(mut self) -> Self {
+        self.forgetful = true;
+        self
     }
 
     fn apply(&mut self, values: &[ArrayRef], retract: bool) -> Result<()> {
@@ -79,6 +89,9 @@ impl MultisetAccumulator {
             let key = row.as_ref().to_vec();
             if retract {
                 let Some(entry) = self.values.get_mut(&key) else {
+                    if self.forgetful {
+                        continue;
+                    }
                     return Err(DataFusionError::Internal(
                         "retraction of a value the aggregate does not hold".into(),
                     ));

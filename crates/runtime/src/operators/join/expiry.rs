@@ -1,21 +1,26 @@
 //! How a join forgets rows: the windows of a window join close at the watermark, an
 //! interval join forgets rows the watermark has passed, and a state TTL forgets rows
-//! after a while of processing time (see the parent module's docs).
+//! after a while of processing time (see [`JoinTtl`] and the parent module's docs).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch};
+use arrow::compute::filter_record_batch;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::Result;
 
 use super::JoinOperator;
+use crate::message::{Message, RowKind, changelog_schema, split_changelog};
 use crate::operators::encoding::{take_through, timestamp_millis, wall_clock_ms};
 
-/// An inner join's state TTL: a row is forgotten `ttl_ms` (processing time) after it
-/// was inserted. What it joined stays in the view; a later retraction of a forgotten row
-/// is ignored.
+/// A join's state TTL: a row is forgotten `ttl_ms` (processing time) after it was
+/// inserted, and a later retraction of it is ignored. A join whose output is append-only
+/// (an inner or semi join of append-only inputs) forgets silently: what the row joined
+/// stays, and later rows no longer match it. A join whose output updates (outer and anti
+/// joins, and any join of an updating input) retracts what the row produced, as its
+/// deletion would, so its output stays the join of the rows it still holds.
 pub(super) struct JoinTtl {
     pub(super) ttl_ms: i64,
     /// Per side: when (wall clock, ms) → the (key, row) pairs to forget then.
@@ -23,7 +28,10 @@ pub(super) struct JoinTtl {
 }
 
 /// Expiry (ms) → the (join key, row) pairs of one side to forget then.
-type Expiring = BTreeMap<i64, Vec<(Box<[u8]>, Box<[u8]>)>>;
+type Expiring = BTreeMap<i64, Vec<KeyRow>>;
+
+/// A join key and a row of one side, in row format.
+type KeyRow = (Box<[u8]>, Box<[u8]>);
 
 /// Held rows to forget: (side, join key, row).
 type SideRows = Vec<(usize, Box<[u8]>, Box<[u8]>)>;
@@ -75,9 +83,10 @@ pub(super) struct JoinWindows {
 }
 
 impl JoinOperator {
-    /// Gives an inner join a state TTL (see [`JoinTtl`]).
+    /// Gives the join a state TTL (see [`JoinTtl`]). Not for a null-aware anti join,
+    /// whose NULL counts are facts about every row it has seen.
     pub fn with_state_ttl(mut self, ttl: std::time::Duration) -> Self {
-        debug_assert!(self.semi_anti.is_none() && self.outer == [false, false]);
+        debug_assert!(self.null_aware.is_none());
         self.ttl = Some(JoinTtl {
             ttl_ms: ttl.as_millis() as i64,
             expiring: [BTreeMap::new(), BTreeMap::new()],
@@ -85,20 +94,111 @@ impl JoinOperator {
         self
     }
 
-    /// Whether `side` holds `row` under `key`.
-    pub(super) fn holds(&self, side: usize, key: &[u8], row: &[u8]) -> bool {
+    /// How many times `side` holds `row` under `key`.
+    fn held_count(&self, side: usize, key: &[u8], row: &[u8]) -> u64 {
         self.state[side]
             .get(key)
-            .is_some_and(|rows| rows.contains_key(row))
+            .and_then(|rows| rows.get(row))
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Forgets the rows whose TTL has run out.
-    pub(super) fn forget_stale(&mut self) -> Result<()> {
+    /// Whether `side` holds `row` under `key`.
+    pub(super) fn holds(&self, side: usize, key: &[u8], row: &[u8]) -> bool {
+        self.held_count(side, key, row) > 0
+    }
+
+    /// Under a TTL, files the insertions of a batch of `side` to be forgotten one TTL
+    /// from now, and drops the retractions of rows the TTL already forgot.
+    pub(super) fn admit_under_ttl(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+    ) -> Result<RecordBatch> {
+        let Some(ttl) = &self.ttl else {
+            return Ok(batch);
+        };
+        let expire_at = wall_clock_ms().saturating_add(ttl.ttl_ms);
+        let (data, ops) = split_changelog(&batch);
+        let (key_columns, keys, rows) = self.encode(side, &data)?;
+        // Per (key, row) of this batch: how many copies retractions can still take.
+        let mut available: HashMap<KeyRow, u64> = HashMap::new();
+        let mut filed = Vec::new();
+        let mut keep = Vec::with_capacity(data.num_rows());
+        // Per-row loop: whether a retraction is held depends on the rows before it.
+        for i in 0..data.num_rows() {
+            if !self.nulls_equal && key_columns.iter().any(|c| c.is_null(i)) {
+                // A row with a NULL key is never held, so never forgotten.
+                keep.push(true);
+                continue;
+            }
+            let (key, row) = (keys.row(i), rows.row(i));
+            let pair: KeyRow = (key.as_ref().into(), row.as_ref().into());
+            let held = match available.get(&pair) {
+                Some(&held) => held,
+                None => self.held_count(side, key.as_ref(), row.as_ref()),
+            };
+            let addition = RowKind::is_addition(ops.value(i));
+            keep.push(addition || held > 0);
+            if addition {
+                available.insert(pair.clone(), held + 1);
+                filed.push(pair);
+            } else {
+                available.insert(pair, held.saturating_sub(1));
+            }
+        }
+        if !filed.is_empty() {
+            let ttl = self.ttl.as_mut().expect("checked above");
+            ttl.expiring[side]
+                .entry(expire_at)
+                .or_default()
+                .extend(filed);
+        }
+        if keep.iter().all(|k| *k) {
+            return Ok(batch);
+        }
+        Ok(filter_record_batch(&batch, &BooleanArray::from(keep))?)
+    }
+
+    /// Forgets the rows whose TTL has run out (see [`JoinTtl`]).
+    pub(super) fn forget_stale(&mut self, out: &mut Vec<Message>) -> Result<()> {
         let Some(ttl) = &mut self.ttl else {
             return Ok(());
         };
         let stale = take_due(&mut ttl.expiring, wall_clock_ms());
-        self.forget(stale)
+        if stale.is_empty() {
+            return Ok(());
+        }
+        if !self.changelog_output {
+            return self.forget(stale);
+        }
+        // Retract each stale row through the join itself, as many times as it is due
+        // but no more than it is held.
+        let mut due: [Vec<Box<[u8]>>; 2] = [Vec::new(), Vec::new()];
+        let mut taken: HashMap<(usize, KeyRow), u64> = HashMap::new();
+        for (side, key, row) in stale {
+            let held = self.held_count(side, &key, &row);
+            let count = taken.entry((side, (key, row.clone()))).or_default();
+            if *count < held {
+                *count += 1;
+                due[side].push(row);
+            }
+        }
+        for (side, rows) in due.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let parser = self.rows[side].parser();
+            let mut columns = self.rows[side].convert_rows(rows.iter().map(|r| parser.parse(r)))?;
+            columns.push(Arc::new(Int8Array::from(vec![
+                RowKind::Delete as i8;
+                rows.len()
+            ])));
+            let deletions =
+                RecordBatch::try_new(changelog_schema(&self.side_schemas[side]), columns)?;
+            self.step(side, deletions, out)?;
+        }
+        Ok(())
     }
 
     /// Takes `rows` out of state. A row may already be gone: a join can have both a

@@ -17,7 +17,8 @@
 //! condition bounds one side's event time by the other's columns, see
 //! `sluice_sql::interval`) forget a row once the watermark passes the time after which
 //! no on-time row of the other side can match it; rows arriving behind the watermark are
-//! late. Otherwise state grows with both inputs; state TTL will bound it.
+//! late. Otherwise state grows with both inputs unless the view has a state TTL, which
+//! forgets rows a while after they arrive (`expiry.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,9 +30,7 @@ use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 
-use super::encoding::{
-    key_groups_of_rows, push_sized, row_converter, split_sized, take_through, wall_clock_ms,
-};
+use super::encoding::{key_groups_of_rows, push_sized, row_converter, split_sized, take_through};
 mod expiry;
 mod null_aware;
 mod outer;
@@ -395,7 +394,7 @@ impl Operator for JoinOperator {
         barrier: crate::message::CheckpointBarrier,
         out: &mut Vec<Message>,
     ) -> Result<()> {
-        self.forget_stale()?;
+        self.forget_stale(out)?;
         out.push(Message::Barrier(barrier));
         Ok(())
     }
@@ -407,7 +406,7 @@ impl Operator for JoinOperator {
             iv.watermark = Some(watermark.0);
         }
         self.forget_expired()?;
-        self.forget_stale()?;
+        self.forget_stale(out)?;
         if let Some(w) = &mut self.windows {
             let closed = watermark.0.saturating_sub(w.lateness_ms);
             w.closed_by = Some(closed);
@@ -434,6 +433,15 @@ impl Operator for JoinOperator {
         batch: RecordBatch,
         out: &mut Vec<Message>,
     ) -> Result<()> {
+        self.forget_stale(out)?;
+        let batch = self.admit_under_ttl(side, batch)?;
+        self.step(side, batch, out)
+    }
+}
+
+impl JoinOperator {
+    /// The join's step for a batch of `side`, by the kind of join.
+    fn step(&mut self, side: usize, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
         if self.null_aware.is_some() {
             return self.null_aware_anti_batch(side, batch, out);
         }
@@ -443,16 +451,22 @@ impl Operator for JoinOperator {
         if self.filter.is_some() && self.outer.contains(&true) {
             return self.outer_filtered_batch(side, batch, out);
         }
-        self.forget_stale()?;
+        self.equi_batch(side, batch, out)
+    }
+
+    /// An inner or outer join's step for a batch of `side`, when the join has no
+    /// residual condition or is inner.
+    fn equi_batch(
+        &mut self,
+        side: usize,
+        batch: RecordBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
         let other = 1 - side;
         let (data, ops) = split_changelog(&batch);
         let n = data.num_rows();
         let (key_columns, keys, rows) = self.encode(side, &data)?;
         let (open, ends) = self.open_rows(&key_columns, n)?;
-        let expire_at = self
-            .ttl
-            .as_ref()
-            .map(|t| wall_clock_ms().saturating_add(t.ttl_ms));
         let (on_time, expiries) = self.on_time_rows(side, &data)?;
 
         let mut output = JoinOutput::default();
@@ -470,13 +484,6 @@ impl Operator for JoinOperator {
                 continue;
             }
             let key = keys.row(i);
-            if expire_at.is_some()
-                && !RowKind::is_addition(op)
-                && !self.holds(side, key.as_ref(), rows.row(i).as_ref())
-            {
-                // Forgotten by the TTL: what it joined stays.
-                continue;
-            }
             let mut matched = false;
             for row in held_rows(&self.state[other], key.as_ref()) {
                 matched = true;
@@ -493,14 +500,6 @@ impl Operator for JoinOperator {
                 RowKind::is_addition(op),
             )?;
             self.file_window_key(ends[i], key.as_ref());
-            if let (Some(ttl), Some(at)) = (&mut self.ttl, expire_at)
-                && RowKind::is_addition(op)
-            {
-                ttl.expiring[side]
-                    .entry(at)
-                    .or_default()
-                    .push((key.as_ref().into(), rows.row(i).as_ref().into()));
-            }
             if let (Some(iv), Some(expiry)) = (&mut self.intervals, expiries[i])
                 && RowKind::is_addition(op)
             {
@@ -536,9 +535,7 @@ impl Operator for JoinOperator {
         }
         Ok(())
     }
-}
 
-impl JoinOperator {
     /// The output rows `output` describes for a batch `data` of `side`: its rows (or
     /// NULLs) next to the other side's rows (or NULLs), left columns first.
     fn assemble(
@@ -942,6 +939,69 @@ mod tests {
         )
         .unwrap();
         assert_eq!(changes(&out), vec!["-D 1 x  "]);
+    }
+
+    #[test]
+    fn a_ttl_retracts_what_an_outer_join_row_produced_and_ignores_its_later_retraction() {
+        // A 0 ms TTL: every row is forgotten at the next batch.
+        let mut join = outer_join(true, false).with_state_ttl(std::time::Duration::ZERO);
+        let mut out = vec![];
+        join.process_batch_from(
+            0,
+            rows("a", vec![Some(1)], vec!["x"], vec![RowKind::Insert]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I 1 x  "]);
+        out.clear();
+        // x expires first, as its deletion would: its padded row leaves. p then matches
+        // nothing.
+        join.process_batch_from(
+            1,
+            rows("b", vec![Some(1)], vec!["p"], vec![RowKind::Insert]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["-D 1 x  "]);
+        assert_eq!(join.state_rows(), [0, 1]);
+        out.clear();
+        // p expires (x is gone: nothing to retract); x's own deletion is ignored.
+        join.process_batch_from(
+            0,
+            rows("a", vec![Some(1)], vec!["x"], vec![RowKind::Delete]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), Vec::<String>::new());
+        assert_eq!(join.state_rows(), [0, 0]);
+
+        // A right row that expires while matched gives the left row its padding back.
+        let mut join = outer_join(true, false).with_state_ttl(std::time::Duration::from_secs(3600));
+        join.process_batch_from(
+            0,
+            rows("a", vec![Some(1)], vec!["x"], vec![RowKind::Insert]),
+            &mut out,
+        )
+        .unwrap();
+        join.ttl.as_mut().unwrap().ttl_ms = 0;
+        join.process_batch_from(
+            1,
+            rows("b", vec![Some(1)], vec!["p"], vec![RowKind::Insert]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I 1 x  ", "+I 1 x 1 p", "-D 1 x  "]);
+        out.clear();
+        join.process_barrier(
+            crate::message::CheckpointBarrier {
+                epoch: 1,
+                kind: crate::message::BarrierKind::Flush,
+            },
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(changes(&out), vec!["+I 1 x  ", "-D 1 x 1 p"]);
+        assert_eq!(join.state_rows(), [1, 0]);
     }
 
     #[test]
