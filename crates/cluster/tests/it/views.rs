@@ -202,3 +202,54 @@ async fn state_ttl_forgets_untouched_groups_and_old_join_rows() {
     // A group starts over.
     assert_eq!(e.rows("SELECT * FROM per_k").await, vec!["1 1"]);
 }
+
+/// `state_ttl` over updating inputs: an outer join's forgotten rows take what they
+/// produced with them, an aggregate's forgotten groups leave the view, and retractions of
+/// forgotten rows are ignored instead of failing the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_ttl_over_updating_input_retracts_what_forgotten_rows_produced() {
+    let mut e = Engine::start().await;
+    e.ok("CREATE TABLE a (k INT, v INT)").await;
+    e.ok("CREATE TABLE b (k INT, w INT)").await;
+    e.ok("SET state_ttl = '2 seconds'").await;
+    e.ok("CREATE MATERIALIZED VIEW lj AS SELECT a.k, a.v, b.w FROM a LEFT JOIN b ON a.k = b.k")
+        .await;
+    e.ok("CREATE MATERIALIZED VIEW sums AS SELECT k, sum(v) AS s FROM a GROUP BY k")
+        .await;
+    e.ok("INSERT INTO a VALUES (1, 10), (2, 20)").await;
+    e.ok("INSERT INTO b VALUES (1, 100)").await;
+    e.ok("FLUSH").await;
+    let processed = std::time::Instant::now();
+    assert_eq!(
+        e.rows("SELECT * FROM lj").await,
+        vec!["1 10 100", "2 20 NULL"]
+    );
+    assert_eq!(e.rows("SELECT * FROM sums").await, vec!["1 10", "2 20"]);
+    // Every row expires: a's rows take their joined and padded rows with them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        e.ok("FLUSH").await;
+        let expired = processed.elapsed() > std::time::Duration::from_secs(2);
+        if expired
+            && e.rows("SELECT * FROM lj").await.is_empty()
+            && e.rows("SELECT * FROM sums").await.is_empty()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "rows never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Deleting a forgotten row changes nothing; new rows join and group afresh (well
+    // within the TTL).
+    e.ok("DELETE FROM a WHERE k = 1").await;
+    e.ok("INSERT INTO b VALUES (2, 200)").await;
+    e.ok("INSERT INTO a VALUES (2, 21)").await;
+    e.ok("FLUSH").await;
+    assert_eq!(e.rows("SELECT * FROM lj").await, vec!["2 21 200"]);
+    assert_eq!(e.rows("SELECT * FROM sums").await, vec!["2 21"]);
+    let jobs = e.coordinator.jobs();
+    assert!(
+        jobs.iter().all(|j| j.status == "RUNNING"),
+        "no job failed: {jobs:?}"
+    );
+}
