@@ -165,17 +165,27 @@ async fn run_sequence(seed: u64, steps: usize) -> Result<usize, String> {
     Ok(comparisons)
 }
 
-#[tokio::test]
+/// Random sequences run in CI; each has its own engine, two run at a time.
+const SEQUENCES: u64 = 200;
+const STEPS: usize = 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn views_equal_their_batch_queries_under_random_changes() {
     let seeds: Vec<u64> = match std::env::var("SLUICE_DIFF_SEED") {
         Ok(seed) => vec![seed.parse().expect("SLUICE_DIFF_SEED is a number")],
-        Err(_) => (1..=30).collect(),
+        Err(_) => (1..=SEQUENCES).collect(),
     };
     let mut comparisons = 0;
-    for seed in &seeds {
-        match run_sequence(*seed, 40).await {
-            Ok(n) => comparisons += n,
-            Err(failure) => panic!("{failure}"),
+    for pair in seeds.chunks(2) {
+        let runs: Vec<_> = pair
+            .iter()
+            .map(|&seed| tokio::spawn(run_sequence(seed, STEPS)))
+            .collect();
+        for run in runs {
+            match run.await.expect("a sequence does not panic") {
+                Ok(n) => comparisons += n,
+                Err(failure) => panic!("{failure}"),
+            }
         }
     }
     // Every view is compared several times per sequence.
