@@ -34,6 +34,33 @@ pub struct ServeConfig {
     /// Seconds before the first restart of a failed job; each further attempt waits
     /// twice as long, up to [`MAX_RESTART_BACKOFF_SECS`].
     pub restart_backoff: f64,
+    /// Where tables and view results keep their rows. `ephemeral` always uses memory.
+    pub state_backend: StateBackendKind,
+    /// RocksDB's block cache (MiB), shared by every state table.
+    pub state_cache_mb: usize,
+}
+
+/// Where a server keeps the rows of tables and views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackendKind {
+    /// RocksDB under `<data-dir>/state`: larger than memory.
+    Rocksdb,
+    Memory,
+}
+
+impl std::str::FromStr for StateBackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "rocksdb" => Ok(StateBackendKind::Rocksdb),
+            "memory" => Ok(StateBackendKind::Memory),
+            other => Err(format!(
+                "unknown state backend \"{other}\"; use rocksdb or memory"
+            )),
+        }
+    }
 }
 
 /// A job that ran this long since its last failure has its restart count reset.
@@ -65,6 +92,8 @@ impl Default for ServeConfig {
             checkpoint_interval: 10.0,
             restart_attempts: 3,
             restart_backoff: 1.0,
+            state_backend: StateBackendKind::Rocksdb,
+            state_cache_mb: 256,
         }
     }
 }

@@ -72,9 +72,18 @@ pub struct ServeArgs {
     /// attempt up to 60 [default: 1]
     #[arg(long, env = "SLUICE_RESTART_BACKOFF", value_name = "SECONDS")]
     pub restart_backoff: Option<f64>,
+    /// Where tables and view results keep their rows: rocksdb (under
+    /// <data-dir>/state, larger than memory) or memory [default: rocksdb; memory when
+    /// --ephemeral]
+    #[arg(long, env = "SLUICE_STATE_BACKEND", value_name = "BACKEND")]
+    pub state_backend: Option<String>,
+    /// RocksDB's block cache in MiB [default: 256]
+    #[arg(long, env = "SLUICE_STATE_CACHE_MB", value_name = "MIB")]
+    pub state_cache_mb: Option<usize>,
     /// TOML file with defaults for the options above (keys: data_dir, pg_listen,
     /// rest_listen, flight_listen, checkpoint_url, default_parallelism, ephemeral,
-    /// checkpoint_interval, restart_attempts, restart_backoff)
+    /// checkpoint_interval, restart_attempts, restart_backoff, state_backend,
+    /// state_cache_mb)
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -49,6 +49,14 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.restart_backoff {
         config.restart_backoff = seconds("--restart-backoff", v)?;
     }
+    if let Some(v) = &args.state_backend {
+        config.state_backend = v
+            .parse()
+            .map_err(|e: String| SluiceError::invalid_parameter(format!("--state-backend: {e}")))?;
+    }
+    if let Some(v) = args.state_cache_mb {
+        config.state_cache_mb = v;
+    }
     Ok(config)
 }
 
@@ -82,6 +90,7 @@ pub fn load_toml(path: &Path) -> Result<ServeConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_common::config::StateBackendKind;
 
     fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("sluice-config-{}-{name}", std::process::id()));
@@ -106,6 +115,41 @@ mod tests {
         assert_eq!(config.pg_listen, "127.0.0.1:9000");
         assert_eq!(config.rest_listen, "0.0.0.0:7001");
         assert_eq!(config.flight_listen, ServeConfig::default().flight_listen);
+        let _ = std::fs::remove_dir_all(path.parent().expect("parent"));
+    }
+
+    #[test]
+    fn the_state_backend_comes_from_the_flag_or_the_file() {
+        let path = temp_file(
+            "backend",
+            "state_backend = \"memory\"\nstate_cache_mb = 8\n",
+        );
+        let from_file = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+        let config = resolve(&from_file).expect("valid config");
+        assert_eq!(config.state_backend, StateBackendKind::Memory);
+        assert_eq!(config.state_cache_mb, 8);
+        assert_eq!(
+            ServeConfig::default().state_backend,
+            StateBackendKind::Rocksdb
+        );
+        let flag = ServeArgs {
+            state_backend: Some("RocksDB".into()),
+            ..from_file
+        };
+        assert_eq!(
+            resolve(&flag).expect("valid flag").state_backend,
+            StateBackendKind::Rocksdb
+        );
+        let bad = ServeArgs {
+            state_backend: Some("tape".into()),
+            ..ServeArgs::default()
+        };
+        let err = resolve(&bad).expect_err("unknown backend");
+        assert_eq!(err.state, SqlState::INVALID_PARAMETER_VALUE);
+        assert!(err.message.contains("tape"), "{}", err.message);
         let _ = std::fs::remove_dir_all(path.parent().expect("parent"));
     }
 

@@ -190,6 +190,18 @@ impl RocksDbStateBackend {
         })
     }
 
+    /// Opens the database in `dir` like [`open`](Self::open) and drops every table it
+    /// holds: for state rebuilt from elsewhere at every start. Fails, touching nothing,
+    /// while another process has the database open (RocksDB's lock).
+    pub fn open_empty(dir: &Path, options: RocksDbOptions) -> Result<Self> {
+        let backend = Self::open(dir, options)?;
+        let ids: Vec<StateTableId> = backend.tables.lock().keys().cloned().collect();
+        for id in &ids {
+            backend.drop_table(id);
+        }
+        Ok(backend)
+    }
+
     /// The directory the database lives in.
     pub fn dir(&self) -> &Path {
         &self.shared.dir

@@ -37,7 +37,7 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{self, ObjectName};
 use parking_lot::Mutex;
-use sluice_common::config::{ServeConfig, available_cores};
+use sluice_common::config::{ServeConfig, StateBackendKind, available_cores};
 use sluice_common::error::{Result, SluiceError, SqlState};
 use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
 use sluice_runtime::operators::materialize::ViewPartition;
@@ -48,7 +48,9 @@ use sluice_sql::{
 };
 use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata, CheckpointStore};
 use sluice_state::wal::{LogRecord, TableLog};
-use sluice_state::{DEFAULT_KEY_GROUPS, MemoryStateBackend, StateBackend};
+use sluice_state::{
+    DEFAULT_KEY_GROUPS, MemoryStateBackend, RocksDbOptions, RocksDbStateBackend, StateBackend,
+};
 
 use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
@@ -60,6 +62,21 @@ use crate::results::{
 };
 use recovery::{RestartPolicy, Restarts, restart_failed_jobs};
 pub use subscriptions::Cursor;
+
+/// Where tables and view results keep their rows: memory, or RocksDB in
+/// `<data-dir>/state`. RocksDB starts empty: its contents are derived (the table log and
+/// the last checkpoint rebuild them at every start).
+fn state_backend(config: &ServeConfig) -> Result<Arc<dyn StateBackend>> {
+    if config.ephemeral || config.state_backend == StateBackendKind::Memory {
+        return Ok(Arc::new(MemoryStateBackend::new()));
+    }
+    let options = RocksDbOptions {
+        block_cache_bytes: config.state_cache_mb << 20,
+        ..RocksDbOptions::default()
+    };
+    let dir = config.data_dir.join("state");
+    Ok(Arc::new(RocksDbStateBackend::open_empty(&dir, options)?))
+}
 
 /// One client connection's settings (`SET`), owned by the protocol handler.
 #[derive(Debug, Clone, Default)]
@@ -280,7 +297,7 @@ impl Coordinator {
         let coordinator = Arc::new(Coordinator {
             ctx,
             default_parallelism,
-            backend: Arc::new(MemoryStateBackend::new()),
+            backend: state_backend(&config)?,
             durable,
             inner: Mutex::new(Inner {
                 catalog: Catalog::new(),
