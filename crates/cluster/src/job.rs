@@ -977,9 +977,12 @@ fn compile_operator(
                 &Arc::new(input_schema.as_arrow().clone()),
                 output_schema(node),
             )?;
-            Box::new(match windows {
-                Some(w) => topn.with_windows(w.index, w.allowed_lateness_ms, late_rows.clone()),
-                None => topn,
+            Box::new(match (windows, graph.state_ttl) {
+                (Some(w), _) => {
+                    topn.with_windows(w.index, w.allowed_lateness_ms, late_rows.clone())
+                }
+                (None, Some(ttl)) => topn.with_state_ttl(ttl),
+                (None, None) => topn,
             })
         }
         StreamOperator::SessionWindow {

@@ -204,8 +204,9 @@ async fn state_ttl_forgets_untouched_groups_and_old_join_rows() {
 }
 
 /// `state_ttl` over updating inputs: an outer join's forgotten rows take what they
-/// produced with them, an aggregate's forgotten groups leave the view, and retractions of
-/// forgotten rows are ignored instead of failing the job.
+/// produced with them, an aggregate's forgotten groups and a Top-N's forgotten partitions
+/// leave the view, and retractions of forgotten rows are ignored instead of failing the
+/// job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_ttl_over_updating_input_retracts_what_forgotten_rows_produced() {
     let mut e = Engine::start().await;
@@ -216,6 +217,9 @@ async fn state_ttl_over_updating_input_retracts_what_forgotten_rows_produced() {
         .await;
     e.ok("CREATE MATERIALIZED VIEW sums AS SELECT k, sum(v) AS s FROM a GROUP BY k")
         .await;
+    e.ok("CREATE MATERIALIZED VIEW lowest AS SELECT k, v FROM \
+         (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v) AS rn FROM a) t WHERE rn = 1")
+        .await;
     e.ok("INSERT INTO a VALUES (1, 10), (2, 20)").await;
     e.ok("INSERT INTO b VALUES (1, 100)").await;
     e.ok("FLUSH").await;
@@ -225,6 +229,7 @@ async fn state_ttl_over_updating_input_retracts_what_forgotten_rows_produced() {
         vec!["1 10 100", "2 20 NULL"]
     );
     assert_eq!(e.rows("SELECT * FROM sums").await, vec!["1 10", "2 20"]);
+    assert_eq!(e.rows("SELECT * FROM lowest").await, vec!["1 10", "2 20"]);
     // Every row expires: a's rows take their joined and padded rows with them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
@@ -233,6 +238,7 @@ async fn state_ttl_over_updating_input_retracts_what_forgotten_rows_produced() {
         if expired
             && e.rows("SELECT * FROM lj").await.is_empty()
             && e.rows("SELECT * FROM sums").await.is_empty()
+            && e.rows("SELECT * FROM lowest").await.is_empty()
         {
             break;
         }
@@ -247,6 +253,7 @@ async fn state_ttl_over_updating_input_retracts_what_forgotten_rows_produced() {
     e.ok("FLUSH").await;
     assert_eq!(e.rows("SELECT * FROM lj").await, vec!["2 21 200"]);
     assert_eq!(e.rows("SELECT * FROM sums").await, vec!["2 21"]);
+    assert_eq!(e.rows("SELECT * FROM lowest").await, vec!["2 21"]);
     let jobs = e.coordinator.jobs();
     assert!(
         jobs.iter().all(|j| j.status == "RUNNING"),

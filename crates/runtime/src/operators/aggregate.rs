@@ -30,6 +30,7 @@ mod snapshot;
 use super::Operator;
 use super::encoding::{take_through, wall_clock_ms};
 use super::retractable::{MultisetAccumulator, MultisetAggregate};
+use super::ttl::Recency;
 use crate::message::{CheckpointBarrier, Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 
 /// Which accumulator an aggregate uses.
@@ -153,44 +154,13 @@ pub struct AggregateOperator {
     /// The output carries the op column (it does unless windows are emitted on close).
     changelog_output: bool,
     window_close: Option<WindowClose>,
-    ttl: Option<GroupTtl>,
-}
-
-/// State TTL of a GROUP BY: a group not touched for `ttl_ms` (processing time) is
-/// retracted from the output and forgotten; a later row for its key starts it over.
-/// Over an updating input, a retraction can then name a row the group counted before it
-/// was forgotten: a group ignores retractions beyond the rows it holds (and min, max and
-/// count(DISTINCT) ignore values they do not hold), but one that started over takes back
-/// rows it never counted, as Flink's aggregates under a TTL do.
-struct GroupTtl {
-    ttl_ms: i64,
-    /// Per live slot: when it was last touched (wall clock, ms).
-    touched: HashMap<usize, i64>,
-    /// The same, ordered by time.
-    order: std::collections::BTreeSet<(i64, usize)>,
-}
-
-impl GroupTtl {
-    fn touch(&mut self, slot: usize, now: i64) {
-        if let Some(old) = self.touched.insert(slot, now) {
-            self.order.remove(&(old, slot));
-        }
-        self.order.insert((now, slot));
-    }
-
-    /// Takes the slots untouched since `now - ttl`.
-    fn stale(&mut self, now: i64) -> Vec<usize> {
-        let mut stale = Vec::new();
-        while let Some(&(at, slot)) = self.order.first() {
-            if at.saturating_add(self.ttl_ms) > now {
-                break;
-            }
-            self.order.pop_first();
-            self.touched.remove(&slot);
-            stale.push(slot);
-        }
-        stale
-    }
+    /// State TTL of a GROUP BY: a group (slot) not touched for the TTL (processing time) is
+    /// retracted from the output and forgotten; a later row for its key starts it over.
+    /// Over an updating input, a retraction can then name a row the group counted before it
+    /// was forgotten: a group ignores retractions beyond the rows it holds (and min, max and
+    /// count(DISTINCT) ignore values they do not hold), but one that started over takes back
+    /// rows it never counted, as Flink's aggregates under a TTL do.
+    ttl: Option<Recency<usize>>,
 }
 
 impl AggregateOperator {
@@ -223,18 +193,14 @@ impl AggregateOperator {
         })
     }
 
-    /// Forgets groups not touched for `ttl` (see [`GroupTtl`]). For grouped aggregates
+    /// Forgets groups not touched for `ttl` (see the `ttl` field). For grouped aggregates
     /// without windows.
     pub fn with_state_ttl(mut self, ttl: std::time::Duration) -> Self {
         debug_assert!(!self.group_exprs.is_empty() && self.window_close.is_none());
         for spec in &mut self.aggregates {
             spec.forgetful = true;
         }
-        self.ttl = Some(GroupTtl {
-            ttl_ms: ttl.as_millis() as i64,
-            touched: HashMap::new(),
-            order: Default::default(),
-        });
+        self.ttl = Some(Recency::new(ttl));
         self
     }
 
@@ -571,7 +537,7 @@ impl Operator for AggregateOperator {
             let now = wall_clock_ms();
             for (local, &slot) in touched.iter().enumerate() {
                 ttl.touch(slot, now);
-                // Rows of a forgotten group are not retracted (see `GroupTtl`).
+                // Rows of a forgotten group are not retracted (see the `ttl` field).
                 let group = self.groups[slot].as_ref().expect("slot was just looked up");
                 let held = group.rows + additions[local].len() as i64;
                 retractions[local].truncate(held.max(0) as usize);

@@ -16,6 +16,7 @@ pub mod session;
 pub mod temporal;
 pub mod temporal_join;
 pub mod topn;
+pub mod ttl;
 pub mod union;
 pub mod unnest;
 pub mod watermark;

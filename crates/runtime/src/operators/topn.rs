@@ -28,10 +28,13 @@ use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::DEFAULT_KEY_GROUPS;
 
-use super::encoding::{push_sized, row_converter, split_sized, take_through, timestamp_millis};
+use super::encoding::{
+    push_sized, row_converter, split_sized, take_through, timestamp_millis, wall_clock_ms,
+};
+use super::ttl::Recency;
 use super::{Operator, StateEntry};
 use crate::keygroup::key_groups_of_columns;
-use crate::message::{Message, RowKind, Watermark, split_changelog};
+use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
 
 /// An ORDER BY key of a Top-N.
 pub struct TopNOrder {
@@ -59,6 +62,10 @@ pub struct TopNOperator {
     /// Input columns, the row number, the op column.
     schema: SchemaRef,
     windows: Option<TopNWindows>,
+    /// State TTL (not for a window Top-N): a partition untouched for the TTL is forgotten
+    /// and its top rows retracted; a later row for it starts it over, and retractions of
+    /// rows it no longer holds are ignored.
+    ttl: Option<Recency<Box<[u8]>>>,
 }
 
 /// A window Top-N's closing of windows (see the module docs).
@@ -112,7 +119,31 @@ impl TopNOperator {
             partitions: HashMap::new(),
             schema,
             windows: None,
+            ttl: None,
         })
+    }
+
+    /// Forgets partitions untouched for `ttl` (see the `ttl` field).
+    pub fn with_state_ttl(mut self, ttl: std::time::Duration) -> Self {
+        debug_assert!(self.windows.is_none());
+        self.ttl = Some(Recency::new(ttl));
+        self
+    }
+
+    /// Retracts the top rows of the partitions whose TTL has run out, and forgets them.
+    fn forget_stale(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        let Some(ttl) = &mut self.ttl else {
+            return Ok(());
+        };
+        let mut changes = Vec::new();
+        for partition in ttl.stale(wall_clock_ms()) {
+            if let Some(ranking) = self.partitions.remove(&partition) {
+                for (row, number) in Self::top(Some(&ranking), self.limit) {
+                    changes.push((row, number, RowKind::Delete));
+                }
+            }
+        }
+        self.output(changes, out)
     }
 
     /// Makes this a window Top-N: PARTITION BY key `partition_index` is the window end
@@ -217,6 +248,8 @@ impl Operator for TopNOperator {
     }
 
     fn process_batch(&mut self, batch: RecordBatch, out: &mut Vec<Message>) -> Result<()> {
+        self.forget_stale(out)?;
+        let now = wall_clock_ms();
         let (data, ops) = split_changelog(&batch);
         let partition_columns = Self::evaluate(&self.partition_by, &data)?;
         let partitions = if self.partition_by.is_empty() {
@@ -252,6 +285,9 @@ impl Operator for TopNOperator {
             if !before.contains_key(&partition) {
                 let top = Self::top(self.partitions.get(&partition), self.limit);
                 before.insert(partition.clone(), top);
+                if let Some(ttl) = &mut self.ttl {
+                    ttl.touch(partition.clone(), now);
+                }
             }
             let ranking = self.partitions.entry(partition.clone()).or_default();
             let key = (orders.row(i).as_ref().into(), rows.row(i).as_ref().into());
@@ -263,6 +299,8 @@ impl Operator for TopNOperator {
                     Some(_) => {
                         ranking.remove(&key);
                     }
+                    // The TTL forgot the row.
+                    None if self.ttl.is_some() => {}
                     None => {
                         return Err(SluiceError::internal(
                             "Top-N: a retracted row was never inserted",
@@ -309,8 +347,19 @@ impl Operator for TopNOperator {
         self.output(changes, out)
     }
 
+    fn process_barrier(
+        &mut self,
+        barrier: CheckpointBarrier,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        self.forget_stale(out)?;
+        out.push(Message::Barrier(barrier));
+        Ok(())
+    }
+
     /// A window Top-N frees the windows the watermark closes.
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
+        self.forget_stale(out)?;
         if let Some(w) = &mut self.windows {
             let closed = watermark.0.saturating_sub(w.lateness_ms);
             w.closed_by = Some(closed);
@@ -367,6 +416,13 @@ impl Operator for TopNOperator {
                 .entry(partition.into())
                 .or_default()
                 .insert((order.into(), row.into()), i64::from_le_bytes(count));
+        }
+        // Restored partitions live one more TTL: touch times are not checkpointed.
+        if let Some(ttl) = &mut self.ttl {
+            let now = wall_clock_ms();
+            for partition in self.partitions.keys() {
+                ttl.touch(partition.clone(), now);
+            }
         }
         self.index_restored_windows()
     }
@@ -476,6 +532,27 @@ mod tests {
         );
         // Append-only input: only the top 2 of each partition are kept.
         assert_eq!(op.row_count(), 3);
+    }
+
+    #[test]
+    fn a_ttl_retracts_a_stale_partitions_top_and_ignores_its_later_retractions() {
+        // A 0 ms TTL: every partition is forgotten at the next batch.
+        let mut op = operator(1, true).with_state_ttl(std::time::Duration::ZERO);
+        let mut out = vec![];
+        let (i, d) = (RowKind::Insert, RowKind::Delete);
+        op.process_batch(rows(vec![1, 1], vec![5, 3], vec![i, i]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["+I k=1 v=5 rn=1"]);
+        out.clear();
+        op.process_batch(rows(vec![2], vec![7], vec![i]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["-D k=1 v=5 rn=1", "+I k=2 v=7 rn=1"]);
+        out.clear();
+        // k=1 is gone: deleting its rows changes nothing; a new row starts it over.
+        op.process_batch(rows(vec![1, 1, 1], vec![5, 3, 4], vec![d, d, i]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["-D k=2 v=7 rn=1", "+I k=1 v=4 rn=1"]);
+        assert_eq!(op.row_count(), 1);
     }
 
     #[test]
