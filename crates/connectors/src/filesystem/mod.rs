@@ -16,6 +16,8 @@
 //! whatever the parallelism. Columns are matched by name and cast to the declared
 //! types; a file without a declared column is an error naming both. A split's position
 //! is the number of rows it has returned, so a restored split skips that many rows.
+//! Files are read a row group at a time (the Parquet crate's async reader over
+//! `object_store`), so a file need not fit in memory.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,11 +26,16 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use bytes::Bytes;
 use datafusion::parquet::arrow::ProjectionMask;
-use datafusion::parquet::arrow::arrow_reader::{
-    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::async_reader::{
+    AsyncFileReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
 };
-use futures::TryStreamExt;
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use futures::future::BoxFuture;
+use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sluice_common::error::{Result, SluiceError};
@@ -39,6 +46,65 @@ use crate::check_known_options;
 
 /// Rows per batch read from a file.
 const BATCH_ROWS: usize = 8192;
+
+/// The batches of one file, read a row group at a time.
+type FileStream = ParquetRecordBatchStream<ObjectFile>;
+
+/// One Parquet file in object storage, read by byte ranges: the Parquet crate's
+/// `AsyncFileReader` over `object_store` (the crate's own `ParquetObjectReader` is
+/// deprecated in favour of implementing this).
+struct ObjectFile {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    size: u64,
+}
+
+fn parquet_error(e: object_store::Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for ObjectFile {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.path, range)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.path, &ranges)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
 
 /// The options of a filesystem source, checked.
 struct FileOptions {
@@ -88,10 +154,10 @@ pub struct FileReader {
     schema: SchemaRef,
     split: usize,
     splits: usize,
-    /// This split's files, listed on the first read.
-    files: Option<Vec<Path>>,
+    /// This split's files and their sizes, listed on the first read.
+    files: Option<Vec<(Path, u64)>>,
     next_file: usize,
-    current: Option<(Path, ParquetRecordBatchReader)>,
+    current: Option<(Path, FileStream)>,
     /// Rows returned, including those a restore skipped.
     position: u64,
     /// Rows still to skip after a restore.
@@ -127,17 +193,17 @@ impl FileReader {
     /// Lists this split's files. Cancel-safe: nothing is kept until the listing is whole.
     /// (`&mut self` across the awaits, as `next_event` holds it: the reader is `Send`,
     /// not `Sync`.)
-    async fn list_files(&mut self) -> Result<Vec<Path>> {
+    async fn list_files(&mut self) -> Result<Vec<(Path, u64)>> {
         let objects: Vec<_> = self
             .store
             .list(Some(&self.prefix))
             .try_collect()
             .await
             .map_err(|e| self.error(&format!("cannot list files: {e}")))?;
-        let mut paths: Vec<Path> = objects
+        let mut paths: Vec<(Path, u64)> = objects
             .into_iter()
-            .map(|o| o.location)
-            .filter(|p| p.as_ref().ends_with(".parquet"))
+            .map(|o| (o.location, o.size))
+            .filter(|(p, _)| p.as_ref().ends_with(".parquet"))
             .collect();
         paths.sort();
         Ok(paths
@@ -148,20 +214,19 @@ impl FileReader {
             .collect())
     }
 
-    /// Opens a file for reading the declared columns.
-    async fn open(&mut self, path: &Path) -> Result<ParquetRecordBatchReader> {
-        let bytes = self
-            .store
-            .get(path)
-            .await
-            .map_err(|e| self.error(&format!("cannot read {path}: {e}")))?
-            .bytes()
-            .await
-            .map_err(|e| self.error(&format!("cannot read {path}: {e}")))?;
+    /// Opens a file for reading the declared columns. Reads its footer now and its row
+    /// groups as they are needed, so memory holds one row group's columns, not the file.
+    async fn open(&mut self, path: &Path, size: u64) -> Result<FileStream> {
+        let file = ObjectFile {
+            store: self.store.clone(),
+            path: path.clone(),
+            size,
+        };
+        let builder = ParquetRecordBatchStreamBuilder::new(file).await;
         let bad = |e: &dyn std::fmt::Display| {
             self.error(&format!("{path} is not a readable Parquet file: {e}"))
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| bad(&e))?;
+        let builder = builder.map_err(|e| bad(&e))?;
         let file_schema = builder.schema().clone();
         let mut roots = Vec::with_capacity(self.schema.fields().len());
         for field in self.schema.fields() {
@@ -225,11 +290,10 @@ impl SourceReader for FileReader {
                 return Ok(SourceEvent::End);
             }
             if let Some((path, reader)) = &mut self.current {
-                match reader.next() {
-                    Some(batch) => {
+                let next = reader.try_next().await;
+                match next {
+                    Ok(Some(batch)) => {
                         let path = path.clone();
-                        let batch =
-                            batch.map_err(|e| self.error(&format!("cannot decode {path}: {e}")))?;
                         let mut batch = self.conform(&path, batch)?;
                         if self.skip > 0 {
                             let skipped = self.skip.min(batch.num_rows() as u64) as usize;
@@ -242,7 +306,11 @@ impl SourceReader for FileReader {
                         self.position += batch.num_rows() as u64;
                         return Ok(SourceEvent::Batch(batch));
                     }
-                    None => self.current = None,
+                    Ok(None) => self.current = None,
+                    Err(e) => {
+                        let path = path.clone();
+                        return Err(self.error(&format!("cannot read {path}: {e}")));
+                    }
                 }
             }
             let files = match &self.files {
@@ -252,7 +320,7 @@ impl SourceReader for FileReader {
                     self.files.insert(files)
                 }
             };
-            let Some(path) = files.get(self.next_file).cloned() else {
+            let Some((path, size)) = files.get(self.next_file).cloned() else {
                 if self.skip > 0 {
                     return Err(self.error(&format!(
                         "cannot resume: the checkpoint is {} rows further than the files hold",
@@ -262,7 +330,7 @@ impl SourceReader for FileReader {
                 self.ended = true;
                 continue;
             };
-            let reader = self.open(&path).await?;
+            let reader = self.open(&path, size).await?;
             self.next_file += 1;
             self.current = Some((path, reader));
         }
