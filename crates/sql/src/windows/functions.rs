@@ -17,7 +17,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, DurationMicrosecondArray, DurationMillisecondArray,
+    DurationNanosecondArray, DurationSecondArray, Int64Array, ListArray, Scalar,
+};
 use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, FieldRef, Int64Type, IntervalUnit, TimeUnit};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
@@ -33,6 +36,7 @@ pub const CUMULATE_WINDOW_ENDS: &str = "cumulate_window_ends";
 pub const SESSION_WINDOW_START: &str = "session_window_start";
 pub const SESSION_WINDOW_END: &str = "session_window_end";
 pub const PROCTIME: &str = "proctime";
+pub const WINDOW_END_OF: &str = "window_end_of";
 
 /// Registers the window functions with a DataFusion context.
 pub fn register_window_functions(ctx: &SessionContext) {
@@ -41,6 +45,69 @@ pub fn register_window_functions(ctx: &SessionContext) {
     ctx.register_udwf(WindowUDF::from(SessionBound::new(true)));
     ctx.register_udwf(WindowUDF::from(SessionBound::new(false)));
     ctx.register_udf(ScalarUDF::from(ProcTime::new()));
+    ctx.register_udf(ScalarUDF::from(WindowEndOf::new()));
+}
+
+/// `window_end_of(window_start, size)`: `window_start + size` for a window of fixed
+/// `size`, as one vectorized integer addition in the time column's unit. DataFusion's
+/// timestamp + interval adds months, days and nanoseconds as calendar arithmetic per
+/// row, which a window's end, computed for every row (several per row for HOP), does not
+/// need.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WindowEndOf {
+    signature: Signature,
+}
+
+impl WindowEndOf {
+    fn new() -> WindowEndOf {
+        WindowEndOf {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+
+    /// The window size in units of the time column (`None` when not a constant).
+    fn size(unit: TimeUnit, size: Option<&ScalarValue>) -> Result<i64> {
+        match size {
+            Some(size) => interval_in_units(size, unit, "size"),
+            None => plan_err!("the window size must be a constant INTERVAL"),
+        }
+    }
+}
+
+impl ScalarUDFImpl for WindowEndOf {
+    fn name(&self) -> &str {
+        WINDOW_END_OF
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        coerce_time_and_intervals(self.name(), args, &[2])
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        Ok(args[0].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let time_type = args.args[0].data_type();
+        let size = match &args.args[1] {
+            ColumnarValue::Scalar(v) => Some(v),
+            ColumnarValue::Array(_) => None,
+        };
+        let size = Self::size(time_unit(&time_type), size)?;
+        let duration: ArrayRef = match time_unit(&time_type) {
+            TimeUnit::Second => Arc::new(DurationSecondArray::from(vec![size])),
+            TimeUnit::Millisecond => Arc::new(DurationMillisecondArray::from(vec![size])),
+            TimeUnit::Microsecond => Arc::new(DurationMicrosecondArray::from(vec![size])),
+            TimeUnit::Nanosecond => Arc::new(DurationNanosecondArray::from(vec![size])),
+        };
+        let starts = args.args[0].to_array(args.number_rows)?;
+        let ends = arrow::compute::kernels::numeric::add(&starts, &Scalar::new(duration))?;
+        Ok(ColumnarValue::Array(ends))
+    }
 }
 
 /// `proctime()` (see the module docs). Volatile, so DataFusion evaluates it on every
@@ -386,6 +453,34 @@ mod tests {
         let mut out = vec![];
         WindowList::new(kind).bounds(ts, every, size, offset, &mut out);
         out
+    }
+
+    #[tokio::test]
+    async fn window_end_of_adds_a_fixed_size_and_refuses_calendar_intervals() {
+        let ctx = SessionContext::new();
+        register_window_functions(&ctx);
+        let batches = ctx
+            .sql(
+                "SELECT window_end_of(CAST(ts AS TIMESTAMP(3)), INTERVAL '1 day 10 seconds') FROM \
+                 (VALUES (TIMESTAMP '2024-02-28 23:59:55'), (NULL)) AS t(ts)",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let ends = arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(ends.contains("2024-03-01T00:00:05"), "{ends}");
+        let months = ctx
+            .sql("SELECT window_end_of(TIMESTAMP '2024-01-01 00:00:00', INTERVAL '1' MONTH)")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap_err();
+        assert!(months.to_string().contains("fixed duration"), "{months}");
     }
 
     #[test]

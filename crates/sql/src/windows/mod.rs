@@ -3,9 +3,10 @@
 //! Each window function becomes a derived table that adds the window's bounds,
 //! `window_start` and `window_end`, to the rows of its table:
 //!
-//! - `TUMBLE(t, ts, size [, offset])`: `date_bin(size, ts [, origin])` and that plus `size`;
+//! - `TUMBLE(t, ts, size [, offset])`: `date_bin(size, ts [, origin])` and that plus `size`
+//!   (`window_end_of(start, size)`: an integer addition, not calendar arithmetic);
 //! - `HOP(t, ts, slide, size [, offset])`: one row per window holding `ts`, through
-//!   `unnest(hop_window_starts(ts, slide, size))`;
+//!   `unnest(hop_window_starts(ts, slide, size))`, and `window_end_of` of each;
 //! - `CUMULATE(t, ts, step, size [, offset])`: windows that share the start
 //!   `date_bin(size, ts)` and end every `step`, through
 //!   `unnest(cumulate_window_ends(ts, step, size))`;
@@ -24,7 +25,7 @@ mod functions;
 
 pub use functions::{
     CUMULATE_WINDOW_ENDS, HOP_WINDOW_STARTS, PROCTIME, SESSION_WINDOW_END, SESSION_WINDOW_START,
-    interval_in_units, register_window_functions, session_bounds,
+    WINDOW_END_OF, interval_in_units, register_window_functions, session_bounds,
 };
 
 use std::ops::ControlFlow;
@@ -224,14 +225,14 @@ fn window_table(
             let (size, offset) = (&params[0], params.get(1));
             let bin = format!("date_bin({size}, {column}{})", origin(offset));
             format!(
-                "SELECT *, {bin} AS window_start, {bin} + {size} AS window_end FROM {table_sql}"
+                "SELECT *, {bin} AS window_start, {WINDOW_END_OF}({bin}, {size}) AS window_end FROM {table_sql}"
             )
         }
         WindowKind::Hop => {
             let size = &params[1];
             let args = params.join(", ");
             format!(
-                "SELECT *, window_start + {size} AS window_end FROM \
+                "SELECT *, {WINDOW_END_OF}(window_start, {size}) AS window_end FROM \
                  (SELECT *, unnest({HOP_WINDOW_STARTS}({column}, {args})) AS window_start FROM {table_sql}) AS {INNER_ALIAS}",
             )
         }
@@ -311,7 +312,7 @@ mod tests {
         assert!(
             sql.contains(
                 "FROM (SELECT *, date_bin(INTERVAL '10' SECOND, date_time) AS window_start, \
-                 date_bin(INTERVAL '10' SECOND, date_time) + INTERVAL '10' SECOND AS window_end FROM bids) AS bids"
+                 window_end_of(date_bin(INTERVAL '10' SECOND, date_time), INTERVAL '10' SECOND) AS window_end FROM bids) AS bids"
             ),
             "{sql}"
         );
@@ -343,7 +344,7 @@ mod tests {
             "{hop}"
         );
         assert!(
-            hop.contains("window_start + INTERVAL '5' SECOND AS window_end"),
+            hop.contains("window_end_of(window_start, INTERVAL '5' SECOND) AS window_end"),
             "{hop}"
         );
         let cumulate = rewrite(
