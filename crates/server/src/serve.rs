@@ -44,8 +44,9 @@ pub async fn serve(mut config: ServeConfig) -> Result<()> {
     let pg = Arc::new(PgServer::new(coordinator.clone()));
     let pg_task = tokio::spawn(pg.serve(pg_listener, shutdown_rx.clone()));
     let mut rest_shutdown = shutdown_rx.clone();
+    let rest_coordinator = coordinator.clone();
     let rest_task = tokio::spawn(async move {
-        let app = crate::rest::router(coordinator);
+        let app = crate::rest::router(rest_coordinator);
         let result = axum::serve(rest_listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rest_shutdown.changed().await;
@@ -72,6 +73,7 @@ pub async fn serve(mut config: ServeConfig) -> Result<()> {
     drop(flight_listener);
     let _ = pg_task.await;
     let _ = rest_task.await;
+    coordinator.shutdown().await;
     Ok(())
 }
 

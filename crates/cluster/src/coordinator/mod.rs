@@ -1350,6 +1350,17 @@ impl Coordinator {
 
     /// Fails view `view`'s job with `error`, as losing one of its subtasks would (what a
     /// lost worker does); the job is then restarted like any failed job.
+    /// Stops every job and waits until its subtasks have ended, so that nothing they hold
+    /// (state tables, and with them RocksDB's lock on `<data-dir>/state`) outlives the
+    /// coordinator: another coordinator can then open the same data directory in this
+    /// process.
+    pub async fn shutdown(&self) {
+        let jobs: Vec<Arc<Job>> = self.inner.lock().jobs.values().cloned().collect();
+        for job in jobs {
+            job.stop().await;
+        }
+    }
+
     pub fn kill_job(&self, view: &str, error: &str) -> Result<()> {
         let job = self.inner.lock().jobs.get(view).cloned();
         let job = job.ok_or_else(|| SluiceError::undefined_table(view))?;

@@ -2,13 +2,11 @@
 //! scratch without one), and its views end up exactly as if it had never failed. A job
 //! that keeps failing is given up.
 
-use std::path::PathBuf;
-
 use sluice_cluster::JobInfo;
 use sluice_common::config::ServeConfig;
 use sluice_state::checkpoint::CheckpointKind;
 
-use crate::support::{Engine, Rng, write_random_changes};
+use crate::support::{Engine, Rng, durable, fast_restarts, write_random_changes};
 
 const VIEWS: &str = "
     CREATE TABLE t (k INT, v INT);
@@ -19,26 +17,6 @@ const VIEWS: &str = "
     CREATE MATERIALIZED VIEW above AS
         SELECT a.k, a.v, b.v AS w FROM t a FULL JOIN t b ON a.k = b.k AND a.v + 20 < b.v;
 ";
-
-/// Restarts come quickly in tests; the backoff's growth is unit-tested.
-fn fast_restarts(config: ServeConfig) -> ServeConfig {
-    ServeConfig {
-        restart_backoff: 0.01,
-        ..config
-    }
-}
-
-/// A durable server whose periodic checkpoints are never due: tests take them.
-fn durable(name: &str) -> (ServeConfig, PathBuf) {
-    let dir = std::env::temp_dir().join(format!("sluice-restarts-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let config = ServeConfig {
-        data_dir: dir.clone(),
-        checkpoint_interval: 3600.0,
-        ..fast_restarts(ServeConfig::default())
-    };
-    (config, dir)
-}
 
 /// Every view equals its query over the table's current contents.
 async fn assert_views_exact(engine: &mut Engine) {
@@ -144,7 +122,7 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
     assert_views_exact(&mut engine).await;
     assert_eq!(job(&engine, "sums").restored_epoch, Some(newer.epoch));
     assert_eq!(job(&engine, "big").restarts, 1);
-    drop(engine);
+    engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 

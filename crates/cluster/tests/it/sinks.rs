@@ -3,11 +3,10 @@
 //! from a checkpoint; completed checkpoints are committed to every sink.
 
 use sluice_cluster::{SinkInfo, StatementResult};
-use sluice_common::config::ServeConfig;
 use sluice_runtime::sink::rows_checksum;
 use sluice_state::checkpoint::CheckpointKind;
 
-use crate::support::{Engine, Rng, write_random_changes};
+use crate::support::{Engine, Rng, durable, write_random_changes};
 
 const TABLE: &str = "CREATE TABLE t (k INT, v INT)";
 
@@ -91,14 +90,7 @@ async fn sinks_receive_exactly_the_changelog_of_their_query() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints() {
-    let dir = std::env::temp_dir().join(format!("sluice-sinks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let config = ServeConfig {
-        data_dir: dir.clone(),
-        checkpoint_interval: 3600.0,
-        restart_backoff: 0.01,
-        ..ServeConfig::default()
-    };
+    let (config, dir) = durable("sinks");
     let mut engine = Engine::start_with(config.clone()).await;
     let mut rng = Rng(12);
     engine.ok("SET streaming_parallelism = 2").await;
@@ -144,7 +136,7 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
         .expect("checkpoint");
     write_random_changes(&mut engine, &mut rng, 30).await;
     engine.ok("FLUSH").await;
-    drop(engine);
+    engine.shutdown().await;
     let mut engine = Engine::start_with(config).await;
     engine.ok("FLUSH").await;
     assert_sinks_exact(&mut engine).await;
@@ -156,6 +148,6 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
         .expect("checkpoint");
     assert!(again.epoch > newer.epoch);
     assert_eq!(sink(&engine, "filtered").committed_epoch, again.epoch);
-    drop(engine);
+    engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

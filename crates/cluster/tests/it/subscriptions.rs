@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use sluice_common::config::ServeConfig;
 use sluice_state::checkpoint::CheckpointKind;
 
-use crate::support::{Engine, Rng, write_random_changes};
+use crate::support::{Engine, Rng, durable, write_random_changes};
 
 const VIEWS: &str = "
     CREATE TABLE t (k INT, v INT);
@@ -107,14 +106,7 @@ async fn cursors_read_each_change_of_their_view_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_restarted_from_a_checkpoint_logs_its_replayed_changes_once() {
-    let dir = std::env::temp_dir().join(format!("sluice-subscriptions-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let config = ServeConfig {
-        data_dir: dir.clone(),
-        checkpoint_interval: 3600.0,
-        restart_backoff: 0.01,
-        ..ServeConfig::default()
-    };
+    let (config, dir) = durable("subscriptions");
     let mut engine = Engine::start_with(config).await;
     let mut rng = Rng(22);
     engine.ok("SET streaming_parallelism = 2").await;
@@ -138,6 +130,6 @@ async fn a_job_restarted_from_a_checkpoint_logs_its_replayed_changes_once() {
     engine.ok("FLUSH").await;
     declare_cursors(&mut engine).await;
     assert_cursors_fold_to_views(&mut engine, &mut rng, &mut BTreeMap::new()).await;
-    drop(engine);
+    engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

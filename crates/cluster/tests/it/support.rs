@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use arrow::util::display::array_value_to_string;
 use sluice_cluster::{Coordinator, Session, StatementResult};
+use std::path::PathBuf;
+
 use sluice_common::config::ServeConfig;
 use sluice_common::error::SluiceError;
 
@@ -39,6 +41,12 @@ impl Engine {
             );
         }
         Ok(last.expect("at least one statement"))
+    }
+
+    /// Stops the engine's jobs and drops it, so another engine can open its data
+    /// directory.
+    pub async fn shutdown(self) {
+        self.coordinator.shutdown().await;
     }
 
     pub async fn ok(&mut self, sql: &str) {
@@ -120,4 +128,25 @@ pub async fn write_random_changes(engine: &mut Engine, rng: &mut Rng, rows: usiz
     engine
         .ok(&format!("DELETE FROM t WHERE k = {k} AND v < 10"))
         .await;
+}
+
+/// Restarts come quickly in tests; the backoff's growth is unit-tested.
+pub fn fast_restarts(config: ServeConfig) -> ServeConfig {
+    ServeConfig {
+        restart_backoff: 0.01,
+        ..config
+    }
+}
+
+/// A durable server in a fresh directory named after `name`, whose periodic checkpoints
+/// are never due (tests take them), with fast restarts.
+pub fn durable(name: &str) -> (ServeConfig, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("sluice-it-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let config = ServeConfig {
+        data_dir: dir.clone(),
+        checkpoint_interval: 3600.0,
+        ..fast_restarts(ServeConfig::default())
+    };
+    (config, dir)
 }
