@@ -41,8 +41,9 @@ enum AccumulatorKind {
     /// DataFusion's retractable ("sliding") accumulator, for aggregates whose retraction
     /// does not depend on the order rows arrived in (sum, count, avg).
     Sliding,
-    /// A [`MultisetAccumulator`] of the argument's values (min, max, count distinct).
-    Multiset(MultisetAggregate, DataType),
+    /// A [`MultisetAccumulator`] of the argument's values (min, max, count distinct),
+    /// with the row format every group shares.
+    Multiset(MultisetAggregate, DataType, Arc<RowConverter>),
 }
 
 /// One aggregate of an [`AggregateOperator`].
@@ -77,7 +78,9 @@ impl AggregateSpec {
             MultisetAggregate::for_function(&name, function.is_distinct()),
             function.expressions().as_slice(),
         ) {
-            AccumulatorKind::Multiset(kind, arg.data_type(input_schema)?)
+            let data_type = arg.data_type(input_schema)?;
+            let converter = Arc::new(MultisetAccumulator::converter(&data_type)?);
+            AccumulatorKind::Multiset(kind, data_type, converter)
         } else {
             return Err(SluiceError::unsupported(format!(
                 "aggregate {} over an updating input is not supported yet; \
@@ -97,8 +100,8 @@ impl AggregateSpec {
         match &self.accumulator {
             AccumulatorKind::Plain => self.function.create_accumulator(),
             AccumulatorKind::Sliding => self.function.create_sliding_accumulator(),
-            AccumulatorKind::Multiset(kind, data_type) => {
-                let accumulator = MultisetAccumulator::try_new(*kind, data_type)?;
+            AccumulatorKind::Multiset(kind, data_type, converter) => {
+                let accumulator = MultisetAccumulator::new(*kind, data_type, converter.clone());
                 Ok(Box::new(if self.forgetful {
                     accumulator.forgetful()
                 } else {

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::DataType;
@@ -37,12 +38,99 @@ impl MultisetAggregate {
     }
 }
 
+/// Distinct values keyed by their row encoding, in key order, with how many rows hold
+/// each. Most groups hold a few values (a min or max over a handful of rows), so small
+/// multisets live in a sorted vector, one allocation of their own size; a B-tree, whose
+/// every node reserves room for eleven entries, takes over from [`LARGE`] values on.
+enum ValueCounts {
+    Small(Vec<(Box<[u8]>, ScalarValue, u64)>),
+    Large(BTreeMap<Box<[u8]>, (ScalarValue, u64)>),
+}
+
+/// Distinct values from which a multiset is a B-tree.
+const LARGE: usize = 32;
+
+impl ValueCounts {
+    fn len(&self) -> usize {
+        match self {
+            ValueCounts::Small(v) => v.len(),
+            ValueCounts::Large(m) => m.len(),
+        }
+    }
+
+    /// Every value with its count, in key order.
+    fn iter(&self) -> Box<dyn DoubleEndedIterator<Item = (&ScalarValue, u64)> + '_> {
+        match self {
+            ValueCounts::Small(v) => Box::new(v.iter().map(|(_, value, c)| (value, *c))),
+            ValueCounts::Large(m) => Box::new(m.values().map(|(value, c)| (value, *c))),
+        }
+    }
+
+    /// Adds `count` rows holding the value encoded as `key`; `value` makes the value when
+    /// it is new.
+    fn add(
+        &mut self,
+        key: &[u8],
+        count: u64,
+        value: impl FnOnce() -> Result<ScalarValue>,
+    ) -> Result<()> {
+        match self {
+            ValueCounts::Small(v) => match v.binary_search_by(|e| e.0.as_ref().cmp(key)) {
+                Ok(i) => v[i].2 += count,
+                Err(i) => {
+                    v.insert(i, (key.into(), value()?, count));
+                    if v.len() > LARGE {
+                        let entries = std::mem::take(v);
+                        *self = ValueCounts::Large(
+                            entries.into_iter().map(|(k, v, c)| (k, (v, c))).collect(),
+                        );
+                    }
+                }
+            },
+            ValueCounts::Large(m) => match m.get_mut(key) {
+                Some(entry) => entry.1 += count,
+                None => {
+                    m.insert(key.into(), (value()?, count));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// Takes one row holding the value encoded as `key` away; false when none holds it.
+    fn remove_one(&mut self, key: &[u8]) -> bool {
+        match self {
+            ValueCounts::Small(v) => match v.binary_search_by(|e| e.0.as_ref().cmp(key)) {
+                Ok(i) => {
+                    v[i].2 -= 1;
+                    if v[i].2 == 0 {
+                        v.remove(i);
+                    }
+                    true
+                }
+                Err(_) => false,
+            },
+            ValueCounts::Large(m) => match m.get_mut(key) {
+                Some(entry) => {
+                    entry.1 -= 1;
+                    if entry.1 == 0 {
+                        m.remove(key);
+                    }
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+}
+
 /// Keeps the non-null values of one group with their multiplicities.
 pub struct MultisetAccumulator {
     aggregate: MultisetAggregate,
     data_type: DataType,
-    converter: RowConverter,
-    values: BTreeMap<Vec<u8>, (ScalarValue, u64)>,
+    /// Shared by every group of an aggregate (one per group costs more than its values).
+    converter: Arc<RowConverter>,
+    values: ValueCounts,
     /// Retracting a value it does not hold is ignored instead of refused: under a state
     /// TTL a group can be forgotten, or start over, before its rows are retracted.
     forgetful: bool,
@@ -61,13 +149,31 @@ impl fmt::Debug for MultisetAccumulator {
 
 impl MultisetAccumulator {
     pub fn try_new(aggregate: MultisetAggregate, data_type: &DataType) -> Result<Self> {
-        Ok(MultisetAccumulator {
+        Ok(Self::new(
+            aggregate,
+            data_type,
+            Arc::new(Self::converter(data_type)?),
+        ))
+    }
+
+    /// An accumulator encoding values with `converter` (from [`Self::converter`]).
+    pub fn new(
+        aggregate: MultisetAggregate,
+        data_type: &DataType,
+        converter: Arc<RowConverter>,
+    ) -> Self {
+        MultisetAccumulator {
             aggregate,
             data_type: data_type.clone(),
-            converter: RowConverter::new(vec![SortField::new(data_type.clone())])?,
-            values: BTreeMap::new(),
+            converter,
+            values: ValueCounts::Small(Vec::new()),
             forgetful: false,
-        })
+        }
+    }
+
+    /// The row format of values of `data_type`, for every group's accumulator to share.
+    pub fn converter(data_type: &DataType) -> Result<RowConverter> {
+        Ok(RowConverter::new(vec![SortField::new(data_type.clone())])?)
     }
 
     /// Ignores retractions of values it does not hold (see the field).
@@ -86,28 +192,15 @@ impl MultisetAccumulator {
             if column.is_null(i) {
                 continue;
             }
-            let key = row.as_ref().to_vec();
             if retract {
-                let Some(entry) = self.values.get_mut(&key) else {
-                    if self.forgetful {
-                        continue;
-                    }
+                if !self.values.remove_one(row.as_ref()) && !self.forgetful {
                     return Err(DataFusionError::Internal(
                         "retraction of a value the aggregate does not hold".into(),
                     ));
-                };
-                entry.1 -= 1;
-                if entry.1 == 0 {
-                    self.values.remove(&key);
                 }
             } else {
-                match self.values.get_mut(&key) {
-                    Some(entry) => entry.1 += 1,
-                    None => {
-                        let value = ScalarValue::try_from_array(column, i)?;
-                        self.values.insert(key, (value, 1));
-                    }
-                }
+                self.values
+                    .add(row.as_ref(), 1, || ScalarValue::try_from_array(column, i))?;
             }
         }
         Ok(())
@@ -129,11 +222,11 @@ impl Accumulator for MultisetAccumulator {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         match self.aggregate {
-            MultisetAggregate::Min => match self.values.values().next() {
+            MultisetAggregate::Min => match self.values.iter().next() {
                 Some((v, _)) => Ok(v.clone()),
                 None => ScalarValue::try_from(&self.data_type),
             },
-            MultisetAggregate::Max => match self.values.values().next_back() {
+            MultisetAggregate::Max => match self.values.iter().next_back() {
                 Some((v, _)) => Ok(v.clone()),
                 None => ScalarValue::try_from(&self.data_type),
             },
@@ -148,7 +241,7 @@ impl Accumulator for MultisetAccumulator {
             + self
                 .values
                 .iter()
-                .map(|(k, (v, _))| k.len() + v.size() + 8)
+                .map(|(v, _)| 2 * v.size() + 8)
                 .sum::<usize>()
     }
 
@@ -156,11 +249,11 @@ impl Accumulator for MultisetAccumulator {
     /// by checkpoints (Sluice aggregates each group in one subtask, so DataFusion's
     /// partial aggregation never asks for it).
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let values: Vec<ScalarValue> = self.values.values().map(|(v, _)| v.clone()).collect();
+        let values: Vec<ScalarValue> = self.values.iter().map(|(v, _)| v.clone()).collect();
         let counts: Vec<ScalarValue> = self
             .values
-            .values()
-            .map(|(_, c)| ScalarValue::UInt64(Some(*c)))
+            .iter()
+            .map(|(_, c)| ScalarValue::UInt64(Some(c)))
             .collect();
         Ok(vec![
             ScalarValue::List(ScalarValue::new_list_nullable(&values, &self.data_type)),
@@ -185,15 +278,9 @@ impl Accumulator for MultisetAccumulator {
                 .converter
                 .convert_columns(std::slice::from_ref(&group_values))?;
             for (j, row) in rows.iter().enumerate() {
-                let count = group_counts.value(j);
-                let entry = self
-                    .values
-                    .entry(row.as_ref().to_vec())
-                    .or_insert_with(|| (ScalarValue::Null, 0));
-                if entry.1 == 0 {
-                    entry.0 = ScalarValue::try_from_array(&group_values, j)?;
-                }
-                entry.1 += count;
+                self.values.add(row.as_ref(), group_counts.value(j), || {
+                    ScalarValue::try_from_array(&group_values, j)
+                })?;
             }
         }
         Ok(())
@@ -233,6 +320,54 @@ mod tests {
         max.retract_batch(&col(vec![Some(9), Some(5), Some(-3), Some(-3)]))
             .unwrap();
         assert_eq!(max.evaluate().unwrap(), ScalarValue::Int64(None));
+    }
+
+    #[test]
+    fn a_multiset_past_the_small_size_keeps_its_order_and_counts() {
+        let mut max =
+            MultisetAccumulator::try_new(MultisetAggregate::Max, &DataType::Int64).unwrap();
+        let mut distinct =
+            MultisetAccumulator::try_new(MultisetAggregate::CountDistinct, &DataType::Int64)
+                .unwrap();
+        // Three times LARGE distinct values, twice each, in an order that is not sorted.
+        let values: Vec<Option<i64>> = (0..3 * LARGE as i64)
+            .map(|i| Some((i * 37) % (3 * LARGE as i64)))
+            .collect();
+        for acc in [&mut max, &mut distinct] {
+            acc.update_batch(&col(values.clone())).unwrap();
+            acc.update_batch(&col(values.clone())).unwrap();
+        }
+        let top = 3 * LARGE as i64 - 1;
+        assert_eq!(max.evaluate().unwrap(), ScalarValue::Int64(Some(top)));
+        assert_eq!(
+            distinct.evaluate().unwrap(),
+            ScalarValue::Int64(Some(3 * LARGE as i64))
+        );
+        // Its state round-trips through merge_batch.
+        let state = max.state().unwrap();
+        let mut merged =
+            MultisetAccumulator::try_new(MultisetAggregate::Max, &DataType::Int64).unwrap();
+        let arrays: Vec<ArrayRef> = state.iter().map(|s| s.to_array().unwrap()).collect();
+        merged.merge_batch(&arrays).unwrap();
+        for acc in [&mut max, &mut merged] {
+            acc.retract_batch(&col(vec![Some(top)])).unwrap();
+            assert_eq!(
+                acc.evaluate().unwrap(),
+                ScalarValue::Int64(Some(top)),
+                "one left"
+            );
+            acc.retract_batch(&col(vec![Some(top)])).unwrap();
+            assert_eq!(acc.evaluate().unwrap(), ScalarValue::Int64(Some(top - 1)));
+        }
+        // Back below the small size: every value but the first two goes.
+        let rest: Vec<Option<i64>> = (2..top).map(Some).collect();
+        for _ in 0..2 {
+            distinct.retract_batch(&col(rest.clone())).unwrap();
+        }
+        distinct
+            .retract_batch(&col(vec![Some(top), Some(top)]))
+            .unwrap();
+        assert_eq!(distinct.evaluate().unwrap(), ScalarValue::Int64(Some(2)));
     }
 
     #[test]
