@@ -1091,7 +1091,11 @@ fn parse_declare_cursor(sig: &[&Token]) -> Result<Statement> {
     };
     Ok(Statement::DeclareCursor {
         name: identifier(name),
-        subscription: ObjectName::from(vec![ast::Ident::new(identifier(subscription))]),
+        // The name as written: the catalog lookup folds it like every relation name.
+        subscription: ObjectName::from(vec![match subscription.quote_style {
+            Some(quote) => ast::Ident::with_quote(quote, &subscription.value),
+            None => ast::Ident::new(&subscription.value),
+        }]),
         since,
     })
 }
