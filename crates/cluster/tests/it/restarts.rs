@@ -6,7 +6,9 @@ use sluice_cluster::JobInfo;
 use sluice_common::config::ServeConfig;
 use sluice_state::checkpoint::CheckpointKind;
 
-use crate::support::{Engine, Rng, durable, fast_restarts, write_random_changes};
+use crate::support::{
+    Engine, Rng, durable, fast_restarts, kill_between_changes, write_random_changes,
+};
 
 const VIEWS: &str = "
     CREATE TABLE t (k INT, v INT);
@@ -55,14 +57,7 @@ async fn a_killed_job_restarts_from_scratch_without_checkpoints() {
     let mut engine = Engine::start_with(fast_restarts(ServeConfig::ephemeral())).await;
     let mut rng = Rng(1);
     engine.ok(VIEWS).await;
-    write_random_changes(&mut engine, &mut rng, 50).await;
-    engine.ok("FLUSH").await;
-    engine
-        .coordinator
-        .kill_job("sums", "worker lost")
-        .expect("job exists");
-    write_random_changes(&mut engine, &mut rng, 50).await;
-    engine.ok("FLUSH").await;
+    kill_between_changes(&mut engine, &mut rng, "sums", 50).await;
     assert_views_exact(&mut engine).await;
     let sums = job(&engine, "sums");
     assert_eq!((sums.status.as_str(), sums.restarts), ("RUNNING", 1));

@@ -6,7 +6,7 @@ use sluice_cluster::{SinkInfo, StatementResult};
 use sluice_runtime::sink::rows_checksum;
 use sluice_state::checkpoint::CheckpointKind;
 
-use crate::support::{Engine, Rng, durable, write_random_changes};
+use crate::support::{Engine, Rng, durable, kill_between_changes, write_random_changes};
 
 const TABLE: &str = "CREATE TABLE t (k INT, v INT)";
 
@@ -111,14 +111,7 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
         );
     }
     // Changes after the checkpoint are replayed into the restored sinks, and counted once.
-    write_random_changes(&mut engine, &mut rng, 30).await;
-    engine.ok("FLUSH").await;
-    engine
-        .coordinator
-        .kill_job("joined", "worker lost")
-        .expect("job exists");
-    write_random_changes(&mut engine, &mut rng, 30).await;
-    engine.ok("FLUSH").await;
+    kill_between_changes(&mut engine, &mut rng, "joined", 30).await;
     assert_sinks_exact(&mut engine).await;
     let restored = engine
         .coordinator

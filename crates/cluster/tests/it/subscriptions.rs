@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use sluice_state::checkpoint::CheckpointKind;
 
-use crate::support::{Engine, Rng, durable, write_random_changes};
+use crate::support::{Engine, Rng, durable, kill_between_changes, write_random_changes};
 
 const VIEWS: &str = "
     CREATE TABLE t (k INT, v INT);
@@ -120,14 +120,7 @@ async fn a_job_restarted_from_a_checkpoint_logs_its_replayed_changes_once() {
         .expect("checkpoint");
     // Changes after the checkpoint are logged, then forgotten when the jobs restart
     // from it, and logged again as the jobs replay them.
-    write_random_changes(&mut engine, &mut rng, 30).await;
-    engine.ok("FLUSH").await;
-    engine
-        .coordinator
-        .kill_job("joined", "worker lost")
-        .expect("job exists");
-    write_random_changes(&mut engine, &mut rng, 30).await;
-    engine.ok("FLUSH").await;
+    kill_between_changes(&mut engine, &mut rng, "joined", 30).await;
     declare_cursors(&mut engine).await;
     assert_cursors_fold_to_views(&mut engine, &mut rng, &mut BTreeMap::new()).await;
     engine.shutdown().await;

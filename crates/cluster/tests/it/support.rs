@@ -150,3 +150,47 @@ pub fn durable(name: &str) -> (ServeConfig, PathBuf) {
     };
     (config, dir)
 }
+
+/// Writes random changes, kills `view`'s job as a lost subtask would, and writes more,
+/// flushing after each write: the failure the restart, sink and subscription tests
+/// recover from.
+pub async fn kill_between_changes(engine: &mut Engine, rng: &mut Rng, view: &str, rows: usize) {
+    write_random_changes(engine, rng, rows).await;
+    engine.ok("FLUSH").await;
+    engine
+        .coordinator
+        .kill_job(view, "worker lost")
+        .expect("job exists");
+    write_random_changes(engine, rng, rows).await;
+    engine.ok("FLUSH").await;
+}
+
+/// FLUSHes (each FLUSH reads the clock) until `ttl` has passed since `since` and every
+/// one of `views` is empty, with a deadline.
+pub async fn flush_until_expired(
+    engine: &mut Engine,
+    since: std::time::Instant,
+    ttl: std::time::Duration,
+    views: &[&str],
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        engine.ok("FLUSH").await;
+        let mut empty = since.elapsed() > ttl;
+        for view in views {
+            empty = empty
+                && engine
+                    .rows(&format!("SELECT * FROM {view}"))
+                    .await
+                    .is_empty();
+        }
+        if empty {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{views:?} never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,4 +1,4 @@
-use crate::support::Engine;
+use crate::support::{Engine, flush_until_expired};
 
 #[tokio::test]
 async fn grouped_view_backfills_and_follows_inserts() {
@@ -180,17 +180,9 @@ async fn state_ttl_forgets_untouched_groups_and_old_join_rows() {
         e.rows("SELECT * FROM joined").await,
         vec!["1 10 100", "1 11 100"]
     );
-    // Wait (with a deadline) until the groups expire; each FLUSH reads the clock.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        e.ok("FLUSH").await;
-        let expired = processed.elapsed() > std::time::Duration::from_millis(400);
-        if expired && e.rows("SELECT * FROM per_k").await.is_empty() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "groups never expired");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // Wait (with a deadline) until the groups expire.
+    let ttl = std::time::Duration::from_millis(400);
+    flush_until_expired(&mut e, processed, ttl, &["per_k"]).await;
     // The join's rows are as old: a new b row matches nothing; the old result stays.
     e.ok("INSERT INTO b VALUES (1, 200)").await;
     e.ok("INSERT INTO a VALUES (1, 12)").await;
@@ -231,20 +223,8 @@ async fn state_ttl_over_updating_input_retracts_what_forgotten_rows_produced() {
     assert_eq!(e.rows("SELECT * FROM sums").await, vec!["1 10", "2 20"]);
     assert_eq!(e.rows("SELECT * FROM lowest").await, vec!["1 10", "2 20"]);
     // Every row expires: a's rows take their joined and padded rows with them.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        e.ok("FLUSH").await;
-        let expired = processed.elapsed() > std::time::Duration::from_secs(2);
-        if expired
-            && e.rows("SELECT * FROM lj").await.is_empty()
-            && e.rows("SELECT * FROM sums").await.is_empty()
-            && e.rows("SELECT * FROM lowest").await.is_empty()
-        {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "rows never expired");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let ttl = std::time::Duration::from_secs(2);
+    flush_until_expired(&mut e, processed, ttl, &["lj", "sums", "lowest"]).await;
     // Deleting a forgotten row changes nothing; new rows join and group afresh (well
     // within the TTL).
     e.ok("DELETE FROM a WHERE k = 1").await;
