@@ -10,12 +10,19 @@
 //! fails or finishes before reporting, or a checkpoint that takes longer than its
 //! timeout, aborts the checkpoint: nothing is committed and the next one starts afresh.
 //!
-//! Names in the store, per view (job) id `v`:
-//! - `mv-v/{chain}-{subtask}/op-{k}`: operator `k` of a subtask's chain (when not empty);
+//! Names in the store, per view (job) id `v` (see [`StateFile`]):
+//! - `mv-v/node-{n}/{subtask}`: the state of operator node `n` in one of its subtasks
+//!   (when not empty);
 //! - `mv-v/partition-{p}`: the rows of the view's partition `p`.
 //!
 //! Properties: `table/{id}` = the table's log position at the barrier; `job/{v}` =
-//! `running` or `finished`; `position/mv-v/{chain}-{subtask}` = a source's position.
+//! `running` or `finished`; `layout/{v}` = the job's nodes and their parallelism
+//! ([`Layout`]); `position/mv-v/node-{n}/{subtask}` = a source's position.
+//!
+//! Operator state is named by graph node rather than by subtask chain so that a view
+//! replanned at another parallelism (whose chains differ) finds it: with the layout, a
+//! node whose parallelism changed pools its subtasks' entries and splits them by key
+//! group.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -31,7 +38,7 @@ use sluice_state::checkpoint::{
 use sluice_state::snapshot::{decode_entries, encode_entries};
 use tokio::sync::mpsc;
 
-use crate::job::{Job, JobRestore, JobState};
+use crate::job::{Job, JobRestore, JobState, Layout, parse_subtask_id};
 
 /// How often a waiting checkpoint re-checks the jobs it waits for.
 const POLL: Duration = Duration::from_millis(50);
@@ -53,7 +60,7 @@ pub struct InFlight {
     /// Jobs that received the barrier and must report.
     pub running: Vec<Arc<Job>>,
     /// Jobs that had finished: their views' rows are taken as they are.
-    pub finished: Vec<(u64, Vec<Arc<ViewPartition>>)>,
+    pub finished: Vec<(Arc<Job>, Vec<Arc<ViewPartition>>)>,
 }
 
 /// Completes checkpoints: collects subtask snapshots, uploads them, commits metadata.
@@ -106,12 +113,20 @@ impl Checkpointer {
                 .properties
                 .insert(format!("table/{table}"), position.to_string());
         }
-        for (view, partitions) in &flight.finished {
+        for (job, partitions) in &flight.finished {
             metadata
                 .properties
-                .insert(format!("job/{view}"), "finished".into());
+                .insert(format!("job/{}", job.id), "finished".into());
+            metadata.properties.insert(
+                format!("layout/{}", job.id),
+                Layout::of(&job.graph).encode(),
+            );
             for (p, partition) in partitions.iter().enumerate() {
-                let name = format!("mv-{view}/partition-{p}");
+                let name = StateFile::Partition {
+                    view: job.id,
+                    partition: p,
+                }
+                .name();
                 self.upload(&mut metadata, name, &partition.snapshot_state())
                     .await?;
             }
@@ -121,6 +136,10 @@ impl Checkpointer {
             metadata
                 .properties
                 .insert(format!("job/{}", job.id), "running".into());
+            metadata.properties.insert(
+                format!("layout/{}", job.id),
+                Layout::of(&job.graph).encode(),
+            );
             waiting.extend(job.subtask_ids.iter().map(|s| (job.id, s.clone())));
         }
         while !waiting.is_empty() {
@@ -139,21 +158,53 @@ impl Checkpointer {
                 continue;
             }
             metadata.alignment_ms = metadata.alignment_ms.max(snapshot.alignment_ms);
-            let prefix = format!("mv-{}/{}", snapshot.job, snapshot.subtask);
+            let job = flight
+                .running
+                .iter()
+                .find(|j| j.id == snapshot.job)
+                .expect("waited-for snapshots come from running jobs");
+            let (chain, subtask) = parse_subtask_id(&snapshot.subtask).ok_or_else(|| {
+                SluiceError::internal(format!("malformed subtask id {}", snapshot.subtask))
+            })?;
+            let node_of = |k: Option<usize>| {
+                k.ok_or_else(|| {
+                    SluiceError::internal(format!(
+                        "subtask {} of view \"{}\" reported state for an operator it does not run",
+                        snapshot.subtask, job.view
+                    ))
+                })
+            };
             for (k, entries) in snapshot.operators.iter().enumerate() {
                 if !entries.is_empty() {
-                    self.upload(&mut metadata, format!("{prefix}/op-{k}"), entries)
-                        .await?;
+                    let node = node_of(job.chain_operator(chain, k))?;
+                    let name = StateFile::Operator {
+                        view: job.id,
+                        node,
+                        subtask,
+                    }
+                    .name();
+                    self.upload(&mut metadata, name, entries).await?;
                 }
             }
             if let Some((p, entries)) = &snapshot.sink {
-                let name = format!("mv-{}/partition-{p}", snapshot.job);
+                let name = StateFile::Partition {
+                    view: job.id,
+                    partition: *p,
+                }
+                .name();
                 self.upload(&mut metadata, name, entries).await?;
             }
             if let Some(position) = snapshot.position {
+                let node = node_of(job.chain_head(chain))?;
+                let name = StateFile::Operator {
+                    view: job.id,
+                    node,
+                    subtask,
+                }
+                .name();
                 metadata
                     .properties
-                    .insert(format!("position/{prefix}"), position.to_string());
+                    .insert(format!("position/{name}"), position.to_string());
             }
         }
         metadata.completed_at_ms = now_ms();
@@ -259,14 +310,24 @@ impl RestorePlan {
                     .insert(number(key, table)?, number(key, value)?);
             } else if let Some(view) = key.strip_prefix("job/") {
                 plan.views.entry(number(key, view)?).or_default().finished = value == "finished";
-            } else if let Some(rest) = key.strip_prefix("position/mv-") {
-                let (view, subtask) = split_view(rest, key)?;
+            } else if let Some(view) = key.strip_prefix("layout/") {
+                let layout = Layout::decode(value).ok_or_else(|| unknown(key))?;
+                plan.views.entry(number(key, view)?).or_default().job.layout = Some(layout);
+            } else if let Some(name) = key.strip_prefix("position/") {
+                let Some(StateFile::Operator {
+                    view,
+                    node,
+                    subtask,
+                }) = StateFile::parse(name)
+                else {
+                    return Err(unknown(key));
+                };
                 plan.views
                     .entry(view)
                     .or_default()
                     .job
                     .positions
-                    .insert(subtask.to_string(), number(key, value)?);
+                    .insert((node, subtask), number(key, value)?);
             }
         }
         for (name, bytes) in &checkpoint.files {
@@ -276,24 +337,19 @@ impl RestorePlan {
                     plan.epoch, e.message
                 ))
             })?;
-            let rest = name.strip_prefix("mv-").ok_or_else(|| unknown(name))?;
-            let (view, rest) = split_view(rest, name)?;
-            let restore = plan.views.entry(view).or_default();
-            if let Some(p) = rest.strip_prefix("partition-") {
-                let p: usize = p.parse().map_err(|_| unknown(name))?;
-                restore.partitions.insert(p, entries);
-            } else {
-                let (subtask, op) = rest.split_once("/op-").ok_or_else(|| unknown(name))?;
-                let op: usize = op.parse().map_err(|_| unknown(name))?;
-                let ops = restore
-                    .job
-                    .operators
-                    .entry(subtask.to_string())
-                    .or_default();
-                if ops.len() <= op {
-                    ops.resize_with(op + 1, Vec::new);
+            match StateFile::parse(name).ok_or_else(|| unknown(name))? {
+                StateFile::Partition { view, partition } => {
+                    let restore = plan.views.entry(view).or_default();
+                    restore.partitions.insert(partition, entries);
                 }
-                ops[op] = entries;
+                StateFile::Operator {
+                    view,
+                    node,
+                    subtask,
+                } => {
+                    let restore = plan.views.entry(view).or_default();
+                    restore.job.operators.insert((node, subtask), entries);
+                }
             }
         }
         for restore in plan.views.values_mut() {
@@ -303,9 +359,47 @@ impl RestorePlan {
     }
 }
 
-fn split_view<'a>(rest: &'a str, name: &str) -> Result<(u64, &'a str)> {
-    let (view, rest) = rest.split_once('/').ok_or_else(|| unknown(name))?;
-    Ok((view.parse().map_err(|_| unknown(name))?, rest))
+/// A state file of a checkpoint, by what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFile {
+    /// Operator node `node`'s state in subtask `subtask` of view (job) `view`.
+    Operator {
+        view: u64,
+        node: usize,
+        subtask: usize,
+    },
+    /// The rows of partition `partition` of view `view` (a sink's: its subtask's state).
+    Partition { view: u64, partition: usize },
+}
+
+impl StateFile {
+    pub fn name(&self) -> String {
+        match self {
+            StateFile::Operator {
+                view,
+                node,
+                subtask,
+            } => format!("mv-{view}/node-{node}/{subtask}"),
+            StateFile::Partition { view, partition } => format!("mv-{view}/partition-{partition}"),
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<StateFile> {
+        let (view, rest) = name.strip_prefix("mv-")?.split_once('/')?;
+        let view = view.parse().ok()?;
+        if let Some(partition) = rest.strip_prefix("partition-") {
+            return Some(StateFile::Partition {
+                view,
+                partition: partition.parse().ok()?,
+            });
+        }
+        let (node, subtask) = rest.strip_prefix("node-")?.split_once('/')?;
+        Some(StateFile::Operator {
+            view,
+            node: node.parse().ok()?,
+            subtask: subtask.parse().ok()?,
+        })
+    }
 }
 
 fn unknown(name: &str) -> SluiceError {

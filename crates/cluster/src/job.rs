@@ -42,6 +42,7 @@ use sluice_runtime::task::{
 };
 use sluice_sql::{Exchange, OverFrame, StreamGraph, StreamNode, StreamOperator};
 use sluice_state::DEFAULT_KEY_GROUPS;
+use sluice_state::snapshot::redistribute;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -96,14 +97,118 @@ enum Interrupt {
 pub struct JobRestore {
     /// The checkpoint's epoch.
     pub epoch: u64,
-    /// Per subtask id (`chain-subtask`): each operator's entries, in chain order.
-    pub operators: BTreeMap<String, Vec<Vec<StateEntry>>>,
-    /// Per source subtask id: its reader's position.
-    pub positions: BTreeMap<String, u64>,
+    /// The job's graph when the checkpoint was taken (`None` in checkpoints that do not
+    /// record it: restored only at the same parallelism).
+    pub layout: Option<Layout>,
+    /// Per operator (node id) and subtask index: the operator's entries.
+    pub operators: BTreeMap<(usize, usize), Vec<StateEntry>>,
+    /// Per source (node id) and subtask index: its reader's position.
+    pub positions: BTreeMap<(usize, usize), u64>,
     /// Per table the job reads (by name): the table's log position at the checkpoint.
     pub table_positions: BTreeMap<String, u64>,
     /// Per sink subtask of a sink's job: its counts and writer state.
     pub sink_states: BTreeMap<usize, Vec<StateEntry>>,
+}
+
+impl JobRestore {
+    /// The state operator `node` restores in subtask `subtask` of `parallelism`: what
+    /// that subtask held at the checkpoint, or, when the operator ran at another
+    /// parallelism then, its share of every old subtask's state by key group.
+    pub fn operator_state(
+        &self,
+        node: usize,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Result<Vec<StateEntry>> {
+        let old = self.layout.as_ref().and_then(|l| l.parallelism(node));
+        if old.is_none_or(|old| old == parallelism) {
+            return Ok(self
+                .operators
+                .get(&(node, subtask))
+                .cloned()
+                .unwrap_or_default());
+        }
+        let snapshots = self
+            .operators
+            .range((node, 0)..(node + 1, 0))
+            .map(|(_, entries)| entries.as_slice());
+        redistribute(snapshots, DEFAULT_KEY_GROUPS, subtask, parallelism)
+    }
+}
+
+/// Each node of a job's graph, as a checkpoint records it: its operator and parallelism.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout(pub Vec<(String, usize)>);
+
+impl Layout {
+    pub fn of(graph: &StreamGraph) -> Layout {
+        Layout(
+            graph
+                .nodes
+                .iter()
+                .map(|n| (n.operator.name().to_string(), n.parallelism))
+                .collect(),
+        )
+    }
+
+    pub fn parallelism(&self, node: usize) -> Option<usize> {
+        self.0.get(node).map(|(_, p)| *p)
+    }
+
+    /// `Operator:parallelism` per node, comma-separated.
+    pub fn encode(&self) -> String {
+        let nodes: Vec<String> = self.0.iter().map(|(op, p)| format!("{op}:{p}")).collect();
+        nodes.join(",")
+    }
+
+    pub fn decode(text: &str) -> Option<Layout> {
+        text.split(',')
+            .map(|node| {
+                let (op, p) = node.rsplit_once(':')?;
+                Some((op.to_string(), p.parse().ok()?))
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Layout)
+    }
+
+    /// Why state checkpointed at this layout cannot be restored into `graph`, if it
+    /// cannot: the graph has other operators, or an operator whose state is not
+    /// divided by key group runs at another parallelism.
+    pub fn incompatibility(&self, graph: &StreamGraph) -> Option<String> {
+        let now = Layout::of(graph);
+        if now.0.len() != self.0.len() || now.0.iter().zip(&self.0).any(|(a, b)| a.0 != b.0) {
+            return Some("the view's dataflow is not the one checkpointed".into());
+        }
+        for (node, ((_, was), (_, is))) in self.0.iter().zip(&now.0).enumerate() {
+            if was == is {
+                continue;
+            }
+            let what = match &graph.nodes[node].operator {
+                StreamOperator::SourceScan { source, .. } => format!(
+                    "source \"{source}\" is read by {was} subtasks and its positions cannot be split"
+                ),
+                StreamOperator::TemporalFilter { .. } => {
+                    "its temporal filter (now()) keeps rows by subtask, not by key".into()
+                }
+                StreamOperator::Sink { .. } => "a sink's progress is kept per subtask".into(),
+                StreamOperator::Join {
+                    null_aware: true, ..
+                } => "NOT IN keeps its state on one subtask".into(),
+                StreamOperator::ViewScan { view } => {
+                    format!("it reads view \"{view}\" by its partitions")
+                }
+                _ => continue,
+            };
+            return Some(what);
+        }
+        None
+    }
+}
+
+/// Subtask `(chain, index)` from its id (`chain-index`).
+pub fn parse_subtask_id(id: &str) -> Option<(usize, usize)> {
+    let (chain, index) = id.split_once('-')?;
+    Some((chain.parse().ok()?, index.parse().ok()?))
 }
 
 /// One subtask of a sink: its writer (which checkpoints commit) and what it received.
@@ -132,6 +237,8 @@ pub struct Job {
     pub view: String,
     pub parallelism: usize,
     pub graph: StreamGraph,
+    /// The graph's chains (as [`StreamGraph::chains`] returns them).
+    chains: Vec<Vec<usize>>,
     state: watch::Receiver<JobState>,
     injectors: Vec<mpsc::Sender<CheckpointBarrier>>,
     sinks: Vec<watch::Receiver<SinkProgress>>,
@@ -176,6 +283,7 @@ impl Job {
             id,
             view: view.to_string(),
             parallelism,
+            chains: graph.chains(),
             graph,
             state,
             injectors: Vec::new(),
@@ -311,24 +419,23 @@ impl Job {
             .sum()
     }
 
-    /// The graph node of operator `k` of chain `chain`'s subtasks, as checkpoints name
-    /// operator state (`mv-<job>/<chain>-<subtask>/op-<k>`): the chain's nodes without
-    /// its source and its sink.
+    /// The graph node of operator `k` of chain `chain`'s subtasks (the operators a
+    /// subtask snapshots, in order): the chain's nodes without its source and its sink.
     pub fn chain_operator(&self, chain: usize, k: usize) -> Option<usize> {
-        let chains = self.graph.chains();
-        chains
+        self.chains
             .get(chain)?
             .iter()
             .copied()
             .filter(|&n| {
                 let op = &self.graph.nodes[n].operator;
-                !op.is_source()
-                    && !matches!(
-                        op,
-                        StreamOperator::Materialize { .. } | StreamOperator::Sink { .. }
-                    )
+                !op.is_source() && !is_output(op)
             })
             .nth(k)
+    }
+
+    /// The first node of chain `chain` (a source, when the chain reads one).
+    pub fn chain_head(&self, chain: usize) -> Option<usize> {
+        self.chains.get(chain)?.first().copied()
     }
 
     /// Late rows per operator that drops them, as `"<node id>:<operator>"` → count.
@@ -484,7 +591,8 @@ pub fn deploy(
                         j,
                         head.parallelism,
                     )?;
-                    if let Some(position) = ctx.restore.and_then(|r| r.positions.get(&sid)) {
+                    let restored = ctx.restore.and_then(|r| r.positions.get(&(head.id, j)));
+                    if let Some(position) = restored {
                         reader.seek(*position)?;
                     }
                     let (tx, rx) = mpsc::channel(BARRIER_INJECTION_CAPACITY);
@@ -585,16 +693,12 @@ pub fn deploy(
                     ))
                 }
             };
-            if let Some(states) = ctx.restore.and_then(|r| r.operators.get(&sid)) {
-                if states.len() > ops.len() {
-                    return Err(SluiceError::internal(format!(
-                        "the checkpoint of view \"{view}\" holds state for {} operators of subtask {sid}, which has {}",
-                        states.len(),
-                        ops.len()
-                    )));
-                }
-                for (op, entries) in ops.iter_mut().zip(states.iter().cloned()) {
-                    op.restore_state(entries)?;
+            if let Some(restore) = ctx.restore {
+                let op_nodes = op_nodes
+                    .iter()
+                    .filter(|&&n| !is_output(&graph.nodes[n].operator));
+                for (op, &n) in ops.iter_mut().zip(op_nodes) {
+                    op.restore_state(restore.operator_state(n, j, head.parallelism)?)?;
                 }
             }
             let names: Vec<&str> = chain
@@ -641,8 +745,17 @@ pub fn deploy(
         interrupted: Mutex::new(Some(interrupted)),
         late_rows,
         restored_epoch: ctx.restore.map(|r| r.epoch),
+        chains,
         sink_subtasks,
     })
+}
+
+/// Whether a node ends its job (a view's storage or a sink) rather than being an operator.
+fn is_output(operator: &StreamOperator) -> bool {
+    matches!(
+        operator,
+        StreamOperator::Materialize { .. } | StreamOperator::Sink { .. }
+    )
 }
 
 /// Whether an operator drops rows that arrive for a closed window.

@@ -138,8 +138,13 @@ impl TableStorage {
                 .collect();
             Some(RowConverter::new(fields)?)
         };
-        let partition =
-            ViewPartition::new(schema.clone(), !append_only, DEFAULT_KEY_GROUPS, state)?;
+        let partition = ViewPartition::new(
+            schema.clone(),
+            !append_only,
+            DEFAULT_KEY_GROUPS,
+            None,
+            state,
+        )?;
         let nullable_schema = Arc::new(Schema::new(
             schema
                 .fields()

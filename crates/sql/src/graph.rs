@@ -170,9 +170,12 @@ pub enum StreamOperator {
         aggr_exprs: Vec<Expr>,
         frame: OverFrame,
     },
-    /// Stores the result of view `view`.
+    /// Stores the result of view `view`, each row in the partition owning the key group
+    /// of its `key_columns`: the columns the rows arrive partitioned by (the group keys
+    /// of an aggregate, say), or all of them.
     Materialize {
         view: String,
+        key_columns: Vec<usize>,
     },
     /// Writes the changelog to sink `sink`'s connector, configured by `options` (the
     /// `WITH (...)` options, keys lower-cased).
@@ -453,7 +456,7 @@ impl fmt::Display for StreamGraph {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                StreamOperator::Materialize { view } => format!("view={view}"),
+                StreamOperator::Materialize { view, .. } => format!("view={view}"),
                 StreamOperator::Sink { sink, options } => format!(
                     "sink={sink}, connector={}",
                     options.get("connector").map_or("", String::as_str)

@@ -231,6 +231,17 @@ pub enum Statement {
     Flush,
     /// `CHECKPOINT` (PostgreSQL's command): takes a checkpoint of every job now.
     Checkpoint,
+    /// `ALTER MATERIALIZED VIEW v SAVEPOINT`: a checkpoint kept until deleted.
+    Savepoint {
+        view: ObjectName,
+    },
+    /// `ALTER MATERIALIZED VIEW v SET PARALLELISM {= | TO} n` (RisingWave's syntax):
+    /// restarts the view's job at parallelism `n` from a savepoint, its state
+    /// redistributed by key group.
+    AlterParallelism {
+        view: ObjectName,
+        parallelism: usize,
+    },
     Show(ShowTarget),
     Describe(ObjectName),
     Drop {
@@ -401,6 +412,9 @@ fn parse_one(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
     }
     if toks.starts_with(&["CREATE", "SINK"]) {
         return parse_create_sink(toks.all);
+    }
+    if toks.starts_with(&["ALTER", "MATERIALIZED", "VIEW"]) {
+        return parse_alter_materialized_view(toks.all);
     }
     if toks.starts_with(&["CREATE", "SUBSCRIPTION"]) {
         return parse_create_subscription(toks.all);
@@ -1033,6 +1047,38 @@ fn parse_create_subscription(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
         if_not_exists,
         view,
         retention_ms,
+    })
+}
+
+/// `ALTER MATERIALIZED VIEW v SAVEPOINT` or `ALTER MATERIALIZED VIEW v SET PARALLELISM
+/// {= | TO} n`.
+fn parse_alter_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statement> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    let usage = "expected ALTER MATERIALIZED VIEW name SAVEPOINT or ALTER MATERIALIZED VIEW name SET PARALLELISM = n";
+    let mut parser = sql_parser(drop_leading_words(tokens, 3));
+    let view = parser.parse_object_name(false).map_err(syntax)?;
+    if parser.parse_keyword(Keyword::SAVEPOINT) {
+        expect_end(&mut parser)?;
+        return Ok(Statement::Savepoint { view });
+    }
+    let set_parallelism = parser.parse_keyword(Keyword::SET)
+        && parser
+            .parse_identifier()
+            .is_ok_and(|w| w.value.eq_ignore_ascii_case("parallelism"))
+        && (parser.consume_token(&Token::Eq) || parser.parse_keyword(Keyword::TO));
+    if !set_parallelism {
+        return Err(SluiceError::syntax(usage));
+    }
+    let value = parser.parse_literal_uint().map_err(syntax)?;
+    expect_end(&mut parser)?;
+    if value == 0 {
+        return Err(SluiceError::invalid_parameter(
+            "parallelism must be at least 1",
+        ));
+    }
+    Ok(Statement::AlterParallelism {
+        view,
+        parallelism: usize::try_from(value).unwrap_or(usize::MAX),
     })
 }
 

@@ -69,13 +69,27 @@ pub fn plan_stream_graph(
         root_node.parallelism,
     );
     check_unique_column_names(&schema)?;
+    // A view partition files each row under the key group of the columns its rows are
+    // routed by, so that the rows can be redistributed by key group when the view changes
+    // parallelism, and a retraction still reaches the partition holding its row. When
+    // the last keyed operator's key passes through to the view's columns, its subtasks
+    // already route by them; otherwise an updating view is repartitioned by the whole
+    // row. Appended rows are never retracted: they can stay where they are produced.
+    let routed_by = routing_columns(&builder.graph, root);
+    let exchange = if changelog && p > 1 && routed_by.is_none() {
+        Exchange::Hash(schema.columns().into_iter().map(Expr::Column).collect())
+    } else {
+        Exchange::Forward
+    };
+    let key_columns = routed_by.unwrap_or_else(|| (0..schema.fields().len()).collect());
     builder.add(
         StreamOperator::Materialize {
             view: view.to_string(),
+            key_columns,
         },
         vec![StreamEdge {
             from: root,
-            exchange: Exchange::Forward,
+            exchange,
         }],
         schema,
         changelog,
@@ -101,7 +115,58 @@ pub fn into_sink_graph(
         sink: sink.to_string(),
         options,
     };
+    // A sink writes its query's changes in the order its last operator produced them
+    // (an update's -U and +U together), so it is not repartitioned by row.
+    for edge in &mut graph.nodes[last].inputs {
+        edge.exchange = Exchange::Forward;
+    }
     graph
+}
+
+/// The columns of `node`'s output that its rows are routed to subtasks by, when `node`
+/// is a keyed operator whose key is columns of its output (an aggregate's group keys, a
+/// Top-N's partition columns), or passes such columns on unchanged (projections and
+/// filters above it). The hash of these columns is the key group the operator's input
+/// exchange routed each row by, so both agree on the subtask of every row.
+fn routing_columns(graph: &StreamGraph, node: usize) -> Option<Vec<usize>> {
+    let n = &graph.nodes[node];
+    let input = n.inputs.first().map(|e| e.from);
+    let columns_of = |exprs: &[Expr], schema: &DFSchema| -> Option<Vec<usize>> {
+        exprs
+            .iter()
+            .map(|e| match e {
+                Expr::Column(c) => schema.index_of_column(c).ok(),
+                _ => None,
+            })
+            .collect()
+    };
+    match &n.operator {
+        StreamOperator::Aggregate { group_exprs, .. } if !group_exprs.is_empty() => {
+            Some((0..group_exprs.len()).collect())
+        }
+        StreamOperator::TopN { partition_by, .. } if !partition_by.is_empty() => {
+            // A Top-N's output is its input's columns and the rank.
+            columns_of(partition_by, &graph.nodes[input?].schema)
+        }
+        StreamOperator::Filter { .. } => routing_columns(graph, input?),
+        StreamOperator::Project { exprs } => {
+            let below = routing_columns(graph, input?)?;
+            let input_schema = &graph.nodes[input?].schema;
+            below
+                .into_iter()
+                .map(|j| {
+                    exprs.iter().position(|e| {
+                        let e = match e {
+                            Expr::Alias(alias) => alias.expr.as_ref(),
+                            e => e,
+                        };
+                        matches!(e, Expr::Column(c) if input_schema.index_of_column(c).ok() == Some(j))
+                    })
+                })
+                .collect()
+        }
+        _ => None,
+    }
 }
 
 /// The first node under `plan` that is not a projection: pruning unused columns puts

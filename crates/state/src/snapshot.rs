@@ -102,6 +102,57 @@ pub fn decode_entries_where(
     Ok(out)
 }
 
+/// The key group of an operator's entries that belong to no key (its watermark, how far
+/// its windows are closed). Restored at another parallelism, every subtask gets them.
+pub const OPERATOR_WIDE: u16 = u16::MAX;
+
+/// What subtask `subtask` of `parallelism` restores when one operator's state, taken by
+/// its subtasks at another parallelism (`snapshots`, one per old subtask), is
+/// redistributed: the keyed entries whose key group the subtask now owns, and every
+/// [`OPERATOR_WIDE`] entry once per key. Operator-wide entries are progress marks
+/// (8-byte little-endian `i64`s); of several with one key the smallest is kept: the
+/// point every old subtask had passed.
+pub fn redistribute<'a>(
+    snapshots: impl IntoIterator<Item = &'a [SnapshotEntry]>,
+    key_groups: u16,
+    subtask: usize,
+    parallelism: usize,
+) -> Result<Vec<SnapshotEntry>> {
+    let mut keyed = Vec::new();
+    let mut operator_wide: std::collections::BTreeMap<&[u8], &[u8]> = Default::default();
+    for (key_group, key, value) in snapshots.into_iter().flatten() {
+        if *key_group != OPERATOR_WIDE {
+            if crate::subtask_of_key_group(*key_group, key_groups, parallelism) == subtask {
+                keyed.push((*key_group, key.clone(), value.clone()));
+            }
+            continue;
+        }
+        let kept = operator_wide
+            .entry(key.as_slice())
+            .or_insert(value.as_slice());
+        if *kept != value.as_slice() {
+            let mark = |v: &[u8]| -> Result<i64> {
+                Ok(i64::from_le_bytes(v.try_into().map_err(|_| {
+                    SluiceError::corrupted(format!(
+                        "operator-wide state entries of one key differ and are not 8-byte progress marks ({} and {} bytes)",
+                        kept.len(),
+                        v.len()
+                    ))
+                })?))
+            };
+            if mark(value)? < mark(kept)? {
+                *kept = value.as_slice();
+            }
+        }
+    }
+    let mut entries: Vec<SnapshotEntry> = operator_wide
+        .into_iter()
+        .map(|(key, value)| (OPERATOR_WIDE, key.to_vec(), value.to_vec()))
+        .collect();
+    entries.extend(keyed);
+    Ok(entries)
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     offset: usize,
@@ -149,6 +200,63 @@ mod tests {
                 .iter()
                 .map(|(kg, k, v)| (*kg, k.as_slice(), v.as_slice())),
         )
+    }
+
+    #[test]
+    fn redistribution_splits_keyed_entries_and_keeps_the_least_progress_mark() {
+        let all = entries();
+        // Two old subtasks, each with its half of the key groups and its own watermark.
+        let halves: Vec<Vec<SnapshotEntry>> = (0..2)
+            .map(|old| {
+                let mut half: Vec<SnapshotEntry> = all
+                    .iter()
+                    .filter(|(kg, _, _)| subtask_of_key_group(*kg, DEFAULT_KEY_GROUPS, 2) == old)
+                    .cloned()
+                    .collect();
+                let watermark = 100 + old as i64;
+                half.push((
+                    OPERATOR_WIDE,
+                    b"w".to_vec(),
+                    watermark.to_le_bytes().to_vec(),
+                ));
+                half
+            })
+            .collect();
+        let mut restored = Vec::new();
+        for new in 0..3 {
+            let mine = redistribute(
+                halves.iter().map(|h| h.as_slice()),
+                DEFAULT_KEY_GROUPS,
+                new,
+                3,
+            )
+            .unwrap();
+            let (wide, keyed): (Vec<_>, Vec<_>) = mine
+                .into_iter()
+                .partition(|(kg, _, _)| *kg == OPERATOR_WIDE);
+            assert_eq!(
+                wide,
+                vec![(OPERATOR_WIDE, b"w".to_vec(), 100i64.to_le_bytes().to_vec())]
+            );
+            assert!(keyed.iter().all(|(kg, _, _)| subtask_of_key_group(
+                *kg,
+                DEFAULT_KEY_GROUPS,
+                3
+            ) == new));
+            restored.extend(keyed);
+        }
+        restored.sort();
+        let mut expected = all;
+        expected.sort();
+        assert_eq!(restored, expected, "every keyed entry lands exactly once");
+
+        let odd = [
+            vec![(OPERATOR_WIDE, b"x".to_vec(), vec![1])],
+            vec![(OPERATOR_WIDE, b"x".to_vec(), vec![2])],
+        ];
+        let err =
+            redistribute(odd.iter().map(|s| s.as_slice()), DEFAULT_KEY_GROUPS, 0, 1).unwrap_err();
+        assert_eq!(err.state, SqlState::DATA_CORRUPTED, "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! Failed jobs are restarted by [`recovery`].
 
 mod recovery;
+mod rescale;
 mod sinks;
 mod subscriptions;
 
@@ -40,6 +41,7 @@ use parking_lot::Mutex;
 use sluice_common::config::{ServeConfig, StateBackendKind, available_cores};
 use sluice_common::error::{Result, SluiceError, SqlState};
 use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
+use sluice_runtime::operators::StateEntry;
 use sluice_runtime::operators::materialize::ViewPartition;
 use sluice_sql::{
     Catalog, ObjectKind, ParsedStatement, Relation, RelationKind, ShowTarget, Statement,
@@ -47,12 +49,13 @@ use sluice_sql::{
     parse_sql, plan_stream_graph,
 };
 use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata, CheckpointStore};
+use sluice_state::snapshot::redistribute;
 use sluice_state::wal::{LogRecord, TableLog};
 use sluice_state::{
     DEFAULT_KEY_GROUPS, MemoryStateBackend, RocksDbOptions, RocksDbStateBackend, StateBackend,
 };
 
-use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, ViewRestore, now_ms};
+use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, StateFile, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
 use crate::metadata::{CatalogState, Definition, MetadataStore};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
@@ -383,7 +386,7 @@ impl Coordinator {
                         job.inject(barrier).await;
                         flight.running.push(job);
                     }
-                    JobState::Finished => flight.finished.push((job.id, partitions)),
+                    JobState::Finished => flight.finished.push((job, partitions)),
                     // A failed view is left out: after a restart it is recomputed.
                     JobState::Failed(_) => {}
                 }
@@ -680,6 +683,10 @@ impl Coordinator {
                 self.checkpoint(CheckpointKind::Checkpoint).await?;
                 Ok(StatementResult::Command(CommandTag::new("CHECKPOINT")))
             }
+            Statement::Savepoint { view } => self.savepoint(view).await,
+            Statement::AlterParallelism { view, parallelism } => {
+                self.alter_parallelism(view, *parallelism).await
+            }
             Statement::Show(ShowTarget::Checkpoints) => {
                 checkpoints_result(&self.checkpoints().await?)
             }
@@ -802,20 +809,14 @@ impl Coordinator {
                         let Some(rest) = name.strip_prefix(&prefix) else {
                             continue;
                         };
-                        let operator = match rest.split_once("/op-") {
-                            Some((subtask, k)) => {
-                                let chain = subtask.split('-').next().and_then(|c| c.parse().ok());
-                                let node = chain
-                                    .zip(k.parse().ok())
-                                    .and_then(|(c, k)| job.chain_operator(c, k));
-                                match node {
-                                    Some(n) => {
-                                        format!("{n}:{}", job.graph.nodes[n].operator.name())
-                                    }
+                        let operator = match StateFile::parse(name) {
+                            Some(StateFile::Operator { node, .. }) => {
+                                match job.graph.nodes.get(node) {
+                                    Some(n) => format!("{node}:{}", n.operator.name()),
                                     None => rest.to_string(),
                                 }
                             }
-                            None => "view".to_string(),
+                            _ => "view".to_string(),
                         };
                         *state_bytes.entry(operator).or_insert(0) += file.size;
                     }
@@ -1247,12 +1248,7 @@ impl Coordinator {
         };
         let depends_on = dependencies(&graph);
         let id = self.inner.lock().catalog.allocate_id();
-        let partitions: Vec<Arc<ViewPartition>> = (0..partitions_count)
-            .map(|p| {
-                let table = self.backend.table(&view_state_table(id, p));
-                ViewPartition::new(schema.clone(), changelog, DEFAULT_KEY_GROUPS, table)
-            })
-            .collect::<Result<_>>()?;
+        let partitions = self.view_partitions(id, &graph)?;
         let restored;
         let job = {
             let mut inner = self.inner.lock();
@@ -1322,6 +1318,31 @@ impl Coordinator {
             },
         )?;
         Ok(tag)
+    }
+
+    /// The result partitions of view `id` running `graph`, over the state backend's
+    /// tables (none when the graph ends in a sink).
+    fn view_partitions(
+        &self,
+        id: u64,
+        graph: &sluice_sql::StreamGraph,
+    ) -> Result<Vec<Arc<ViewPartition>>> {
+        let end = graph.sink();
+        let StreamOperator::Materialize { key_columns, .. } = &end.operator else {
+            return Ok(Vec::new());
+        };
+        let schema = Arc::new(end.schema.as_arrow().clone());
+        (0..end.parallelism)
+            .map(|p| {
+                ViewPartition::new(
+                    schema.clone(),
+                    end.changelog,
+                    DEFAULT_KEY_GROUPS,
+                    Some(key_columns.clone()),
+                    self.backend.table(&view_state_table(id, p)),
+                )
+            })
+            .collect()
     }
 
     /// Deploys view `id`'s job (not started), from its checkpointed state when `restore`
@@ -1634,13 +1655,39 @@ fn restore_view(
             )));
         }
     }
-    if restore.partitions.keys().any(|&p| p >= partitions.len()) {
+    if let Some(why) = restore
+        .job
+        .layout
+        .as_ref()
+        .and_then(|l| l.incompatibility(&graph))
+    {
         return Err(SluiceError::unsupported(format!(
-            "the checkpoint of view \"{name}\" has more partitions than the view; restoring at another parallelism is not supported yet"
+            "the checkpoint of view \"{name}\" cannot be restored at its parallelism: {why}"
         )));
     }
-    for (p, entries) in std::mem::take(&mut restore.partitions) {
-        partitions[p].restore_state(entries)?;
+    let checkpointed = restore.job.layout.as_ref().map(|layout| {
+        let materialize = graph.nodes.len() - 1;
+        layout.parallelism(materialize).unwrap_or(partitions.len())
+    });
+    let saved = std::mem::take(&mut restore.partitions);
+    if checkpointed.is_some_and(|p| p != partitions.len()) {
+        // Replanned at another parallelism: rows move to the partition owning their key
+        // group, which is where the view's exchange routes them now.
+        let all: Vec<&[StateEntry]> = saved.values().map(|e| e.as_slice()).collect();
+        for (p, partition) in partitions.iter().enumerate() {
+            let entries =
+                redistribute(all.iter().copied(), DEFAULT_KEY_GROUPS, p, partitions.len())?;
+            partition.restore_state(entries)?;
+        }
+    } else {
+        if saved.keys().any(|&p| p >= partitions.len()) {
+            return Err(SluiceError::unsupported(format!(
+                "the checkpoint of view \"{name}\" has more partitions than the view, and no record of its parallelism"
+            )));
+        }
+        for (p, entries) in saved {
+            partitions[p].restore_state(entries)?;
+        }
     }
     if restore.finished {
         for partition in partitions {

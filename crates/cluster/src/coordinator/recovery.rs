@@ -22,6 +22,9 @@ use sluice_common::config::{MAX_RESTART_BACKOFF_SECS, RESTART_COUNT_RESET};
 use sluice_runtime::exchange::INPUT_STOPPED;
 use tokio::sync::{mpsc, watch};
 
+use sluice_common::error::Result;
+
+use super::rescale::Rescale;
 use super::{Coordinator, dependencies, take_view_restore};
 use crate::checkpoints::RestorePlan;
 use crate::job::{FailureHook, Job, JobState};
@@ -205,6 +208,13 @@ impl Coordinator {
     /// scratch when there is none). Views that were given up, and the views reading
     /// them, are left as they are.
     async fn recover(&self) {
+        // Without a rescale, nothing in a recovery returns an error.
+        let _ = self.recover_with(None).await;
+    }
+
+    /// [`Self::recover`], redeploying `rescale`'s view with its new graph. Fails when
+    /// the rescale cannot be applied (every job is restarted all the same).
+    pub(super) async fn recover_with(&self, rescale: Option<Rescale>) -> Result<()> {
         let _ddl = self.ddl.lock().await;
         let _checkpointing = match &self.durable {
             Some(durable) => Some(durable.checkpointing.lock().await),
@@ -256,12 +266,20 @@ impl Coordinator {
             paused.push(table.pause_writes().await);
         }
         let mut started = Vec::new();
+        let mut outcome = Ok(());
         {
             let mut inner = self.inner.lock();
             inner.restore_plan = plan;
             inner.restored_views.clear();
             for old in jobs {
-                let partitions = inner.views.get(&old.view).cloned().unwrap_or_default();
+                let mut graph = old.graph.clone();
+                let mut partitions = inner.views.get(&old.view).cloned().unwrap_or_default();
+                if let Some(rescale) = rescale.as_ref().filter(|r| r.id == old.id) {
+                    match self.apply_rescale(&mut inner, rescale) {
+                        Ok(replanned) => (graph, partitions) = replanned,
+                        Err(e) => outcome = Err(e),
+                    }
+                }
                 let restore = take_view_restore(&mut inner, old.id, &dependencies(&old.graph));
                 let restored = restore.is_some();
                 // A view the checkpoint does not hold is recomputed from scratch.
@@ -274,7 +292,7 @@ impl Coordinator {
                     &inner,
                     old.id,
                     &old.view,
-                    old.graph.clone(),
+                    graph.clone(),
                     &partitions,
                     restore,
                 ) {
@@ -286,7 +304,7 @@ impl Coordinator {
                         }
                         self.restarts.state.lock().given_up.insert(old.view.clone());
                         let failed = JobState::Failed(e.message);
-                        Arc::new(Job::inert(old.id, &old.view, old.graph.clone(), failed))
+                        Arc::new(Job::inert(old.id, &old.view, graph, failed))
                     }
                 };
                 if restored {
@@ -302,6 +320,7 @@ impl Coordinator {
         for job in started {
             job.start();
         }
+        outcome
     }
 
     /// The checkpoint a recovery resumes from: the latest complete one, if every table

@@ -4,6 +4,7 @@
 
 mod changes;
 mod differential;
+mod rescale;
 mod restarts;
 mod sinks;
 mod subscriptions;

@@ -69,17 +69,24 @@ pub struct ViewPartition {
     /// Whether the stream into the view is a changelog (then subscribers get the op column).
     changelog: bool,
     key_groups: u16,
+    /// The columns whose hash gives a row's key group: the key the view's rows are
+    /// routed to partitions by.
+    key_columns: Vec<usize>,
     state: Arc<dyn StateTable>,
     subscribers: Mutex<Subscribers>,
 }
 
 impl ViewPartition {
+    /// A partition storing its rows in `state`, each under the key group of its
+    /// `key_columns` (every column when `None`).
     pub fn new(
         schema: SchemaRef,
         changelog: bool,
         key_groups: u16,
+        key_columns: Option<Vec<usize>>,
         state: Arc<dyn StateTable>,
     ) -> Result<Arc<Self>> {
+        let key_columns = key_columns.unwrap_or_else(|| (0..schema.fields().len()).collect());
         let fields = schema
             .fields()
             .iter()
@@ -90,6 +97,7 @@ impl ViewPartition {
             schema,
             changelog,
             key_groups,
+            key_columns,
             state,
             subscribers: Mutex::new(Subscribers::default()),
         }))
@@ -335,8 +343,7 @@ impl ViewPartition {
     fn apply(&self, batch: &RecordBatch) -> Result<Vec<mpsc::Sender<Message>>> {
         let (data, ops) = split_changelog(batch);
         let rows = self.converter.convert_columns(data.columns())?;
-        let all_columns: Vec<usize> = (0..data.num_columns()).collect();
-        let groups = key_groups_of(&data, &all_columns, self.key_groups)?;
+        let groups = key_groups_of(&data, &self.key_columns, self.key_groups)?;
         // Net change per distinct row, so a -U/+U pair of the same row costs nothing.
         let mut deltas: HashMap<(u16, &[u8]), i64> = HashMap::new();
         for (i, row) in rows.iter().enumerate() {
@@ -531,7 +538,7 @@ mod tests {
     async fn view_state_is_the_multiset_of_applied_changes_and_subscribers_see_each_change_once() {
         let backend = MemoryStateBackend::new();
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
-        let partition = ViewPartition::new(schema, true, 128, backend.table("mv")).unwrap();
+        let partition = ViewPartition::new(schema, true, 128, None, backend.table("mv")).unwrap();
         let (progress_tx, progress_rx) = watch::channel(SinkProgress::default());
         let mut sink = MaterializeSink::new(partition.clone(), 0, progress_tx);
 
@@ -582,7 +589,7 @@ mod tests {
     async fn retracting_a_row_that_is_not_there_is_an_error() {
         let backend = MemoryStateBackend::new();
         let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
-        let partition = ViewPartition::new(schema, true, 128, backend.table("mv")).unwrap();
+        let partition = ViewPartition::new(schema, true, 128, None, backend.table("mv")).unwrap();
         let (tx, _rx) = watch::channel(SinkProgress::default());
         let mut sink = MaterializeSink::new(partition, 0, tx);
         assert!(

@@ -30,6 +30,8 @@ use crate::message::{CheckpointBarrier, Message, Watermark};
 /// The key group is what lets a snapshot be restored at another parallelism.
 pub type StateEntry = (u16, Vec<u8>, Vec<u8>);
 
+pub use sluice_state::snapshot::OPERATOR_WIDE;
+
 /// A step of a chain. Default methods forward watermarks and barriers unchanged.
 pub trait Operator: Send {
     /// A short name for logs and EXPLAIN.

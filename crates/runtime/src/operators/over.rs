@@ -16,6 +16,7 @@
 //! accumulators on restore) and each unbounded frame's accumulator states
 //! (`Accumulator::state`, merged back with `merge_batch`).
 
+use crate::operators::OPERATOR_WIDE;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -409,7 +410,7 @@ impl Operator for OverAggregateOperator {
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
         let mut entries = Vec::new();
         if let Some(w) = self.watermark {
-            entries.push((0, vec![WATERMARK], w.to_le_bytes().to_vec()));
+            entries.push((OPERATOR_WIDE, vec![WATERMARK], w.to_le_bytes().to_vec()));
         }
         // Waiting rows, in the key group of their partition.
         let pending: Vec<(i64, &[u8])> = self

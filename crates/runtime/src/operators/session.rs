@@ -18,6 +18,7 @@
 //! allowed lateness, reaches its end. A row whose own window `[ts, ts + gap)` ends at or
 //! before that and touches no open session is late: dropped and counted.
 
+use crate::operators::OPERATOR_WIDE;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -327,7 +328,11 @@ impl Operator for SessionWindowOperator {
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
         let mut entries = Vec::with_capacity(self.sessions.len() + 1);
         if let Some(w) = self.watermark {
-            entries.push((0, WATERMARK_KEY.to_vec(), w.to_le_bytes().to_vec()));
+            entries.push((
+                OPERATOR_WIDE,
+                WATERMARK_KEY.to_vec(),
+                w.to_le_bytes().to_vec(),
+            ));
         }
         let sessions: Vec<&Session> = self.sessions.values().collect();
         let key_groups = if self.keys.is_empty() || sessions.is_empty() {

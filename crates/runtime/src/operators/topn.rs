@@ -16,6 +16,7 @@
 //! once the watermark passes its end plus the allowed lateness; later changes for a
 //! closed window are late (dropped and counted).
 
+use crate::operators::OPERATOR_WIDE;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -376,7 +377,11 @@ impl Operator for TopNOperator {
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
         let mut entries = Vec::new();
         if let Some(closed) = self.windows.as_ref().and_then(|w| w.closed_by) {
-            entries.push((0, CLOSED_BY_KEY.to_vec(), closed.to_le_bytes().to_vec()));
+            entries.push((
+                OPERATOR_WIDE,
+                CLOSED_BY_KEY.to_vec(),
+                closed.to_le_bytes().to_vec(),
+            ));
         }
         let parser = self.partition_converter.parser();
         for (partition, ranking) in &self.partitions {

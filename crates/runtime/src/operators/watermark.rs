@@ -47,7 +47,13 @@ impl Operator for WatermarkOperator {
     fn snapshot_state(&mut self) -> Result<Vec<super::StateEntry>> {
         Ok(self
             .current
-            .map(|w| vec![(0, b"watermark".to_vec(), w.to_le_bytes().to_vec())])
+            .map(|w| {
+                vec![(
+                    super::OPERATOR_WIDE,
+                    b"watermark".to_vec(),
+                    w.to_le_bytes().to_vec(),
+                )]
+            })
             .unwrap_or_default())
     }
 

@@ -8,6 +8,7 @@
 //! aggregates, so every aggregate DataFusion has can be checkpointed. A few operator-wide
 //! values (the window watermark) are entries of their own, told apart by a key prefix.
 
+use crate::operators::OPERATOR_WIDE;
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array};
 use arrow::datatypes::DataType;
 use arrow::row::{RowConverter, SortField};
@@ -101,7 +102,11 @@ impl AggregateOperator {
     pub(super) fn snapshot_groups(&mut self) -> Result<Vec<StateEntry>> {
         let mut entries = Vec::new();
         if let Some(watermark) = self.window_close.as_ref().and_then(|wc| wc.watermark) {
-            entries.push((0, WATERMARK_KEY.to_vec(), watermark.to_le_bytes().to_vec()));
+            entries.push((
+                OPERATOR_WIDE,
+                WATERMARK_KEY.to_vec(),
+                watermark.to_le_bytes().to_vec(),
+            ));
         }
         let slots: Vec<usize> = (0..self.groups.len())
             .filter(|&s| self.groups[s].is_some())

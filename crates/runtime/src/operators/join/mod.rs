@@ -20,6 +20,7 @@
 //! late. Otherwise state grows with both inputs unless the view has a state TTL, which
 //! forgets rows a while after they arrive (`expiry.rs`).
 
+use crate::operators::OPERATOR_WIDE;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -298,11 +299,15 @@ impl Operator for JoinOperator {
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
         let mut entries = Vec::new();
         if let Some(closed) = self.windows.as_ref().and_then(|w| w.closed_by) {
-            entries.push((0, vec![CLOSED_BY], closed.to_le_bytes().to_vec()));
+            entries.push((
+                OPERATOR_WIDE,
+                vec![CLOSED_BY],
+                closed.to_le_bytes().to_vec(),
+            ));
         }
         if let Some(watermark) = self.intervals.as_ref().and_then(|iv| iv.watermark) {
             entries.push((
-                0,
+                OPERATOR_WIDE,
                 vec![INTERVAL_WATERMARK],
                 watermark.to_le_bytes().to_vec(),
             ));

@@ -1,0 +1,186 @@
+//! Savepoints and changing a view's parallelism.
+//!
+//! `ALTER MATERIALIZED VIEW v SAVEPOINT` takes a checkpoint that retention never deletes.
+//! `ALTER MATERIALIZED VIEW v SET PARALLELISM = n` does what Flink's stop-with-savepoint
+//! and restart at another parallelism do, in one statement: it takes a savepoint, replans
+//! the view at `n`, and runs the global recovery ([`super::recovery`]) with the new job
+//! in place of the old. The restore gives each new subtask the state of the key groups
+//! it owns (checkpoints record every job's layout), and each new view partition the rows
+//! of its key groups (an updating view's rows are routed by the whole row, so that is
+//! where their retractions arrive). Without a data directory there is no savepoint: the
+//! view is recomputed from its inputs at the new parallelism.
+//!
+//! Refused, with the reason: views other views, sinks or subscriptions read (they read it
+//! partition by partition), and views whose changed operators keep state that is not
+//! divided by key (connector sources' split positions, the temporal filter).
+
+use std::sync::Arc;
+
+use datafusion::common::TableReference;
+use datafusion::sql::sqlparser::ast::ObjectName;
+use sluice_common::error::{Result, SluiceError, SqlState};
+use sluice_runtime::operators::materialize::ViewPartition;
+use sluice_sql::{ObjectKind, RelationKind, Statement, StreamGraph, parse_sql};
+use sluice_state::DEFAULT_KEY_GROUPS;
+use sluice_state::checkpoint::CheckpointKind;
+
+use super::StatementResult;
+use super::{Coordinator, Inner, Session, object_name, view_state_table};
+use crate::CommandTag;
+use crate::job::Layout;
+use crate::providers::ViewProvider;
+use crate::results::checkpoints_result;
+
+/// A view to redeploy with a new graph during a recovery.
+pub(super) struct Rescale {
+    pub id: u64,
+    pub view: String,
+    pub parallelism: usize,
+    pub graph: StreamGraph,
+}
+
+impl Coordinator {
+    /// `ALTER MATERIALIZED VIEW v SAVEPOINT`: a savepoint of every job (checkpoints are
+    /// global), shown like a row of SHOW CHECKPOINTS.
+    pub(super) async fn savepoint(&self, view: &ObjectName) -> Result<StatementResult> {
+        let name = object_name(view)?;
+        self.inner
+            .lock()
+            .catalog
+            .get_kind(&name, ObjectKind::MaterializedView)?;
+        let savepoint = self.checkpoint(CheckpointKind::Savepoint).await?;
+        checkpoints_result(&[savepoint])
+    }
+
+    /// `ALTER MATERIALIZED VIEW v SET PARALLELISM = n`.
+    pub(super) async fn alter_parallelism(
+        &self,
+        view: &ObjectName,
+        parallelism: usize,
+    ) -> Result<StatementResult> {
+        let name = object_name(view)?;
+        if parallelism > DEFAULT_KEY_GROUPS as usize {
+            return Err(SluiceError::invalid_parameter(format!(
+                "parallelism {parallelism} is more than the {DEFAULT_KEY_GROUPS} key groups a view's state is divided into"
+            )));
+        }
+        let rescale = {
+            let _ddl = self.ddl.lock().await;
+            let Some(rescale) = self.plan_rescale(&name, parallelism).await? else {
+                return Ok(altered());
+            };
+            rescale
+        };
+        if self.durable.is_some() {
+            self.checkpoint(CheckpointKind::Savepoint).await?;
+        }
+        self.recover_with(Some(rescale)).await?;
+        Ok(altered())
+    }
+
+    /// Replans view `name` at `parallelism` and checks its state can follow (`None`: it
+    /// already runs at that parallelism).
+    async fn plan_rescale(&self, name: &str, parallelism: usize) -> Result<Option<Rescale>> {
+        let (definition, old_graph) = {
+            let inner = self.inner.lock();
+            let relation = inner.catalog.get_kind(name, ObjectKind::MaterializedView)?;
+            let readers = inner.catalog.dependents(name);
+            if let Some(reader) = readers.first() {
+                return Err(SluiceError::unsupported(format!(
+                    "materialized view \"{name}\" is read by \"{reader}\"; a view other views, sinks or subscriptions read cannot change its parallelism"
+                )));
+            }
+            let definition = inner.definitions.get(&relation.id).cloned();
+            let job = inner.jobs.get(name).map(|job| job.graph.clone());
+            (definition, job)
+        };
+        let (Some(definition), Some(old_graph)) = (definition, old_graph) else {
+            return Err(SluiceError::internal(format!(
+                "materialized view \"{name}\" has no recorded definition or job"
+            )));
+        };
+        if definition.parallelism == parallelism {
+            return Ok(None);
+        }
+        let statement = parse_sql(&definition.sql)?.into_iter().next();
+        let Some(Statement::CreateMaterializedView { query, options, .. }) =
+            statement.as_ref().map(|s| &s.statement)
+        else {
+            return Err(SluiceError::internal(format!(
+                "the recorded definition of \"{name}\" is not CREATE MATERIALIZED VIEW"
+            )));
+        };
+        let session = Session {
+            streaming_parallelism: parallelism,
+            state_ttl_ms: definition.state_ttl_ms,
+            ..Session::default()
+        };
+        let graph = self.plan_view(&session, name, query, *options).await?;
+        if let Some(why) = Layout::of(&old_graph).incompatibility(&graph) {
+            return Err(SluiceError::unsupported(format!(
+                "materialized view \"{name}\" cannot change its parallelism: {why}"
+            )));
+        }
+        Ok(Some(Rescale {
+            id: definition.id,
+            view: name.to_string(),
+            parallelism,
+            graph,
+        }))
+    }
+
+    /// Puts `rescale`'s graph and partitions in place of its view's (whose job has been
+    /// stopped) and records the new parallelism. Returns the graph and partitions to
+    /// deploy.
+    pub(super) fn apply_rescale(
+        &self,
+        inner: &mut Inner,
+        rescale: &Rescale,
+    ) -> Result<(StreamGraph, Vec<Arc<ViewPartition>>)> {
+        let relation = inner
+            .catalog
+            .get_kind(&rescale.view, ObjectKind::MaterializedView)?
+            .clone();
+        if relation.id != rescale.id {
+            return Err(SluiceError::new(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "materialized view \"{}\" was replaced while its parallelism changed",
+                    rescale.view
+                ),
+            ));
+        }
+        let schema = Arc::new(rescale.graph.sink().schema.as_arrow().clone());
+        let partitions = self.view_partitions(rescale.id, &rescale.graph)?;
+        let count = partitions.len();
+        let old = inner.views.get(&rescale.view).map_or(0, |p| p.len());
+        for p in count..old {
+            self.backend.drop_table(&view_state_table(rescale.id, p));
+        }
+        let mut relation = relation;
+        if let RelationKind::MaterializedView { partitions: n, .. } = &mut relation.kind {
+            *n = count;
+        }
+        inner.catalog.remove(&rescale.view);
+        inner.catalog.insert(relation)?;
+        let reference = TableReference::bare(rescale.view.clone());
+        self.ctx.deregister_table(reference.clone())?;
+        self.ctx.register_table(
+            reference,
+            Arc::new(ViewProvider {
+                schema,
+                partitions: partitions.clone(),
+            }),
+        )?;
+        inner.views.insert(rescale.view.clone(), partitions.clone());
+        if let Some(definition) = inner.definitions.get_mut(&rescale.id) {
+            definition.parallelism = rescale.parallelism;
+        }
+        self.save_catalog(inner)?;
+        Ok((rescale.graph.clone(), partitions))
+    }
+}
+
+fn altered() -> StatementResult {
+    StatementResult::Command(CommandTag::new("ALTER MATERIALIZED VIEW"))
+}
