@@ -5,9 +5,11 @@
 mod checkpoints;
 mod coordinator;
 pub mod job;
+pub mod membership;
 mod metadata;
 mod providers;
 mod results;
+pub mod rpc;
 
 pub use coordinator::{
     CommandTag, Coordinator, Described, JobCheckpoint, JobDetail, JobInfo, RelationInfo, Session,

@@ -38,6 +38,12 @@ pub struct ServeConfig {
     pub state_backend: StateBackendKind,
     /// RocksDB's block cache (MiB), shared by every state table.
     pub state_cache_mb: usize,
+    /// `sluice coordinator`: where workers reach the control plane (gRPC).
+    pub rpc_listen: String,
+    /// Seconds between a worker's heartbeats.
+    pub heartbeat_interval: f64,
+    /// Seconds without a heartbeat after which a worker is declared lost.
+    pub heartbeat_timeout: f64,
 }
 
 /// Where a server keeps the rows of tables and views.
@@ -94,6 +100,9 @@ impl Default for ServeConfig {
             restart_backoff: 1.0,
             state_backend: StateBackendKind::Rocksdb,
             state_cache_mb: 256,
+            rpc_listen: "127.0.0.1:6123".into(),
+            heartbeat_interval: 5.0,
+            heartbeat_timeout: 15.0,
         }
     }
 }

@@ -23,10 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Run coordinator and one worker in this process, serving pgwire and REST.
     Serve(ServeArgs),
-    /// Run a cluster coordinator (not implemented yet; use `sluice serve`).
-    Coordinator(DistributedArgs),
-    /// Run a cluster worker (not implemented yet; use `sluice serve`).
-    Worker(DistributedArgs),
+    /// Run a cluster coordinator: `serve`, plus the control plane workers register with.
+    Coordinator(CoordinatorArgs),
+    /// Run a cluster worker that registers its slots with a coordinator.
+    Worker(WorkerArgs),
     /// An interactive SQL shell (and script runner) over pgwire.
     Sql(SqlArgs),
 }
@@ -88,13 +88,39 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Flags of `sluice coordinator` and `sluice worker`, accepted so scripts written for a
-/// cluster get a clear error rather than a usage error.
+/// Flags of `sluice coordinator`: those of `serve`, and the control plane's.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Address the control plane (gRPC) listens on for workers [default: 127.0.0.1:6123]
+    #[arg(long, env = "SLUICE_RPC_LISTEN", value_name = "ADDR")]
+    pub rpc_listen: Option<String>,
+    /// Seconds between a worker's heartbeats [default: 5]
+    #[arg(long, env = "SLUICE_HEARTBEAT_INTERVAL", value_name = "SECONDS")]
+    pub heartbeat_interval: Option<f64>,
+    /// Seconds without a heartbeat before a worker is declared lost [default: 15]
+    #[arg(long, env = "SLUICE_HEARTBEAT_TIMEOUT", value_name = "SECONDS")]
+    pub heartbeat_timeout: Option<f64>,
+}
+
+/// Flags of `sluice worker`.
 #[derive(Debug, Clone, Args)]
-pub struct DistributedArgs {
-    /// Any flags; distributed mode is not implemented yet.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+pub struct WorkerArgs {
+    /// The coordinator's control plane, e.g. http://coordinator:6123
+    #[arg(long, env = "SLUICE_COORDINATOR", value_name = "URL")]
+    pub coordinator: String,
+    /// Subtask slots this worker offers [default: number of cores]
+    #[arg(long, env = "SLUICE_SLOTS", value_name = "N")]
+    pub slots: Option<u32>,
+    /// Address this worker listens on; port 0 picks a free port
+    #[arg(
+        long,
+        env = "SLUICE_RPC_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:6124"
+    )]
+    pub rpc_listen: String,
 }
 
 /// Flags of `sluice sql`.

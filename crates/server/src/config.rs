@@ -9,7 +9,7 @@ use std::path::Path;
 use sluice_common::config::ServeConfig;
 use sluice_common::error::{Result, SluiceError, SqlState};
 
-use crate::cli::ServeArgs;
+use crate::cli::{CoordinatorArgs, ServeArgs};
 
 /// Reads the TOML file named by `args.config` (if any) and overlays every option the
 /// flags or environment set. Fails with `F0000` when the file cannot be read or holds
@@ -56,6 +56,28 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
     }
     if let Some(v) = args.state_cache_mb {
         config.state_cache_mb = v;
+    }
+    Ok(config)
+}
+
+/// [`resolve`], and the control plane's flags of `sluice coordinator`. The heartbeat
+/// timeout must exceed the interval.
+pub fn resolve_coordinator(args: &CoordinatorArgs) -> Result<ServeConfig> {
+    let mut config = resolve(&args.serve)?;
+    if let Some(v) = &args.rpc_listen {
+        config.rpc_listen = v.clone();
+    }
+    if let Some(v) = args.heartbeat_interval {
+        config.heartbeat_interval = seconds("--heartbeat-interval", v)?;
+    }
+    if let Some(v) = args.heartbeat_timeout {
+        config.heartbeat_timeout = seconds("--heartbeat-timeout", v)?;
+    }
+    if config.heartbeat_interval <= 0.0 || config.heartbeat_timeout <= config.heartbeat_interval {
+        return Err(SluiceError::invalid_parameter(format!(
+            "the heartbeat timeout ({} s) must be longer than the heartbeat interval ({} s), which must be above 0",
+            config.heartbeat_timeout, config.heartbeat_interval
+        )));
     }
     Ok(config)
 }

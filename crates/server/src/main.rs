@@ -14,6 +14,7 @@ mod pgwire;
 mod rest;
 mod serve;
 mod sql_cli;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -41,13 +42,17 @@ fn main() -> ExitCode {
             };
             run_async(serve::serve(config))
         }
-        Command::Coordinator(_) | Command::Worker(_) => {
-            eprintln!(
-                "sluice: distributed mode (coordinator/worker) is not implemented yet; \
-                 use `sluice serve` to run coordinator and worker in one process"
-            );
-            ExitCode::from(2)
+        Command::Coordinator(args) => {
+            let config = match config::resolve_coordinator(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("sluice coordinator: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            run_async(serve::serve_coordinator(config))
         }
+        Command::Worker(args) => run_async(worker::run(args)),
         Command::Sql(args) => match runtime() {
             Ok(rt) => rt.block_on(sql_cli::run(args)),
             Err(e) => {

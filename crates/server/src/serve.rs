@@ -1,4 +1,5 @@
-//! `sluice serve`: coordinator and worker in one process, behind pgwire and REST.
+//! `sluice serve`: coordinator and worker in one process, behind pgwire and REST; and
+//! `sluice coordinator`: the same, serving the control plane workers register with.
 //!
 //! Startup order matters to scripts: the data directory is created, the coordinator
 //! started and every listener bound *before* the single `sluice ready ...` line is
@@ -9,6 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use sluice_cluster::Coordinator;
+use sluice_cluster::rpc::serve_control_plane;
 use sluice_common::config::ServeConfig;
 use sluice_common::error::{Result, SluiceError};
 use tokio::net::TcpListener;
@@ -18,7 +20,17 @@ use crate::pgwire::PgServer;
 
 /// Runs the server until a shutdown signal arrives. Fails when the data directory cannot
 /// be created, the engine does not start, or a listen address cannot be bound.
-pub async fn serve(mut config: ServeConfig) -> Result<()> {
+pub async fn serve(config: ServeConfig) -> Result<()> {
+    run(config, false).await
+}
+
+/// [`serve`], also serving the control plane on `config.rpc_listen` (the ready line
+/// then names it as `rpc=ADDR`).
+pub async fn serve_coordinator(config: ServeConfig) -> Result<()> {
+    run(config, true).await
+}
+
+async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         SluiceError::internal(format!(
             "cannot create data directory {}: {e}",
@@ -30,12 +42,22 @@ pub async fn serve(mut config: ServeConfig) -> Result<()> {
     // Arrow Flight SQL is not served yet; the address is bound so that the ready line
     // names a real address and a second server cannot take it.
     let flight_listener = bind("flight-listen", &config.flight_listen).await?;
+    let rpc_listener = match control_plane {
+        true => Some(bind("rpc-listen", &config.rpc_listen).await?),
+        false => None,
+    };
     let pg_addr = pg_listener.local_addr()?;
     let rest_addr = rest_listener.local_addr()?;
     let flight_addr = flight_listener.local_addr()?;
     config.pg_listen = pg_addr.to_string();
     config.rest_listen = rest_addr.to_string();
     config.flight_listen = flight_addr.to_string();
+    let mut ready = format!("sluice ready pg={pg_addr} rest={rest_addr} flight={flight_addr}");
+    if let Some(listener) = &rpc_listener {
+        let rpc_addr = listener.local_addr()?;
+        config.rpc_listen = rpc_addr.to_string();
+        ready.push_str(&format!(" rpc={rpc_addr}"));
+    }
 
     let coordinator = Coordinator::start(config.clone()).await?;
     crate::pg_catalog::register(&coordinator)?;
@@ -56,13 +78,18 @@ pub async fn serve(mut config: ServeConfig) -> Result<()> {
             tracing::error!(error = %e, "REST server failed");
         }
     });
+    let rpc_task = rpc_listener.map(|listener| {
+        let serving = serve_control_plane(listener, coordinator.membership(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serving.await {
+                tracing::error!(error = %e, "control plane failed");
+            }
+        })
+    });
 
     {
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            "sluice ready pg={pg_addr} rest={rest_addr} flight={flight_addr}"
-        )?;
+        writeln!(out, "{ready}")?;
         out.flush()?;
     }
     tracing::info!(pg = %pg_addr, rest = %rest_addr, flight = %flight_addr, data_dir = %config.data_dir.display(), "sluice serving");
@@ -73,18 +100,21 @@ pub async fn serve(mut config: ServeConfig) -> Result<()> {
     drop(flight_listener);
     let _ = pg_task.await;
     let _ = rest_task.await;
+    if let Some(task) = rpc_task {
+        let _ = task.await;
+    }
     coordinator.shutdown().await;
     Ok(())
 }
 
-async fn bind(flag: &str, addr: &str) -> Result<TcpListener> {
+pub async fn bind(flag: &str, addr: &str) -> Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         SluiceError::invalid_parameter(format!("cannot listen on --{flag} {addr}: {e}"))
     })
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn wait_for_shutdown_signal() {
+pub async fn wait_for_shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::error!(error = %e, "cannot listen for Ctrl-C");

@@ -57,6 +57,7 @@ use sluice_state::{
 
 use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, StateFile, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
+use crate::membership::{Membership, WorkerInfo};
 use crate::metadata::{CatalogState, Definition, MetadataStore};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
 use crate::results::{
@@ -244,6 +245,8 @@ pub struct Coordinator {
     ddl: tokio::sync::Mutex<()>,
     epochs: tokio::sync::Mutex<u64>,
     restarts: Arc<Restarts>,
+    /// The workers: the embedded one, and those registered over the control plane.
+    membership: Arc<Membership>,
 }
 
 impl Coordinator {
@@ -309,6 +312,11 @@ impl Coordinator {
             ddl: tokio::sync::Mutex::new(()),
             epochs: tokio::sync::Mutex::new(0),
             restarts,
+            membership: Arc::new(Membership::new(
+                std::time::Duration::from_secs_f64(config.heartbeat_interval),
+                std::time::Duration::from_secs_f64(config.heartbeat_timeout),
+                u32::try_from(default_parallelism).unwrap_or(u32::MAX),
+            )),
         });
         tokio::spawn(restart_failed_jobs(
             Arc::downgrade(&coordinator),
@@ -532,6 +540,16 @@ impl Coordinator {
             definitions: inner.definitions.values().cloned().collect(),
             ..CatalogState::default()
         })
+    }
+
+    /// The cluster's workers, the embedded one first.
+    pub fn workers(&self) -> Vec<WorkerInfo> {
+        self.membership.workers()
+    }
+
+    /// The worker registry the control plane serves.
+    pub fn membership(&self) -> Arc<Membership> {
+        self.membership.clone()
     }
 
     /// The DataFusion context batch queries run in. Protocol layers may register extra

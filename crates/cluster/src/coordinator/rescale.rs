@@ -25,7 +25,7 @@ use sluice_state::DEFAULT_KEY_GROUPS;
 use sluice_state::checkpoint::CheckpointKind;
 
 use super::StatementResult;
-use super::{Coordinator, Inner, Session, object_name, view_state_table};
+use super::{Coordinator, Inner, JobCheckpoint, Session, object_name, view_state_table};
 use crate::CommandTag;
 use crate::job::Layout;
 use crate::providers::ViewProvider;
@@ -50,6 +50,17 @@ impl Coordinator {
             .get_kind(&name, ObjectKind::MaterializedView)?;
         let savepoint = self.checkpoint(CheckpointKind::Savepoint).await?;
         checkpoints_result(&[savepoint])
+    }
+
+    /// `POST /jobs/{id}/savepoints`: a savepoint, as it concerns job `id` (`None`: no
+    /// such job).
+    pub async fn job_savepoint(&self, id: u64) -> Result<Option<JobCheckpoint>> {
+        if self.job(id).is_none() {
+            return Ok(None);
+        }
+        let savepoint = self.checkpoint(CheckpointKind::Savepoint).await?;
+        let listed = self.job_checkpoints(id).await?.unwrap_or_default();
+        Ok(listed.into_iter().find(|c| c.epoch == savepoint.epoch))
     }
 
     /// `ALTER MATERIALIZED VIEW v SET PARALLELISM = n`.

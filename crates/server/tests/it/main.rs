@@ -2,6 +2,7 @@
 //! (see [`server::TestServer`]) and talks to it the way users do — sqllogictest files
 //! over pgwire, tokio-postgres with parameters, psql, and HTTP.
 
+mod cluster;
 mod durability;
 mod errors;
 mod extended;

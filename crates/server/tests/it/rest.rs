@@ -7,11 +7,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::server::TestServer;
 
 /// Sends `GET path` and returns (status code, body).
-async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "GET", path).await
+}
+
+/// Sends `POST path` without a body and returns (status code, body).
+pub async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    request(addr, "POST", path).await
+}
+
+async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect REST");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream
         .write_all(request.as_bytes())
         .await
@@ -147,7 +158,24 @@ async fn a_job_shows_its_plan_and_the_state_each_checkpoint_holds_for_it() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 
+    // A savepoint on request is listed as one, and kept.
+    let (status, body) = post(server.rest_addr, &format!("/jobs/{id}/savepoints")).await;
+    assert_eq!(status, 200, "{body}");
+    let savepoint: serde_json::Value = serde_json::from_str(&body).expect("savepoint JSON");
+    assert_eq!(savepoint["kind"], "savepoint", "{body}");
+    let epoch = savepoint["epoch"].as_u64().expect("epoch");
+    let (_, body) = get(server.rest_addr, &format!("/jobs/{id}/checkpoints")).await;
+    let listed: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        listed.as_array().is_some_and(|c| c
+            .iter()
+            .any(|c| c["epoch"] == epoch && c["kind"] == "savepoint")),
+        "{body}"
+    );
+
     let (status, body) = get(server.rest_addr, "/jobs/999/checkpoints").await;
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("there is no job 999"), "{body}");
+    let (status, body) = post(server.rest_addr, "/jobs/999/savepoints").await;
+    assert_eq!(status, 404, "{body}");
 }

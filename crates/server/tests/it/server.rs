@@ -1,4 +1,5 @@
-//! Starting and stopping a `sluice serve` process for one test.
+//! Starting and stopping `sluice serve`, `sluice coordinator` and `sluice worker`
+//! processes for one test.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ pub struct TestServer {
     pub pg_addr: SocketAddr,
     /// The REST address from the ready line.
     pub rest_addr: SocketAddr,
+    /// The control plane's address (`sluice coordinator` only).
+    pub rpc_addr: Option<SocketAddr>,
 }
 
 impl TestServer {
@@ -35,9 +38,25 @@ impl TestServer {
     /// Starts a server on `data_dir` (which may hold an earlier server's data) with
     /// extra flags.
     pub fn start_with(data_dir: PathBuf, flags: &[&str]) -> TestServer {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        TestServer::start_command("serve", data_dir, flags)
+    }
+
+    /// Starts `sluice coordinator` on `data_dir` with extra flags (its control plane on
+    /// a free port unless they give `--rpc-listen`).
+    pub fn start_coordinator(data_dir: PathBuf, flags: &[&str]) -> TestServer {
+        let mut all = vec!["--rpc-listen", "127.0.0.1:0"];
+        if flags.contains(&"--rpc-listen") {
+            all.clear();
+        }
+        all.extend_from_slice(flags);
+        TestServer::start_command("coordinator", data_dir, &all)
+    }
+
+    fn start_command(subcommand: &str, data_dir: PathBuf, flags: &[&str]) -> TestServer {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
             .args([
-                "serve",
+                subcommand,
                 "--pg-listen",
                 "127.0.0.1:0",
                 "--rest-listen",
@@ -45,53 +64,26 @@ impl TestServer {
             ])
             .args(["--flight-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
-            .args(flags)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sluice serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        // Keeps draining stdout after the ready line so the server never blocks on it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    // The test no longer listens; keep draining.
-                }
-            }
-        });
-        let deadline = Instant::now() + STARTUP_DEADLINE;
+            .args(flags);
+        let (child, fields) = spawn_until_ready(command, "sluice ready ");
         let mut server = TestServer {
             child,
             data_dir,
             keep_data: false,
             pg_addr: "0.0.0.0:0".parse().expect("addr"),
             rest_addr: "0.0.0.0:0".parse().expect("addr"),
+            rpc_addr: None,
         };
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(e) => panic!("sluice serve printed no ready line: {e}"),
-            };
-            if let Some(rest) = line.strip_prefix("sluice ready ") {
-                for part in rest.split_whitespace() {
-                    let (key, addr) = part.split_once('=').expect("key=addr");
-                    let addr: SocketAddr = addr.parse().expect("socket address");
-                    match key {
-                        "pg" => server.pg_addr = addr,
-                        "rest" => server.rest_addr = addr,
-                        _ => {}
-                    }
-                }
-                return server;
+        for (key, addr) in fields {
+            let addr: SocketAddr = addr.parse().expect("socket address");
+            match key.as_str() {
+                "pg" => server.pg_addr = addr,
+                "rest" => server.rest_addr = addr,
+                "rpc" => server.rpc_addr = Some(addr),
+                _ => {}
             }
         }
+        server
     }
 
     /// A tokio-postgres connection string for this server.
@@ -123,6 +115,98 @@ impl TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.data_dir.clone()
+    }
+}
+
+/// Spawns `command` with stdout piped and waits (up to a deadline) for the line
+/// starting with `ready`; returns the process and that line's `key=value` fields.
+fn spawn_until_ready(mut command: Command, ready: &str) -> (Child, Vec<(String, String)>) {
+    let mut child = command
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sluice");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    // Keeps draining stdout after the ready line so the process never blocks on it.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                // The test no longer listens; keep draining.
+            }
+        }
+    });
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sluice printed no \"{ready}\" line: {e}");
+            }
+        };
+        if let Some(rest) = line.strip_prefix(ready) {
+            let fields = rest
+                .split_whitespace()
+                .map(|part| {
+                    let (key, value) = part.split_once('=').expect("key=value");
+                    (key.to_string(), value.to_string())
+                })
+                .collect();
+            return (child, fields);
+        }
+    }
+}
+
+/// A running `sluice worker` registered with a coordinator; killed on drop.
+pub struct TestWorker {
+    child: Child,
+    /// The id the coordinator registered it under.
+    pub id: u64,
+    /// The address it registered.
+    pub address: String,
+}
+
+impl TestWorker {
+    /// Starts a worker with `slots` slots and waits until `coordinator` registered it.
+    pub fn start(coordinator: SocketAddr, slots: u32) -> TestWorker {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .arg("worker")
+            .args(["--coordinator", &format!("http://{coordinator}")])
+            .args(["--slots", &slots.to_string(), "--rpc-listen", "127.0.0.1:0"]);
+        let (child, fields) = spawn_until_ready(command, "sluice worker ready ");
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .expect("ready line field")
+        };
+        TestWorker {
+            child,
+            id: field("id").parse().expect("worker id"),
+            address: field("rpc"),
+        }
+    }
+
+    /// Kills the worker with SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestWorker {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -1,0 +1,148 @@
+//! A worker process (`sluice worker`): registers its slots with the coordinator and
+//! heartbeats. When the coordinator is unreachable it keeps retrying; when the
+//! coordinator no longer knows it (it was declared lost, or the coordinator restarted)
+//! it registers again.
+
+use std::time::Duration;
+
+use sluice_common::error::{Result, SluiceError};
+use tokio::sync::watch;
+use tonic::transport::Endpoint;
+
+use super::VERSION;
+use super::proto::coordinator_client::CoordinatorClient;
+use super::proto::{HeartbeatRequest, RegisterRequest};
+
+/// How long to wait between attempts to reach an unreachable coordinator.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// How long connecting to the coordinator, and each call, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a worker process is started with.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The coordinator's control plane URL (`http://host:port`).
+    pub coordinator: String,
+    /// The address this worker serves on, as the coordinator should reach it.
+    pub address: String,
+    pub slots: u32,
+}
+
+/// Registration state a worker reports as it changes (tests and the ready line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerStatus {
+    Connecting,
+    Registered { id: u64 },
+}
+
+/// Runs the worker until `shutdown` turns true. Fails only on a configuration error
+/// (a malformed coordinator URL) or when the coordinator refuses the worker.
+pub async fn run_worker(
+    config: WorkerConfig,
+    status: watch::Sender<WorkerStatus>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let endpoint = Endpoint::from_shared(config.coordinator.clone())
+        .map_err(|e| {
+            SluiceError::invalid_parameter(format!(
+                "--coordinator {} is not a URL: {e}",
+                config.coordinator
+            ))
+        })?
+        .connect_timeout(CONNECT_TIMEOUT);
+    tokio::select! {
+        result = serve(&config, &endpoint, &status) => result,
+        _ = shutdown.wait_for(|&stop| stop) => Ok(()),
+    }
+}
+
+async fn serve(
+    config: &WorkerConfig,
+    endpoint: &Endpoint,
+    status: &watch::Sender<WorkerStatus>,
+) -> Result<()> {
+    // A channel whose connection failed is replaced: a new coordinator process on the
+    // same address is reached over a new connection.
+    let connect = || CoordinatorClient::new(endpoint.connect_lazy());
+    let mut client = connect();
+    loop {
+        status.send_replace(WorkerStatus::Connecting);
+        let registered = within_timeout(client.register(RegisterRequest {
+            address: config.address.clone(),
+            slots: config.slots,
+            version: VERSION.to_string(),
+        }))
+        .await;
+        let reply = match registered {
+            Ok(reply) => reply.into_inner(),
+            Err(e) if refused(&e) => {
+                return Err(SluiceError::invalid_parameter(format!(
+                    "the coordinator at {} refused this worker: {}",
+                    config.coordinator,
+                    e.message()
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(coordinator = %config.coordinator, error = %e.message(), "cannot register; retrying");
+                tokio::time::sleep(RETRY).await;
+                client = connect();
+                continue;
+            }
+        };
+        let id = reply.worker_id;
+        let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(1));
+        status.send_replace(WorkerStatus::Registered { id });
+        tracing::info!(worker = id, coordinator = %config.coordinator, "registered");
+        let mut ticks = tokio::time::interval(interval);
+        loop {
+            ticks.tick().await;
+            match within_timeout(client.heartbeat(HeartbeatRequest {
+                worker_id: id,
+                address: config.address.clone(),
+            }))
+            .await
+            {
+                Ok(reply) if reply.get_ref().known => {}
+                Ok(_) => {
+                    tracing::warn!(
+                        worker = id,
+                        "the coordinator no longer knows this worker; registering again"
+                    );
+                    break;
+                }
+                Err(e) => {
+                    // Keep heartbeating: a coordinator back within the timeout still
+                    // knows this worker; one that is not tells it to register.
+                    tracing::warn!(worker = id, error = %e.message(), "heartbeat failed");
+                    client = connect();
+                }
+            }
+        }
+    }
+}
+
+/// `call`, failing with `DEADLINE_EXCEEDED` after [`CALL_TIMEOUT`]. The channel's own
+/// timeout covers only the response: a call waiting for a connection whose handshake
+/// never completes (a coordinator that has bound its port but does not serve yet, or a
+/// dead peer) would wait for ever.
+async fn within_timeout<T>(
+    call: impl Future<Output = std::result::Result<T, tonic::Status>>,
+) -> std::result::Result<T, tonic::Status> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(tonic::Status::deadline_exceeded(
+                "no answer from the coordinator",
+            ))
+        })
+}
+
+/// Whether the coordinator refused the registration (as opposed to being unreachable).
+fn refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+    )
+}
