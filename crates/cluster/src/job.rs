@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use sluice_common::error::{Result, SluiceError};
 use sluice_runtime::exchange::{Collector, ExchangeOutput, InputGate, Partitioning, channel};
 use sluice_runtime::message::{CheckpointBarrier, Message, changelog_schema};
+use sluice_runtime::metrics::SubtaskMetrics;
 use sluice_runtime::operators::Operator;
 use sluice_runtime::operators::StateEntry;
 use sluice_runtime::operators::aggregate::{AggregateOperator, AggregateSpec};
@@ -211,6 +212,28 @@ pub fn parse_subtask_id(id: &str) -> Option<(usize, usize)> {
     Some((chain.parse().ok()?, index.parse().ok()?))
 }
 
+/// One deployed subtask's counters.
+struct SubtaskStats {
+    id: String,
+    name: String,
+    metrics: Arc<SubtaskMetrics>,
+}
+
+/// One subtask of a running job, for `GET /jobs/{id}`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubtaskInfo {
+    /// `chain-index`, stable across restarts.
+    pub id: String,
+    /// `view/Operator->Operator#index`.
+    pub name: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    /// The last watermark it put out (ms since the Unix epoch).
+    pub watermark_ms: Option<i64>,
+    /// Time it waited for room in a full output channel.
+    pub backpressured_ms: u64,
+}
+
 /// One subtask of a sink: its writer (which checkpoints commit) and what it received.
 struct SinkSubtask {
     writer: SharedSinkWriter,
@@ -239,6 +262,8 @@ pub struct Job {
     pub graph: StreamGraph,
     /// The graph's chains (as [`StreamGraph::chains`] returns them).
     chains: Vec<Vec<usize>>,
+    /// Every subtask's counters, in deployment order.
+    subtask_metrics: Vec<SubtaskStats>,
     state: watch::Receiver<JobState>,
     injectors: Vec<mpsc::Sender<CheckpointBarrier>>,
     sinks: Vec<watch::Receiver<SinkProgress>>,
@@ -284,6 +309,7 @@ impl Job {
             view: view.to_string(),
             parallelism,
             chains: graph.chains(),
+            subtask_metrics: Vec::new(),
             graph,
             state,
             injectors: Vec::new(),
@@ -409,6 +435,21 @@ impl Job {
                 return;
             }
         }
+    }
+
+    /// Every subtask's counters.
+    pub fn subtasks(&self) -> Vec<SubtaskInfo> {
+        self.subtask_metrics
+            .iter()
+            .map(|s| SubtaskInfo {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                rows_in: s.metrics.rows_in.load(Ordering::Relaxed),
+                rows_out: s.metrics.rows_out.load(Ordering::Relaxed),
+                watermark_ms: s.metrics.watermark(),
+                backpressured_ms: s.metrics.backpressured_ns.load(Ordering::Relaxed) / 1_000_000,
+            })
+            .collect()
     }
 
     /// Rows dropped as late by this job's window operators.
@@ -563,10 +604,12 @@ pub fn deploy(
     let mut sinks = Vec::new();
     let mut sink_subtasks = Vec::new();
     let mut subtask_ids = Vec::new();
+    let mut subtask_metrics = Vec::new();
     for (c, chain) in chains.iter().enumerate() {
         let head = &graph.nodes[chain[0]];
         for j in 0..head.parallelism {
             let sid = subtask_id(c, j);
+            let metrics = Arc::new(SubtaskMetrics::default());
             let inputs = std::mem::take(&mut receivers[c][j]);
             let input = match &head.operator {
                 StreamOperator::TableScan { table } => {
@@ -690,6 +733,7 @@ pub fn deploy(
                     Box::new(ExchangeOutput::new(
                         std::mem::take(&mut senders[c][j]),
                         partitioning,
+                        metrics.clone(),
                     ))
                 }
             };
@@ -705,8 +749,15 @@ pub fn deploy(
                 .iter()
                 .map(|&n| graph.nodes[n].operator.name())
                 .collect();
+            let name = format!("{view}/{}#{j}", names.join("->"));
+            subtask_metrics.push(SubtaskStats {
+                id: sid.clone(),
+                name: name.clone(),
+                metrics: metrics.clone(),
+            });
             subtasks.push(Subtask {
-                name: format!("{view}/{}#{j}", names.join("->")),
+                name,
+                metrics,
                 input,
                 chain: ops,
                 output,
@@ -746,6 +797,7 @@ pub fn deploy(
         late_rows,
         restored_epoch: ctx.restore.map(|r| r.epoch),
         chains,
+        subtask_metrics,
         sink_subtasks,
     })
 }

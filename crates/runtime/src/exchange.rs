@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{CheckpointBarrier, Message, Watermark};
+use crate::metrics::SubtaskMetrics;
 
 /// The error of a subtask whose input channel closed before its end of stream: the
 /// operator or view it reads failed or was dropped (which that one reports).
@@ -62,22 +63,37 @@ pub enum Partitioning {
 pub struct ExchangeOutput {
     senders: Vec<mpsc::Sender<Message>>,
     partitioning: Partitioning,
+    /// Where the time spent waiting on full channels is counted.
+    metrics: Arc<SubtaskMetrics>,
 }
 
 impl ExchangeOutput {
-    pub fn new(senders: Vec<mpsc::Sender<Message>>, partitioning: Partitioning) -> Self {
+    pub fn new(
+        senders: Vec<mpsc::Sender<Message>>,
+        partitioning: Partitioning,
+        metrics: Arc<SubtaskMetrics>,
+    ) -> Self {
         debug_assert!(!matches!(partitioning, Partitioning::Forward) || senders.len() == 1);
         ExchangeOutput {
             senders,
             partitioning,
+            metrics,
         }
     }
 
+    /// Sends `message` to subtask `target`, waiting while its channel is full (and
+    /// counting the wait as backpressure).
     async fn send(&self, target: usize, message: Message) -> Result<()> {
-        self.senders[target]
-            .send(message)
-            .await
-            .map_err(|_| SluiceError::internal("downstream subtask stopped"))
+        let stopped = || SluiceError::internal("downstream subtask stopped");
+        let message = match self.senders[target].try_send(message) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(stopped()),
+            Err(mpsc::error::TrySendError::Full(message)) => message,
+        };
+        let waiting = std::time::Instant::now();
+        let sent = self.senders[target].send(message).await;
+        self.metrics.add_backpressure(waiting.elapsed());
+        sent.map_err(|_| stopped())
     }
 }
 
@@ -545,6 +561,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn waiting_on_a_full_channel_counts_as_backpressure() {
+        use futures::FutureExt;
+        let (tx, mut rx) = channel();
+        let metrics = Arc::new(SubtaskMetrics::default());
+        let mut out = ExchangeOutput::new(vec![tx], Partitioning::Forward, metrics.clone());
+        for epoch in 0..CHANNEL_CAPACITY as u64 {
+            let barrier = Message::Barrier(CheckpointBarrier {
+                epoch,
+                kind: crate::message::BarrierKind::Flush,
+            });
+            out.collect(barrier).await.expect("room in the channel");
+        }
+        assert_eq!(
+            metrics
+                .backpressured_ns
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        let mut blocked = Box::pin(out.collect(Message::EndOfStream));
+        assert!(
+            (&mut blocked).now_or_never().is_none(),
+            "the channel is full"
+        );
+        assert!(rx.recv().await.is_some());
+        blocked.await.expect("sent once there is room");
+        assert!(
+            metrics
+                .backpressured_ns
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+    }
+
+    #[tokio::test]
     async fn a_vanished_upstream_is_an_error_not_an_end() {
         let (tx0, rx0) = channel();
         let mut gate = InputGate::new(vec![rx0]);
@@ -563,6 +613,7 @@ mod tests {
                 )],
                 key_groups: 128,
             },
+            Arc::new(SubtaskMetrics::default()),
         );
         out.collect(Message::Batch(batch((0..100).map(|i| i % 10).collect())))
             .await

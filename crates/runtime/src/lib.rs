@@ -8,6 +8,7 @@
 pub mod exchange;
 pub mod keygroup;
 pub mod message;
+pub mod metrics;
 pub mod operators;
 pub mod sink;
 pub mod source;

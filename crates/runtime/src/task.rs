@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use crate::exchange::{Collector, InputGate};
 use crate::message::{BarrierKind, CheckpointBarrier, Message};
+use crate::metrics::SubtaskMetrics;
 use crate::operators::{Operator, StateEntry, run_chain_from};
 use crate::source::{SourceEvent, SourceReader};
 
@@ -61,6 +62,9 @@ pub struct Subtask {
     pub output: Box<dyn Collector>,
     /// Set when the job takes checkpoints.
     pub reporter: Option<SnapshotReporter>,
+    /// Counted as it runs (shared with its output's exchange, which counts
+    /// backpressure).
+    pub metrics: std::sync::Arc<SubtaskMetrics>,
 }
 
 /// A subtask's chain and output, which every message goes through.
@@ -68,6 +72,7 @@ struct Pipeline {
     chain: Vec<Box<dyn Operator>>,
     output: Box<dyn Collector>,
     reporter: Option<SnapshotReporter>,
+    metrics: std::sync::Arc<SubtaskMetrics>,
     /// The alignment time of the barrier being pushed (zero for sources).
     alignment: std::time::Duration,
 }
@@ -81,7 +86,15 @@ impl Pipeline {
             Message::Barrier(b) if b.kind != BarrierKind::Flush => Some(*b),
             _ => None,
         };
+        if let Message::Batch(batch) = &message {
+            self.metrics.add_rows_in(batch.num_rows());
+        }
         for out in run_chain_from(&mut self.chain, input, message)? {
+            match &out {
+                Message::Batch(batch) => self.metrics.add_rows_out(batch.num_rows()),
+                Message::Watermark(w) => self.metrics.set_watermark(w.0),
+                _ => {}
+            }
             self.output.collect(out).await?;
         }
         if let (Some(barrier), Some(reporter)) = (checkpoint, &self.reporter) {
@@ -116,12 +129,14 @@ impl Subtask {
             chain,
             output,
             reporter,
+            metrics,
         } = self;
         tracing::debug!(subtask = %name, "started");
         let mut pipeline = Pipeline {
             chain,
             output,
             reporter,
+            metrics,
             alignment: std::time::Duration::ZERO,
         };
         match input {

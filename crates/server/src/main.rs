@@ -9,6 +9,7 @@
 
 mod cli;
 mod config;
+mod openapi;
 mod pg_catalog;
 mod pgwire;
 mod rest;

@@ -7,7 +7,8 @@
 //! sinks with what each received (rows, and the checksum benchmarks compare). `GET
 //! /workers` lists the cluster's workers (the embedded one, and those registered with a
 //! `sluice coordinator`) with their slots and liveness; `GET /overview` sums workers,
-//! slots and jobs. `POST /jobs/{id}/savepoints` takes a savepoint. Any other path, or an
+//! slots and jobs. `POST /jobs/{id}/savepoints` takes a savepoint. `GET /openapi.json`
+//! describes all of it ([`crate::openapi`]). Any other path, or an
 //! unknown job, is a JSON 404, so clients never have to parse HTML error pages.
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/sinks", get(sinks))
         .route("/workers", get(workers))
         .route("/overview", get(overview))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(coordinator)
 }
@@ -41,6 +43,10 @@ async fn health() -> Json<Value> {
 
 async fn jobs(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<JobInfo>> {
     Json(coordinator.jobs())
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::spec())
 }
 
 async fn workers(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<WorkerInfo>> {

@@ -187,6 +187,8 @@ pub struct JobDetail {
     pub info: JobInfo,
     /// `EXPLAIN CREATE MATERIALIZED VIEW` of the job, line by line.
     pub plan: Vec<String>,
+    /// Each running subtask: rows in and out, watermark, backpressure.
+    pub subtasks: Vec<crate::job::SubtaskInfo>,
 }
 
 /// The parts of `CREATE MATERIALIZED VIEW` or `CREATE SINK` that define the job.
@@ -789,18 +791,19 @@ impl Coordinator {
     /// One job, or `None` if there is no job with that id.
     pub fn job(&self, id: u64) -> Option<JobDetail> {
         let info = self.jobs().into_iter().find(|j| j.id == id)?;
-        let plan = self
+        let job = self
             .inner
             .lock()
             .jobs
             .values()
             .find(|j| j.id == id)?
-            .graph
-            .to_string()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        Some(JobDetail { info, plan })
+            .clone();
+        let plan = job.graph.to_string().lines().map(str::to_string).collect();
+        Some(JobDetail {
+            info,
+            plan,
+            subtasks: job.subtasks(),
+        })
     }
 
     /// The completed checkpoints holding state of job `id`, oldest first; `None` if

@@ -128,6 +128,14 @@ async fn a_job_shows_its_plan_and_the_state_each_checkpoint_holds_for_it() {
             .any(|l| l.as_str().is_some_and(|l| l.contains("Aggregate"))),
         "{body}"
     );
+    // Each subtask counts its rows: the aggregate's subtasks took in the two rows.
+    let subtasks = job["subtasks"].as_array().expect("subtasks");
+    let aggregated: u64 = subtasks
+        .iter()
+        .filter(|s| s["name"].as_str().is_some_and(|n| n.contains("Aggregate")))
+        .map(|s| s["rows_in"].as_u64().expect("rows_in"))
+        .sum();
+    assert_eq!(aggregated, 2, "{body}");
 
     // Checkpoints run every 0.2 s: wait (with a deadline) for one holding the job.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -178,4 +186,68 @@ async fn a_job_shows_its_plan_and_the_state_each_checkpoint_holds_for_it() {
     assert!(body.contains("there is no job 999"), "{body}");
     let (status, body) = post(server.rest_addr, "/jobs/999/savepoints").await;
     assert_eq!(status, 404, "{body}");
+
+    every_documented_route_answers_as_documented(server.rest_addr, id).await;
+}
+
+/// Calls every path of `GET /openapi.json` (with job `id`) and checks the answer is a
+/// 200 whose body has the documented shape: the required properties of each object.
+async fn every_documented_route_answers_as_documented(rest: SocketAddr, id: u64) {
+    let (status, body) = get(rest, "/openapi.json").await;
+    assert_eq!(status, 200, "{body}");
+    let spec: serde_json::Value = serde_json::from_str(&body).expect("OpenAPI JSON");
+    assert_eq!(spec["openapi"], "3.0.3");
+    let paths = spec["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 9, "{body}");
+    for (path, operations) in paths {
+        let concrete = path.replace("{id}", &id.to_string());
+        for (method, operation) in operations.as_object().expect("operations") {
+            let (status, body) = match method.as_str() {
+                "get" => get(rest, &concrete).await,
+                "post" => post(rest, &concrete).await,
+                other => panic!("undocumented method {other}"),
+            };
+            assert_eq!(status, 200, "{method} {concrete}: {body}");
+            let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
+            let schema = &operation["responses"]["200"]["content"]["application/json"]["schema"];
+            assert_has_shape(&spec, schema, &answer, &format!("{method} {concrete}"));
+        }
+    }
+}
+
+/// Checks `value` against the parts of `schema` the spec uses: `$ref`, array items and
+/// object required properties.
+fn assert_has_shape(
+    spec: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    what: &str,
+) {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.rsplit('/').next().expect("schema name");
+        return assert_has_shape(spec, &spec["components"]["schemas"][name], value, what);
+    }
+    match schema["type"].as_str() {
+        Some("array") => {
+            let items = value
+                .as_array()
+                .unwrap_or_else(|| panic!("{what}: not an array: {value}"));
+            for item in items {
+                assert_has_shape(spec, &schema["items"], item, what);
+            }
+        }
+        Some("object") => {
+            let object = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{what}: not an object: {value}"));
+            for key in schema["required"].as_array().into_iter().flatten() {
+                let key = key.as_str().expect("property name");
+                let property = object
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{what}: no \"{key}\" in {value}"));
+                assert_has_shape(spec, &schema["properties"][key], property, what);
+            }
+        }
+        _ => {}
+    }
 }
