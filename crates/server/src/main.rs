@@ -33,26 +33,14 @@ fn main() -> ExitCode {
         )
         .init();
     match cli.command {
-        Command::Serve(args) => {
-            let config = match config::resolve(&args) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("sluice serve: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            run_async(serve::serve(config))
-        }
-        Command::Coordinator(args) => {
-            let config = match config::resolve_coordinator(&args) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("sluice coordinator: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            run_async(serve::serve_coordinator(config))
-        }
+        Command::Serve(args) => match config::resolve(&args) {
+            Ok(config) => run_async(serve::serve(config)),
+            Err(e) => configuration_error("serve", e),
+        },
+        Command::Coordinator(args) => match config::resolve_coordinator(&args) {
+            Ok(config) => run_async(serve::serve_coordinator(config)),
+            Err(e) => configuration_error("coordinator", e),
+        },
         Command::Worker(args) => run_async(worker::run(args)),
         Command::Sql(args) => match runtime() {
             Ok(rt) => rt.block_on(sql_cli::run(args)),
@@ -62,6 +50,12 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Exit code 2, as for a usage error, naming the subcommand whose configuration is bad.
+fn configuration_error(subcommand: &str, e: sluice_common::SluiceError) -> ExitCode {
+    eprintln!("sluice {subcommand}: {e}");
+    ExitCode::from(2)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {

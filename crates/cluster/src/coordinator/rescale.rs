@@ -27,7 +27,7 @@ use sluice_state::checkpoint::CheckpointKind;
 use super::StatementResult;
 use super::{Coordinator, Inner, JobCheckpoint, Session, object_name, view_state_table};
 use crate::CommandTag;
-use crate::job::Layout;
+use crate::job::{JobState, Layout};
 use crate::providers::ViewProvider;
 use crate::results::checkpoints_result;
 
@@ -102,8 +102,22 @@ impl Coordinator {
                 )));
             }
             let definition = inner.definitions.get(&relation.id).cloned();
-            let job = inner.jobs.get(name).map(|job| job.graph.clone());
-            (definition, job)
+            let job = inner.jobs.get(name);
+            if let Some(JobState::Failed(error)) = job.map(|job| job.state()) {
+                let message = match self.restarts.status(name) {
+                    (_, true) => format!(
+                        "the job of materialized view \"{name}\" is about to restart after a failure; try again once it runs"
+                    ),
+                    _ => format!(
+                        "the job of materialized view \"{name}\" has failed ({error}); drop and recreate the view"
+                    ),
+                };
+                return Err(SluiceError::new(
+                    SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    message,
+                ));
+            }
+            (definition, job.map(|job| job.graph.clone()))
         };
         let (Some(definition), Some(old_graph)) = (definition, old_graph) else {
             return Err(SluiceError::internal(format!(
@@ -152,11 +166,13 @@ impl Coordinator {
             .catalog
             .get_kind(&rescale.view, ObjectKind::MaterializedView)?
             .clone();
-        if relation.id != rescale.id {
+        // The DDL lock was let go between planning and this recovery.
+        let readers = inner.catalog.dependents(&rescale.view);
+        if relation.id != rescale.id || !readers.is_empty() {
             return Err(SluiceError::new(
                 SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!(
-                    "materialized view \"{}\" was replaced while its parallelism changed",
+                    "materialized view \"{}\" was replaced, or became read by another object, while its parallelism changed",
                     rescale.view
                 ),
             ));
