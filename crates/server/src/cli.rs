@@ -121,6 +121,11 @@ pub struct WorkerArgs {
         default_value = "127.0.0.1:6124"
     )]
     pub rpc_listen: String,
+    /// Address the coordinator and other workers reach this worker at, when it differs
+    /// from the one it listens on (a container listening on 0.0.0.0) [default: the
+    /// listening address]
+    #[arg(long, env = "SLUICE_ADVERTISE", value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
 }
 
 /// Flags of `sluice sql`.

@@ -18,10 +18,13 @@ use crate::serve::{bind, wait_for_shutdown_signal};
 pub async fn run(args: WorkerArgs) -> Result<()> {
     // Bound for the worker's own endpoints, so the address it registers is real.
     let listener = bind("rpc-listen", &args.rpc_listen).await?;
-    let address = listener.local_addr()?;
+    let address = match args.advertise {
+        Some(advertised) => advertised,
+        None => listener.local_addr()?.to_string(),
+    };
     let config = WorkerConfig {
         coordinator: args.coordinator,
-        address: address.to_string(),
+        address: address.clone(),
         slots: args
             .slots
             .unwrap_or_else(|| u32::try_from(available_cores()).unwrap_or(u32::MAX)),

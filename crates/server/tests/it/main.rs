@@ -3,6 +3,7 @@
 //! over pgwire, tokio-postgres with parameters, psql, and HTTP.
 
 mod cluster;
+mod deploy;
 mod durability;
 mod errors;
 mod extended;
