@@ -33,6 +33,10 @@ pub struct Definition {
     /// The session's `state_ttl` when a view was created (a `WITH` option is in `sql`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_ttl_ms: Option<i64>,
+    /// The parallelism a rescaled view reads its connector sources at (`None`: the
+    /// job's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_parallelism: Option<usize>,
 }
 
 impl Definition {
@@ -44,6 +48,7 @@ impl Definition {
             sql: sql.to_string(),
             parallelism: 0,
             state_ttl_ms: None,
+            source_parallelism: None,
         }
     }
 }

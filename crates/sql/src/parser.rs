@@ -80,6 +80,10 @@ pub struct ViewOptions {
     /// `state_ttl`: inner joins and GROUP BYs over append-only input forget rows and
     /// groups not touched for this long (processing time).
     pub state_ttl_ms: Option<i64>,
+    /// The parallelism connector sources are read at, when it differs from the job's:
+    /// a view rescaled from a savepoint keeps its sources' splits (their positions
+    /// cannot be re-split). Set by the coordinator, not by `WITH`.
+    pub source_parallelism: Option<usize>,
 }
 
 impl ViewOptions {
@@ -921,6 +925,7 @@ fn parse_create_materialized_view(tokens: Vec<TokenWithSpan>) -> Result<Statemen
         allowed_lateness_ms: 0,
         source_idle_timeout_ms: None,
         state_ttl_ms: None,
+        source_parallelism: None,
     };
     // The query text is everything after the top-level AS.
     let mut depth = 0i32;

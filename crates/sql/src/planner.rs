@@ -43,6 +43,7 @@ pub fn plan_stream_graph(
         graph: StreamGraph::default(),
         catalog,
         parallelism,
+        source_parallelism: options.source_parallelism,
         emit_on_window_close,
         allowed_lateness_ms: options.allowed_lateness_ms,
         window_close_claimed: false,
@@ -198,6 +199,8 @@ pub fn dependencies(graph: &StreamGraph) -> Vec<String> {
 struct GraphBuilder<'a> {
     graph: StreamGraph,
     catalog: &'a Catalog,
+    /// Connector sources' parallelism when not the job's (see `ViewOptions`).
+    source_parallelism: Option<usize>,
     parallelism: usize,
     /// The view asked for EMIT ON WINDOW CLOSE; the top-most aggregate claims it.
     emit_on_window_close: bool,
@@ -412,7 +415,7 @@ impl GraphBuilder<'_> {
                     options: options.clone(),
                 },
                 false,
-                self.parallelism,
+                self.source_parallelism.unwrap_or(self.parallelism),
             ),
             RelationKind::MaterializedView {
                 changelog,

@@ -91,6 +91,9 @@ pub struct Session {
     pub streaming_parallelism: usize,
     /// `SET state_ttl = '1 day'`: the state TTL of views created afterwards.
     pub state_ttl_ms: Option<i64>,
+    /// The parallelism views created afterwards read connector sources at (`None`: the
+    /// job's). Not a setting: restoring a rescaled view from the catalog sets it.
+    pub source_parallelism: Option<usize>,
     /// Other settings, as set, for `SHOW name`.
     pub settings: BTreeMap<String, String>,
     /// Open subscription cursors (`DECLARE ... SUBSCRIPTION CURSOR`), by name.
@@ -472,6 +475,7 @@ impl Coordinator {
             let mut session = Session {
                 streaming_parallelism: definition.parallelism,
                 state_ttl_ms: definition.state_ttl_ms,
+                source_parallelism: definition.source_parallelism,
                 ..Session::default()
             };
             self.inner.lock().catalog.set_next_id(definition.id);
@@ -1200,6 +1204,7 @@ impl Coordinator {
         mut options: ViewOptions,
     ) -> Result<sluice_sql::StreamGraph> {
         options.state_ttl_ms = options.state_ttl_ms.or(session.state_ttl_ms);
+        options.source_parallelism = session.source_parallelism;
         let plan = self
             .plan_query(&ast::Statement::Query(Box::new(query.clone())))
             .await?;
@@ -1336,6 +1341,7 @@ impl Coordinator {
                 sql: view.sql.to_string(),
                 parallelism: self.job_parallelism(session),
                 state_ttl_ms: session.state_ttl_ms,
+                source_parallelism: session.source_parallelism,
             },
         )?;
         Ok(tag)

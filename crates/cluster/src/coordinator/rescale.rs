@@ -10,9 +10,11 @@
 //! where their retractions arrive). Without a data directory there is no savepoint: the
 //! view is recomputed from its inputs at the new parallelism.
 //!
-//! Refused, with the reason: views other views, sinks or subscriptions read (they read it
-//! partition by partition), and views whose changed operators keep state that is not
-//! divided by key (connector sources' split positions, the temporal filter).
+//! Connector sources keep the parallelism they were read at (their positions are per
+//! split), recorded in the catalog so a restart plans the same layout. Refused, with the
+//! reason: views other views, sinks or subscriptions read (they read it partition by
+//! partition), and views whose changed operators keep state that is not divided by key
+//! (the temporal filter, NOT IN).
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ use datafusion::common::TableReference;
 use datafusion::sql::sqlparser::ast::ObjectName;
 use sluice_common::error::{Result, SluiceError, SqlState};
 use sluice_runtime::operators::materialize::ViewPartition;
-use sluice_sql::{ObjectKind, RelationKind, Statement, StreamGraph, parse_sql};
+use sluice_sql::{ObjectKind, RelationKind, Statement, StreamGraph, StreamOperator, parse_sql};
 use sluice_state::DEFAULT_KEY_GROUPS;
 use sluice_state::checkpoint::CheckpointKind;
 
@@ -36,6 +38,8 @@ pub(super) struct Rescale {
     pub id: u64,
     pub view: String,
     pub parallelism: usize,
+    /// The parallelism its connector sources stay at.
+    pub source_parallelism: Option<usize>,
     pub graph: StreamGraph,
 }
 
@@ -135,9 +139,17 @@ impl Coordinator {
                 "the recorded definition of \"{name}\" is not CREATE MATERIALIZED VIEW"
             )));
         };
+        // Connector sources keep the parallelism they were read at: their positions are
+        // per split and cannot be re-split.
+        let source_parallelism = old_graph
+            .nodes
+            .iter()
+            .find(|n| matches!(n.operator, StreamOperator::SourceScan { .. }))
+            .map(|n| n.parallelism);
         let session = Session {
             streaming_parallelism: parallelism,
             state_ttl_ms: definition.state_ttl_ms,
+            source_parallelism,
             ..Session::default()
         };
         let graph = self.plan_view(&session, name, query, *options).await?;
@@ -150,6 +162,7 @@ impl Coordinator {
             id: definition.id,
             view: name.to_string(),
             parallelism,
+            source_parallelism,
             graph,
         }))
     }
@@ -202,6 +215,7 @@ impl Coordinator {
         inner.views.insert(rescale.view.clone(), partitions.clone());
         if let Some(definition) = inner.definitions.get_mut(&rescale.id) {
             definition.parallelism = rescale.parallelism;
+            definition.source_parallelism = rescale.source_parallelism;
         }
         self.save_catalog(inner)?;
         Ok((rescale.graph.clone(), partitions))
