@@ -518,22 +518,31 @@ mod tests {
             epoch: 1,
             kind: crate::message::BarrierKind::Checkpoint,
         };
+        use futures::FutureExt;
+        use tokio::time::Instant;
         tx0.send(Message::Barrier(barrier)).await.unwrap();
-        // Input 0's barrier arrives; the gate waits for input 1's.
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(30), gate.next()).await;
-        assert!(waiting.is_err(), "the barrier is not aligned yet");
+        // Input 0's barrier arrives; the gate starts timing and waits for input 1's.
+        let before_first = Instant::now();
+        assert!(gate.next().now_or_never().is_none(), "not aligned yet");
+        let after_first = Instant::now();
+        // Let some time pass: the duration to measure.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         tx1.send(Message::Barrier(barrier)).await.unwrap();
+        let before_second = Instant::now();
         assert!(matches!(
             gate.next().await.unwrap(),
             Some(Message::Barrier(_))
         ));
-        // The gate started timing when it first polled, a little after the 30 ms timeout
-        // was armed: allow for that, not for a missing measurement.
+        let after_second = Instant::now();
+        // The alignment began during the first poll and ended during the second.
+        let aligned = gate.last_alignment();
         assert!(
-            gate.last_alignment() >= std::time::Duration::from_millis(25),
-            "{:?}",
-            gate.last_alignment()
+            aligned >= before_second - after_first && aligned <= after_second - before_first,
+            "{aligned:?} outside [{:?}, {:?}]",
+            before_second - after_first,
+            after_second - before_first
         );
+        assert!(aligned > std::time::Duration::ZERO);
     }
 
     #[tokio::test]
