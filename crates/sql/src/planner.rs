@@ -126,8 +126,8 @@ pub fn into_sink_graph(
 
 /// The columns of `node`'s output that its rows are routed to subtasks by, when `node`
 /// is a keyed operator whose key is columns of its output (an aggregate's group keys, a
-/// Top-N's partition columns), or passes such columns on unchanged (projections and
-/// filters above it). The hash of these columns is the key group the operator's input
+/// Top-N's partition columns, a join's key on its unpadded side), or passes such columns
+/// on unchanged (projections and filters above it). The hash of these columns is the key group the operator's input
 /// exchange routed each row by, so both agree on the subtask of every row.
 fn routing_columns(graph: &StreamGraph, node: usize) -> Option<Vec<usize>> {
     let n = &graph.nodes[node];
@@ -148,6 +148,28 @@ fn routing_columns(graph: &StreamGraph, node: usize) -> Option<Vec<usize>> {
         StreamOperator::TopN { partition_by, .. } if !partition_by.is_empty() => {
             // A Top-N's output is its input's columns and the rank.
             columns_of(partition_by, &graph.nodes[input?].schema)
+        }
+        // A join runs where its key's key group is; its output keeps the key in the
+        // columns of the side that is never padded with NULLs.
+        StreamOperator::Join {
+            join_type,
+            left_keys,
+            right_keys,
+            ..
+        } => match join_type {
+            JoinType::Inner | JoinType::Left | JoinType::LeftSemi | JoinType::LeftAnti => {
+                columns_of(left_keys, &graph.nodes[input?].schema)
+            }
+            JoinType::Right => {
+                let left_width = graph.nodes[input?].schema.fields().len();
+                let right = &graph.nodes[n.inputs.get(1)?.from].schema;
+                let columns = columns_of(right_keys, right)?;
+                Some(columns.into_iter().map(|c| c + left_width).collect())
+            }
+            _ => None,
+        },
+        StreamOperator::TemporalJoin { left_keys, .. } => {
+            columns_of(left_keys, &graph.nodes[input?].schema)
         }
         StreamOperator::Filter { .. } => routing_columns(graph, input?),
         StreamOperator::Project { exprs } => {

@@ -8,9 +8,9 @@ use crate::support::{Engine, Rng, durable, write_random_changes};
 
 /// Views over the updating table `t (k, v)` and the append-only, event-time table
 /// `e (k, v, ts)`, each with the batch query it must equal: keyed aggregates (with
-/// multiset min/max, keyed by an expression, by a string), inner and outer joins, Top-N,
-/// a filter, a window aggregate.
-const VIEWS: [(&str, &str, &str); 8] = [
+/// multiset min/max, keyed by an expression, by a string), inner, outer and semi joins,
+/// Top-N, a filter, a window aggregate.
+const VIEWS: [(&str, &str, &str); 10] = [
     (
         "sums",
         "SELECT k, sum(v) AS s, count(*) AS n, max(v) AS top FROM t GROUP BY k",
@@ -25,6 +25,16 @@ const VIEWS: [(&str, &str, &str); 8] = [
         "padded",
         "SELECT a.k, a.v, b.v AS w FROM t a LEFT JOIN t b ON a.k = b.k AND a.v + 30 < b.v",
         "SELECT a.k, a.v, b.v FROM t a LEFT JOIN t b ON a.k = b.k AND a.v + 30 < b.v",
+    ),
+    (
+        "right_padded",
+        "SELECT a.k AS ak, a.v, b.k, b.v AS w FROM t a RIGHT JOIN t b ON a.k = b.k AND a.v > b.v + 30",
+        "SELECT a.k, a.v, b.k, b.v FROM t a RIGHT JOIN t b ON a.k = b.k AND a.v > b.v + 30",
+    ),
+    (
+        "members",
+        "SELECT k, v FROM t WHERE k IN (SELECT k FROM t WHERE v > 90)",
+        "SELECT k, v FROM t WHERE k IN (SELECT k FROM t WHERE v > 90)",
     ),
     (
         "top2",
