@@ -393,6 +393,13 @@ impl Job {
         let _ = self.interrupts.send(Interrupt::Kill(error.to_string()));
     }
 
+    /// Waits until the job no longer runs: it failed (its failure hook has run by then),
+    /// finished, or its supervisor is gone (stopped).
+    pub async fn stopped(&self) {
+        let mut state = self.state.clone();
+        let _ = state.wait_for(|s| *s != JobState::Running).await;
+    }
+
     /// Stops every subtask without failing the job, and returns once all have exited
     /// (none writes to the job's views after this).
     pub async fn stop(&self) {

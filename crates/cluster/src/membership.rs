@@ -47,6 +47,8 @@ pub struct Membership {
     interval: Duration,
     timeout: Duration,
     workers: Mutex<BTreeMap<u64, Worker>>,
+    /// Ids are never given out twice by one coordinator process.
+    next_id: std::sync::atomic::AtomicU64,
 }
 
 impl Membership {
@@ -65,6 +67,7 @@ impl Membership {
             interval,
             timeout,
             workers: Mutex::new(BTreeMap::from([(0, embedded)])),
+            next_id: std::sync::atomic::AtomicU64::new(1),
         }
     }
 
@@ -78,7 +81,9 @@ impl Membership {
     pub fn register(&self, address: &str, slots: u32) -> u64 {
         let mut workers = self.workers.lock();
         workers.retain(|_, w| w.embedded || w.address != address);
-        let id = workers.keys().next_back().map_or(1, |last| last + 1);
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         workers.insert(
             id,
             Worker {
@@ -185,7 +190,11 @@ mod tests {
             "the embedded worker never heartbeats"
         );
         let again = membership.register("a:1", 4);
-        assert_ne!(again, a);
+        assert!(again > b, "ids are not reused: {again}");
+        assert!(
+            !membership.heartbeat(a, "a:1"),
+            "the replaced id stays unknown"
+        );
         assert_eq!(
             states(&membership),
             vec![

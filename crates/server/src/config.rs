@@ -57,6 +57,7 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.state_cache_mb {
         config.state_cache_mb = v;
     }
+    check_heartbeats(&config)?;
     Ok(config)
 }
 
@@ -73,13 +74,20 @@ pub fn resolve_coordinator(args: &CoordinatorArgs) -> Result<ServeConfig> {
     if let Some(v) = args.heartbeat_timeout {
         config.heartbeat_timeout = seconds("--heartbeat-timeout", v)?;
     }
-    if config.heartbeat_interval <= 0.0 || config.heartbeat_timeout <= config.heartbeat_interval {
-        return Err(SluiceError::invalid_parameter(format!(
-            "the heartbeat timeout ({} s) must be longer than the heartbeat interval ({} s), which must be above 0",
-            config.heartbeat_timeout, config.heartbeat_interval
-        )));
-    }
+    check_heartbeats(&config)?;
     Ok(config)
+}
+
+/// The heartbeat timeout must exceed the interval, which must be above 0 (both may come
+/// from the TOML file, which `seconds` does not see).
+fn check_heartbeats(config: &ServeConfig) -> Result<()> {
+    let (interval, timeout) = (config.heartbeat_interval, config.heartbeat_timeout);
+    if interval > 0.0 && timeout > interval && timeout < 1e9 {
+        return Ok(());
+    }
+    Err(SluiceError::invalid_parameter(format!(
+        "the heartbeat timeout ({timeout} s) must be longer than the heartbeat interval ({interval} s), which must be above 0"
+    )))
 }
 
 /// `value` of flag `flag`, which must be a number of seconds, 0 or more.
@@ -173,6 +181,28 @@ mod tests {
         assert_eq!(err.state, SqlState::INVALID_PARAMETER_VALUE);
         assert!(err.message.contains("tape"), "{}", err.message);
         let _ = std::fs::remove_dir_all(path.parent().expect("parent"));
+    }
+
+    #[test]
+    fn heartbeat_settings_from_the_file_are_checked() {
+        for (name, text) in [
+            ("negative", "heartbeat_interval = -1.0\n"),
+            ("nan", "heartbeat_interval = nan\n"),
+            (
+                "inverted",
+                "heartbeat_interval = 10.0\nheartbeat_timeout = 5.0\n",
+            ),
+        ] {
+            let path = temp_file(name, text);
+            let args = ServeArgs {
+                config: Some(path.clone()),
+                ..ServeArgs::default()
+            };
+            let err = resolve(&args).expect_err(name);
+            assert_eq!(err.state, SqlState::INVALID_PARAMETER_VALUE, "{name}");
+            assert!(err.message.contains("heartbeat"), "{name}: {}", err.message);
+            let _ = std::fs::remove_dir_all(path.parent().expect("parent"));
+        }
     }
 
     #[test]

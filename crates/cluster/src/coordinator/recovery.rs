@@ -22,7 +22,7 @@ use sluice_common::config::{MAX_RESTART_BACKOFF_SECS, RESTART_COUNT_RESET};
 use sluice_runtime::exchange::INPUT_STOPPED;
 use tokio::sync::{mpsc, watch};
 
-use sluice_common::error::Result;
+use sluice_common::error::{Result, SluiceError, SqlState};
 
 use super::rescale::Rescale;
 use super::{Coordinator, dependencies, take_view_restore};
@@ -266,7 +266,18 @@ impl Coordinator {
             paused.push(table.pause_writes().await);
         }
         let mut started = Vec::new();
-        let mut outcome = Ok(());
+        // A rescale whose view is not among the jobs restarted (it was given up
+        // meanwhile) has not happened.
+        let mut outcome = match &rescale {
+            Some(r) if !jobs.iter().any(|job| job.id == r.id) => Err(SluiceError::new(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "the job of materialized view \"{}\" failed and was given up; its parallelism is unchanged",
+                    r.view
+                ),
+            )),
+            _ => Ok(()),
+        };
         {
             let mut inner = self.inner.lock();
             inner.restore_plan = plan;

@@ -90,6 +90,7 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
     engine
         .coordinator
         .kill_job("sums", "worker lost")
+        .await
         .expect("job exists");
     write_random_changes(&mut engine, &mut rng, 50).await;
     engine.ok("FLUSH").await;
@@ -112,6 +113,7 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
     engine
         .coordinator
         .kill_job("big", "worker lost")
+        .await
         .expect("job exists");
     engine.ok("FLUSH").await;
     assert_views_exact(&mut engine).await;
@@ -135,6 +137,7 @@ async fn a_job_that_keeps_failing_is_given_up_and_its_readers_with_it() {
         engine
             .coordinator
             .kill_job("sums", "worker lost")
+            .await
             .expect("job exists");
         engine.ok("FLUSH").await;
     }
@@ -148,6 +151,7 @@ async fn a_job_that_keeps_failing_is_given_up_and_its_readers_with_it() {
     engine
         .coordinator
         .kill_job("big", "worker lost")
+        .await
         .expect("job exists");
     write_random_changes(&mut engine, &mut rng, 10).await;
     engine.ok("FLUSH").await;

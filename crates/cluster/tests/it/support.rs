@@ -160,6 +160,7 @@ pub async fn kill_between_changes(engine: &mut Engine, rng: &mut Rng, view: &str
     engine
         .coordinator
         .kill_job(view, "worker lost")
+        .await
         .expect("job exists");
     write_random_changes(engine, rng, rows).await;
     engine.ok("FLUSH").await;

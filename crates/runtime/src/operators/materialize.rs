@@ -166,22 +166,26 @@ impl ViewPartition {
 
     /// Replaces nothing, adds `entries` (taken by [`Self::snapshot_state`]) to an empty
     /// partition before its job starts.
+    /// Restores checkpointed rows into this (empty) partition. Entries of one row add up:
+    /// an append-only view can hold the same row in several partitions, which a restore
+    /// at another parallelism may bring together.
     pub fn restore_state(&self, entries: Vec<StateEntry>) -> Result<()> {
         if !self.state.is_empty() {
             return Err(SluiceError::internal(
                 "restoring a view partition that already holds rows",
             ));
         }
-        for (_, _, value) in &entries {
-            decode_count(value)?;
+        let mut counts: HashMap<(u16, Vec<u8>), i64> = HashMap::with_capacity(entries.len());
+        for (key_group, key, value) in entries {
+            *counts.entry((key_group, key)).or_insert(0) += decode_count(&value)?;
         }
         self.state.write(
-            entries
+            counts
                 .into_iter()
-                .map(|(key_group, key, value)| StateWrite::Put {
+                .map(|((key_group, key), count)| StateWrite::Put {
                     key_group,
                     key,
-                    value,
+                    value: count.to_le_bytes().to_vec(),
                 })
                 .collect(),
         );
@@ -532,6 +536,32 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    #[tokio::test]
+    async fn restored_copies_of_one_row_add_up() {
+        // Two old partitions of an append-only view held the row 1 (twice and three
+        // times); a restore at another parallelism brings both entries to one partition.
+        let backend = MemoryStateBackend::new();
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let from =
+            ViewPartition::new(schema.clone(), false, 128, None, backend.table("a")).unwrap();
+        let (progress, _) = watch::channel(SinkProgress::default());
+        let mut sink = MaterializeSink::new(from.clone(), 0, progress);
+        sink.collect(Message::Batch(changes(
+            vec![1, 1],
+            vec![RowKind::Insert; 2],
+        )))
+        .await
+        .unwrap();
+        let twice = from.snapshot_state();
+        let mut thrice = twice.clone();
+        thrice[0].2 = 3i64.to_le_bytes().to_vec();
+        let to = ViewPartition::new(schema, false, 128, None, backend.table("b")).unwrap();
+        to.restore_state(twice.into_iter().chain(thrice).collect())
+            .unwrap();
+        let rows = to.subscribe().unwrap().snapshot;
+        assert_eq!(sorted_values(&rows), vec![1, 1, 1, 1, 1]);
     }
 
     #[tokio::test]
