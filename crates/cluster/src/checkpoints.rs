@@ -114,13 +114,7 @@ impl Checkpointer {
                 .insert(format!("table/{table}"), position.to_string());
         }
         for (job, partitions) in &flight.finished {
-            metadata
-                .properties
-                .insert(format!("job/{}", job.id), "finished".into());
-            metadata.properties.insert(
-                format!("layout/{}", job.id),
-                Layout::of(&job.graph).encode(),
-            );
+            record_job(&mut metadata, job, "finished");
             for (p, partition) in partitions.iter().enumerate() {
                 let name = StateFile::Partition {
                     view: job.id,
@@ -133,13 +127,7 @@ impl Checkpointer {
         }
         let mut waiting: BTreeSet<(u64, String)> = BTreeSet::new();
         for job in &flight.running {
-            metadata
-                .properties
-                .insert(format!("job/{}", job.id), "running".into());
-            metadata.properties.insert(
-                format!("layout/{}", job.id),
-                Layout::of(&job.graph).encode(),
-            );
+            record_job(&mut metadata, job, "running");
             waiting.extend(job.subtask_ids.iter().map(|s| (job.id, s.clone())));
         }
         while !waiting.is_empty() {
@@ -265,6 +253,16 @@ impl Checkpointer {
         }
         Ok(())
     }
+}
+
+/// Records in the checkpoint that `job` is in it (`running` or `finished`), and its layout.
+fn record_job(metadata: &mut CheckpointMetadata, job: &Job, state: &str) {
+    let properties = &mut metadata.properties;
+    properties.insert(format!("job/{}", job.id), state.to_string());
+    properties.insert(
+        format!("layout/{}", job.id),
+        Layout::of(&job.graph).encode(),
+    );
 }
 
 /// A stored checkpoint, decoded into what each view resumes from.

@@ -127,8 +127,9 @@ pub fn into_sink_graph(
 /// The columns of `node`'s output that its rows are routed to subtasks by, when `node`
 /// is a keyed operator whose key is columns of its output (an aggregate's group keys, a
 /// Top-N's partition columns, a join's key on its unpadded side), or passes such columns
-/// on unchanged (projections and filters above it). The hash of these columns is the key group the operator's input
-/// exchange routed each row by, so both agree on the subtask of every row.
+/// on unchanged (projections and filters above it). The hash of these columns is the key
+/// group the operator's input exchange routed each row by, so both agree on the subtask of
+/// every row.
 fn routing_columns(graph: &StreamGraph, node: usize) -> Option<Vec<usize>> {
     let n = &graph.nodes[node];
     let input = n.inputs.first().map(|e| e.from);

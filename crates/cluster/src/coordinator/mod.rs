@@ -1324,14 +1324,7 @@ impl Coordinator {
             watermark: None,
         })?;
         if view.sink.is_none() {
-            self.ctx.register_table(
-                TableReference::bare(name.clone()),
-                Arc::new(ViewProvider {
-                    schema,
-                    partitions: partitions.clone(),
-                }),
-            )?;
-            inner.views.insert(name.clone(), partitions);
+            self.publish_view(&mut inner, &name, schema, partitions)?;
         }
         if restored {
             inner.restored_views.insert(name.clone());
@@ -1354,6 +1347,28 @@ impl Coordinator {
             },
         )?;
         Ok(tag)
+    }
+
+    /// Makes `partitions` view `name`'s result: what batch queries read (its table
+    /// provider, replacing an earlier one) and what readers subscribe to.
+    fn publish_view(
+        &self,
+        inner: &mut Inner,
+        name: &str,
+        schema: SchemaRef,
+        partitions: Vec<Arc<ViewPartition>>,
+    ) -> Result<()> {
+        let reference = TableReference::bare(name.to_string());
+        self.ctx.deregister_table(reference.clone())?;
+        self.ctx.register_table(
+            reference,
+            Arc::new(ViewProvider {
+                schema,
+                partitions: partitions.clone(),
+            }),
+        )?;
+        inner.views.insert(name.to_string(), partitions);
+        Ok(())
     }
 
     /// The result partitions of view `id` running `graph`, over the state backend's

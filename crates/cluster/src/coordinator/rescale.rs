@@ -18,7 +18,6 @@
 
 use std::sync::Arc;
 
-use datafusion::common::TableReference;
 use datafusion::sql::sqlparser::ast::ObjectName;
 use sluice_common::error::{Result, SluiceError, SqlState};
 use sluice_runtime::operators::materialize::ViewPartition;
@@ -30,7 +29,6 @@ use super::StatementResult;
 use super::{Coordinator, Inner, JobCheckpoint, Session, object_name, view_state_table};
 use crate::CommandTag;
 use crate::job::{JobState, Layout};
-use crate::providers::ViewProvider;
 use crate::results::checkpoints_result;
 
 /// A view to redeploy with a new graph during a recovery.
@@ -38,8 +36,6 @@ pub(super) struct Rescale {
     pub id: u64,
     pub view: String,
     pub parallelism: usize,
-    /// The parallelism its connector sources stay at.
-    pub source_parallelism: Option<usize>,
     pub graph: StreamGraph,
 }
 
@@ -141,15 +137,10 @@ impl Coordinator {
         };
         // Connector sources keep the parallelism they were read at: their positions are
         // per split and cannot be re-split.
-        let source_parallelism = old_graph
-            .nodes
-            .iter()
-            .find(|n| matches!(n.operator, StreamOperator::SourceScan { .. }))
-            .map(|n| n.parallelism);
         let session = Session {
             streaming_parallelism: parallelism,
             state_ttl_ms: definition.state_ttl_ms,
-            source_parallelism,
+            source_parallelism: source_parallelism(&old_graph),
             ..Session::default()
         };
         let graph = self.plan_view(&session, name, query, *options).await?;
@@ -162,7 +153,6 @@ impl Coordinator {
             id: definition.id,
             view: name.to_string(),
             parallelism,
-            source_parallelism,
             graph,
         }))
     }
@@ -190,7 +180,6 @@ impl Coordinator {
                 ),
             ));
         }
-        let schema = Arc::new(rescale.graph.sink().schema.as_arrow().clone());
         let partitions = self.view_partitions(rescale.id, &rescale.graph)?;
         let count = partitions.len();
         let old = inner.views.get(&rescale.view).map_or(0, |p| p.len());
@@ -203,23 +192,24 @@ impl Coordinator {
         }
         inner.catalog.remove(&rescale.view);
         inner.catalog.insert(relation)?;
-        let reference = TableReference::bare(rescale.view.clone());
-        self.ctx.deregister_table(reference.clone())?;
-        self.ctx.register_table(
-            reference,
-            Arc::new(ViewProvider {
-                schema,
-                partitions: partitions.clone(),
-            }),
-        )?;
-        inner.views.insert(rescale.view.clone(), partitions.clone());
+        let schema = Arc::new(rescale.graph.sink().schema.as_arrow().clone());
+        self.publish_view(inner, &rescale.view, schema, partitions.clone())?;
         if let Some(definition) = inner.definitions.get_mut(&rescale.id) {
             definition.parallelism = rescale.parallelism;
-            definition.source_parallelism = rescale.source_parallelism;
+            definition.source_parallelism = source_parallelism(&rescale.graph);
         }
         self.save_catalog(inner)?;
         Ok((rescale.graph.clone(), partitions))
     }
+}
+
+/// The parallelism `graph` reads its connector sources at (`None`: it reads none).
+fn source_parallelism(graph: &StreamGraph) -> Option<usize> {
+    graph
+        .nodes
+        .iter()
+        .find(|n| matches!(n.operator, StreamOperator::SourceScan { .. }))
+        .map(|n| n.parallelism)
 }
 
 fn altered() -> StatementResult {
