@@ -47,6 +47,7 @@ use sluice_state::snapshot::redistribute;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::dataplane::{ChannelKey, DataPlane, pump};
 use crate::providers::TableStorage;
 
 /// The lifecycle state of a job.
@@ -78,6 +79,90 @@ pub struct DeployContext<'a> {
     pub restore: Option<&'a JobRestore>,
     /// Told the error when the job fails, before the failure is visible in its state.
     pub on_failure: Option<FailureHook>,
+    /// Where each subtask runs when the job spans processes (`None`: all here).
+    pub placement: Option<&'a Placement>,
+}
+
+/// Where each subtask of a job runs when its subtasks are spread over processes (the
+/// coordinator and workers). Every process of the job deploys the same graph with the
+/// same placement, builds the subtasks placed on it, and connects edges to subtasks
+/// elsewhere through the [`DataPlane`]; channels are numbered in the order [`deploy`]
+/// creates them, which is the same in every process.
+#[derive(Clone)]
+pub struct Placement {
+    /// This run of the job: names its cross-process channels.
+    pub deployment: u64,
+    /// The chains the job is deployed as (see [`distributed_chains`]).
+    pub chains: Vec<Vec<usize>>,
+    /// Per chain and subtask: the process that runs it (a worker id; 0 the coordinator).
+    pub processes: Vec<Vec<u64>>,
+    /// The process deploying.
+    pub here: u64,
+    /// Every process's data-plane (Flight) address.
+    pub addresses: BTreeMap<u64, String>,
+    pub dataplane: Arc<DataPlane>,
+}
+
+impl Placement {
+    fn is_local(&self, chain: usize, subtask: usize) -> bool {
+        self.processes[chain][subtask] == self.here
+    }
+
+    fn address(&self, chain: usize, subtask: usize) -> Result<String> {
+        let process = self.processes[chain][subtask];
+        self.addresses.get(&process).cloned().ok_or_else(|| {
+            SluiceError::internal(format!("no data-plane address for process {process}"))
+        })
+    }
+}
+
+/// The chains of `graph` when its subtasks may run in several processes: as
+/// [`StreamGraph::chains`], except that a view's storage or a sink (which stay with the
+/// coordinator) is split off a chain that does not start at a source, so that the
+/// chain's operators can run on a worker.
+pub fn distributed_chains(graph: &StreamGraph) -> Vec<Vec<usize>> {
+    let mut chains = Vec::new();
+    for mut chain in graph.chains() {
+        let head = &graph.nodes[chain[0]].operator;
+        let last = *chain.last().expect("chains are not empty");
+        if chain.len() > 1 && !head.is_source() && is_output(&graph.nodes[last].operator) {
+            chain.pop();
+            chains.push(chain);
+            chains.push(vec![last]);
+        } else {
+            chains.push(chain);
+        }
+    }
+    chains
+}
+
+/// Whether chain `chain` (of [`distributed_chains`]) may run on a worker: it reads no
+/// table, source or view and writes no view or sink, all of which live with the
+/// coordinator.
+pub fn runs_anywhere(graph: &StreamGraph, chain: &[usize]) -> bool {
+    chain.iter().all(|&n| {
+        let op = &graph.nodes[n].operator;
+        !op.is_source() && !is_output(op)
+    })
+}
+
+/// A subtask of a job that another process runs, with the state it resumes from.
+#[derive(Debug)]
+pub struct RemoteSubtask {
+    pub chain: usize,
+    pub subtask: usize,
+    /// The process (worker id) running it.
+    pub process: u64,
+    /// Per operator of its chain, in chain order: its state at the restored checkpoint.
+    pub operators: Vec<Vec<StateEntry>>,
+}
+
+/// How a job reaches the subtasks it placed in other processes.
+pub struct RemoteControl {
+    /// Deploys them; run when the job starts (its error fails the job).
+    pub deploy: Forwarder,
+    /// Cancels them; called once when the job stops, fails or is dropped.
+    pub cancel: Box<dyn FnOnce() + Send>,
 }
 
 /// Called with the error when a job fails (not when it is stopped). The coordinator
@@ -91,6 +176,16 @@ enum Interrupt {
     Kill(String),
     /// Stop every subtask without failing the job.
     Stop,
+}
+
+/// Kills a job from outside (a remote part of it failed, or its worker was lost).
+#[derive(Clone)]
+pub struct KillHandle(mpsc::UnboundedSender<Interrupt>);
+
+impl KillHandle {
+    pub fn kill(&self, error: &str) {
+        let _ = self.0.send(Interrupt::Kill(error.to_string()));
+    }
 }
 
 /// The state a job resumes from: what its subtasks reported for one checkpoint.
@@ -248,6 +343,7 @@ pub fn subtask_id(chain: usize, subtask: usize) -> String {
 /// What a deployed job runs once started.
 struct Deployment {
     subtasks: Vec<Subtask>,
+    /// Data-plane pumps and the deployment of remote subtasks run with the forwarders.
     forwarders: Vec<Forwarder>,
     state: watch::Sender<JobState>,
     outputs: Vec<Arc<ViewPartition>>,
@@ -281,10 +377,20 @@ pub struct Job {
     pub restored_epoch: Option<u64>,
     /// The subtasks of a sink's job (empty for a view's).
     sink_subtasks: Vec<SinkSubtask>,
+    /// Subtasks placed in other processes (left for the coordinator to deploy there).
+    pub remote_subtasks: Vec<RemoteSubtask>,
+    /// Cancels the remote subtasks; taken when the job stops.
+    remote_cancel: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    /// This run's cross-process channels, dropped with the job.
+    dataplane: Option<(Arc<DataPlane>, u64)>,
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
+        cancel_remote(&self.remote_cancel);
+        if let Some((plane, deployment)) = &self.dataplane {
+            plane.forget(*deployment);
+        }
         // Aborting the supervisor drops its JoinSet, which aborts every subtask.
         if let Some(supervisor) = self.supervisor.lock().take() {
             supervisor.abort();
@@ -322,7 +428,19 @@ impl Job {
             late_rows: BTreeMap::new(),
             restored_epoch: None,
             sink_subtasks: Vec::new(),
+            remote_subtasks: Vec::new(),
+            remote_cancel: Arc::new(Mutex::new(None)),
+            dataplane: None,
         }
+    }
+
+    /// Hands the job what deploys and cancels its remote subtasks (before
+    /// [`Job::start`]): deploying runs when the job starts, cancelling when it ends.
+    pub fn set_remote(&self, remote: RemoteControl) {
+        if let Some(deployment) = self.deployment.lock().as_mut() {
+            deployment.forwarders.push(remote.deploy);
+        }
+        *self.remote_cancel.lock() = Some(remote.cancel);
     }
 
     /// Starts the subtasks (once; later calls do nothing). A job deployed while the
@@ -352,6 +470,7 @@ impl Job {
             set.spawn(forwarder);
         }
         let view_name = self.view.clone();
+        let remote_cancel = self.remote_cancel.clone();
         let supervisor = tokio::spawn(async move {
             let failure = loop {
                 tokio::select! {
@@ -368,12 +487,14 @@ impl Job {
                     Some(interrupt) = interrupts.recv() => match interrupt {
                         Interrupt::Kill(error) => break error,
                         Interrupt::Stop => {
+                            cancel_remote(&remote_cancel);
                             set.shutdown().await;
                             return;
                         }
                     },
                 }
             };
+            cancel_remote(&remote_cancel);
             tracing::warn!(view = %view_name, error = %failure, "streaming job failed");
             if let Some(hook) = &on_failure {
                 hook(&failure);
@@ -391,6 +512,11 @@ impl Job {
     /// the worker that runs a subtask does.
     pub fn kill(&self, error: &str) {
         let _ = self.interrupts.send(Interrupt::Kill(error.to_string()));
+    }
+
+    /// A handle that kills this job (see [`Job::kill`]) without keeping it alive.
+    pub fn kill_handle(&self) -> KillHandle {
+        KillHandle(self.interrupts.clone())
     }
 
     /// Waits until the job no longer runs: it failed (its failure hook has run by then),
@@ -544,7 +670,50 @@ pub fn deploy(
     partitions: &[Arc<ViewPartition>],
     ctx: &DeployContext<'_>,
 ) -> Result<Job> {
-    let chains = graph.chains();
+    let chains = match ctx.placement {
+        Some(placement) => placement.chains.clone(),
+        None => graph.chains(),
+    };
+    let local = |chain: usize, subtask: usize| ctx.placement.is_none_or(|p| p.is_local(chain, subtask));
+    let mut forwarders: Vec<Forwarder> = Vec::new();
+    // Cross-process channels, numbered in creation order (the same in every process).
+    let mut next_channel = 0u32;
+    let mut connect = |up: (usize, usize),
+                       down: (usize, usize),
+                       side: usize,
+                       senders: &mut Vec<Vec<Vec<mpsc::Sender<Message>>>>,
+                       receivers: &mut Vec<Vec<Vec<mpsc::Receiver<Message>>>>,
+                       sides: &mut Vec<Vec<Vec<usize>>>,
+                       forwarders: &mut Vec<Forwarder>|
+     -> Result<()> {
+        let key = ChannelKey {
+            deployment: ctx.placement.map_or(0, |p| p.deployment),
+            channel: next_channel,
+        };
+        next_channel += 1;
+        let (tx, rx) = channel();
+        match (local(up.0, up.1), local(down.0, down.1)) {
+            (true, true) => {
+                senders[up.0][up.1].push(tx);
+                receivers[down.0][down.1].push(rx);
+                sides[down.0][down.1].push(side);
+            }
+            (true, false) => {
+                senders[up.0][up.1].push(tx);
+                let placement = ctx.placement.expect("a remote subtask has a placement");
+                placement.dataplane.add_outbox(key, rx);
+            }
+            (false, true) => {
+                let placement = ctx.placement.expect("a remote subtask has a placement");
+                receivers[down.0][down.1].push(rx);
+                sides[down.0][down.1].push(side);
+                let address = placement.address(up.0, up.1)?;
+                forwarders.push(Box::pin(pump(address, key, tx)));
+            }
+            (false, false) => {}
+        }
+        Ok(())
+    };
     let mut chain_of = vec![0usize; graph.nodes.len()];
     for (c, chain) in chains.iter().enumerate() {
         for &n in chain {
@@ -572,22 +741,30 @@ pub fn deploy(
                         ));
                     }
                     for i in 0..up_p {
-                        let (tx, rx) = channel();
-                        senders[up][i].push(tx);
-                        receivers[c][i].push(rx);
-                        sides[c][i].push(side);
+                        connect(
+                            (up, i),
+                            (c, i),
+                            side,
+                            &mut senders,
+                            &mut receivers,
+                            &mut sides,
+                            &mut forwarders,
+                        )?;
                     }
                 }
                 Exchange::Hash(_) => {
                     // Every upstream subtask reaches every downstream subtask.
-                    for upstream in senders[up].iter_mut() {
-                        for (downstream, downstream_sides) in
-                            receivers[c].iter_mut().zip(sides[c].iter_mut())
-                        {
-                            let (tx, rx) = channel();
-                            upstream.push(tx);
-                            downstream.push(rx);
-                            downstream_sides.push(side);
+                    for i in 0..up_p {
+                        for j in 0..head.parallelism {
+                            connect(
+                                (up, i),
+                                (c, j),
+                                side,
+                                &mut senders,
+                                &mut receivers,
+                                &mut sides,
+                                &mut forwarders,
+                            )?;
                         }
                     }
                 }
@@ -605,8 +782,7 @@ pub fn deploy(
         .collect();
     let unused_counter = Arc::new(AtomicU64::new(0));
     let mut subtasks: Vec<Subtask> = Vec::new();
-    let mut forwarders: Vec<std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>> =
-        Vec::new();
+    let mut remote_subtasks = Vec::new();
     let mut injectors = Vec::new();
     let mut sinks = Vec::new();
     let mut sink_subtasks = Vec::new();
@@ -616,6 +792,24 @@ pub fn deploy(
         let head = &graph.nodes[chain[0]];
         for j in 0..head.parallelism {
             let sid = subtask_id(c, j);
+            if let Some(placement) = ctx.placement.filter(|_| !local(c, j)) {
+                subtask_ids.push(sid);
+                if placement.here == 0 {
+                    remote_subtasks.push(RemoteSubtask {
+                        chain: c,
+                        subtask: j,
+                        process: placement.processes[c][j],
+                        operators: match ctx.restore {
+                            Some(restore) => chain
+                                .iter()
+                                .map(|&n| restore.operator_state(n, j, head.parallelism))
+                                .collect::<Result<_>>()?,
+                            None => Vec::new(),
+                        },
+                    });
+                }
+                continue;
+            }
             let metrics = Arc::new(SubtaskMetrics::default());
             let inputs = std::mem::take(&mut receivers[c][j]);
             let input = match &head.operator {
@@ -806,7 +1000,19 @@ pub fn deploy(
         chains,
         subtask_metrics,
         sink_subtasks,
+        remote_subtasks,
+        remote_cancel: Arc::new(Mutex::new(None)),
+        dataplane: ctx
+            .placement
+            .map(|p| (p.dataplane.clone(), p.deployment)),
     })
+}
+
+/// Cancels a job's remote subtasks, once.
+fn cancel_remote(cancel: &Mutex<Option<Box<dyn FnOnce() + Send>>>) {
+    if let Some(cancel) = cancel.lock().take() {
+        cancel();
+    }
 }
 
 /// Whether a node ends its job (a view's storage or a sink) rather than being an operator.
@@ -842,7 +1048,7 @@ fn per_subtask<T>(graph: &StreamGraph, chains: &[Vec<usize>]) -> Vec<Vec<Vec<T>>
         .collect()
 }
 
-type Forwarder = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+pub type Forwarder = std::pin::Pin<Box<dyn Future<Output = Result<()>> + Send>>;
 
 /// The input of a subtask reading a table or view partition: a gate over a channel that
 /// a forwarder feeds with the subscription's rows, then its changes.

@@ -4,10 +4,12 @@
 
 mod checkpoints;
 mod coordinator;
+pub mod dataplane;
 pub mod job;
 pub mod membership;
 mod metadata;
 mod providers;
+pub mod remote;
 mod results;
 pub mod rpc;
 

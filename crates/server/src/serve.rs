@@ -79,7 +79,10 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
         }
     });
     let rpc_task = rpc_listener.map(|listener| {
-        let serving = serve_control_plane(listener, coordinator.membership(), shutdown_rx.clone());
+        // Workers reach the data plane through the address they were given for the
+        // coordinator (`--coordinator`); this one is what the coordinator announces.
+        coordinator.cluster().serve_at(config.rpc_listen.clone());
+        let serving = serve_control_plane(listener, coordinator.cluster(), shutdown_rx.clone());
         tokio::spawn(async move {
             if let Err(e) = serving.await {
                 tracing::error!(error = %e, "control plane failed");

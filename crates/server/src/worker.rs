@@ -1,8 +1,8 @@
 //! `sluice worker`: registers its slots with a coordinator and heartbeats until stopped.
 //!
 //! It prints `sluice worker ready id=N rpc=ADDR` once the coordinator has registered
-//! it, so scripts and tests can wait for that line. Subtasks are not deployed to
-//! workers yet: jobs run in the coordinator's embedded worker (docs/cluster.md).
+//! it, so scripts and tests can wait for that line. The coordinator deploys subtasks to
+//! it over that address, which also serves its data plane (docs/cluster.md).
 
 use std::io::Write;
 
@@ -31,7 +31,7 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
     };
     let (status_tx, mut status) = watch::channel(WorkerStatus::Connecting);
     let (shutdown_tx, shutdown) = watch::channel(false);
-    let worker = tokio::spawn(run_worker(config, status_tx, shutdown));
+    let worker = tokio::spawn(run_worker(config, listener, status_tx, shutdown));
     tokio::spawn(async move {
         let registered = status
             .wait_for(|s| matches!(s, WorkerStatus::Registered { .. }))
@@ -50,6 +50,5 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         _ = wait_for_shutdown_signal() => {}
     }
     let _ = shutdown_tx.send(true);
-    drop(listener);
     Ok(())
 }

@@ -10,22 +10,23 @@ use std::fmt::{self, Write as _};
 
 use datafusion::common::{DFSchemaRef, NullHandling, ScalarValue};
 use datafusion::logical_expr::{Expr, JoinType, SortExpr};
+use serde::{Deserialize, Serialize};
 
 /// How rows move from a node's input to the node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Exchange {
     /// Subtask i feeds subtask i (same parallelism); such edges are chained.
     Forward,
     /// Rows are hash-partitioned by these expressions (over the input's schema) into key
     /// groups; no expressions sends everything to a single subtask.
-    Hash(Vec<Expr>),
+    Hash(#[serde(with = "crate::codec::exprs")] Vec<Expr>),
 }
 
 /// A window aggregate's group key `window_end` (at `end_index` among the group
 /// expressions) closes the group when the watermark passes `end + allowed_lateness_ms`:
 /// its state is freed, and later rows for it are late (dropped and counted). With
 /// `emit_on_close` (EMIT ON WINDOW CLOSE) the group is emitted only then, once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowAggregate {
     pub end_index: usize,
     pub emit_on_close: bool,
@@ -35,14 +36,14 @@ pub struct WindowAggregate {
 /// The key (join key pair or PARTITION BY key, at `index`) that holds a window's end in
 /// an operator that frees a window's state when the watermark passes the end plus
 /// `allowed_lateness_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowKey {
     pub index: usize,
     pub allowed_lateness_ms: i64,
 }
 
 /// The frame of OVER aggregates: from how far back to the current row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OverFrame {
     /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW` (`None`: UNBOUNDED PRECEDING).
     Rows(Option<u64>),
@@ -52,14 +53,14 @@ pub enum OverFrame {
 }
 
 /// An input edge of a node.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamEdge {
     pub from: usize,
     pub exchange: Exchange,
 }
 
 /// What a node does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum StreamOperator {
     /// Reads a table's log (backfill, then new writes).
     TableScan {
@@ -75,25 +76,31 @@ pub enum StreamOperator {
         view: String,
     },
     Project {
+        #[serde(with = "crate::codec::exprs")]
         exprs: Vec<Expr>,
     },
     Filter {
+        #[serde(with = "crate::codec::expr")]
         predicate: Expr,
     },
     /// `time > now() - offset` (`>=` when `inclusive`): keeps each row from the moment it
     /// passes until the clock moves past `time + offset`, then retracts it.
     TemporalFilter {
+        #[serde(with = "crate::codec::expr")]
         time: Expr,
         offset_ms: i64,
         inclusive: bool,
     },
     /// Emits a watermark after each batch: the maximum of `expr` (a timestamp) so far.
     WatermarkAssign {
+        #[serde(with = "crate::codec::expr")]
         expr: Expr,
     },
     /// GROUP BY; output columns are the group expressions, then the aggregates.
     Aggregate {
+        #[serde(with = "crate::codec::exprs")]
         group_exprs: Vec<Expr>,
+        #[serde(with = "crate::codec::exprs")]
         aggr_exprs: Vec<Expr>,
         /// A window aggregate (`window_end` among the group keys, append-only input):
         /// what happens when the watermark passes a window's end.
@@ -102,9 +109,13 @@ pub enum StreamOperator {
     /// Equi-join; inputs are `[left, right]`, each hash-partitioned by its keys. `filter`
     /// is the residual condition over the output columns (inner joins only).
     Join {
+        #[serde(with = "crate::codec::join_type")]
         join_type: JoinType,
+        #[serde(with = "crate::codec::exprs")]
         left_keys: Vec<Expr>,
+        #[serde(with = "crate::codec::exprs")]
         right_keys: Vec<Expr>,
+        #[serde(with = "crate::codec::opt_expr")]
         filter: Option<Expr>,
         /// NULL keys equal each other (INTERSECT, EXCEPT).
         nulls_equal: bool,
@@ -121,8 +132,11 @@ pub enum StreamOperator {
     TemporalJoin {
         /// LEFT JOIN: a left row without a match is kept, padded with NULLs.
         outer: bool,
+        #[serde(with = "crate::codec::exprs")]
         left_keys: Vec<Expr>,
+        #[serde(with = "crate::codec::exprs")]
         right_keys: Vec<Expr>,
+        #[serde(with = "crate::codec::opt_expr")]
         filter: Option<Expr>,
     },
     /// UNION ALL of its inputs (each hash-partitioned by all its columns).
@@ -132,14 +146,18 @@ pub enum StreamOperator {
     Unnest {
         lists: Vec<usize>,
         sources: Vec<usize>,
+        #[serde(with = "crate::codec::null_handling")]
         null_handling: NullHandling,
     },
     /// Session windows: appends each row's session bounds (`bounds`, in order) to its
     /// columns. Inputs are hash-partitioned by `partition_by`.
     SessionWindow {
+        #[serde(with = "crate::codec::exprs")]
         partition_by: Vec<Expr>,
+        #[serde(with = "crate::codec::expr")]
         time: Expr,
         /// The gap, a constant interval.
+        #[serde(with = "crate::codec::scalar")]
         gap: ScalarValue,
         /// For each appended column: true for the session's start, false for its end.
         bounds: Vec<bool>,
@@ -152,7 +170,9 @@ pub enum StreamOperator {
     /// of each partition, with their row number appended. Inputs are hash-partitioned by
     /// `partition_by`; the output retracts as the ranking changes.
     TopN {
+        #[serde(with = "crate::codec::exprs")]
         partition_by: Vec<Expr>,
+        #[serde(with = "crate::codec::sort_exprs")]
         order_by: Vec<SortExpr>,
         limit: usize,
         /// A window Top-N: the PARTITION BY key `window_end`, whose windows close.
@@ -163,10 +183,13 @@ pub enum StreamOperator {
     /// time, the row is emitted with its aggregates over the frame of its partition, rows
     /// taken in time order. Rows behind the watermark are late. Append-only output.
     OverAggregate {
+        #[serde(with = "crate::codec::exprs")]
         partition_by: Vec<Expr>,
         /// The ORDER BY column, the input's event time.
+        #[serde(with = "crate::codec::expr")]
         time: Expr,
         /// One aggregate function expression over the input per output column.
+        #[serde(with = "crate::codec::exprs")]
         aggr_exprs: Vec<Expr>,
         frame: OverFrame,
     },
@@ -219,12 +242,13 @@ impl StreamOperator {
 }
 
 /// One node of the graph.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamNode {
     pub id: usize,
     pub operator: StreamOperator,
     pub inputs: Vec<StreamEdge>,
     /// The node's output columns (without the changelog column).
+    #[serde(with = "crate::codec::schema")]
     pub schema: DFSchemaRef,
     /// Whether the output carries retractions (`__op` column).
     pub changelog: bool,
@@ -232,7 +256,7 @@ pub struct StreamNode {
 }
 
 /// The logical dataflow of one job.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StreamGraph {
     pub nodes: Vec<StreamNode>,
     /// Inputs of an operator silent for this long stop holding its watermark back

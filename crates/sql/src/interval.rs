@@ -16,12 +16,14 @@ use datafusion::logical_expr::{Between, BinaryExpr, Expr, Operator};
 
 /// Per join side: the expression (over that side's columns) of the event time after
 /// which its rows can be forgotten, and whether the side's own rows must arrive on time.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IntervalBounds {
     /// `expiry[side]`: rows of `side` are forgotten once the watermark reaches it.
+    #[serde(with = "crate::codec::opt_expr_pair")]
     pub expiry: [Option<Expr>; 2],
     /// `time[side]`: the event-time column of `side`, when the other side's expiry
     /// relies on its rows arriving on time (late ones are dropped).
+    #[serde(with = "crate::codec::opt_expr_pair")]
     pub time: [Option<Expr>; 2],
 }
 

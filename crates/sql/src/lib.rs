@@ -2,6 +2,7 @@
 //! runs, and the [`planner`] that lowers DataFusion logical plans onto it.
 
 pub mod catalog;
+pub mod codec;
 mod dialect;
 pub mod graph;
 pub mod interval;

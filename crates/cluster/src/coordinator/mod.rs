@@ -58,6 +58,7 @@ use sluice_state::{
 use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, StateFile, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
 use crate::membership::{Membership, WorkerInfo};
+use crate::remote::Cluster;
 use crate::metadata::{CatalogState, Definition, MetadataStore};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
 use crate::results::{
@@ -250,8 +251,9 @@ pub struct Coordinator {
     ddl: tokio::sync::Mutex<()>,
     epochs: tokio::sync::Mutex<u64>,
     restarts: Arc<Restarts>,
-    /// The workers: the embedded one, and those registered over the control plane.
-    membership: Arc<Membership>,
+    /// The workers (the embedded one, and those registered over the control plane) and
+    /// the jobs running on them.
+    cluster: Arc<Cluster>,
 }
 
 impl Coordinator {
@@ -317,12 +319,18 @@ impl Coordinator {
             ddl: tokio::sync::Mutex::new(()),
             epochs: tokio::sync::Mutex::new(0),
             restarts,
-            membership: Arc::new(Membership::new(
+            cluster: Cluster::new(Arc::new(Membership::new(
                 heartbeat_duration("heartbeat_interval", config.heartbeat_interval)?,
                 heartbeat_duration("heartbeat_timeout", config.heartbeat_timeout)?,
                 u32::try_from(default_parallelism).unwrap_or(u32::MAX),
-            )),
+            ))),
         });
+        coordinator.cluster.set_snapshots(
+            coordinator
+                .durable
+                .as_ref()
+                .map(|d| d.checkpointer.sender()),
+        );
         tokio::spawn(restart_failed_jobs(
             Arc::downgrade(&coordinator),
             restart_requests,
@@ -559,12 +567,12 @@ impl Coordinator {
 
     /// The cluster's workers, the embedded one first.
     pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.membership.workers()
+        self.cluster.membership.workers()
     }
 
-    /// The worker registry the control plane serves.
-    pub fn membership(&self) -> Arc<Membership> {
-        self.membership.clone()
+    /// The workers and the jobs running on them: what the control plane serves.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.cluster.clone()
     }
 
     /// The DataFusion context batch queries run in. Protocol layers may register extra
@@ -1407,17 +1415,28 @@ impl Coordinator {
         partitions: &[Arc<ViewPartition>],
         restore: Option<ViewRestore>,
     ) -> Result<Job> {
+        // A sink's writer commits with the coordinator's checkpoints: its job stays here.
+        let placement = match graph.sink().operator {
+            StreamOperator::Sink { .. } => None,
+            _ => self.cluster.place(&graph),
+        };
         let ctx = DeployContext {
             tables: &inner.tables,
             views: &inner.views,
             snapshots: self.durable.as_ref().map(|d| d.checkpointer.sender()),
             restore: None,
             on_failure: Some(self.restarts.hook(name)),
+            placement: placement.as_ref(),
         };
-        match restore {
-            Some(restore) => restore_view(id, name, graph, partitions, restore, inner, ctx),
-            None => deploy(id, name, graph, partitions, &ctx),
+        let job = match restore {
+            Some(restore) => restore_view(id, name, graph, partitions, restore, inner, ctx)?,
+            None => deploy(id, name, graph, partitions, &ctx)?,
+        };
+        if let Some(placement) = &placement {
+            self.cluster
+                .attach(&job, placement, self.durable.is_some())?;
         }
+        Ok(job)
     }
 
     /// Fails view `view`'s job with `error`, as losing one of its subtasks would (what a

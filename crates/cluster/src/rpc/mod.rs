@@ -1,6 +1,6 @@
 //! The control plane (`proto/cluster.proto`) over gRPC: the coordinator's service that
-//! workers register and heartbeat with ([`serve_control_plane`]), and the worker's side
-//! ([`worker::run_worker`]).
+//! workers register, heartbeat and report to ([`serve_control_plane`], which also serves
+//! the coordinator's data plane), and the worker's side ([`worker::run_worker`]).
 
 pub mod worker;
 
@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
-use crate::membership::Membership;
+use crate::remote::Cluster;
 
 /// The code `tonic-prost-build` generates from `proto/cluster.proto`.
 #[allow(clippy::all, missing_docs)]
@@ -20,13 +20,16 @@ pub mod proto {
 }
 
 use proto::coordinator_server::{Coordinator as CoordinatorRpc, CoordinatorServer};
-use proto::{HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse};
+use proto::{
+    FailureReport, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse,
+    ReportResponse, SnapshotReport,
+};
 
 /// This build's version; workers of another version are refused.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 struct ControlPlane {
-    membership: Arc<Membership>,
+    cluster: Arc<Cluster>,
 }
 
 #[tonic::async_trait]
@@ -48,10 +51,10 @@ impl CoordinatorRpc for ControlPlane {
         if request.address.is_empty() {
             return Err(Status::invalid_argument("a worker must give its address"));
         }
-        let worker_id = self.membership.register(&request.address, request.slots);
+        let worker_id = self.cluster.membership.register(&request.address, request.slots);
         Ok(Response::new(RegisterResponse {
             worker_id,
-            heartbeat_interval_ms: self.membership.interval().as_millis() as u64,
+            heartbeat_interval_ms: self.cluster.membership.interval().as_millis() as u64,
         }))
     }
 
@@ -61,33 +64,58 @@ impl CoordinatorRpc for ControlPlane {
     ) -> std::result::Result<Response<HeartbeatResponse>, Status> {
         let request = request.into_inner();
         let known = self
+            .cluster
             .membership
             .heartbeat(request.worker_id, &request.address);
         Ok(Response::new(HeartbeatResponse { known }))
     }
+
+    async fn report_snapshot(
+        &self,
+        request: Request<SnapshotReport>,
+    ) -> std::result::Result<Response<ReportResponse>, Status> {
+        let known = self.cluster.report_snapshot(request.into_inner());
+        Ok(Response::new(ReportResponse { known }))
+    }
+
+    async fn report_failure(
+        &self,
+        request: Request<FailureReport>,
+    ) -> std::result::Result<Response<ReportResponse>, Status> {
+        let known = self.cluster.report_failure(request.into_inner());
+        Ok(Response::new(ReportResponse { known }))
+    }
 }
 
-/// Serves the coordinator's control plane on `listener` until `shutdown` turns true,
-/// and declares workers lost as their heartbeats stop.
+/// Serves the coordinator's control plane and data plane on `listener` until `shutdown`
+/// turns true, and declares workers lost as their heartbeats stop (failing the jobs
+/// that had subtasks on them).
 pub async fn serve_control_plane(
     listener: TcpListener,
-    membership: Arc<Membership>,
+    cluster: Arc<Cluster>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let detector = {
-        let membership = membership.clone();
-        let period = membership.interval() / 2;
+        let cluster = cluster.clone();
+        let period = cluster.membership.interval() / 2;
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(period.max(std::time::Duration::from_millis(10)));
             loop {
                 ticks.tick().await;
-                membership.detect_lost();
+                for lost in cluster.membership.detect_lost() {
+                    cluster.worker_lost(lost);
+                }
             }
         })
     };
+    let dataplane = cluster.dataplane.service();
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(CoordinatorServer::new(ControlPlane { membership }))
+        .add_service(
+            CoordinatorServer::new(ControlPlane { cluster })
+                .max_decoding_message_size(usize::MAX),
+        )
+        .add_service(dataplane)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = shutdown.wait_for(|&stop| stop).await;
         })

@@ -1,17 +1,27 @@
 //! A worker process (`sluice worker`): registers its slots with the coordinator and
 //! heartbeats. When the coordinator is unreachable it keeps retrying; when the
 //! coordinator no longer knows it (it was declared lost, or the coordinator restarted)
-//! it registers again.
+//! it registers again. It serves the `Worker` service (deploy and cancel subtasks) and
+//! its data plane on its own address.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_common::error::{Result, SluiceError};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status};
 
 use super::VERSION;
 use super::proto::coordinator_client::CoordinatorClient;
-use super::proto::{HeartbeatRequest, RegisterRequest};
+use super::proto::worker_server::{Worker as WorkerRpc, WorkerServer};
+use super::proto::{
+    CancelRequest, CancelResponse, DeployRequest, DeployResponse, HeartbeatRequest,
+    RegisterRequest,
+};
+use crate::dataplane::DataPlane;
+use crate::remote::WorkerRuntime;
 
 /// How long to wait between attempts to reach an unreachable coordinator.
 const RETRY: Duration = Duration::from_millis(500);
@@ -37,24 +47,80 @@ pub enum WorkerStatus {
     Registered { id: u64 },
 }
 
-/// Runs the worker until `shutdown` turns true. Fails only on a configuration error
-/// (a malformed coordinator URL) or when the coordinator refuses the worker.
+/// Runs the worker, serving on `listener`, until `shutdown` turns true. Fails only on a
+/// configuration error (a malformed coordinator URL) or when the coordinator refuses
+/// the worker.
 pub async fn run_worker(
     config: WorkerConfig,
+    listener: TcpListener,
     status: watch::Sender<WorkerStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    let bad_url = |e: &dyn std::fmt::Display| {
+        SluiceError::invalid_parameter(format!(
+            "--coordinator {} is not a URL: {e}",
+            config.coordinator
+        ))
+    };
     let endpoint = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|e| {
-            SluiceError::invalid_parameter(format!(
-                "--coordinator {} is not a URL: {e}",
-                config.coordinator
-            ))
-        })?
+        .map_err(|e| bad_url(&e))?
         .connect_timeout(CONNECT_TIMEOUT);
-    tokio::select! {
+    let coordinator_address = endpoint
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .ok_or_else(|| bad_url(&"it has no host:port"))?;
+    let dataplane = DataPlane::new();
+    let runtime = Arc::new(WorkerRuntime::new(
+        dataplane.clone(),
+        coordinator_address,
+        CoordinatorClient::new(endpoint.connect_lazy()),
+    ));
+    let mut server_shutdown = shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .add_service(
+            WorkerServer::new(WorkerService { runtime })
+                .max_decoding_message_size(usize::MAX),
+        )
+        .add_service(dataplane.service())
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            async move {
+                let _ = server_shutdown.wait_for(|&stop| stop).await;
+            },
+        );
+    let server = tokio::spawn(server);
+    let result = tokio::select! {
         result = serve(&config, &endpoint, &status) => result,
         _ = shutdown.wait_for(|&stop| stop) => Ok(()),
+    };
+    server.abort();
+    result
+}
+
+/// The worker's gRPC service: the coordinator deploys and cancels subtasks here.
+struct WorkerService {
+    runtime: Arc<WorkerRuntime>,
+}
+
+#[tonic::async_trait]
+impl WorkerRpc for WorkerService {
+    async fn deploy(
+        &self,
+        request: Request<DeployRequest>,
+    ) -> std::result::Result<Response<DeployResponse>, Status> {
+        self.runtime
+            .deploy(request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.message))?;
+        Ok(Response::new(DeployResponse {}))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<CancelRequest>,
+    ) -> std::result::Result<Response<CancelResponse>, Status> {
+        self.runtime.cancel(request.into_inner().deployment).await;
+        Ok(Response::new(CancelResponse {}))
     }
 }
 

@@ -1,0 +1,467 @@
+//! Running a job's subtasks on workers (Flink's scheduler and TaskExecutor).
+//!
+//! The coordinator keeps what is tied to its storage: every chain that reads a table,
+//! source or view, and every view's storage and sink. The chains in between (joins,
+//! aggregates, windows, Top-N: the stateful work) are placed on the workers' slots,
+//! spread across workers. Each process then deploys the same stream graph with the same
+//! [`Placement`], building only its own subtasks; the edges between processes go over
+//! the data plane ([`crate::dataplane`]).
+//!
+//! Checkpoints work as in one process: barriers flow through the remote subtasks with
+//! the rows, and each remote subtask sends its snapshot to the coordinator over the
+//! control plane, which completes the checkpoint as for its own subtasks. When a remote
+//! part fails (a subtask's error, a broken data connection, or the worker lost), the
+//! whole job fails, its other parts are cancelled, and it is restarted from the last
+//! completed checkpoint on the slots alive then.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sluice_common::error::{Result, SluiceError};
+use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
+use sluice_runtime::operators::StateEntry;
+use sluice_runtime::task::SubtaskSnapshot;
+use sluice_sql::StreamGraph;
+use tokio::sync::mpsc;
+use tonic::transport::Endpoint;
+
+use crate::checkpoints::now_ms;
+use crate::dataplane::DataPlane;
+use crate::job::{
+    DeployContext, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl,
+    distributed_chains, runs_anywhere,
+};
+use crate::membership::Membership;
+use crate::rpc::proto::coordinator_client::CoordinatorClient;
+use crate::rpc::proto::worker_client::WorkerClient;
+use crate::rpc::proto::{
+    CancelRequest, Chain, DeployRequest, FailureReport, OperatorState, SnapshotReport,
+    SubtaskState,
+};
+
+/// How long a deploy or cancel call to a worker may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A job run with subtasks on workers, as the coordinator tracks it.
+struct RemoteRun {
+    kill: KillHandle,
+    workers: BTreeSet<u64>,
+}
+
+/// The coordinator's side of running jobs on workers.
+pub struct Cluster {
+    pub membership: Arc<Membership>,
+    pub dataplane: Arc<DataPlane>,
+    /// Where workers reach the coordinator's data plane (`None` under `sluice serve`,
+    /// which runs everything in its own process).
+    address: Mutex<Option<String>>,
+    runs: Mutex<HashMap<u64, RemoteRun>>,
+    /// Deployment ids; started from the clock so that a restarted coordinator does not
+    /// reuse the ids of runs its workers may still hold.
+    next_deployment: AtomicU64,
+    /// Where remote snapshots go: the checkpointer (`None`: no checkpoints).
+    snapshots: Mutex<Option<mpsc::UnboundedSender<SubtaskSnapshot>>>,
+}
+
+impl Cluster {
+    pub fn new(membership: Arc<Membership>) -> Arc<Cluster> {
+        Arc::new(Cluster {
+            membership,
+            dataplane: DataPlane::new(),
+            address: Mutex::new(None),
+            runs: Mutex::new(HashMap::new()),
+            next_deployment: AtomicU64::new(now_ms().saturating_mul(1000)),
+            snapshots: Mutex::new(None),
+        })
+    }
+
+    /// Jobs may now place subtasks on workers, which reach this process at `address`.
+    pub fn serve_at(&self, address: String) {
+        *self.address.lock() = Some(address);
+    }
+
+    pub(crate) fn set_snapshots(&self, sender: Option<mpsc::UnboundedSender<SubtaskSnapshot>>) {
+        *self.snapshots.lock() = sender;
+    }
+
+    /// Where `graph`'s subtasks run: `None` when everything runs here (no workers, or
+    /// nothing in the graph can run elsewhere).
+    pub(crate) fn place(&self, graph: &StreamGraph) -> Option<Placement> {
+        let address = self.address.lock().clone()?;
+        let workers: Vec<_> = self
+            .membership
+            .workers()
+            .into_iter()
+            .filter(|w| w.id != 0 && w.state == "alive")
+            .collect();
+        let chains = distributed_chains(graph);
+        if workers.is_empty() || !chains.iter().any(|c| runs_anywhere(graph, c)) {
+            return None;
+        }
+        // Slots in the order subtasks take them: each worker's first slot, then each
+        // one's second, ..., so a job's subtasks spread over the workers. Subtask j of
+        // every chain shares slot j (Flink's slot sharing).
+        let most = workers.iter().map(|w| w.slots).max().unwrap_or(0);
+        let slots: Vec<u64> = (0..most)
+            .flat_map(|s| workers.iter().filter(move |w| s < w.slots).map(|w| w.id))
+            .collect();
+        let processes = chains
+            .iter()
+            .map(|chain| {
+                let remote = runs_anywhere(graph, chain);
+                (0..graph.nodes[chain[0]].parallelism)
+                    .map(|j| if remote { slots[j % slots.len()] } else { 0 })
+                    .collect()
+            })
+            .collect();
+        let mut addresses: BTreeMap<u64, String> =
+            workers.iter().map(|w| (w.id, w.address.clone())).collect();
+        addresses.insert(0, address);
+        Some(Placement {
+            deployment: self.next_deployment.fetch_add(1, Ordering::Relaxed),
+            chains,
+            processes,
+            here: 0,
+            addresses,
+            dataplane: self.dataplane.clone(),
+        })
+    }
+
+    /// Makes `job` (deployed with `placement`) deploy its remote subtasks when it starts
+    /// and cancel them when it ends.
+    pub(crate) fn attach(
+        self: &Arc<Self>,
+        job: &Job,
+        placement: &Placement,
+        checkpoints: bool,
+    ) -> Result<()> {
+        let graph = sluice_sql::codec::encode_graph(&job.graph)?;
+        let chains: Vec<Chain> = placement
+            .chains
+            .iter()
+            .zip(&placement.processes)
+            .map(|(nodes, processes)| Chain {
+                nodes: nodes.iter().map(|&n| n as u32).collect(),
+                processes: processes.clone(),
+            })
+            .collect();
+        let mut requests: BTreeMap<u64, DeployRequest> = BTreeMap::new();
+        for remote in &job.remote_subtasks {
+            let request = requests
+                .entry(remote.process)
+                .or_insert_with(|| DeployRequest {
+                    deployment: placement.deployment,
+                    job: job.id,
+                    view: job.view.clone(),
+                    graph: graph.clone(),
+                    chains: chains.clone(),
+                    worker_id: remote.process,
+                    addresses: placement.addresses.clone().into_iter().collect(),
+                    checkpoints,
+                    restore: Vec::new(),
+                });
+            if job.restored_epoch.is_some() {
+                request.restore.push(SubtaskState {
+                    chain: remote.chain as u32,
+                    subtask: remote.subtask as u32,
+                    operators: remote.operators.iter().map(|e| to_proto(e)).collect(),
+                });
+            }
+        }
+        let workers: BTreeSet<u64> = requests.keys().copied().collect();
+        let addresses: BTreeMap<u64, String> = workers
+            .iter()
+            .map(|w| (*w, placement.addresses[w].clone()))
+            .collect();
+        let deployment = placement.deployment;
+        self.runs.lock().insert(
+            deployment,
+            RemoteRun {
+                kill: job.kill_handle(),
+                workers,
+            },
+        );
+        let deploy = {
+            let addresses = addresses.clone();
+            Box::pin(async move {
+                for (worker, request) in requests {
+                    let address = &addresses[&worker];
+                    let mut client = worker_client(address)?;
+                    within(CALL_TIMEOUT, client.deploy(request))
+                        .await
+                        .map_err(|e| {
+                            SluiceError::internal(format!(
+                                "deploying to worker {worker} ({address}) failed: {}",
+                                e.message()
+                            ))
+                        })?;
+                }
+                Ok(())
+            })
+        };
+        let cluster = self.clone();
+        let cancel = Box::new(move || {
+            cluster.runs.lock().remove(&deployment);
+            tokio::spawn(async move {
+                for (worker, address) in addresses {
+                    let Ok(mut client) = worker_client(&address) else {
+                        continue;
+                    };
+                    if let Err(e) =
+                        within(CALL_TIMEOUT, client.cancel(CancelRequest { deployment })).await
+                    {
+                        tracing::debug!(worker, error = %e.message(), "cancel not delivered");
+                    }
+                }
+            });
+        });
+        job.set_remote(RemoteControl { deploy, cancel });
+        Ok(())
+    }
+
+    /// A remote subtask's snapshot; false when its run is not (any longer) running.
+    pub(crate) fn report_snapshot(&self, report: SnapshotReport) -> bool {
+        if !self.runs.lock().contains_key(&report.deployment) {
+            return false;
+        }
+        let kind = match report.kind {
+            1 => BarrierKind::Savepoint,
+            2 => BarrierKind::Flush,
+            _ => BarrierKind::Checkpoint,
+        };
+        let snapshot = SubtaskSnapshot {
+            barrier: CheckpointBarrier {
+                epoch: report.epoch,
+                kind,
+            },
+            subtask: report.subtask,
+            job: report.job,
+            operators: report.operators.into_iter().map(from_proto).collect(),
+            sink: None,
+            position: None,
+            alignment_ms: report.alignment_ms,
+        };
+        if let Some(sender) = self.snapshots.lock().as_ref() {
+            let _ = sender.send(snapshot);
+        }
+        true
+    }
+
+    /// A remote part of a run failed: fails its job. False when the run is unknown.
+    pub(crate) fn report_failure(&self, report: FailureReport) -> bool {
+        match self.runs.lock().get(&report.deployment) {
+            Some(run) => {
+                run.kill.kill(&report.error);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Worker `id` was lost: fails every job with subtasks on it.
+    pub fn worker_lost(&self, id: u64) {
+        for run in self.runs.lock().values() {
+            if run.workers.contains(&id) {
+                run.kill.kill(&format!(
+                    "worker {id} was lost (no heartbeat within the timeout)"
+                ));
+            }
+        }
+    }
+}
+
+fn worker_client(address: &str) -> Result<WorkerClient<tonic::transport::Channel>> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| SluiceError::internal(format!("bad worker address {address}: {e}")))?
+        .connect_timeout(Duration::from_secs(5));
+    Ok(WorkerClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
+}
+
+/// `call`, failing with `DEADLINE_EXCEEDED` after `timeout` (also while connecting).
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = std::result::Result<T, tonic::Status>>,
+) -> std::result::Result<T, tonic::Status> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")))
+}
+
+pub(crate) fn to_proto(entries: &[StateEntry]) -> OperatorState {
+    OperatorState {
+        entries: entries
+            .iter()
+            .map(|(g, k, v)| crate::rpc::proto::StateEntry {
+                key_group: *g as u32,
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn from_proto(state: OperatorState) -> Vec<StateEntry> {
+    state
+        .entries
+        .into_iter()
+        .map(|e| (e.key_group as u16, e.key, e.value))
+        .collect()
+}
+
+/// The worker's side: the runs deployed on it.
+pub struct WorkerRuntime {
+    dataplane: Arc<DataPlane>,
+    /// The coordinator's data-plane address as this worker reaches it (process 0).
+    coordinator_address: String,
+    coordinator: CoordinatorClient<tonic::transport::Channel>,
+    runs: Arc<Mutex<HashMap<u64, Arc<Job>>>>,
+}
+
+impl WorkerRuntime {
+    pub fn new(
+        dataplane: Arc<DataPlane>,
+        coordinator_address: String,
+        coordinator: CoordinatorClient<tonic::transport::Channel>,
+    ) -> WorkerRuntime {
+        WorkerRuntime {
+            dataplane,
+            coordinator_address,
+            coordinator: coordinator
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX),
+            runs: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// How many runs this worker holds.
+    pub fn runs(&self) -> usize {
+        self.runs.lock().len()
+    }
+
+    /// Builds and starts the subtasks `request` places on this worker.
+    pub fn deploy(&self, request: DeployRequest) -> Result<()> {
+        let graph = sluice_sql::codec::decode_graph(&request.graph)?;
+        let chains: Vec<Vec<usize>> = request
+            .chains
+            .iter()
+            .map(|c| c.nodes.iter().map(|&n| n as usize).collect())
+            .collect();
+        let processes: Vec<Vec<u64>> = request.chains.iter().map(|c| c.processes.clone()).collect();
+        let malformed = chains.iter().zip(&processes).any(|(nodes, processes)| {
+            nodes.is_empty()
+                || nodes.iter().any(|&n| n >= graph.nodes.len())
+                || processes.len() != graph.nodes[nodes[0]].parallelism
+        });
+        if malformed || chains.iter().flatten().count() != graph.nodes.len() {
+            return Err(SluiceError::invalid_parameter(
+                "the deployment's chains do not match its graph",
+            ));
+        }
+        let mut addresses: BTreeMap<u64, String> = request.addresses.into_iter().collect();
+        addresses.insert(0, self.coordinator_address.clone());
+        let placement = Placement {
+            deployment: request.deployment,
+            chains: chains.clone(),
+            processes,
+            here: request.worker_id,
+            addresses,
+            dataplane: self.dataplane.clone(),
+        };
+        let mut restore = JobRestore::default();
+        for state in &request.restore {
+            let chain = chains.get(state.chain as usize).ok_or_else(|| {
+                SluiceError::invalid_parameter("restored state of an unknown chain")
+            })?;
+            for (k, operator) in state.operators.iter().enumerate() {
+                let node = *chain.get(k).ok_or_else(|| {
+                    SluiceError::invalid_parameter("restored state of an unknown operator")
+                })?;
+                restore
+                    .operators
+                    .insert((node, state.subtask as usize), from_proto(operator.clone()));
+            }
+        }
+        let (snapshots, mut reported) = mpsc::unbounded_channel::<SubtaskSnapshot>();
+        let ctx = DeployContext {
+            tables: &BTreeMap::new(),
+            views: &BTreeMap::new(),
+            snapshots: request.checkpoints.then_some(snapshots),
+            restore: (!request.restore.is_empty()).then_some(&restore),
+            on_failure: None,
+            placement: Some(&placement),
+        };
+        let job = Arc::new(crate::job::deploy(
+            request.job,
+            &request.view,
+            graph,
+            &[],
+            &ctx,
+        )?);
+        job.start();
+        let deployment = request.deployment;
+        self.runs.lock().insert(deployment, job.clone());
+        tracing::info!(deployment, view = %request.view, "deployed subtasks");
+        // Snapshots go to the coordinator in the order they were taken.
+        let mut coordinator = self.coordinator.clone();
+        let kill = job.kill_handle();
+        tokio::spawn(async move {
+            while let Some(snapshot) = reported.recv().await {
+                let report = SnapshotReport {
+                    deployment,
+                    job: snapshot.job,
+                    subtask: snapshot.subtask,
+                    epoch: snapshot.barrier.epoch,
+                    kind: match snapshot.barrier.kind {
+                        BarrierKind::Checkpoint => 0,
+                        BarrierKind::Savepoint => 1,
+                        BarrierKind::Flush => 2,
+                    },
+                    operators: snapshot.operators.iter().map(|e| to_proto(e)).collect(),
+                    alignment_ms: snapshot.alignment_ms,
+                };
+                match within(CALL_TIMEOUT, coordinator.report_snapshot(report)).await {
+                    Ok(reply) if reply.get_ref().known => {}
+                    Ok(_) => {
+                        kill.kill("the coordinator no longer runs this deployment");
+                        return;
+                    }
+                    Err(e) => {
+                        kill.kill(&format!(
+                            "cannot report a snapshot to the coordinator: {}",
+                            e.message()
+                        ));
+                        return;
+                    }
+                }
+            }
+        });
+        // When the run ends: a failure is reported, and the run forgotten.
+        let mut coordinator = self.coordinator.clone();
+        let runs = self.runs.clone();
+        tokio::spawn(async move {
+            job.stopped().await;
+            if let JobState::Failed(error) = job.state() {
+                tracing::warn!(deployment, error = %error, "deployed subtasks failed");
+                let report = FailureReport { deployment, error };
+                let _ = within(CALL_TIMEOUT, coordinator.report_failure(report)).await;
+            }
+            runs.lock().remove(&deployment);
+        });
+        Ok(())
+    }
+
+    /// Stops run `deployment`'s subtasks, if it is here.
+    pub async fn cancel(&self, deployment: u64) {
+        let job = self.runs.lock().remove(&deployment);
+        if let Some(job) = job {
+            job.stop().await;
+            tracing::info!(deployment, "cancelled subtasks");
+        }
+        self.dataplane.forget(deployment);
+    }
+}
