@@ -310,7 +310,9 @@ impl FlightService for FlightExchange {
             .as_ref()
             .and_then(|d| ChannelKey::decode(&d.cmd))
             .ok_or_else(|| {
-                Status::invalid_argument("the first frame must name a channel as deployment/channel")
+                Status::invalid_argument(
+                    "the first frame must name a channel as deployment/channel",
+                )
             })?;
         let outbox = self.plane.take_outbox(key).await.ok_or_else(|| {
             Status::not_found(format!(
@@ -322,9 +324,7 @@ impl FlightService for FlightExchange {
         let plane = self.plane.clone();
         let credits = credit_of(&first) as u64;
         tokio::spawn(async move {
-            plane
-                .serve_outbox(outbox, grants, credits, frames_tx)
-                .await;
+            plane.serve_outbox(outbox, grants, credits, frames_tx).await;
         });
         let stream = futures::stream::unfold(frames_rx, |mut rx| async move {
             rx.recv().await.map(|frame| (frame, rx))
@@ -333,10 +333,18 @@ impl FlightService for FlightExchange {
     }
 }
 
+/// Called with the error when a [`pump`] cannot connect to its sender's process.
+pub type OnUnreachable = Box<dyn FnOnce(&str) + Send>;
+
 /// Receives the edge `key` from the Flight server at `address` into `tx`, granting
 /// credits as `tx` takes messages. Ends after the end of the stream, or when the local
 /// consumer is gone; fails when the connection breaks or the sender stopped first.
-pub async fn pump(address: String, key: ChannelKey, tx: mpsc::Sender<Message>) -> Result<()> {
+pub async fn pump(
+    address: String,
+    key: ChannelKey,
+    tx: mpsc::Sender<Message>,
+    unreachable: Option<OnUnreachable>,
+) -> Result<()> {
     let broken = |e: &dyn std::fmt::Display| {
         SluiceError::internal(format!(
             "the data connection to {address} (channel {}/{}) failed: {e}",
@@ -346,7 +354,16 @@ pub async fn pump(address: String, key: ChannelKey, tx: mpsc::Sender<Message>) -
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| broken(&e))?
         .connect_timeout(CONNECT_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| broken(&e))?;
+    let channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(e) => {
+            let error = broken(&e);
+            if let Some(unreachable) = unreachable {
+                unreachable(&error.message);
+            }
+            return Err(error);
+        }
+    };
     let mut client = arrow_flight::flight_service_client::FlightServiceClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
@@ -381,9 +398,10 @@ pub async fn pump(address: String, key: ChannelKey, tx: mpsc::Sender<Message>) -
                 app_metadata: credit(consumed),
                 ..Default::default()
             };
-            if grants.send(grant).await.is_err() {
-                return Ok(());
-            }
+            // The request side closes once the sender has finished its response: the
+            // rest of the stream (up to its end) is already here, and needs no credit.
+            // A broken connection shows as an error on the frames instead.
+            let _ = grants.send(grant).await;
             consumed = 0;
         }
     }
@@ -503,7 +521,7 @@ mod tests {
         };
         let (out_tx, out_rx) = mpsc::channel(4);
         let (in_tx, mut in_rx) = mpsc::channel(4);
-        let receiving = tokio::spawn(pump(address, key, in_tx));
+        let receiving = tokio::spawn(pump(address, key, in_tx, None));
         // The receiver connects first and waits for the outbox to be registered.
         plane.add_outbox(key, out_rx);
         let sent = vec![
@@ -529,7 +547,13 @@ mod tests {
         receiving.await.unwrap().unwrap();
         assert_eq!(
             got,
-            ["rows [1, 2, 3]", "watermark 42", "savepoint 5", "rows [4]", "end"]
+            [
+                "rows [1, 2, 3]",
+                "watermark 42",
+                "savepoint 5",
+                "rows [4]",
+                "end"
+            ]
         );
     }
 
@@ -540,7 +564,9 @@ mod tests {
                 format!("rows {:?}", values.values().to_vec())
             }
             Message::Watermark(w) => format!("watermark {}", w.0),
-            Message::Barrier(b) => format!("{} {}", format!("{:?}", b.kind).to_lowercase(), b.epoch),
+            Message::Barrier(b) => {
+                format!("{} {}", format!("{:?}", b.kind).to_lowercase(), b.epoch)
+            }
             Message::EndOfStream => "end".into(),
         }
     }
@@ -555,7 +581,7 @@ mod tests {
         };
         // The receiver's local channel holds one message and nobody reads it yet.
         let (in_tx, mut in_rx) = mpsc::channel(1);
-        let receiving = tokio::spawn(pump(address, key, in_tx));
+        let receiving = tokio::spawn(pump(address, key, in_tx, None));
         let (out_tx, out_rx) = mpsc::channel(1);
         plane.add_outbox(key, out_rx);
         const TOTAL: i64 = 200;
@@ -574,7 +600,10 @@ mod tests {
         // channel took one message and its pump is blocked on the next.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while plane.messages_sent() < CREDITS as u64 {
-            assert!(tokio::time::Instant::now() < deadline, "credits never spent");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "credits never spent"
+            );
             tokio::task::yield_now().await;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -602,6 +631,40 @@ mod tests {
         assert!(plane.max_in_flight() <= CREDITS as u64);
     }
 
+    /// The sender finishes its response (and the request side closes) while the receiver
+    /// still has frames to take: it must take them all, not stop at its next grant.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_receiver_gets_the_whole_stream_after_the_sender_has_finished() {
+        let plane = DataPlane::new();
+        let address = serve(plane.clone()).await;
+        for round in 0..20u32 {
+            let key = ChannelKey {
+                deployment: 9,
+                channel: round,
+            };
+            let (out_tx, out_rx) = mpsc::channel(128);
+            plane.add_outbox(key, out_rx);
+            const TOTAL: i64 = 100;
+            for i in 0..TOTAL {
+                out_tx.send(Message::Batch(batch(vec![i]))).await.unwrap();
+            }
+            // Sent while the receiver has not read anything yet.
+            let (in_tx, mut in_rx) = mpsc::channel(1);
+            let receiving = tokio::spawn(pump(address.clone(), key, in_tx, None));
+            out_tx.send(Message::EndOfStream).await.unwrap();
+            let mut received = 0i64;
+            while let Some(message) = in_rx.recv().await {
+                if matches!(message, Message::EndOfStream) {
+                    break;
+                }
+                received += 1;
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(received, TOTAL, "round {round}");
+            receiving.await.unwrap().unwrap();
+        }
+    }
+
     #[tokio::test]
     async fn a_sender_that_stops_without_ending_fails_the_receiver() {
         let plane = DataPlane::new();
@@ -615,7 +678,7 @@ mod tests {
         out_tx.send(Message::Batch(batch(vec![1]))).await.unwrap();
         drop(out_tx);
         let (in_tx, mut in_rx) = mpsc::channel(4);
-        let error = pump(address, key, in_tx).await.unwrap_err();
+        let error = pump(address, key, in_tx, None).await.unwrap_err();
         assert!(error.message.contains("stopped"), "{}", error.message);
         assert!(matches!(in_rx.recv().await, Some(Message::Batch(_))));
     }

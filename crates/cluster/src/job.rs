@@ -47,7 +47,7 @@ use sluice_state::snapshot::redistribute;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::dataplane::{ChannelKey, DataPlane, pump};
+use crate::dataplane::{ChannelKey, DataPlane, OnUnreachable, pump};
 use crate::providers::TableStorage;
 
 /// The lifecycle state of a job.
@@ -101,6 +101,9 @@ pub struct Placement {
     /// Every process's data-plane (Flight) address.
     pub addresses: BTreeMap<u64, String>,
     pub dataplane: Arc<DataPlane>,
+    /// Told when a process cannot be connected to (the coordinator declares the worker
+    /// lost, so that restarting the job does not wait for its heartbeat timeout).
+    pub unreachable: Option<Unreachable>,
 }
 
 impl Placement {
@@ -161,9 +164,15 @@ pub struct RemoteSubtask {
 pub struct RemoteControl {
     /// Deploys them; run when the job starts (its error fails the job).
     pub deploy: Forwarder,
-    /// Cancels them; called once when the job stops, fails or is dropped.
-    pub cancel: Box<dyn FnOnce() + Send>,
+    /// Cancels them; called once when the job finishes, stops, fails or is dropped.
+    pub cancel: CancelRemote,
 }
+
+/// See [`RemoteControl::cancel`].
+pub type CancelRemote = Box<dyn FnOnce() + Send>;
+
+/// See [`Placement::unreachable`]: told a process id and the connection error.
+pub type Unreachable = Arc<dyn Fn(u64, &str) + Send + Sync>;
 
 /// Called with the error when a job fails (not when it is stopped). The coordinator
 /// decides here whether the job will be restarted, so that anyone who then sees the job
@@ -319,6 +328,9 @@ struct SubtaskStats {
 pub struct SubtaskInfo {
     /// `chain-index`, stable across restarts.
     pub id: String,
+    /// The worker running it (0: the coordinator's embedded worker). A remote
+    /// subtask's counters are as of its worker's last heartbeat.
+    pub worker: u64,
     /// `view/Operator->Operator#index`.
     pub name: String,
     pub rows_in: u64,
@@ -379,17 +391,20 @@ pub struct Job {
     sink_subtasks: Vec<SinkSubtask>,
     /// Subtasks placed in other processes (left for the coordinator to deploy there).
     pub remote_subtasks: Vec<RemoteSubtask>,
+    /// Per worker and operator (node id): late rows its remote subtasks dropped, as the
+    /// worker last reported.
+    pub remote_late_rows: Arc<Mutex<BTreeMap<(u64, usize), u64>>>,
     /// Cancels the remote subtasks; taken when the job stops.
-    remote_cancel: Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>,
+    remote_cancel: Arc<Mutex<Option<CancelRemote>>>,
     /// This run's cross-process channels, dropped with the job.
-    dataplane: Option<(Arc<DataPlane>, u64)>,
+    dataplane: Option<RunOnPlane>,
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
         cancel_remote(&self.remote_cancel);
-        if let Some((plane, deployment)) = &self.dataplane {
-            plane.forget(*deployment);
+        if let Some(run) = &self.dataplane {
+            run.plane.forget(run.deployment);
         }
         // Aborting the supervisor drops its JoinSet, which aborts every subtask.
         if let Some(supervisor) = self.supervisor.lock().take() {
@@ -429,6 +444,7 @@ impl Job {
             restored_epoch: None,
             sink_subtasks: Vec::new(),
             remote_subtasks: Vec::new(),
+            remote_late_rows: Arc::default(),
             remote_cancel: Arc::new(Mutex::new(None)),
             dataplane: None,
         }
@@ -477,6 +493,9 @@ impl Job {
                     joined = set.join_next() => match joined {
                         None => {
                             state_tx.send_replace(JobState::Finished);
+                            // Remote parts have finished too (the end of their streams
+                            // reached this process); this forgets them.
+                            cancel_remote(&remote_cancel);
                             return;
                         }
                         Some(Ok(Ok(()))) => {}
@@ -512,6 +531,16 @@ impl Job {
     /// the worker that runs a subtask does.
     pub fn kill(&self, error: &str) {
         let _ = self.interrupts.send(Interrupt::Kill(error.to_string()));
+    }
+
+    /// The name of subtask `subtask` of chain `chain`.
+    pub fn subtask_name(&self, chain: usize, subtask: usize) -> String {
+        subtask_name(&self.view, &self.graph, &self.chains[chain], subtask)
+    }
+
+    /// This run's deployment id, when its subtasks are spread over processes.
+    pub fn deployment(&self) -> Option<u64> {
+        self.dataplane.as_ref().map(|d| d.deployment)
     }
 
     /// A handle that kills this job (see [`Job::kill`]) without keeping it alive.
@@ -576,6 +605,7 @@ impl Job {
             .iter()
             .map(|s| SubtaskInfo {
                 id: s.id.clone(),
+                worker: self.dataplane.as_ref().map_or(0, |d| d.here),
                 name: s.name.clone(),
                 rows_in: s.metrics.rows_in.load(Ordering::Relaxed),
                 rows_out: s.metrics.rows_out.load(Ordering::Relaxed),
@@ -587,10 +617,20 @@ impl Job {
 
     /// Rows dropped as late by this job's window operators.
     pub fn late_rows(&self) -> u64 {
-        self.late_rows
-            .values()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+        self.late_rows_by_node().values().sum()
+    }
+
+    /// Late rows per operator (node id) that drops them, here and on workers.
+    pub fn late_rows_by_node(&self) -> BTreeMap<usize, u64> {
+        let mut rows: BTreeMap<usize, u64> = self
+            .late_rows
+            .iter()
+            .map(|(&node, count)| (node, count.load(Ordering::Relaxed)))
+            .collect();
+        for (&(_, node), &count) in self.remote_late_rows.lock().iter() {
+            *rows.entry(node).or_default() += count;
+        }
+        rows
     }
 
     /// The graph node of operator `k` of chain `chain`'s subtasks (the operators a
@@ -614,11 +654,12 @@ impl Job {
 
     /// Late rows per operator that drops them, as `"<node id>:<operator>"` → count.
     pub fn late_rows_by_operator(&self) -> BTreeMap<String, u64> {
-        self.late_rows
-            .iter()
-            .map(|(&node, count)| {
+        self.late_rows_by_node()
+            .into_iter()
+            .filter(|&(node, _)| node < self.graph.nodes.len())
+            .map(|(node, count)| {
                 let name = self.graph.nodes[node].operator.name();
-                (format!("{node}:{name}"), count.load(Ordering::Relaxed))
+                (format!("{node}:{name}"), count)
             })
             .collect()
     }
@@ -674,7 +715,8 @@ pub fn deploy(
         Some(placement) => placement.chains.clone(),
         None => graph.chains(),
     };
-    let local = |chain: usize, subtask: usize| ctx.placement.is_none_or(|p| p.is_local(chain, subtask));
+    let local =
+        |chain: usize, subtask: usize| ctx.placement.is_none_or(|p| p.is_local(chain, subtask));
     let mut forwarders: Vec<Forwarder> = Vec::new();
     // Cross-process channels, numbered in creation order (the same in every process).
     let mut next_channel = 0u32;
@@ -708,7 +750,12 @@ pub fn deploy(
                 receivers[down.0][down.1].push(rx);
                 sides[down.0][down.1].push(side);
                 let address = placement.address(up.0, up.1)?;
-                forwarders.push(Box::pin(pump(address, key, tx)));
+                let process = placement.processes[up.0][up.1];
+                let unreachable = placement
+                    .unreachable
+                    .clone()
+                    .map(|tell| Box::new(move |error: &str| tell(process, error)) as OnUnreachable);
+                forwarders.push(Box::pin(pump(address, key, tx, unreachable)));
             }
             (false, false) => {}
         }
@@ -946,11 +993,7 @@ pub fn deploy(
                     op.restore_state(restore.operator_state(n, j, head.parallelism)?)?;
                 }
             }
-            let names: Vec<&str> = chain
-                .iter()
-                .map(|&n| graph.nodes[n].operator.name())
-                .collect();
-            let name = format!("{view}/{}#{j}", names.join("->"));
+            let name = subtask_name(view, &graph, chain, j);
             subtask_metrics.push(SubtaskStats {
                 id: sid.clone(),
                 name: name.clone(),
@@ -1001,18 +1044,38 @@ pub fn deploy(
         subtask_metrics,
         sink_subtasks,
         remote_subtasks,
+        remote_late_rows: Arc::default(),
         remote_cancel: Arc::new(Mutex::new(None)),
-        dataplane: ctx
-            .placement
-            .map(|p| (p.dataplane.clone(), p.deployment)),
+        dataplane: ctx.placement.map(|p| RunOnPlane {
+            plane: p.dataplane.clone(),
+            deployment: p.deployment,
+            here: p.here,
+        }),
     })
 }
 
+/// A job run spread over processes: its channels on this process's data plane.
+struct RunOnPlane {
+    plane: Arc<DataPlane>,
+    deployment: u64,
+    /// This process (a worker id; 0 the coordinator).
+    here: u64,
+}
+
 /// Cancels a job's remote subtasks, once.
-fn cancel_remote(cancel: &Mutex<Option<Box<dyn FnOnce() + Send>>>) {
+fn cancel_remote(cancel: &Mutex<Option<CancelRemote>>) {
     if let Some(cancel) = cancel.lock().take() {
         cancel();
     }
+}
+
+/// `view/Operator->Operator#subtask`: how logs and `GET /jobs/{id}` name a subtask.
+fn subtask_name(view: &str, graph: &StreamGraph, chain: &[usize], subtask: usize) -> String {
+    let names: Vec<&str> = chain
+        .iter()
+        .map(|&n| graph.nodes[n].operator.name())
+        .collect();
+    format!("{view}/{}#{subtask}", names.join("->"))
 }
 
 /// Whether a node ends its job (a view's storage or a sink) rather than being an operator.

@@ -112,6 +112,18 @@ impl Membership {
         }
     }
 
+    /// Declares worker `id` lost before its heartbeat timeout: it could not be reached
+    /// (deploying to it failed to connect). Like a silent worker, it must register again.
+    pub fn declare_lost(&self, id: u64, why: &str) {
+        if let Some(worker) = self.workers.lock().get_mut(&id)
+            && !worker.embedded
+            && !worker.lost
+        {
+            worker.lost = true;
+            tracing::warn!(worker = id, address = %worker.address, reason = why, "worker lost");
+        }
+    }
+
     /// Declares lost every worker silent for longer than the timeout; returns their ids.
     pub fn detect_lost(&self) -> Vec<u64> {
         self.detect_lost_at(Instant::now())

@@ -31,15 +31,15 @@ use tonic::transport::Endpoint;
 use crate::checkpoints::now_ms;
 use crate::dataplane::DataPlane;
 use crate::job::{
-    DeployContext, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl,
+    DeployContext, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl, SubtaskInfo,
     distributed_chains, runs_anywhere,
 };
 use crate::membership::Membership;
 use crate::rpc::proto::coordinator_client::CoordinatorClient;
 use crate::rpc::proto::worker_client::WorkerClient;
 use crate::rpc::proto::{
-    CancelRequest, Chain, DeployRequest, FailureReport, OperatorState, SnapshotReport,
-    SubtaskState,
+    CancelRequest, Chain, DeployRequest, FailureReport, LateRows, MetricsRequest, OperatorState,
+    SnapshotReport, SubtaskMetrics as ProtoMetrics, SubtaskState,
 };
 
 /// How long a deploy or cancel call to a worker may take.
@@ -49,6 +49,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 struct RemoteRun {
     kill: KillHandle,
     workers: BTreeSet<u64>,
+    /// The job's record of its remote late rows (see [`Job::remote_late_rows`]).
+    late_rows: Arc<Mutex<BTreeMap<(u64, usize), u64>>>,
 }
 
 /// The coordinator's side of running jobs on workers.
@@ -64,6 +66,8 @@ pub struct Cluster {
     next_deployment: AtomicU64,
     /// Where remote snapshots go: the checkpointer (`None`: no checkpoints).
     snapshots: Mutex<Option<mpsc::UnboundedSender<SubtaskSnapshot>>>,
+    /// Per run and remote subtask id: its counters at its worker's last heartbeat.
+    metrics: Mutex<HashMap<u64, BTreeMap<String, SubtaskInfo>>>,
 }
 
 impl Cluster {
@@ -75,6 +79,7 @@ impl Cluster {
             runs: Mutex::new(HashMap::new()),
             next_deployment: AtomicU64::new(now_ms().saturating_mul(1000)),
             snapshots: Mutex::new(None),
+            metrics: Mutex::new(HashMap::new()),
         })
     }
 
@@ -101,6 +106,10 @@ impl Cluster {
         if workers.is_empty() || !chains.iter().any(|c| runs_anywhere(graph, c)) {
             return None;
         }
+        if let Err(e) = check_shippable(graph) {
+            tracing::warn!(error = %e.message, "the job runs on the coordinator only: its graph cannot be sent to workers");
+            return None;
+        }
         // Slots in the order subtasks take them: each worker's first slot, then each
         // one's second, ..., so a job's subtasks spread over the workers. Subtask j of
         // every chain shares slot j (Flink's slot sharing).
@@ -120,6 +129,7 @@ impl Cluster {
         let mut addresses: BTreeMap<u64, String> =
             workers.iter().map(|w| (w.id, w.address.clone())).collect();
         addresses.insert(0, address);
+        let membership = self.membership.clone();
         Some(Placement {
             deployment: self.next_deployment.fetch_add(1, Ordering::Relaxed),
             chains,
@@ -127,6 +137,9 @@ impl Cluster {
             here: 0,
             addresses,
             dataplane: self.dataplane.clone(),
+            unreachable: Some(Arc::new(move |worker, error| {
+                membership.declare_lost(worker, error)
+            })),
         })
     }
 
@@ -182,22 +195,31 @@ impl Cluster {
             RemoteRun {
                 kill: job.kill_handle(),
                 workers,
+                late_rows: job.remote_late_rows.clone(),
             },
         );
         let deploy = {
             let addresses = addresses.clone();
+            let membership = self.membership.clone();
             Box::pin(async move {
                 for (worker, request) in requests {
                     let address = &addresses[&worker];
                     let mut client = worker_client(address)?;
-                    within(CALL_TIMEOUT, client.deploy(request))
-                        .await
-                        .map_err(|e| {
-                            SluiceError::internal(format!(
-                                "deploying to worker {worker} ({address}) failed: {}",
-                                e.message()
-                            ))
-                        })?;
+                    if let Err(e) = within(CALL_TIMEOUT, client.deploy(request)).await {
+                        let error = format!(
+                            "deploying to worker {worker} ({address}) failed: {}",
+                            e.message()
+                        );
+                        // Unreachable, rather than refusing: the restart should not wait
+                        // for its heartbeat timeout to place subtasks elsewhere.
+                        if matches!(
+                            e.code(),
+                            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                        ) {
+                            membership.declare_lost(worker, &error);
+                        }
+                        return Err(SluiceError::internal(error));
+                    }
                 }
                 Ok(())
             })
@@ -205,6 +227,7 @@ impl Cluster {
         let cluster = self.clone();
         let cancel = Box::new(move || {
             cluster.runs.lock().remove(&deployment);
+            cluster.metrics.lock().remove(&deployment);
             tokio::spawn(async move {
                 for (worker, address) in addresses {
                     let Ok(mut client) = worker_client(&address) else {
@@ -261,6 +284,95 @@ impl Cluster {
         }
     }
 
+    /// Worker `worker`'s counters (from a heartbeat or a [`Cluster::refresh_metrics`]).
+    pub(crate) fn record_metrics(
+        &self,
+        worker: u64,
+        subtasks: Vec<ProtoMetrics>,
+        late_rows: Vec<LateRows>,
+    ) {
+        let runs = self.runs.lock();
+        for late in late_rows {
+            if let Some(run) = runs.get(&late.deployment) {
+                run.late_rows
+                    .lock()
+                    .insert((worker, late.node as usize), late.rows);
+            }
+        }
+        let mut metrics = self.metrics.lock();
+        for s in subtasks {
+            if !runs.contains_key(&s.deployment) {
+                continue;
+            }
+            let info = SubtaskInfo {
+                id: s.id.clone(),
+                worker,
+                name: s.name,
+                rows_in: s.rows_in,
+                rows_out: s.rows_out,
+                watermark_ms: s.watermark_ms,
+                backpressured_ms: s.backpressured_ms,
+            };
+            metrics.entry(s.deployment).or_default().insert(s.id, info);
+        }
+    }
+
+    /// The subtasks of run `deployment` of `job` that workers run, with their counters
+    /// as of the last heartbeat (zero before the first).
+    pub(crate) fn remote_subtasks(&self, deployment: u64, job: &Job) -> Vec<SubtaskInfo> {
+        let metrics = self.metrics.lock();
+        let reported = metrics.get(&deployment);
+        job.remote_subtasks
+            .iter()
+            .map(|r| {
+                let id = crate::job::subtask_id(r.chain, r.subtask);
+                reported
+                    .and_then(|m| m.get(&id))
+                    .cloned()
+                    .unwrap_or_else(|| SubtaskInfo {
+                        name: job.subtask_name(r.chain, r.subtask),
+                        id,
+                        worker: r.process,
+                        rows_in: 0,
+                        rows_out: 0,
+                        watermark_ms: None,
+                        backpressured_ms: 0,
+                    })
+            })
+            .collect()
+    }
+
+    /// Asks every worker running subtasks for its counters now. After a FLUSH this makes
+    /// `SHOW JOBS` count every row the flushed input made late: the barrier passed the
+    /// remote operators, which count before they forward it, before it reached the views.
+    pub async fn refresh_metrics(&self) {
+        let workers: BTreeSet<u64> = self
+            .runs
+            .lock()
+            .values()
+            .flat_map(|r| r.workers.iter().copied())
+            .collect();
+        let addresses: BTreeMap<u64, String> = self
+            .membership
+            .workers()
+            .into_iter()
+            .filter(|w| workers.contains(&w.id) && w.state == "alive")
+            .map(|w| (w.id, w.address))
+            .collect();
+        for (worker, address) in addresses {
+            let Ok(mut client) = worker_client(&address) else {
+                continue;
+            };
+            match within(CALL_TIMEOUT, client.metrics(MetricsRequest {})).await {
+                Ok(reply) => {
+                    let reply = reply.into_inner();
+                    self.record_metrics(worker, reply.subtasks, reply.late_rows);
+                }
+                Err(e) => tracing::debug!(worker, error = %e.message(), "no metrics"),
+            }
+        }
+    }
+
     /// Worker `id` was lost: fails every job with subtasks on it.
     pub fn worker_lost(&self, id: u64) {
         for run in self.runs.lock().values() {
@@ -271,6 +383,28 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Whether `graph` survives encoding for a worker unchanged: every expression in it has
+/// a protobuf form that decodes to the same expression. Schemas lose their functional
+/// dependencies on the way (datafusion-proto does not encode them); only planning uses
+/// them, so they are left out of the comparison.
+fn check_shippable(graph: &StreamGraph) -> Result<()> {
+    let decoded = sluice_sql::codec::decode_graph(&sluice_sql::codec::encode_graph(graph)?)?;
+    let mut expected = graph.clone();
+    for node in &mut expected.nodes {
+        let schema = node.schema.as_ref().clone();
+        node.schema = Arc::new(
+            schema
+                .with_functional_dependencies(datafusion::common::FunctionalDependencies::empty())?,
+        );
+    }
+    if format!("{decoded:?}") != format!("{expected:?}") {
+        return Err(SluiceError::internal(
+            "the stream graph decodes to a different graph",
+        ));
+    }
+    Ok(())
 }
 
 fn worker_client(address: &str) -> Result<WorkerClient<tonic::transport::Channel>> {
@@ -338,9 +472,33 @@ impl WorkerRuntime {
         }
     }
 
-    /// How many runs this worker holds.
-    pub fn runs(&self) -> usize {
-        self.runs.lock().len()
+    /// The counters of every subtask this worker runs, and the late rows of each of its
+    /// operators, for heartbeats and the `Metrics` call.
+    pub fn metrics(&self) -> (Vec<ProtoMetrics>, Vec<LateRows>) {
+        let runs = self.runs.lock();
+        let mut all = Vec::new();
+        let mut late = Vec::new();
+        for (&deployment, job) in runs.iter() {
+            for (node, rows) in job.late_rows_by_node() {
+                late.push(LateRows {
+                    deployment,
+                    node: node as u32,
+                    rows,
+                });
+            }
+            for s in job.subtasks() {
+                all.push(ProtoMetrics {
+                    deployment,
+                    id: s.id,
+                    name: s.name,
+                    rows_in: s.rows_in,
+                    rows_out: s.rows_out,
+                    watermark_ms: s.watermark_ms,
+                    backpressured_ms: s.backpressured_ms,
+                });
+            }
+        }
+        (all, late)
     }
 
     /// Builds and starts the subtasks `request` places on this worker.
@@ -371,6 +529,7 @@ impl WorkerRuntime {
             here: request.worker_id,
             addresses,
             dataplane: self.dataplane.clone(),
+            unreachable: None,
         };
         let mut restore = JobRestore::default();
         for state in &request.restore {

@@ -58,6 +58,7 @@ pub fn spec() -> Value {
     let subtask = object(json!({
         "id": string("chain-index, stable across restarts"),
         "name": string("view/Operator->Operator#index"),
+        "worker": integer("The worker running it (0: the coordinator); a remote subtask's counters are as of its worker's last heartbeat"),
         "rows_in": integer("Rows that entered its chain"),
         "rows_out": integer("Rows its chain put out"),
         "watermark_ms": {"type": "integer", "nullable": true, "description": "The last watermark it put out"},

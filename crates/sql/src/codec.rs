@@ -156,10 +156,7 @@ pub(crate) mod sort_exprs {
         nulls_first: bool,
     }
 
-    pub fn serialize<S: Serializer>(
-        es: &[SortExpr],
-        s: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(es: &[SortExpr], s: S) -> std::result::Result<S::Ok, S::Error> {
         es.iter()
             .map(|e| {
                 Ok(Sort {
@@ -177,7 +174,13 @@ pub(crate) mod sort_exprs {
     ) -> std::result::Result<Vec<SortExpr>, D::Error> {
         Vec::<Sort>::deserialize(d)?
             .into_iter()
-            .map(|s| Ok(SortExpr::new(expr_from_bytes(&s.expr)?, s.asc, s.nulls_first)))
+            .map(|s| {
+                Ok(SortExpr::new(
+                    expr_from_bytes(&s.expr)?,
+                    s.asc,
+                    s.nulls_first,
+                ))
+            })
             .collect()
     }
 }
@@ -229,9 +232,7 @@ pub(crate) mod join_type {
         j.to_string().serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> std::result::Result<JoinType, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<JoinType, D::Error> {
         String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
@@ -239,7 +240,10 @@ pub(crate) mod join_type {
 pub(crate) mod null_handling {
     use super::*;
 
-    pub fn serialize<S: Serializer>(n: &NullHandling, s: S) -> std::result::Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        n: &NullHandling,
+        s: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
         let name = match n {
             NullHandling::Drop => "drop",
             NullHandling::Preserve => "preserve",

@@ -63,18 +63,14 @@ pub struct StreamEdge {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum StreamOperator {
     /// Reads a table's log (backfill, then new writes).
-    TableScan {
-        table: String,
-    },
+    TableScan { table: String },
     /// Reads an external source through its connector.
     SourceScan {
         source: String,
         options: BTreeMap<String, String>,
     },
     /// Reads another view: its current rows, then its changes.
-    ViewScan {
-        view: String,
-    },
+    ViewScan { view: String },
     Project {
         #[serde(with = "crate::codec::exprs")]
         exprs: Vec<Expr>,

@@ -58,9 +58,9 @@ use sluice_state::{
 use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, StateFile, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
 use crate::membership::{Membership, WorkerInfo};
-use crate::remote::Cluster;
 use crate::metadata::{CatalogState, Definition, MetadataStore};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
+use crate::remote::Cluster;
 use crate::results::{
     checkpoints_result, checkpoints_schema, jobs_result, jobs_schema, pg_type_name, sinks_result,
     sinks_schema, text_result, text_schema,
@@ -820,10 +820,14 @@ impl Coordinator {
             .find(|j| j.id == id)?
             .clone();
         let plan = job.graph.to_string().lines().map(str::to_string).collect();
+        let mut subtasks = job.subtasks();
+        if let Some(deployment) = job.deployment() {
+            subtasks.extend(self.cluster.remote_subtasks(deployment, &job));
+        }
         Some(JobDetail {
             info,
             plan,
-            subtasks: job.subtasks(),
+            subtasks,
         })
     }
 
@@ -896,6 +900,7 @@ impl Coordinator {
             let recoveries = self.restarts.recoveries();
             self.flush_once().await;
             if !self.restarts.is_pending() && self.restarts.recoveries() == recoveries {
+                self.cluster.refresh_metrics().await;
                 return;
             }
         }

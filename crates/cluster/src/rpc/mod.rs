@@ -51,7 +51,10 @@ impl CoordinatorRpc for ControlPlane {
         if request.address.is_empty() {
             return Err(Status::invalid_argument("a worker must give its address"));
         }
-        let worker_id = self.cluster.membership.register(&request.address, request.slots);
+        let worker_id = self
+            .cluster
+            .membership
+            .register(&request.address, request.slots);
         Ok(Response::new(RegisterResponse {
             worker_id,
             heartbeat_interval_ms: self.cluster.membership.interval().as_millis() as u64,
@@ -67,6 +70,10 @@ impl CoordinatorRpc for ControlPlane {
             .cluster
             .membership
             .heartbeat(request.worker_id, &request.address);
+        if known {
+            self.cluster
+                .record_metrics(request.worker_id, request.subtasks, request.late_rows);
+        }
         Ok(Response::new(HeartbeatResponse { known }))
     }
 
@@ -112,8 +119,7 @@ pub async fn serve_control_plane(
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let result = tonic::transport::Server::builder()
         .add_service(
-            CoordinatorServer::new(ControlPlane { cluster })
-                .max_decoding_message_size(usize::MAX),
+            CoordinatorServer::new(ControlPlane { cluster }).max_decoding_message_size(usize::MAX),
         )
         .add_service(dataplane)
         .serve_with_incoming_shutdown(incoming, async move {

@@ -17,8 +17,8 @@ use super::VERSION;
 use super::proto::coordinator_client::CoordinatorClient;
 use super::proto::worker_server::{Worker as WorkerRpc, WorkerServer};
 use super::proto::{
-    CancelRequest, CancelResponse, DeployRequest, DeployResponse, HeartbeatRequest,
-    RegisterRequest,
+    CancelRequest, CancelResponse, DeployRequest, DeployResponse, HeartbeatRequest, MetricsRequest,
+    MetricsResponse, RegisterRequest,
 };
 use crate::dataplane::DataPlane;
 use crate::remote::WorkerRuntime;
@@ -79,8 +79,10 @@ pub async fn run_worker(
     let mut server_shutdown = shutdown.clone();
     let server = tonic::transport::Server::builder()
         .add_service(
-            WorkerServer::new(WorkerService { runtime })
-                .max_decoding_message_size(usize::MAX),
+            WorkerServer::new(WorkerService {
+                runtime: runtime.clone(),
+            })
+            .max_decoding_message_size(usize::MAX),
         )
         .add_service(dataplane.service())
         .serve_with_incoming_shutdown(
@@ -91,7 +93,7 @@ pub async fn run_worker(
         );
     let server = tokio::spawn(server);
     let result = tokio::select! {
-        result = serve(&config, &endpoint, &status) => result,
+        result = serve(&config, &endpoint, &status, &runtime) => result,
         _ = shutdown.wait_for(|&stop| stop) => Ok(()),
     };
     server.abort();
@@ -122,12 +124,24 @@ impl WorkerRpc for WorkerService {
         self.runtime.cancel(request.into_inner().deployment).await;
         Ok(Response::new(CancelResponse {}))
     }
+
+    async fn metrics(
+        &self,
+        _: Request<MetricsRequest>,
+    ) -> std::result::Result<Response<MetricsResponse>, Status> {
+        let (subtasks, late_rows) = self.runtime.metrics();
+        Ok(Response::new(MetricsResponse {
+            subtasks,
+            late_rows,
+        }))
+    }
 }
 
 async fn serve(
     config: &WorkerConfig,
     endpoint: &Endpoint,
     status: &watch::Sender<WorkerStatus>,
+    runtime: &WorkerRuntime,
 ) -> Result<()> {
     // A channel whose connection failed is replaced: a new coordinator process on the
     // same address is reached over a new connection.
@@ -164,9 +178,12 @@ async fn serve(
         let mut ticks = tokio::time::interval(interval);
         loop {
             ticks.tick().await;
+            let metrics = runtime.metrics();
             match within_timeout(client.heartbeat(HeartbeatRequest {
                 worker_id: id,
                 address: config.address.clone(),
+                subtasks: metrics.0,
+                late_rows: metrics.1,
             }))
             .await
             {

@@ -1,7 +1,8 @@
 //! A cluster on loopback: `sluice coordinator` and `sluice worker` processes. Workers
 //! register their slots and heartbeat; a worker killed with SIGKILL is declared lost
 //! within the heartbeat timeout; after a coordinator restart the surviving workers
-//! register again.
+//! register again. Jobs run their stateful subtasks on the workers, survive losing one
+//! with exactly-once results, and come back after a coordinator restart.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use serde_json::Value;
 
 use crate::rest::get;
 use crate::server::{TestServer, TestWorker, fresh_data_dir};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// Heartbeats every 0.2 s, lost after 1.5 s of silence: quick, yet far from flaky.
 const HEARTBEATS: [&str; 4] = ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.5"];
@@ -120,4 +122,179 @@ async fn workers_register_are_declared_lost_and_register_again_with_a_new_coordi
         &[everyone[0].clone(), everyone[2].clone()],
     )
     .await;
+}
+
+/// The rows `sql` returns, as text, sorted.
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let mut out: Vec<Vec<Option<String>>> = messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Each view of the test with the batch query over the table that it must equal.
+const VIEWS: [(&str, &str, &str); 2] = [
+    (
+        "totals",
+        "SELECT auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction",
+        "SELECT auction, n, total FROM totals",
+    ),
+    (
+        "per_window",
+        "SELECT auction, window_start, window_end, count(*) AS n, sum(price) AS total \
+         FROM TUMBLE(bids, ts, INTERVAL '10' SECOND) GROUP BY auction, window_start, window_end",
+        "SELECT auction, window_start, window_end, n, total FROM per_window",
+    ),
+];
+
+/// Appends bids `from..=to`: auction `x % 7`, price `x`, one second apart.
+async fn insert_bids(client: &Client, from: u64, to: u64) {
+    client
+        .simple_query(&format!(
+            "INSERT INTO bids SELECT x % 7, x, to_timestamp(1767225600 + x) \
+             FROM generate_series({from}, {to}) AS s(x)"
+        ))
+        .await
+        .expect("insert bids");
+}
+
+/// After a FLUSH every view equals its batch query over everything inserted.
+async fn check_views(client: &Client, inserted: u64, when: &str) {
+    client.simple_query("FLUSH").await.expect("FLUSH");
+    let count = rows(client, "SELECT count(*) FROM bids").await;
+    assert_eq!(count, [[Some(inserted.to_string())]], "{when}");
+    for (view, query, read) in VIEWS {
+        let expected = rows(client, query).await;
+        assert!(!expected.is_empty());
+        assert_eq!(rows(client, read).await, expected, "view {view} {when}");
+    }
+}
+
+/// `GET /jobs/{id}` of view `view`.
+async fn job_detail(rest: SocketAddr, view: &str) -> Value {
+    let (_, body) = get(rest, "/jobs").await;
+    let jobs: Value = serde_json::from_str(&body).expect("jobs JSON");
+    let id = jobs
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|j| j["name"] == view)
+        .unwrap_or_else(|| panic!("no job {view}: {body}"))["id"]
+        .clone();
+    let (status, body) = get(rest, &format!("/jobs/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("job JSON")
+}
+
+/// The workers running view `view`'s aggregate subtasks, by subtask.
+async fn aggregate_workers(rest: SocketAddr, view: &str) -> Vec<u64> {
+    let detail = job_detail(rest, view).await;
+    detail["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .filter(|s| s["name"].as_str().is_some_and(|n| n.contains("Aggregate")))
+        .map(|s| s["worker"].as_u64().expect("worker"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart() {
+    let mut flags = vec!["--checkpoint-interval", "3600"];
+    flags.extend_from_slice(&HEARTBEATS);
+    let coordinator = TestServer::start_coordinator(fresh_data_dir(), &flags);
+    let rpc = coordinator.rpc_addr.expect("rpc address");
+    let mut workers = [
+        TestWorker::start(rpc, 1),
+        TestWorker::start(rpc, 1),
+        TestWorker::start(rpc, 1),
+    ];
+    let everyone: Vec<_> = workers.iter().map(|w| alive(w, 1)).collect();
+    wait_for_workers(coordinator.rest_addr, &everyone).await;
+    let client = coordinator.connect().await;
+    client
+        .batch_execute(
+            "SET streaming_parallelism = 3;
+             CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP,
+                                WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) APPEND ONLY",
+        )
+        .await
+        .expect("create table");
+    for (view, query, _) in VIEWS {
+        client
+            .batch_execute(&format!("CREATE MATERIALIZED VIEW {view} AS {query}"))
+            .await
+            .expect("create view");
+    }
+    insert_bids(&client, 1, 3000).await;
+    check_views(&client, 3000, "on three workers").await;
+    // The aggregates run on the workers, one subtask on each.
+    let ids: Vec<u64> = workers.iter().map(|w| w.id).collect();
+    for (view, _, _) in VIEWS {
+        let mut placed = aggregate_workers(coordinator.rest_addr, view).await;
+        placed.sort();
+        assert_eq!(placed, ids, "{view}'s aggregate subtasks");
+    }
+
+    // Kill a worker mid-stream, after a checkpoint: rows before and after it are
+    // counted exactly once once the jobs restart from the checkpoint on the others.
+    client.simple_query("CHECKPOINT").await.expect("CHECKPOINT");
+    insert_bids(&client, 3001, 6000).await;
+    workers[1].kill();
+    insert_bids(&client, 6001, 9000).await;
+    check_views(&client, 9000, "after a worker was killed").await;
+    for (view, _, _) in VIEWS {
+        let detail = job_detail(coordinator.rest_addr, view).await;
+        assert_eq!(detail["status"], "RUNNING", "{detail}");
+        assert!(detail["restarts"].as_u64() >= Some(1), "{detail}");
+        assert!(detail["restored_epoch"].as_u64().is_some(), "{detail}");
+        let placed = aggregate_workers(coordinator.rest_addr, view).await;
+        assert_eq!(placed.len(), 3, "{detail}");
+        assert!(
+            placed.iter().all(|w| *w == ids[0] || *w == ids[2]),
+            "{view} runs on the survivors: {placed:?}"
+        );
+    }
+    insert_bids(&client, 9001, 10000).await;
+    check_views(&client, 10000, "after the restart on two workers").await;
+
+    // A coordinator restart: the jobs come back from the last checkpoint.
+    client.simple_query("CHECKPOINT").await.expect("CHECKPOINT");
+    insert_bids(&client, 10001, 11000).await;
+    drop(client);
+    let port = rpc.to_string();
+    let data_dir = coordinator.kill();
+    let mut flags = vec![
+        "--rpc-listen",
+        port.as_str(),
+        "--checkpoint-interval",
+        "3600",
+    ];
+    flags.extend_from_slice(&HEARTBEATS);
+    let coordinator = TestServer::start_coordinator(data_dir, &flags);
+    let client = coordinator.connect().await;
+    check_views(&client, 11000, "after a coordinator restart").await;
+    for (view, _, _) in VIEWS {
+        let detail = job_detail(coordinator.rest_addr, view).await;
+        assert_eq!(detail["status"], "RUNNING", "{detail}");
+        assert!(detail["restored_epoch"].as_u64().is_some(), "{detail}");
+    }
+    wait_for_workers(
+        coordinator.rest_addr,
+        &[everyone[0].clone(), everyone[2].clone()],
+    )
+    .await;
+    insert_bids(&client, 11001, 12000).await;
+    check_views(&client, 12000, "after the workers registered again").await;
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::server::{TestServer, fresh_data_dir};
+use crate::server::{TestServer, TestWorker, fresh_data_dir};
 
 /// An error as the client saw it: message and SQLSTATE.
 #[derive(Debug)]
@@ -174,9 +174,28 @@ fn slt_files() -> Vec<PathBuf> {
     files
 }
 
-async fn run_file(path: &Path) -> Result<(), String> {
+/// Where an slt file runs.
+#[derive(Clone, Copy)]
+enum Deployment {
+    /// `sluice serve`: everything in one process.
+    Embedded,
+    /// `sluice coordinator` with this many one-slot `sluice worker` processes, which run
+    /// the jobs' stateful subtasks.
+    Workers(usize),
+}
+
+async fn run_file(path: &Path, deployment: Deployment) -> Result<(), String> {
     // Failed jobs restart after 50 ms, 100 ms, 200 ms rather than seconds.
-    let server = TestServer::start_with(fresh_data_dir(), &["--restart-backoff", "0.05"]);
+    let flags = ["--restart-backoff", "0.05"];
+    let (server, _workers) = match deployment {
+        Deployment::Embedded => (TestServer::start_with(fresh_data_dir(), &flags), Vec::new()),
+        Deployment::Workers(n) => {
+            let server = TestServer::start_coordinator(fresh_data_dir(), &flags);
+            let rpc = server.rpc_addr.expect("the coordinator's rpc address");
+            let workers: Vec<TestWorker> = (0..n).map(|_| TestWorker::start(rpc, 1)).collect();
+            (server, workers)
+        }
+    };
     let conn_str = server.conn_str();
     let mut runner = sqllogictest::Runner::new(move || {
         let conn_str = conn_str.clone();
@@ -205,11 +224,22 @@ async fn run_file(path: &Path) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_slt_file_passes_against_a_fresh_server() {
+    run_every_file(Deployment::Embedded).await;
+}
+
+/// The same files with the stateful operators on two worker processes: every operator
+/// and expression the suite plans crosses the data plane and the graph codec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slt_file_passes_against_a_coordinator_with_two_workers() {
+    run_every_file(Deployment::Workers(2)).await;
+}
+
+async fn run_every_file(deployment: Deployment) {
     let files = slt_files();
     assert!(!files.is_empty(), "no sql-tests/*.slt files found");
     let mut failures = Vec::new();
     for file in &files {
-        if let Err(e) = run_file(file).await {
+        if let Err(e) = run_file(file, deployment).await {
             failures.push(e);
         }
     }
