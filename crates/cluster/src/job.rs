@@ -140,12 +140,15 @@ pub fn distributed_chains(graph: &StreamGraph) -> Vec<Vec<usize>> {
 }
 
 /// Whether chain `chain` (of [`distributed_chains`]) may run on a worker: it reads no
-/// table, source or view and writes no view or sink, all of which live with the
-/// coordinator.
+/// table or view and writes no view or sink, all of which live with the coordinator.
+/// Connector sources run anywhere.
 pub fn runs_anywhere(graph: &StreamGraph, chain: &[usize]) -> bool {
     chain.iter().all(|&n| {
         let op = &graph.nodes[n].operator;
-        !op.is_source() && !is_output(op)
+        !matches!(
+            op,
+            StreamOperator::TableScan { .. } | StreamOperator::ViewScan { .. }
+        ) && !is_output(op)
     })
 }
 
@@ -156,8 +159,10 @@ pub struct RemoteSubtask {
     pub subtask: usize,
     /// The process (worker id) running it.
     pub process: u64,
-    /// Per operator of its chain, in chain order: its state at the restored checkpoint.
+    /// Per node of its chain, in chain order: its state at the restored checkpoint.
     pub operators: Vec<Vec<StateEntry>>,
+    /// A source subtask's reader position at the restored checkpoint.
+    pub position: Option<u64>,
 }
 
 /// How a job reaches the subtasks it placed in other processes.
@@ -166,7 +171,14 @@ pub struct RemoteControl {
     pub deploy: Forwarder,
     /// Cancels them; called once when the job finishes, stops, fails or is dropped.
     pub cancel: CancelRemote,
+    /// Injects a barrier into the remote sources (`None`: no source runs remotely).
+    pub inject: Option<InjectRemote>,
 }
+
+/// See [`RemoteControl::inject`].
+pub type InjectRemote = Box<
+    dyn Fn(CheckpointBarrier) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 /// See [`RemoteControl::cancel`].
 pub type CancelRemote = Box<dyn FnOnce() + Send>;
@@ -396,6 +408,8 @@ pub struct Job {
     pub remote_late_rows: Arc<Mutex<BTreeMap<(u64, usize), u64>>>,
     /// Cancels the remote subtasks; taken when the job stops.
     remote_cancel: Arc<Mutex<Option<CancelRemote>>>,
+    /// Injects barriers into remote sources.
+    remote_inject: Mutex<Option<Arc<InjectRemote>>>,
     /// This run's cross-process channels, dropped with the job.
     dataplane: Option<RunOnPlane>,
 }
@@ -446,6 +460,7 @@ impl Job {
             remote_subtasks: Vec::new(),
             remote_late_rows: Arc::default(),
             remote_cancel: Arc::new(Mutex::new(None)),
+            remote_inject: Mutex::new(None),
             dataplane: None,
         }
     }
@@ -457,6 +472,7 @@ impl Job {
             deployment.forwarders.push(remote.deploy);
         }
         *self.remote_cancel.lock() = Some(remote.cancel);
+        *self.remote_inject.lock() = remote.inject.map(Arc::new);
     }
 
     /// Starts the subtasks (once; later calls do nothing). A job deployed while the
@@ -680,6 +696,10 @@ impl Job {
         for injector in &self.injectors {
             let _ = injector.send(barrier).await;
         }
+        let remote = self.remote_inject.lock().clone();
+        if let Some(inject) = remote {
+            inject(barrier).await;
+        }
     }
 
     /// Waits until every sink has applied barrier `epoch` (or finished), or the job failed.
@@ -853,6 +873,9 @@ pub fn deploy(
                                 .collect::<Result<_>>()?,
                             None => Vec::new(),
                         },
+                        position: ctx
+                            .restore
+                            .and_then(|r| r.positions.get(&(head.id, j)).copied()),
                     });
                 }
                 continue;
@@ -1046,6 +1069,7 @@ pub fn deploy(
         remote_subtasks,
         remote_late_rows: Arc::default(),
         remote_cancel: Arc::new(Mutex::new(None)),
+        remote_inject: Mutex::new(None),
         dataplane: ctx.placement.map(|p| RunOnPlane {
             plane: p.dataplane.clone(),
             deployment: p.deployment,

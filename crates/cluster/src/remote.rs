@@ -31,15 +31,15 @@ use tonic::transport::Endpoint;
 use crate::checkpoints::now_ms;
 use crate::dataplane::DataPlane;
 use crate::job::{
-    DeployContext, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl, SubtaskInfo,
-    distributed_chains, runs_anywhere,
+    DeployContext, InjectRemote, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl,
+    SubtaskInfo, distributed_chains, runs_anywhere,
 };
 use crate::membership::Membership;
 use crate::rpc::proto::coordinator_client::CoordinatorClient;
 use crate::rpc::proto::worker_client::WorkerClient;
 use crate::rpc::proto::{
-    CancelRequest, Chain, DeployRequest, FailureReport, LateRows, MetricsRequest, OperatorState,
-    SnapshotReport, SubtaskMetrics as ProtoMetrics, SubtaskState,
+    CancelRequest, Chain, DeployRequest, FailureReport, InjectRequest, LateRows, MetricsRequest,
+    OperatorState, SnapshotReport, SubtaskMetrics as ProtoMetrics, SubtaskState,
 };
 
 /// How long a deploy or cancel call to a worker may take.
@@ -181,6 +181,7 @@ impl Cluster {
                     chain: remote.chain as u32,
                     subtask: remote.subtask as u32,
                     operators: remote.operators.iter().map(|e| to_proto(e)).collect(),
+                    position: remote.position,
                 });
             }
         }
@@ -198,6 +199,40 @@ impl Cluster {
                 late_rows: job.remote_late_rows.clone(),
             },
         );
+        // Barriers for remote sources wait until the sources are deployed (`Some(true)`),
+        // and are dropped if deploying failed (`Some(false)`: the job fails anyway).
+        let (deployed, deployed_rx) = tokio::sync::watch::channel(None::<bool>);
+        let sources_remote = job.remote_subtasks.iter().any(|r| {
+            let head = placement.chains[r.chain][0];
+            job.graph.nodes[head].operator.is_source()
+        });
+        let inject: Option<InjectRemote> = sources_remote.then(|| {
+            let addresses = addresses.clone();
+            Box::new(move |barrier: CheckpointBarrier| {
+                let addresses = addresses.clone();
+                let mut deployed = deployed_rx.clone();
+                Box::pin(async move {
+                    match deployed.wait_for(|d| d.is_some()).await {
+                        Ok(done) if *done == Some(true) => {}
+                        _ => return,
+                    }
+                    for (worker, address) in &addresses {
+                        let Ok(mut client) = worker_client(address) else {
+                            continue;
+                        };
+                        let request = InjectRequest {
+                            deployment,
+                            epoch: barrier.epoch,
+                            kind: kind_code(barrier.kind),
+                        };
+                        if let Err(e) = within(CALL_TIMEOUT, client.inject_barrier(request)).await {
+                            // The worker's data connections break too: the job fails.
+                            tracing::warn!(worker, epoch = barrier.epoch, error = %e.message(), "barrier not delivered");
+                        }
+                    }
+                }) as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+            }) as InjectRemote
+        });
         let deploy = {
             let addresses = addresses.clone();
             let membership = self.membership.clone();
@@ -218,9 +253,11 @@ impl Cluster {
                         ) {
                             membership.declare_lost(worker, &error);
                         }
+                        deployed.send_replace(Some(false));
                         return Err(SluiceError::internal(error));
                     }
                 }
+                deployed.send_replace(Some(true));
                 Ok(())
             })
         };
@@ -241,7 +278,11 @@ impl Cluster {
                 }
             });
         });
-        job.set_remote(RemoteControl { deploy, cancel });
+        job.set_remote(RemoteControl {
+            deploy,
+            cancel,
+            inject,
+        });
         Ok(())
     }
 
@@ -250,21 +291,16 @@ impl Cluster {
         if !self.runs.lock().contains_key(&report.deployment) {
             return false;
         }
-        let kind = match report.kind {
-            1 => BarrierKind::Savepoint,
-            2 => BarrierKind::Flush,
-            _ => BarrierKind::Checkpoint,
-        };
         let snapshot = SubtaskSnapshot {
             barrier: CheckpointBarrier {
                 epoch: report.epoch,
-                kind,
+                kind: kind_of(report.kind),
             },
             subtask: report.subtask,
             job: report.job,
             operators: report.operators.into_iter().map(from_proto).collect(),
             sink: None,
-            position: None,
+            position: report.position,
             alignment_ms: report.alignment_ms,
         };
         if let Some(sender) = self.snapshots.lock().as_ref() {
@@ -426,6 +462,22 @@ pub(crate) async fn within<T>(
         .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")))
 }
 
+fn kind_code(kind: BarrierKind) -> u32 {
+    match kind {
+        BarrierKind::Checkpoint => 0,
+        BarrierKind::Savepoint => 1,
+        BarrierKind::Flush => 2,
+    }
+}
+
+fn kind_of(code: u32) -> BarrierKind {
+    match code {
+        1 => BarrierKind::Savepoint,
+        2 => BarrierKind::Flush,
+        _ => BarrierKind::Checkpoint,
+    }
+}
+
 pub(crate) fn to_proto(entries: &[StateEntry]) -> OperatorState {
     OperatorState {
         entries: entries
@@ -536,6 +588,11 @@ impl WorkerRuntime {
             let chain = chains.get(state.chain as usize).ok_or_else(|| {
                 SluiceError::invalid_parameter("restored state of an unknown chain")
             })?;
+            if let Some(position) = state.position {
+                restore
+                    .positions
+                    .insert((chain[0], state.subtask as usize), position);
+            }
             for (k, operator) in state.operators.iter().enumerate() {
                 let node = *chain.get(k).ok_or_else(|| {
                     SluiceError::invalid_parameter("restored state of an unknown operator")
@@ -575,13 +632,10 @@ impl WorkerRuntime {
                     job: snapshot.job,
                     subtask: snapshot.subtask,
                     epoch: snapshot.barrier.epoch,
-                    kind: match snapshot.barrier.kind {
-                        BarrierKind::Checkpoint => 0,
-                        BarrierKind::Savepoint => 1,
-                        BarrierKind::Flush => 2,
-                    },
+                    kind: kind_code(snapshot.barrier.kind),
                     operators: snapshot.operators.iter().map(|e| to_proto(e)).collect(),
                     alignment_ms: snapshot.alignment_ms,
+                    position: snapshot.position,
                 };
                 match within(CALL_TIMEOUT, coordinator.report_snapshot(report)).await {
                     Ok(reply) if reply.get_ref().known => {}
@@ -612,6 +666,17 @@ impl WorkerRuntime {
             runs.lock().remove(&deployment);
         });
         Ok(())
+    }
+
+    /// Injects a barrier into run `deployment`'s sources here. A run no longer here has
+    /// finished or been cancelled (the coordinator injects only after deploying): like a
+    /// source that ended, it is skipped.
+    pub async fn inject(&self, deployment: u64, epoch: u64, kind: u32) {
+        let job = self.runs.lock().get(&deployment).cloned();
+        if let Some(job) = job {
+            let kind = kind_of(kind);
+            job.inject(CheckpointBarrier { epoch, kind }).await;
+        }
     }
 
     /// Stops run `deployment`'s subtasks, if it is here.

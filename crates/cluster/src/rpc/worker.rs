@@ -17,8 +17,8 @@ use super::VERSION;
 use super::proto::coordinator_client::CoordinatorClient;
 use super::proto::worker_server::{Worker as WorkerRpc, WorkerServer};
 use super::proto::{
-    CancelRequest, CancelResponse, DeployRequest, DeployResponse, HeartbeatRequest, MetricsRequest,
-    MetricsResponse, RegisterRequest,
+    CancelRequest, CancelResponse, DeployRequest, DeployResponse, HeartbeatRequest, InjectRequest,
+    InjectResponse, MetricsRequest, MetricsResponse, RegisterRequest,
 };
 use crate::dataplane::DataPlane;
 use crate::remote::WorkerRuntime;
@@ -123,6 +123,17 @@ impl WorkerRpc for WorkerService {
     ) -> std::result::Result<Response<CancelResponse>, Status> {
         self.runtime.cancel(request.into_inner().deployment).await;
         Ok(Response::new(CancelResponse {}))
+    }
+
+    async fn inject_barrier(
+        &self,
+        request: Request<InjectRequest>,
+    ) -> std::result::Result<Response<InjectResponse>, Status> {
+        let request = request.into_inner();
+        self.runtime
+            .inject(request.deployment, request.epoch, request.kind)
+            .await;
+        Ok(Response::new(InjectResponse {}))
     }
 
     async fn metrics(

@@ -197,17 +197,24 @@ async fn job_detail(rest: SocketAddr, view: &str) -> Value {
     serde_json::from_str(&body).expect("job JSON")
 }
 
-/// The workers running view `view`'s aggregate subtasks, by subtask.
-async fn aggregate_workers(rest: SocketAddr, view: &str) -> Vec<u64> {
+/// The workers running view `view`'s subtasks whose chain has operator `operator`.
+async fn workers_running(rest: SocketAddr, view: &str, operator: &str) -> Vec<u64> {
     let detail = job_detail(rest, view).await;
     detail["subtasks"]
         .as_array()
         .expect("subtasks")
         .iter()
-        .filter(|s| s["name"].as_str().is_some_and(|n| n.contains("Aggregate")))
+        .filter(|s| s["name"].as_str().is_some_and(|n| n.contains(operator)))
         .map(|s| s["worker"].as_u64().expect("worker"))
         .collect()
 }
+
+async fn aggregate_workers(rest: SocketAddr, view: &str) -> Vec<u64> {
+    workers_running(rest, view, "Aggregate").await
+}
+
+/// Rows of the rate-limited source the test reads while a worker is killed.
+const SOURCE_ROWS: u64 = 9000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart() {
@@ -247,6 +254,23 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
         assert_eq!(placed, ids, "{view}'s aggregate subtasks");
     }
 
+    // A connector source runs on the workers too: a sequence read at 3000 rows/s, so
+    // that the kill below comes while it is being read.
+    client
+        .batch_execute(&format!(
+            "CREATE SOURCE numbers (n BIGINT) WITH (connector = 'datagen',
+                 fields.n.kind = 'sequence', fields.n.start = '1',
+                 fields.n.end = '{SOURCE_ROWS}', rows-per-second = '3000');
+             CREATE MATERIALIZED VIEW number_totals AS
+                 SELECT n % 3 AS k, count(*) AS c, count(DISTINCT n) AS d, sum(n) AS t
+                 FROM numbers GROUP BY n % 3"
+        ))
+        .await
+        .expect("create the source and its view");
+    let mut placed = workers_running(coordinator.rest_addr, "number_totals", "SourceScan").await;
+    placed.sort();
+    assert_eq!(placed, ids, "the source's subtasks");
+
     // Kill a worker mid-stream, after a checkpoint: rows before and after it are
     // counted exactly once once the jobs restart from the checkpoint on the others.
     client.simple_query("CHECKPOINT").await.expect("CHECKPOINT");
@@ -254,6 +278,16 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
     workers[1].kill();
     insert_bids(&client, 6001, 9000).await;
     check_views(&client, 9000, "after a worker was killed").await;
+    // The FLUSH also waited for the rest of the bounded source.
+    assert_eq!(
+        rows(&client, "SELECT sum(c), sum(d), sum(t) FROM number_totals").await,
+        [[
+            Some(SOURCE_ROWS.to_string()),
+            Some(SOURCE_ROWS.to_string()),
+            Some((SOURCE_ROWS * (SOURCE_ROWS + 1) / 2).to_string())
+        ]],
+        "every generated row counted exactly once"
+    );
     for (view, _, _) in VIEWS {
         let detail = job_detail(coordinator.rest_addr, view).await;
         assert_eq!(detail["status"], "RUNNING", "{detail}");
