@@ -147,44 +147,36 @@ impl DataPlane {
     ) {
         let mut in_flight = 0u64;
         loop {
-            let message = if credits == 0 {
-                None
+            // Without credit only a grant can come next.
+            let event = if credits == 0 {
+                Event::Grant(grants.message().await.ok().flatten())
             } else {
                 tokio::select! {
                     biased;
-                    message = outbox.recv() => Some(message),
+                    message = outbox.recv() => Event::Message(message),
                     _ = frames.closed() => return,
-                    grant = grants.message() => match grant {
-                        Ok(Some(frame)) => {
-                            let granted = credit_of(&frame) as u64;
-                            credits += granted;
-                            in_flight = in_flight.saturating_sub(granted);
-                            continue;
-                        }
-                        _ => return,
-                    },
+                    grant = grants.message() => Event::Grant(grant.ok().flatten()),
                 }
             };
-            let Some(message) = message else {
-                // No credit: wait for one. A receiver that went away ends the stream, and
-                // with it this edge: dropping the outbox fails the sending subtask.
-                match grants.message().await {
-                    Ok(Some(frame)) => {
-                        let granted = credit_of(&frame) as u64;
-                        credits += granted;
-                        in_flight = in_flight.saturating_sub(granted);
-                        continue;
-                    }
-                    _ => return,
+            let message = match event {
+                Event::Grant(Some(frame)) => {
+                    let granted = credit_of(&frame) as u64;
+                    credits += granted;
+                    in_flight = in_flight.saturating_sub(granted);
+                    continue;
                 }
-            };
-            let Some(message) = message else {
-                let _ = frames
-                    .send(Err(Status::aborted(
-                        "the sending subtask stopped before the end of its stream",
-                    )))
-                    .await;
-                return;
+                // The receiver went away: so does this edge (dropping the outbox fails
+                // the sending subtask).
+                Event::Grant(None) => return,
+                Event::Message(None) => {
+                    let _ = frames
+                        .send(Err(Status::aborted(
+                            "the sending subtask stopped before the end of its stream",
+                        )))
+                        .await;
+                    return;
+                }
+                Event::Message(Some(message)) => message,
             };
             let end = matches!(message, Message::EndOfStream);
             let encoded = match encode(message) {
@@ -208,6 +200,13 @@ impl DataPlane {
             }
         }
     }
+}
+
+/// What an outbox's server waits for: the next message to send, or a credit grant (`None`:
+/// the receiver's side of the stream ended or broke).
+enum Event {
+    Message(Option<Message>),
+    Grant(Option<FlightData>),
 }
 
 /// The Flight service of a [`DataPlane`].

@@ -800,41 +800,31 @@ pub fn deploy(
             let up = chain_of[edge.from];
             let up_p = graph.nodes[edge.from].parallelism;
             out_partitioning[up] = Some((edge.exchange.clone(), edge.from));
-            match edge.exchange {
+            // (upstream subtask, downstream subtask) of every channel of the edge.
+            let pairs: Vec<(usize, usize)> = match edge.exchange {
                 Exchange::Forward => {
                     if up_p != head.parallelism {
                         return Err(SluiceError::internal(
                             "forward edge between different parallelisms",
                         ));
                     }
-                    for i in 0..up_p {
-                        connect(
-                            (up, i),
-                            (c, i),
-                            side,
-                            &mut senders,
-                            &mut receivers,
-                            &mut sides,
-                            &mut forwarders,
-                        )?;
-                    }
+                    (0..up_p).map(|i| (i, i)).collect()
                 }
-                Exchange::Hash(_) => {
-                    // Every upstream subtask reaches every downstream subtask.
-                    for i in 0..up_p {
-                        for j in 0..head.parallelism {
-                            connect(
-                                (up, i),
-                                (c, j),
-                                side,
-                                &mut senders,
-                                &mut receivers,
-                                &mut sides,
-                                &mut forwarders,
-                            )?;
-                        }
-                    }
-                }
+                // Every upstream subtask reaches every downstream subtask.
+                Exchange::Hash(_) => (0..up_p)
+                    .flat_map(|i| (0..head.parallelism).map(move |j| (i, j)))
+                    .collect(),
+            };
+            for (i, j) in pairs {
+                connect(
+                    (up, i),
+                    (c, j),
+                    side,
+                    &mut senders,
+                    &mut receivers,
+                    &mut sides,
+                    &mut forwarders,
+                )?;
             }
         }
     }

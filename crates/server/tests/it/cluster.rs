@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::durability::rows;
 use crate::rest::get;
 use crate::server::{TestServer, TestWorker, fresh_data_dir};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// Heartbeats every 0.2 s, lost after 1.5 s of silence: quick, yet far from flaky.
 const HEARTBEATS: [&str; 4] = ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.5"];
@@ -122,25 +123,6 @@ async fn workers_register_are_declared_lost_and_register_again_with_a_new_coordi
         &[everyone[0].clone(), everyone[2].clone()],
     )
     .await;
-}
-
-/// The rows `sql` returns, as text, sorted.
-async fn rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
-    let messages = client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let mut out: Vec<Vec<Option<String>>> = messages
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 /// Each view of the test with the batch query over the table that it must equal.

@@ -63,7 +63,8 @@ impl Rng {
     }
 }
 
-async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+/// The rows `sql` returns, as text, sorted.
+pub async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
     let messages = client
         .simple_query(sql)
         .await
