@@ -121,14 +121,15 @@ impl Placement {
 
 /// The chains of `graph` when its subtasks may run in several processes: as
 /// [`StreamGraph::chains`], except that a view's storage or a sink (which stay with the
-/// coordinator) is split off a chain that does not start at a source, so that the
-/// chain's operators can run on a worker.
+/// coordinator) is split off a chain whose other nodes can run on a worker.
 pub fn distributed_chains(graph: &StreamGraph) -> Vec<Vec<usize>> {
     let mut chains = Vec::new();
     for mut chain in graph.chains() {
-        let head = &graph.nodes[chain[0]].operator;
         let last = *chain.last().expect("chains are not empty");
-        if chain.len() > 1 && !head.is_source() && is_output(&graph.nodes[last].operator) {
+        if chain.len() > 1
+            && is_output(&graph.nodes[last].operator)
+            && runs_anywhere(graph, &chain[..chain.len() - 1])
+        {
             chain.pop();
             chains.push(chain);
             chains.push(vec![last]);

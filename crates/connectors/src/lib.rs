@@ -78,10 +78,7 @@ pub fn validate_sink_options(options: &BTreeMap<String, String>) -> Result<()> {
 /// lower-cased). Fails like [`validate_sink_options`] on bad options.
 pub fn create_sink_writer(options: &BTreeMap<String, String>) -> Result<Box<dyn SinkWriter>> {
     match connector(options, "sink", &SINK_CONNECTORS)?.as_str() {
-        "blackhole" => {
-            blackhole::validate_options(options)?;
-            Ok(Box::new(blackhole::BlackholeWriter))
-        }
+        "blackhole" => Ok(Box::new(blackhole::BlackholeWriter::new(options)?)),
         other => Err(unknown_connector(other, "sink", &SINK_CONNECTORS)),
     }
 }

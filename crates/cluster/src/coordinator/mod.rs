@@ -1420,11 +1420,9 @@ impl Coordinator {
         partitions: &[Arc<ViewPartition>],
         restore: Option<ViewRestore>,
     ) -> Result<Job> {
-        // A sink's writer commits with the coordinator's checkpoints: its job stays here.
-        let placement = match graph.sink().operator {
-            StreamOperator::Sink { .. } => None,
-            _ => self.cluster.place(&graph),
-        };
+        // A sink's writer commits with the coordinator's checkpoints: its chain stays
+        // here (as a view's storage does), what comes before it may run on workers.
+        let placement = self.cluster.place(&graph);
         let ctx = DeployContext {
             tables: &inner.tables,
             views: &inner.views,

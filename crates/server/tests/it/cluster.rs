@@ -195,6 +195,81 @@ async fn aggregate_workers(rest: SocketAddr, view: &str) -> Vec<u64> {
     workers_running(rest, view, "Aggregate").await
 }
 
+/// The rows the one sink of the test has taken.
+async fn sink_rows(client: &Client) -> u64 {
+    let sinks = rows(client, "SHOW SINKS").await;
+    sinks[0][3]
+        .as_deref()
+        .expect("rows")
+        .parse()
+        .expect("a count")
+}
+
+/// The rows sink `slow`'s source subtask has put out, as of its worker's last heartbeat.
+async fn source_rows(rest: SocketAddr) -> u64 {
+    let detail = job_detail(rest, "slow").await;
+    detail["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .find(|s| s["name"].as_str().is_some_and(|n| n.contains("SourceScan")))
+        .map(|s| s["rows_out"].as_u64().expect("rows_out"))
+        .expect("the source's subtask")
+}
+
+/// Backpressure across processes: a source on a worker writes into a sink on the
+/// coordinator that takes 4000 rows a second. The source is held back: what it has put
+/// out exceeds what the sink took by no more than the channels and credits between them
+/// hold, although it could generate a million rows a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_holds_back_a_source_on_another_process() {
+    let coordinator = TestServer::start_coordinator(fresh_data_dir(), &HEARTBEATS);
+    let rpc = coordinator.rpc_addr.expect("rpc address");
+    let worker = TestWorker::start(rpc, 1);
+    wait_for_workers(coordinator.rest_addr, &[alive(&worker, 1)]).await;
+    let client = coordinator.connect().await;
+    client
+        .batch_execute(
+            "SET streaming_parallelism = 1;
+             CREATE SOURCE fast (n BIGINT) WITH (connector = 'datagen',
+                 fields.n.kind = 'sequence', fields.n.start = '1',
+                 fields.n.end = '1000000000', rows-per-second = '1000000');
+             CREATE SINK slow AS SELECT n FROM fast
+                 WITH (connector = 'blackhole', rows-per-second = '4000')",
+        )
+        .await
+        .expect("create the source and the sink");
+    assert_eq!(
+        workers_running(coordinator.rest_addr, "slow", "SourceScan").await,
+        [worker.id],
+        "the source runs on the worker"
+    );
+    // Two seconds of the sink's pace, and the source's counters reported since.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sink_rows(&client).await < 8000 {
+        assert!(Instant::now() < deadline, "the sink took too few rows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while source_rows(coordinator.rest_addr).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat reported the source"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Read in this order, the difference can only overstate what is in between.
+    let produced = source_rows(coordinator.rest_addr).await;
+    let taken = sink_rows(&client).await;
+    // Datagen batches hold at most 1024 rows; between the two subtasks are the source's
+    // outbox channel, the edge's credits and the sink's input channel (16 messages
+    // each), and a few messages being handled.
+    const IN_BETWEEN: u64 = 64 * 1024;
+    assert!(
+        produced <= taken + IN_BETWEEN,
+        "the source put out {produced} rows while the sink took {taken}"
+    );
+}
+
 /// Rows of the rate-limited source the test reads while a worker is killed.
 const SOURCE_ROWS: u64 = 9000;
 
