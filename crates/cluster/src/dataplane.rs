@@ -419,6 +419,26 @@ fn credit_of(frame: &FlightData) -> u32 {
         .unwrap_or(0)
 }
 
+/// A barrier kind's code on the wire: in barrier frames, and in the control plane's
+/// snapshot reports and barrier injections.
+pub(crate) fn barrier_code(kind: BarrierKind) -> u8 {
+    match kind {
+        BarrierKind::Checkpoint => 0,
+        BarrierKind::Savepoint => 1,
+        BarrierKind::Flush => 2,
+    }
+}
+
+/// The kind [`barrier_code`] gave `code`.
+pub(crate) fn barrier_kind(code: u32) -> Option<BarrierKind> {
+    match code {
+        0 => Some(BarrierKind::Checkpoint),
+        1 => Some(BarrierKind::Savepoint),
+        2 => Some(BarrierKind::Flush),
+        _ => None,
+    }
+}
+
 /// The frames of one message (see the module docs).
 fn encode(message: Message) -> Result<Vec<FlightData>> {
     let tagged = |tag: &[u8]| FlightData {
@@ -434,16 +454,14 @@ fn encode(message: Message) -> Result<Vec<FlightData>> {
             frames
         }
         Message::Watermark(w) => vec![tagged(&[b"W".as_slice(), &w.0.to_le_bytes()].concat())],
-        Message::Barrier(b) => {
-            let kind = match b.kind {
-                BarrierKind::Checkpoint => 0u8,
-                BarrierKind::Savepoint => 1,
-                BarrierKind::Flush => 2,
-            };
-            vec![tagged(
-                &[b"K".as_slice(), &b.epoch.to_le_bytes(), &[kind]].concat(),
-            )]
-        }
+        Message::Barrier(b) => vec![tagged(
+            &[
+                b"K".as_slice(),
+                &b.epoch.to_le_bytes(),
+                &[barrier_code(b.kind)],
+            ]
+            .concat(),
+        )],
         Message::EndOfStream => vec![tagged(b"E")],
     })
 }
@@ -472,9 +490,7 @@ fn decode(frame: FlightData, pending: &mut Vec<FlightData>) -> Result<Option<Mes
         b'K' => {
             let (epoch, kind) = rest.split_at_checked(8).ok_or_else(malformed)?;
             let kind = match kind {
-                [0] => BarrierKind::Checkpoint,
-                [1] => BarrierKind::Savepoint,
-                [2] => BarrierKind::Flush,
+                [code] => barrier_kind((*code).into()).ok_or_else(malformed)?,
                 _ => return Err(malformed()),
             };
             Message::Barrier(CheckpointBarrier {

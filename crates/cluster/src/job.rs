@@ -736,64 +736,21 @@ pub fn deploy(
         Some(placement) => placement.chains.clone(),
         None => graph.chains(),
     };
-    let local =
-        |chain: usize, subtask: usize| ctx.placement.is_none_or(|p| p.is_local(chain, subtask));
-    let mut forwarders: Vec<Forwarder> = Vec::new();
-    // Cross-process channels, numbered in creation order (the same in every process).
-    let mut next_channel = 0u32;
-    let mut connect = |up: (usize, usize),
-                       down: (usize, usize),
-                       side: usize,
-                       senders: &mut Vec<Vec<Vec<mpsc::Sender<Message>>>>,
-                       receivers: &mut Vec<Vec<Vec<mpsc::Receiver<Message>>>>,
-                       sides: &mut Vec<Vec<Vec<usize>>>,
-                       forwarders: &mut Vec<Forwarder>|
-     -> Result<()> {
-        let key = ChannelKey {
-            deployment: ctx.placement.map_or(0, |p| p.deployment),
-            channel: next_channel,
-        };
-        next_channel += 1;
-        let (tx, rx) = channel();
-        match (local(up.0, up.1), local(down.0, down.1)) {
-            (true, true) => {
-                senders[up.0][up.1].push(tx);
-                receivers[down.0][down.1].push(rx);
-                sides[down.0][down.1].push(side);
-            }
-            (true, false) => {
-                senders[up.0][up.1].push(tx);
-                let placement = ctx.placement.expect("a remote subtask has a placement");
-                placement.dataplane.add_outbox(key, rx);
-            }
-            (false, true) => {
-                let placement = ctx.placement.expect("a remote subtask has a placement");
-                receivers[down.0][down.1].push(rx);
-                sides[down.0][down.1].push(side);
-                let address = placement.address(up.0, up.1)?;
-                let process = placement.processes[up.0][up.1];
-                let unreachable = placement
-                    .unreachable
-                    .clone()
-                    .map(|tell| Box::new(move |error: &str| tell(process, error)) as OnUnreachable);
-                forwarders.push(Box::pin(pump(address, key, tx, unreachable)));
-            }
-            (false, false) => {}
-        }
-        Ok(())
-    };
+    let local = |chain: usize, subtask: usize| is_local(ctx.placement, chain, subtask);
     let mut chain_of = vec![0usize; graph.nodes.len()];
     for (c, chain) in chains.iter().enumerate() {
         for &n in chain {
             chain_of[n] = c;
         }
     }
-    // Channels for every edge between chains: receivers[c][j] are the inputs of subtask j
-    // of chain c; senders[c][i] the outputs of subtask i of chain c.
-    let mut receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>> = per_subtask(&graph, &chains);
-    // The logical input (join side) of each receiver.
-    let mut sides: Vec<Vec<Vec<usize>>> = per_subtask(&graph, &chains);
-    let mut senders: Vec<Vec<Vec<mpsc::Sender<Message>>>> = per_subtask(&graph, &chains);
+    let mut wiring = Wiring {
+        receivers: per_subtask(&graph, &chains),
+        sides: per_subtask(&graph, &chains),
+        senders: per_subtask(&graph, &chains),
+        forwarders: Vec::new(),
+        placement: ctx.placement,
+        next_channel: 0,
+    };
     let mut out_partitioning: Vec<Option<(Exchange, usize)>> = vec![None; chains.len()];
     for (c, chain) in chains.iter().enumerate() {
         let head = &graph.nodes[chain[0]];
@@ -817,15 +774,7 @@ pub fn deploy(
                     .collect(),
             };
             for (i, j) in pairs {
-                connect(
-                    (up, i),
-                    (c, j),
-                    side,
-                    &mut senders,
-                    &mut receivers,
-                    &mut sides,
-                    &mut forwarders,
-                )?;
+                wiring.connect((up, i), (c, j), side)?;
             }
         }
     }
@@ -872,7 +821,7 @@ pub fn deploy(
                 continue;
             }
             let metrics = Arc::new(SubtaskMetrics::default());
-            let inputs = std::mem::take(&mut receivers[c][j]);
+            let inputs = std::mem::take(&mut wiring.receivers[c][j]);
             let input = match &head.operator {
                 StreamOperator::TableScan { table } => {
                     let storage = ctx
@@ -886,7 +835,7 @@ pub fn deploy(
                         }
                         None => storage.partition.subscribe()?,
                     };
-                    forward(subscription, &mut forwarders)
+                    forward(subscription, &mut wiring.forwarders)
                 }
                 StreamOperator::SourceScan { options, .. } => {
                     let schema = Arc::new(head.schema.as_arrow().clone());
@@ -920,10 +869,11 @@ pub fn deploy(
                     } else {
                         part.subscribe()?
                     };
-                    forward(subscription, &mut forwarders)
+                    forward(subscription, &mut wiring.forwarders)
                 }
                 _ => {
-                    let gate = InputGate::new(inputs).with_sides(std::mem::take(&mut sides[c][j]));
+                    let gate =
+                        InputGate::new(inputs).with_sides(std::mem::take(&mut wiring.sides[c][j]));
                     let gate = match head.operator {
                         StreamOperator::TemporalJoin { .. } => gate.ignoring_watermarks_of(1),
                         _ => gate,
@@ -993,7 +943,7 @@ pub fn deploy(
                         },
                     };
                     Box::new(ExchangeOutput::new(
-                        std::mem::take(&mut senders[c][j]),
+                        std::mem::take(&mut wiring.senders[c][j]),
                         partitioning,
                         metrics.clone(),
                     ))
@@ -1032,7 +982,7 @@ pub fn deploy(
     let (state_tx, state_rx) = watch::channel(JobState::Running);
     let deployment = Deployment {
         subtasks,
-        forwarders,
+        forwarders: wiring.forwarders,
         state: state_tx,
         outputs: partitions.to_vec(),
         on_failure: ctx.on_failure.clone(),
@@ -1091,6 +1041,67 @@ fn subtask_name(view: &str, graph: &StreamGraph, chain: &[usize], subtask: usize
         .map(|&n| graph.nodes[n].operator.name())
         .collect();
     format!("{view}/{}#{subtask}", names.join("->"))
+}
+
+/// Whether subtask `subtask` of chain `chain` runs in this process.
+fn is_local(placement: Option<&Placement>, chain: usize, subtask: usize) -> bool {
+    placement.is_none_or(|p| p.is_local(chain, subtask))
+}
+
+/// The channels of a job's edges as [`deploy`] creates them: per chain and subtask, its
+/// inputs (`receivers`, with the logical input, or join side, of each in `sides`) and its
+/// outputs (`senders`); and the tasks that carry edges between processes.
+struct Wiring<'a> {
+    receivers: Vec<Vec<Vec<mpsc::Receiver<Message>>>>,
+    sides: Vec<Vec<Vec<usize>>>,
+    senders: Vec<Vec<Vec<mpsc::Sender<Message>>>>,
+    /// Tasks that feed channels: data-plane pumps and subscriptions' forwarders.
+    forwarders: Vec<Forwarder>,
+    placement: Option<&'a Placement>,
+    /// Cross-process channels are numbered in creation order, the same in every process.
+    next_channel: u32,
+}
+
+impl Wiring<'_> {
+    /// Creates the channel from subtask `up` to subtask `down` (each `(chain, subtask)`),
+    /// which feeds logical input `side` of `down`. Only the ends in this process are
+    /// kept: an end whose peer runs elsewhere is joined to it over the data plane.
+    fn connect(&mut self, up: (usize, usize), down: (usize, usize), side: usize) -> Result<()> {
+        let key = ChannelKey {
+            deployment: self.placement.map_or(0, |p| p.deployment),
+            channel: self.next_channel,
+        };
+        self.next_channel += 1;
+        let (tx, rx) = channel();
+        let local = |(chain, subtask): (usize, usize)| is_local(self.placement, chain, subtask);
+        match (local(up), local(down)) {
+            (true, true) => {
+                self.senders[up.0][up.1].push(tx);
+                self.receivers[down.0][down.1].push(rx);
+                self.sides[down.0][down.1].push(side);
+            }
+            (true, false) => {
+                self.senders[up.0][up.1].push(tx);
+                let placement = self.placement.expect("a remote subtask has a placement");
+                placement.dataplane.add_outbox(key, rx);
+            }
+            (false, true) => {
+                let placement = self.placement.expect("a remote subtask has a placement");
+                self.receivers[down.0][down.1].push(rx);
+                self.sides[down.0][down.1].push(side);
+                let address = placement.address(up.0, up.1)?;
+                let process = placement.processes[up.0][up.1];
+                let unreachable = placement
+                    .unreachable
+                    .clone()
+                    .map(|tell| Box::new(move |error: &str| tell(process, error)) as OnUnreachable);
+                self.forwarders
+                    .push(Box::pin(pump(address, key, tx, unreachable)));
+            }
+            (false, false) => {}
+        }
+        Ok(())
+    }
 }
 
 /// Whether a node ends its job (a view's storage or a sink) rather than being an operator.

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tonic::transport::Endpoint;
 
 use crate::checkpoints::now_ms;
-use crate::dataplane::DataPlane;
+use crate::dataplane::{DataPlane, barrier_code, barrier_kind};
 use crate::job::{
     DeployContext, InjectRemote, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl,
     SubtaskInfo, distributed_chains, runs_anywhere,
@@ -41,6 +41,7 @@ use crate::rpc::proto::{
     CancelRequest, Chain, DeployRequest, FailureReport, InjectRequest, LateRows, MetricsRequest,
     OperatorState, SnapshotReport, SubtaskMetrics as ProtoMetrics, SubtaskState,
 };
+use crate::rpc::within;
 
 /// How long a deploy or cancel call to a worker may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -223,7 +224,7 @@ impl Cluster {
                         let request = InjectRequest {
                             deployment,
                             epoch: barrier.epoch,
-                            kind: kind_code(barrier.kind),
+                            kind: barrier_code(barrier.kind).into(),
                         };
                         if let Err(e) = within(CALL_TIMEOUT, client.inject_barrier(request)).await {
                             // The worker's data connections break too: the job fails.
@@ -452,30 +453,9 @@ fn worker_client(address: &str) -> Result<WorkerClient<tonic::transport::Channel
         .max_encoding_message_size(usize::MAX))
 }
 
-/// `call`, failing with `DEADLINE_EXCEEDED` after `timeout` (also while connecting).
-pub(crate) async fn within<T>(
-    timeout: Duration,
-    call: impl Future<Output = std::result::Result<T, tonic::Status>>,
-) -> std::result::Result<T, tonic::Status> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("no answer in time")))
-}
-
-fn kind_code(kind: BarrierKind) -> u32 {
-    match kind {
-        BarrierKind::Checkpoint => 0,
-        BarrierKind::Savepoint => 1,
-        BarrierKind::Flush => 2,
-    }
-}
-
+/// A barrier kind from its wire code; an unknown code is taken for a checkpoint.
 fn kind_of(code: u32) -> BarrierKind {
-    match code {
-        1 => BarrierKind::Savepoint,
-        2 => BarrierKind::Flush,
-        _ => BarrierKind::Checkpoint,
-    }
+    barrier_kind(code).unwrap_or(BarrierKind::Checkpoint)
 }
 
 pub(crate) fn to_proto(entries: &[StateEntry]) -> OperatorState {
@@ -632,7 +612,7 @@ impl WorkerRuntime {
                     job: snapshot.job,
                     subtask: snapshot.subtask,
                     epoch: snapshot.barrier.epoch,
-                    kind: kind_code(snapshot.barrier.kind),
+                    kind: barrier_code(snapshot.barrier.kind).into(),
                     operators: snapshot.operators.iter().map(|e| to_proto(e)).collect(),
                     alignment_ms: snapshot.alignment_ms,
                     position: snapshot.position,

@@ -25,6 +25,19 @@ use proto::{
     ReportResponse, SnapshotReport,
 };
 
+/// `call`, failing with `DEADLINE_EXCEEDED` after `timeout`. A channel's own timeout
+/// covers only the response: a call waiting for a connection whose handshake never
+/// completes (a peer that has bound its port but does not serve yet, or a dead one)
+/// would wait for ever.
+pub(crate) async fn within<T>(
+    timeout: std::time::Duration,
+    call: impl Future<Output = std::result::Result<T, Status>>,
+) -> std::result::Result<T, Status> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded("no answer in time")))
+}
+
 /// This build's version; workers of another version are refused.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -13,13 +13,13 @@ use tokio::sync::watch;
 use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 
-use super::VERSION;
 use super::proto::coordinator_client::CoordinatorClient;
 use super::proto::worker_server::{Worker as WorkerRpc, WorkerServer};
 use super::proto::{
     CancelRequest, CancelResponse, DeployRequest, DeployResponse, HeartbeatRequest, InjectRequest,
     InjectResponse, MetricsRequest, MetricsResponse, RegisterRequest,
 };
+use super::{VERSION, within};
 use crate::dataplane::DataPlane;
 use crate::remote::WorkerRuntime;
 
@@ -160,11 +160,14 @@ async fn serve(
     let mut client = connect();
     loop {
         status.send_replace(WorkerStatus::Connecting);
-        let registered = within_timeout(client.register(RegisterRequest {
-            address: config.address.clone(),
-            slots: config.slots,
-            version: VERSION.to_string(),
-        }))
+        let registered = within(
+            CALL_TIMEOUT,
+            client.register(RegisterRequest {
+                address: config.address.clone(),
+                slots: config.slots,
+                version: VERSION.to_string(),
+            }),
+        )
         .await;
         let reply = match registered {
             Ok(reply) => reply.into_inner(),
@@ -190,12 +193,15 @@ async fn serve(
         loop {
             ticks.tick().await;
             let metrics = runtime.metrics();
-            match within_timeout(client.heartbeat(HeartbeatRequest {
-                worker_id: id,
-                address: config.address.clone(),
-                subtasks: metrics.0,
-                late_rows: metrics.1,
-            }))
+            match within(
+                CALL_TIMEOUT,
+                client.heartbeat(HeartbeatRequest {
+                    worker_id: id,
+                    address: config.address.clone(),
+                    subtasks: metrics.0,
+                    late_rows: metrics.1,
+                }),
+            )
             .await
             {
                 Ok(reply) if reply.get_ref().known => {}
@@ -215,22 +221,6 @@ async fn serve(
             }
         }
     }
-}
-
-/// `call`, failing with `DEADLINE_EXCEEDED` after [`CALL_TIMEOUT`]. The channel's own
-/// timeout covers only the response: a call waiting for a connection whose handshake
-/// never completes (a coordinator that has bound its port but does not serve yet, or a
-/// dead peer) would wait for ever.
-async fn within_timeout<T>(
-    call: impl Future<Output = std::result::Result<T, tonic::Status>>,
-) -> std::result::Result<T, tonic::Status> {
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(tonic::Status::deadline_exceeded(
-                "no answer from the coordinator",
-            ))
-        })
 }
 
 /// Whether the coordinator refused the registration (as opposed to being unreachable).
