@@ -16,7 +16,7 @@
 //! - `mv-v/partition-{p}`: the rows of the view's partition `p`.
 //!
 //! Properties: `table/{id}` = the table's log position at the barrier; `job/{v}` =
-//! `running` or `finished`; `layout/{v}` = the job's nodes and their parallelism
+//! `running`, `finished` or `canceled`; `layout/{v}` = the job's nodes and their parallelism
 //! ([`Layout`]); `position/mv-v/node-{n}/{subtask}` = a source's position.
 //!
 //! Operator state is named by graph node rather than by subtask chain so that a view
@@ -24,16 +24,17 @@
 //! node whose parallelism changed pools its subtasks' entries and splits them by key
 //! group.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use sluice_common::error::{Result, SluiceError};
 use sluice_runtime::operators::StateEntry;
 use sluice_runtime::operators::materialize::ViewPartition;
 use sluice_runtime::task::SubtaskSnapshot;
 use sluice_state::checkpoint::{
-    CheckpointKind, CheckpointMetadata, CheckpointStore, RestoredCheckpoint,
+    CheckpointKind, CheckpointMetadata, CheckpointStore, RestoredCheckpoint, StateFileRef,
 };
 use sluice_state::snapshot::{decode_entries, encode_entries};
 use tokio::sync::mpsc;
@@ -61,12 +62,56 @@ pub struct InFlight {
     pub running: Vec<Arc<Job>>,
     /// Jobs that had finished: their views' rows are taken as they are.
     pub finished: Vec<(Arc<Job>, Vec<Arc<ViewPartition>>)>,
+    /// Jobs that were cancelled: taken as they are, like finished ones.
+    pub canceled: Vec<(Arc<Job>, Vec<Arc<ViewPartition>>)>,
+}
+
+/// State files a worker wrote to the store itself, by (epoch, job, subtask id).
+type Written = HashMap<(u64, u64, String), Vec<(String, StateFileRef)>>;
+
+/// Where subtasks' snapshots reach the checkpointer. The coordinator's own subtasks send
+/// them whole; a worker writes its subtasks' state files to the checkpoint store itself
+/// and sends their references with a snapshot that carries no state.
+#[derive(Clone)]
+pub struct SnapshotInbox {
+    sender: mpsc::UnboundedSender<SubtaskSnapshot>,
+    written: Arc<Mutex<Written>>,
+}
+
+impl SnapshotInbox {
+    /// Delivers `snapshot`, whose state is in the files `written` (name, reference).
+    pub fn deliver(&self, snapshot: SubtaskSnapshot, written: Vec<(String, StateFileRef)>) {
+        if !written.is_empty() {
+            let key = (
+                snapshot.barrier.epoch,
+                snapshot.job,
+                snapshot.subtask.clone(),
+            );
+            self.written.lock().insert(key, written);
+        }
+        let _ = self.sender.send(snapshot);
+    }
+}
+
+/// Writes `entries` to `store` as file `name` of checkpoint `epoch`.
+pub async fn put_entries(
+    store: &CheckpointStore,
+    epoch: u64,
+    name: &str,
+    entries: &[StateEntry],
+) -> Result<StateFileRef> {
+    let bytes = encode_entries(
+        entries
+            .iter()
+            .map(|(g, k, v)| (*g, k.as_slice(), v.as_slice())),
+    );
+    store.put_state(epoch, name, bytes).await
 }
 
 /// Completes checkpoints: collects subtask snapshots, uploads them, commits metadata.
 pub struct Checkpointer {
     store: CheckpointStore,
-    sender: mpsc::UnboundedSender<SubtaskSnapshot>,
+    inbox: SnapshotInbox,
     /// Snapshots from subtasks; one checkpoint at a time holds this lock.
     receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<SubtaskSnapshot>>,
     timeout: Duration,
@@ -77,7 +122,10 @@ impl Checkpointer {
         let (sender, receiver) = mpsc::unbounded_channel();
         Checkpointer {
             store,
-            sender,
+            inbox: SnapshotInbox {
+                sender,
+                written: Arc::default(),
+            },
             receiver: tokio::sync::Mutex::new(receiver),
             timeout,
         }
@@ -89,7 +137,12 @@ impl Checkpointer {
 
     /// Where deployed subtasks send their snapshots.
     pub fn sender(&self) -> mpsc::UnboundedSender<SubtaskSnapshot> {
-        self.sender.clone()
+        self.inbox.sender.clone()
+    }
+
+    /// Where workers' snapshots are delivered.
+    pub fn inbox(&self) -> SnapshotInbox {
+        self.inbox.clone()
     }
 
     /// Waits for every running job's snapshots of the in-flight checkpoint, uploads
@@ -98,6 +151,8 @@ impl Checkpointer {
     pub async fn complete(&self, flight: InFlight) -> Result<CheckpointMetadata> {
         let epoch = flight.epoch;
         let mut receiver = self.receiver.lock().await;
+        // What workers wrote for aborted earlier checkpoints is never committed.
+        self.inbox.written.lock().retain(|(e, _, _), _| *e >= epoch);
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut metadata = CheckpointMetadata {
             epoch,
@@ -113,8 +168,10 @@ impl Checkpointer {
                 .properties
                 .insert(format!("table/{table}"), position.to_string());
         }
-        for (job, partitions) in &flight.finished {
-            record_job(&mut metadata, job, "finished");
+        let stopped = (flight.finished.iter().map(|f| (f, "finished")))
+            .chain(flight.canceled.iter().map(|c| (c, "canceled")));
+        for ((job, partitions), status) in stopped {
+            record_job(&mut metadata, job, status);
             for (p, partition) in partitions.iter().enumerate() {
                 let name = StateFile::Partition {
                     view: job.id,
@@ -182,6 +239,24 @@ impl Checkpointer {
                 .name();
                 self.upload(&mut metadata, name, entries).await?;
             }
+            let written =
+                self.inbox
+                    .written
+                    .lock()
+                    .remove(&(epoch, snapshot.job, snapshot.subtask.clone()));
+            for (name, file) in written.into_iter().flatten() {
+                match StateFile::parse(&name) {
+                    Some(StateFile::Operator { view, .. }) if view == job.id => {
+                        metadata.files.insert(name, file);
+                    }
+                    _ => {
+                        return Err(SluiceError::internal(format!(
+                            "subtask {} of view \"{}\" wrote state file {name}, which is not its own",
+                            snapshot.subtask, job.view
+                        )));
+                    }
+                }
+            }
             if let Some(position) = snapshot.position {
                 let node = node_of(job.chain_head(chain))?;
                 let name = StateFile::Operator {
@@ -206,12 +281,7 @@ impl Checkpointer {
         name: String,
         entries: &[StateEntry],
     ) -> Result<()> {
-        let bytes = encode_entries(
-            entries
-                .iter()
-                .map(|(g, k, v)| (*g, k.as_slice(), v.as_slice())),
-        );
-        let file = self.store.put_state(metadata.epoch, &name, bytes).await?;
+        let file = put_entries(&self.store, metadata.epoch, &name, entries).await?;
         metadata.files.insert(name, file);
         Ok(())
     }
@@ -255,7 +325,8 @@ impl Checkpointer {
     }
 }
 
-/// Records in the checkpoint that `job` is in it (`running` or `finished`), and its layout.
+/// Records in the checkpoint that `job` is in it (`running`, `finished` or `canceled`),
+/// and its layout.
 fn record_job(metadata: &mut CheckpointMetadata, job: &Job, state: &str) {
     let properties = &mut metadata.properties;
     properties.insert(format!("job/{}", job.id), state.to_string());
@@ -280,6 +351,8 @@ pub struct RestorePlan {
 pub struct ViewRestore {
     /// Its job had finished: the partitions hold the final rows and nothing runs.
     pub finished: bool,
+    /// Its job had been cancelled (its partitions hold the rows it had; nothing runs).
+    pub canceled: bool,
     /// Partition index → rows.
     pub partitions: BTreeMap<usize, Vec<StateEntry>>,
     /// The job's operators and sources (table positions are filled in at deploy).
@@ -307,7 +380,9 @@ impl RestorePlan {
                 plan.table_positions
                     .insert(number(key, table)?, number(key, value)?);
             } else if let Some(view) = key.strip_prefix("job/") {
-                plan.views.entry(number(key, view)?).or_default().finished = value == "finished";
+                let restore = plan.views.entry(number(key, view)?).or_default();
+                restore.finished = value == "finished" || value == "canceled";
+                restore.canceled = value == "canceled";
             } else if let Some(view) = key.strip_prefix("layout/") {
                 let layout = Layout::decode(value).ok_or_else(|| unknown(key))?;
                 plan.views.entry(number(key, view)?).or_default().job.layout = Some(layout);

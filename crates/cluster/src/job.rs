@@ -57,6 +57,11 @@ pub enum JobState {
     /// Every input ended (bounded sources) and every row reached the view.
     Finished,
     Failed(String),
+    /// Not deployed: the cluster's live workers have fewer slots than the job needs
+    /// (why, in words). The next worker to register brings it up.
+    Waiting(String),
+    /// Cancelled (`POST /jobs/{id}/cancel`): nothing runs, the view keeps its rows.
+    Canceled,
 }
 
 impl JobState {
@@ -65,6 +70,8 @@ impl JobState {
             JobState::Running => "RUNNING",
             JobState::Finished => "FINISHED",
             JobState::Failed(_) => "FAILED",
+            JobState::Waiting(_) => "WAITING",
+            JobState::Canceled => "CANCELED",
         }
     }
 }

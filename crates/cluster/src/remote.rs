@@ -1,18 +1,19 @@
 //! Running a job's subtasks on workers (Flink's scheduler and TaskExecutor).
 //!
-//! The coordinator keeps what is tied to its storage: every chain that reads a table,
-//! source or view, and every view's storage and sink. The chains in between (joins,
-//! aggregates, windows, Top-N: the stateful work) are placed on the workers' slots,
-//! spread across workers. Each process then deploys the same stream graph with the same
+//! The coordinator keeps what is tied to its storage: every chain that reads a table or
+//! a view, and every view's storage and sink. Connector sources and the chains after
+//! them (joins, aggregates, windows, Top-N: the stateful work) are placed on the
+//! workers' slots, spread across workers. Each process then deploys the same stream graph with the same
 //! [`Placement`], building only its own subtasks; the edges between processes go over
 //! the data plane ([`crate::dataplane`]).
 //!
 //! Checkpoints work as in one process: barriers flow through the remote subtasks with
-//! the rows, and each remote subtask sends its snapshot to the coordinator over the
-//! control plane, which completes the checkpoint as for its own subtasks. When a remote
-//! part fails (a subtask's error, a broken data connection, or the worker lost), the
-//! whole job fails, its other parts are cancelled, and it is restarted from the last
-//! completed checkpoint on the slots alive then.
+//! the rows; each remote subtask's worker writes its state files to the shared checkpoint
+//! store and reports them to the coordinator over the control plane, which completes the
+//! checkpoint as for its own subtasks. When a remote part fails (a subtask's error, a
+//! broken data connection, or the worker lost), the whole job fails, its other parts are
+//! cancelled, and it is restarted from the last completed checkpoint on the slots alive
+//! then; it waits when they are too few ([`Placed::Waiting`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,21 +26,22 @@ use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
 use sluice_runtime::operators::StateEntry;
 use sluice_runtime::task::SubtaskSnapshot;
 use sluice_sql::StreamGraph;
-use tokio::sync::mpsc;
+use sluice_state::checkpoint::{CheckpointStore, StateFileRef};
+use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
-use crate::checkpoints::now_ms;
+use crate::checkpoints::{SnapshotInbox, StateFile, now_ms, put_entries};
 use crate::dataplane::{DataPlane, barrier_code, barrier_kind};
 use crate::job::{
     DeployContext, InjectRemote, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl,
-    SubtaskInfo, distributed_chains, runs_anywhere,
+    SubtaskInfo, distributed_chains, parse_subtask_id, runs_anywhere,
 };
-use crate::membership::Membership;
+use crate::membership::{Membership, WorkerInfo};
 use crate::rpc::proto::coordinator_client::CoordinatorClient;
 use crate::rpc::proto::worker_client::WorkerClient;
 use crate::rpc::proto::{
     CancelRequest, Chain, DeployRequest, FailureReport, InjectRequest, LateRows, MetricsRequest,
-    OperatorState, SnapshotReport, SubtaskMetrics as ProtoMetrics, SubtaskState,
+    OperatorState, SnapshotReport, SubtaskMetrics as ProtoMetrics, SubtaskState, WrittenState,
 };
 use crate::rpc::within;
 
@@ -66,9 +68,31 @@ pub struct Cluster {
     /// reuse the ids of runs its workers may still hold.
     next_deployment: AtomicU64,
     /// Where remote snapshots go: the checkpointer (`None`: no checkpoints).
-    snapshots: Mutex<Option<mpsc::UnboundedSender<SubtaskSnapshot>>>,
+    snapshots: Mutex<Option<SnapshotInbox>>,
     /// Per run and remote subtask id: its counters at its worker's last heartbeat.
     metrics: Mutex<HashMap<u64, BTreeMap<String, SubtaskInfo>>>,
+    /// Workers registered so far (see [`Self::registrations`]).
+    registrations: watch::Sender<u64>,
+}
+
+/// Where a job's subtasks run, as [`Cluster::place`] decides it.
+pub(crate) enum Placed {
+    /// All in the coordinator's process.
+    Here,
+    Across(Placement),
+    /// Not yet: too few slots (why, in words).
+    Waiting(String),
+}
+
+/// The slots `graph` needs on workers: the largest parallelism of its chains that may
+/// run there (subtask j of every chain shares slot j), 0 when none may.
+fn slots_needed(graph: &StreamGraph, chains: &[Vec<usize>]) -> usize {
+    chains
+        .iter()
+        .filter(|chain| runs_anywhere(graph, chain))
+        .map(|chain| graph.nodes[chain[0]].parallelism)
+        .max()
+        .unwrap_or(0)
 }
 
 impl Cluster {
@@ -81,6 +105,7 @@ impl Cluster {
             next_deployment: AtomicU64::new(now_ms().saturating_mul(1000)),
             snapshots: Mutex::new(None),
             metrics: Mutex::new(HashMap::new()),
+            registrations: watch::channel(0).0,
         })
     }
 
@@ -89,27 +114,31 @@ impl Cluster {
         *self.address.lock() = Some(address);
     }
 
-    pub(crate) fn set_snapshots(&self, sender: Option<mpsc::UnboundedSender<SubtaskSnapshot>>) {
-        *self.snapshots.lock() = sender;
+    pub(crate) fn set_snapshots(&self, inbox: Option<SnapshotInbox>) {
+        *self.snapshots.lock() = inbox;
     }
 
-    /// Where `graph`'s subtasks run: `None` when everything runs here (no workers, or
-    /// nothing in the graph can run elsewhere).
-    pub(crate) fn place(&self, graph: &StreamGraph) -> Option<Placement> {
-        let address = self.address.lock().clone()?;
-        let workers: Vec<_> = self
-            .membership
-            .workers()
-            .into_iter()
-            .filter(|w| w.id != 0 && w.state == "alive")
-            .collect();
+    /// Where `graph`'s subtasks run: here (no workers, or nothing in the graph can run
+    /// elsewhere), across the workers' slots, or nowhere yet (too few slots).
+    pub(crate) fn place(&self, graph: &StreamGraph) -> Placed {
+        let Some(address) = self.address.lock().clone() else {
+            return Placed::Here;
+        };
+        let workers = self.live_workers();
         let chains = distributed_chains(graph);
-        if workers.is_empty() || !chains.iter().any(|c| runs_anywhere(graph, c)) {
-            return None;
+        let needed = slots_needed(graph, &chains);
+        if workers.is_empty() || needed == 0 {
+            return Placed::Here;
+        }
+        let available: u32 = workers.iter().map(|w| w.slots).sum();
+        if (available as usize) < needed {
+            return Placed::Waiting(format!(
+                "waiting for slots: the job needs {needed}, the live workers have {available}"
+            ));
         }
         if let Err(e) = check_shippable(graph) {
             tracing::warn!(error = %e.message, "the job runs on the coordinator only: its graph cannot be sent to workers");
-            return None;
+            return Placed::Here;
         }
         // Slots in the order subtasks take them: each worker's first slot, then each
         // one's second, ..., so a job's subtasks spread over the workers. Subtask j of
@@ -123,7 +152,7 @@ impl Cluster {
             .map(|chain| {
                 let remote = runs_anywhere(graph, chain);
                 (0..graph.nodes[chain[0]].parallelism)
-                    .map(|j| if remote { slots[j % slots.len()] } else { 0 })
+                    .map(|j| if remote { slots[j] } else { 0 })
                     .collect()
             })
             .collect();
@@ -131,7 +160,7 @@ impl Cluster {
             workers.iter().map(|w| (w.id, w.address.clone())).collect();
         addresses.insert(0, address);
         let membership = self.membership.clone();
-        Some(Placement {
+        Placed::Across(Placement {
             deployment: self.next_deployment.fetch_add(1, Ordering::Relaxed),
             chains,
             processes,
@@ -144,13 +173,59 @@ impl Cluster {
         })
     }
 
+    /// Whether `job` would be placed over more workers now than it runs on: it waits
+    /// for slots that now exist, or runs its distributable chains on fewer workers than are alive (it
+    /// was deployed before they registered). A job that would run here anyway does not.
+    pub(crate) fn would_spread_wider(&self, job: &Job) -> bool {
+        if self.address.lock().is_none() {
+            return false;
+        }
+        let needed = slots_needed(&job.graph, &distributed_chains(&job.graph));
+        let workers = self.live_workers();
+        match job.state() {
+            JobState::Waiting(_) => {
+                return workers.iter().map(|w| w.slots as usize).sum::<usize>() >= needed;
+            }
+            JobState::Running => {}
+            _ => return false,
+        }
+        let live = workers.len();
+        let used = job
+            .deployment()
+            .and_then(|d| self.runs.lock().get(&d).map(|run| run.workers.len()))
+            .unwrap_or(0);
+        used < live.min(needed) && check_shippable(&job.graph).is_ok()
+    }
+
+    /// The live workers other than the embedded one.
+    fn live_workers(&self) -> Vec<WorkerInfo> {
+        self.membership
+            .workers()
+            .into_iter()
+            .filter(|w| w.id != 0 && w.state == "alive")
+            .collect()
+    }
+
+    /// Registers a worker (see [`Membership::register`]) and tells whoever watches
+    /// [`Self::registrations`].
+    pub fn register(&self, address: &str, slots: u32) -> u64 {
+        let id = self.membership.register(address, slots);
+        self.registrations.send_modify(|n| *n += 1);
+        id
+    }
+
+    /// Changes whenever a worker registers.
+    pub(crate) fn registrations(&self) -> watch::Receiver<u64> {
+        self.registrations.subscribe()
+    }
+
     /// Makes `job` (deployed with `placement`) deploy its remote subtasks when it starts
     /// and cancel them when it ends.
     pub(crate) fn attach(
         self: &Arc<Self>,
         job: &Job,
         placement: &Placement,
-        checkpoints: bool,
+        checkpoint_url: Option<&str>,
     ) -> Result<()> {
         let graph = sluice_sql::codec::encode_graph(&job.graph)?;
         let chains: Vec<Chain> = placement
@@ -174,8 +249,9 @@ impl Cluster {
                     chains: chains.clone(),
                     worker_id: remote.process,
                     addresses: placement.addresses.clone().into_iter().collect(),
-                    checkpoints,
+                    checkpoints: checkpoint_url.is_some(),
                     restore: Vec::new(),
+                    checkpoint_url: checkpoint_url.unwrap_or_default().to_string(),
                 });
             if job.restored_epoch.is_some() {
                 request.restore.push(SubtaskState {
@@ -304,8 +380,20 @@ impl Cluster {
             position: report.position,
             alignment_ms: report.alignment_ms,
         };
-        if let Some(sender) = self.snapshots.lock().as_ref() {
-            let _ = sender.send(snapshot);
+        let written = report
+            .files
+            .into_iter()
+            .map(|f| {
+                let file = StateFileRef {
+                    path: f.path,
+                    size: f.size,
+                    crc32: f.crc32,
+                };
+                (f.name, file)
+            })
+            .collect();
+        if let Some(inbox) = self.snapshots.lock().as_ref() {
+            inbox.deliver(snapshot, written);
         }
         true
     }
@@ -420,6 +508,44 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Writes the state of `snapshot` (a subtask of `job`) to `store`, one file per operator
+/// with state, named as the coordinator names the files it writes.
+async fn write_state(
+    store: &CheckpointStore,
+    job: &Job,
+    snapshot: &SubtaskSnapshot,
+) -> Result<Vec<WrittenState>> {
+    let (chain, subtask) = parse_subtask_id(&snapshot.subtask).ok_or_else(|| {
+        SluiceError::internal(format!("malformed subtask id {}", snapshot.subtask))
+    })?;
+    let mut files = Vec::new();
+    for (k, entries) in snapshot.operators.iter().enumerate() {
+        if entries.is_empty() {
+            continue;
+        }
+        let node = job.chain_operator(chain, k).ok_or_else(|| {
+            SluiceError::internal(format!(
+                "subtask {} reported state for an operator it does not run",
+                snapshot.subtask
+            ))
+        })?;
+        let name = StateFile::Operator {
+            view: job.id,
+            node,
+            subtask,
+        }
+        .name();
+        let file = put_entries(store, snapshot.barrier.epoch, &name, entries).await?;
+        files.push(WrittenState {
+            name,
+            path: file.path,
+            size: file.size,
+            crc32: file.crc32,
+        });
+    }
+    Ok(files)
 }
 
 /// Whether `graph` survives encoding for a worker unchanged: every expression in it has
@@ -583,6 +709,11 @@ impl WorkerRuntime {
             }
         }
         let (snapshots, mut reported) = mpsc::unbounded_channel::<SubtaskSnapshot>();
+        // Subtasks' state files go to the checkpoint store from here.
+        let store = match request.checkpoint_url.as_str() {
+            "" => None,
+            url => Some(CheckpointStore::open(url)?),
+        };
         let ctx = DeployContext {
             tables: &BTreeMap::new(),
             views: &BTreeMap::new(),
@@ -605,18 +736,35 @@ impl WorkerRuntime {
         // Snapshots go to the coordinator in the order they were taken.
         let mut coordinator = self.coordinator.clone();
         let kill = job.kill_handle();
+        let deployed = job.clone();
         tokio::spawn(async move {
             while let Some(snapshot) = reported.recv().await {
-                let report = SnapshotReport {
+                let mut report = SnapshotReport {
                     deployment,
                     job: snapshot.job,
-                    subtask: snapshot.subtask,
+                    subtask: snapshot.subtask.clone(),
                     epoch: snapshot.barrier.epoch,
                     kind: barrier_code(snapshot.barrier.kind).into(),
-                    operators: snapshot.operators.iter().map(|e| to_proto(e)).collect(),
+                    operators: Vec::new(),
                     alignment_ms: snapshot.alignment_ms,
                     position: snapshot.position,
+                    files: Vec::new(),
                 };
+                match &store {
+                    Some(store) => match write_state(store, &deployed, &snapshot).await {
+                        Ok(files) => report.files = files,
+                        Err(e) => {
+                            kill.kill(&format!(
+                                "cannot write a snapshot to the checkpoint store: {}",
+                                e.message
+                            ));
+                            return;
+                        }
+                    },
+                    None => {
+                        report.operators = snapshot.operators.iter().map(|e| to_proto(e)).collect();
+                    }
+                }
                 match within(CALL_TIMEOUT, coordinator.report_snapshot(report)).await {
                     Ok(reply) if reply.get_ref().known => {}
                     Ok(_) => {

@@ -28,6 +28,14 @@ fn ok(description: &str, schema: Value) -> Value {
 }
 
 /// Adds the JSON 404 a path answers for an unknown job.
+fn with_conflict(mut responses: Value) -> Value {
+    responses["409"] = json!({
+        "description": "The job has ended (finished, failed or cancelled)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    });
+    responses
+}
+
 fn with_not_found(mut responses: Value) -> Value {
     responses["404"] = json!({
         "description": "There is no job with this id",
@@ -47,11 +55,11 @@ pub fn spec() -> Value {
     let job = object(json!({
         "id": integer("The job's id (the view's or sink's catalog id)"),
         "name": string("The view or sink"),
-        "status": string("RUNNING, FINISHED, FAILED or RESTARTING"),
+        "status": string("RUNNING, FINISHED, FAILED, RESTARTING, WAITING (for slots) or CANCELED"),
         "parallelism": integer("Subtasks of its widest operator"),
         "restarts": integer("Restarts after failures"),
         "restored_epoch": {"type": "integer", "nullable": true, "description": "The checkpoint the running deployment resumed from"},
-        "error": {"type": "string", "nullable": true},
+        "error": {"type": "string", "nullable": true, "description": "Why a FAILED or WAITING job does not run"},
         "late_rows": integer("Rows dropped because their window had closed"),
         "late_rows_by_operator": {"type": "object", "additionalProperties": {"type": "integer"}},
     }));
@@ -117,6 +125,7 @@ pub fn spec() -> Value {
             "/jobs/{id}": {"get": {"summary": "One job with its plan", "parameters": job_id(), "responses": with_not_found(ok("The job", reference("JobDetail")))}},
             "/jobs/{id}/checkpoints": {"get": {"summary": "Completed checkpoints holding the job's state", "parameters": job_id(), "responses": with_not_found(ok("Oldest first", array_of("Checkpoint")))}},
             "/jobs/{id}/savepoints": {"post": {"summary": "Take a savepoint (of every job: checkpoints are global)", "parameters": job_id(), "responses": with_not_found(ok("The savepoint, as it concerns the job", reference("Checkpoint")))}},
+            "/jobs/{id}/cancel": {"post": {"summary": "Cancel the job: it stops, its view keeps its rows", "parameters": job_id(), "responses": with_conflict(with_not_found(ok("The job, cancelled", reference("Job"))))}},
             "/sinks": {"get": {"summary": "Sinks and what each received", "responses": ok("Every sink", array_of("Sink"))}},
             "/openapi.json": {"get": {"summary": "This document", "responses": ok("OpenAPI 3", json!({"type": "object"}))}},
         },

@@ -7,8 +7,8 @@
 //! sinks with what each received (rows, and the checksum benchmarks compare). `GET
 //! /workers` lists the cluster's workers (the embedded one, and those registered with a
 //! `sluice coordinator`) with their slots and liveness; `GET /overview` sums workers,
-//! slots and jobs. `POST /jobs/{id}/savepoints` takes a savepoint. `GET /openapi.json`
-//! describes all of it ([`crate::openapi`]). Any other path, or an
+//! slots and jobs. `POST /jobs/{id}/savepoints` takes a savepoint; `POST
+//! /jobs/{id}/cancel` cancels a job. `GET /openapi.json` describes all of it ([`crate::openapi`]). Any other path, or an
 //! unknown job, is a JSON 404, so clients never have to parse HTML error pages.
 
 use std::sync::Arc;
@@ -29,6 +29,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/jobs/{id}", get(job))
         .route("/jobs/{id}/checkpoints", get(job_checkpoints))
         .route("/jobs/{id}/savepoints", post(savepoint))
+        .route("/jobs/{id}/cancel", post(cancel))
         .route("/sinks", get(sinks))
         .route("/workers", get(workers))
         .route("/overview", get(overview))
@@ -125,6 +126,26 @@ async fn savepoint(
         Ok(None) => Err(no_job(id)),
         Err(e) => Err(failed(e)),
     }
+}
+
+/// Cancels a job (see [`Coordinator::cancel_job`]) and answers it as `GET /jobs` lists
+/// it; a job that has ended is a 409.
+async fn cancel(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(id): Path<u64>,
+) -> Result<Json<JobInfo>, JsonError> {
+    use sluice_common::error::SqlState;
+    coordinator.cancel_job(id).await.map(Json).map_err(|e| {
+        let status = match e.state {
+            SqlState::UNDEFINED_OBJECT => return no_job(id),
+            SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(json!({"error": e.message, "sqlstate": e.state.to_string()})),
+        )
+    })
 }
 
 async fn not_found(uri: Uri) -> (StatusCode, Json<Value>) {

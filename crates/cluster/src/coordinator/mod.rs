@@ -60,12 +60,12 @@ use crate::job::{DeployContext, Job, JobState, deploy};
 use crate::membership::{Membership, WorkerInfo};
 use crate::metadata::{CatalogState, Definition, MetadataStore};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
-use crate::remote::Cluster;
+use crate::remote::{Cluster, Placed};
 use crate::results::{
     checkpoints_result, checkpoints_schema, jobs_result, jobs_schema, pg_type_name, sinks_result,
     sinks_schema, text_result, text_schema,
 };
-use recovery::{RestartPolicy, Restarts, restart_failed_jobs};
+use recovery::{RestartPolicy, Restarts, rebalance_on_registration, restart_failed_jobs};
 pub use subscriptions::Cursor;
 
 /// Where tables and view results keep their rows: memory, or RocksDB in
@@ -325,15 +325,16 @@ impl Coordinator {
                 u32::try_from(default_parallelism).unwrap_or(u32::MAX),
             ))),
         });
-        coordinator.cluster.set_snapshots(
-            coordinator
-                .durable
-                .as_ref()
-                .map(|d| d.checkpointer.sender()),
-        );
+        coordinator
+            .cluster
+            .set_snapshots(coordinator.durable.as_ref().map(|d| d.checkpointer.inbox()));
         tokio::spawn(restart_failed_jobs(
             Arc::downgrade(&coordinator),
             restart_requests,
+        ));
+        tokio::spawn(rebalance_on_registration(
+            Arc::downgrade(&coordinator),
+            coordinator.cluster.registrations(),
         ));
         if let Some((catalog, records)) = restored {
             coordinator.restore(catalog, records).await?;
@@ -395,6 +396,7 @@ impl Coordinator {
                 table_positions: BTreeMap::new(),
                 running: Vec::new(),
                 finished: Vec::new(),
+                canceled: Vec::new(),
             };
             for (id, table) in &tables {
                 let position = table.inject(barrier).await;
@@ -408,8 +410,11 @@ impl Coordinator {
                         flight.running.push(job);
                     }
                     JobState::Finished => flight.finished.push((job, partitions)),
-                    // A failed view is left out: after a restart it is recomputed.
-                    JobState::Failed(_) => {}
+                    // A cancelled view's rows are final, as a finished one's.
+                    JobState::Canceled => flight.canceled.push((job, partitions)),
+                    // A failed or waiting view is left out: once it runs again, it is
+                    // recomputed.
+                    JobState::Failed(_) | JobState::Waiting(_) => {}
                 }
             }
             flight
@@ -798,7 +803,7 @@ impl Coordinator {
                     restarts,
                     restored_epoch: job.restored_epoch,
                     error: match state {
-                        JobState::Failed(e) => Some(e),
+                        JobState::Failed(why) | JobState::Waiting(why) => Some(why),
                         _ => None,
                     },
                     late_rows: job.late_rows(),
@@ -808,7 +813,6 @@ impl Coordinator {
             .collect()
     }
 
-    /// Completed checkpoints and savepoints, oldest first (empty when ephemeral).
     /// One job, or `None` if there is no job with that id.
     pub fn job(&self, id: u64) -> Option<JobDetail> {
         let info = self.jobs().into_iter().find(|j| j.id == id)?;
@@ -884,6 +888,7 @@ impl Coordinator {
         ))
     }
 
+    /// Completed checkpoints and savepoints, oldest first (empty when ephemeral).
     pub async fn checkpoints(&self) -> Result<Vec<CheckpointMetadata>> {
         match &self.durable {
             Some(durable) => durable.checkpointer.store().list().await,
@@ -1422,7 +1427,14 @@ impl Coordinator {
     ) -> Result<Job> {
         // A sink's writer commits with the coordinator's checkpoints: its chain stays
         // here (as a view's storage does), what comes before it may run on workers.
-        let placement = self.cluster.place(&graph);
+        let placement = match self.cluster.place(&graph) {
+            Placed::Here => None,
+            Placed::Across(placement) => Some(placement),
+            Placed::Waiting(why) => {
+                tracing::warn!(view = name, "{why}");
+                return Ok(Job::inert(id, name, graph, JobState::Waiting(why)));
+            }
+        };
         let ctx = DeployContext {
             tables: &inner.tables,
             views: &inner.views,
@@ -1437,13 +1449,71 @@ impl Coordinator {
         };
         if let Some(placement) = &placement {
             self.cluster
-                .attach(&job, placement, self.durable.is_some())?;
+                .attach(&job, placement, self.checkpoint_url())?;
         }
         Ok(job)
     }
 
-    /// Fails view `view`'s job with `error`, as losing one of its subtasks would (what a
-    /// lost worker does); the job is then restarted like any failed job.
+    /// Where checkpoints go (`None`: the server is ephemeral and takes none).
+    fn checkpoint_url(&self) -> Option<&str> {
+        Some(self.durable.as_ref()?.checkpointer.store().url())
+    }
+
+    /// Cancels job `id`, as Flink's cancel does: its subtasks stop, its view keeps the
+    /// rows it has (readers see no more changes), and recoveries leave it alone. A
+    /// checkpoint taken right away records it as cancelled, so that a restarted
+    /// coordinator restores it so. Fails when no job has that id (42704) or the job has
+    /// ended: finished, given up after failures, or cancelled (55000).
+    pub async fn cancel_job(&self, id: u64) -> Result<JobInfo> {
+        {
+            let _ddl = self.ddl.lock().await;
+            let job = self
+                .inner
+                .lock()
+                .jobs
+                .values()
+                .find(|j| j.id == id)
+                .cloned();
+            let job = job.ok_or_else(|| {
+                SluiceError::new(SqlState::UNDEFINED_OBJECT, format!("no job has id {id}"))
+            })?;
+            let state = job.state();
+            let restarting = self.restarts.status(&job.view).1;
+            let cancellable = match state {
+                JobState::Running | JobState::Waiting(_) => true,
+                JobState::Failed(_) => restarting,
+                JobState::Finished | JobState::Canceled => false,
+            };
+            if !cancellable {
+                return Err(SluiceError::new(
+                    SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!(
+                        "job {id} (\"{}\") is {}; only a running, waiting or restarting job can be cancelled",
+                        job.view,
+                        state.name()
+                    ),
+                ));
+            }
+            job.stop().await;
+            let canceled = Job::inert(id, &job.view, job.graph.clone(), JobState::Canceled);
+            let mut inner = self.inner.lock();
+            for partition in inner.views.get(&job.view).into_iter().flatten() {
+                partition.mark_finished();
+            }
+            inner.jobs.insert(job.view.clone(), Arc::new(canceled));
+            tracing::info!(job = id, view = %job.view, "job cancelled");
+        }
+        if self.durable.is_some()
+            && let Err(e) = self.checkpoint(CheckpointKind::Checkpoint).await
+        {
+            tracing::warn!(job = id, error = %e.message, "no checkpoint records the cancelled job yet; a coordinator restart before the next one resumes it");
+        }
+        self.jobs()
+            .into_iter()
+            .find(|j| j.id == id)
+            .ok_or_else(|| SluiceError::internal(format!("job {id} vanished")))
+    }
+
     /// Stops every job and waits until its subtasks have ended, so that nothing they hold
     /// (state tables, and with them RocksDB's lock on `<data-dir>/state`) outlives the
     /// coordinator: another coordinator can then open the same data directory in this
@@ -1769,6 +1839,9 @@ fn restore_view(
     if restore.finished {
         for partition in partitions {
             partition.mark_finished();
+        }
+        if restore.canceled {
+            return Ok(Job::inert(id, name, graph, JobState::Canceled));
         }
         return Ok(Job::finished(id, name, graph));
     }

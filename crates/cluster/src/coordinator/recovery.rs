@@ -148,6 +148,13 @@ impl Restarts {
         let _ = self.requests.send(delay);
     }
 
+    /// Asks for a recovery after `delay` that is not a failure: it moves jobs onto
+    /// workers that registered (see [`rebalance_on_registration`]).
+    pub(super) fn rebalance(&self, delay: Duration) {
+        self.pending.send_modify(|n| *n += 1);
+        let _ = self.requests.send(delay);
+    }
+
     /// Waits until no restart is pending.
     pub(super) async fn settled(&self) {
         let _ = self.pending.subscribe().wait_for(|&n| n == 0).await;
@@ -203,10 +210,35 @@ pub(super) async fn restart_failed_jobs(
     }
 }
 
+/// Moves jobs onto workers as they register (Flink's reactive scheduling, done the
+/// way failures are recovered): when a job waits for slots that now exist, or runs on
+/// fewer workers than are alive (it was deployed, or restored at a coordinator restart,
+/// before they registered), every job is recovered from the last checkpoint and placed
+/// anew. The recovery waits one heartbeat interval, by when the other workers of a
+/// restarted cluster have registered too, so that they are moved onto once.
+pub(super) async fn rebalance_on_registration(
+    coordinator: std::sync::Weak<Coordinator>,
+    mut registrations: watch::Receiver<u64>,
+) {
+    while registrations.changed().await.is_ok() {
+        let Some(coordinator) = coordinator.upgrade() else {
+            return;
+        };
+        let jobs: Vec<Arc<Job>> = coordinator.inner.lock().jobs.values().cloned().collect();
+        let cluster = &coordinator.cluster;
+        if let Some(job) = jobs.iter().find(|job| cluster.would_spread_wider(job)) {
+            tracing::info!(view = %job.view, "a worker registered: moving jobs onto the workers");
+            coordinator
+                .restarts
+                .rebalance(cluster.membership.interval());
+        }
+    }
+}
+
 impl Coordinator {
     /// Stops every job and starts it again from the last completed checkpoint (from
     /// scratch when there is none). Views that were given up, and the views reading
-    /// them, are left as they are.
+    /// them, and cancelled views are left as they are.
     async fn recover(&self) {
         // Without a rescale, nothing in a recovery returns an error.
         let _ = self.recover_with(None).await;
@@ -246,9 +278,10 @@ impl Coordinator {
             let tables: Vec<_> = inner.tables.values().cloned().collect();
             (jobs, tables, left_failed)
         };
+        // Cancelled jobs stay as they are too.
         let jobs: Vec<Arc<Job>> = jobs
             .into_iter()
-            .filter(|job| !left_failed.contains(&job.view))
+            .filter(|job| !left_failed.contains(&job.view) && job.state() != JobState::Canceled)
             .collect();
         for job in &jobs {
             job.stop().await;

@@ -103,15 +103,21 @@ impl Coordinator {
             }
             let definition = inner.definitions.get(&relation.id).cloned();
             let job = inner.jobs.get(name);
-            if let Some(JobState::Failed(error)) = job.map(|job| job.state()) {
-                let message = match self.restarts.status(name) {
+            let ended = match job.map(|job| job.state()) {
+                Some(JobState::Failed(error)) => Some(match self.restarts.status(name) {
                     (_, true) => format!(
                         "the job of materialized view \"{name}\" is about to restart after a failure; try again once it runs"
                     ),
                     _ => format!(
                         "the job of materialized view \"{name}\" has failed ({error}); drop and recreate the view"
                     ),
-                };
+                }),
+                Some(JobState::Canceled) => Some(format!(
+                    "the job of materialized view \"{name}\" was cancelled; drop and recreate the view"
+                )),
+                _ => None,
+            };
+            if let Some(message) = ended {
                 return Err(SluiceError::new(
                     SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
                     message,

@@ -64,10 +64,7 @@ impl CoordinatorRpc for ControlPlane {
         if request.address.is_empty() {
             return Err(Status::invalid_argument("a worker must give its address"));
         }
-        let worker_id = self
-            .cluster
-            .membership
-            .register(&request.address, request.slots);
+        let worker_id = self.cluster.register(&request.address, request.slots);
         Ok(Response::new(RegisterResponse {
             worker_id,
             heartbeat_interval_ms: self.cluster.membership.interval().as_millis() as u64,

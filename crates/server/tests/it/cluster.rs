@@ -2,7 +2,9 @@
 //! register their slots and heartbeat; a worker killed with SIGKILL is declared lost
 //! within the heartbeat timeout; after a coordinator restart the surviving workers
 //! register again. Jobs run their stateful subtasks on the workers, survive losing one
-//! with exactly-once results, and come back after a coordinator restart.
+//! with exactly-once results, move back onto a worker that returns, come back after a
+//! coordinator restart (and onto the workers once they register again), and wait for
+//! slots when the workers have too few.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -279,12 +281,13 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
     flags.extend_from_slice(&HEARTBEATS);
     let coordinator = TestServer::start_coordinator(fresh_data_dir(), &flags);
     let rpc = coordinator.rpc_addr.expect("rpc address");
+    // Two slots each: after one is lost, the others still have the three the jobs need.
     let mut workers = [
-        TestWorker::start(rpc, 1),
-        TestWorker::start(rpc, 1),
-        TestWorker::start(rpc, 1),
+        TestWorker::start(rpc, 2),
+        TestWorker::start(rpc, 2),
+        TestWorker::start(rpc, 2),
     ];
-    let everyone: Vec<_> = workers.iter().map(|w| alive(w, 1)).collect();
+    let everyone: Vec<_> = workers.iter().map(|w| alive(w, 2)).collect();
     wait_for_workers(coordinator.rest_addr, &everyone).await;
     let client = coordinator.connect().await;
     client
@@ -331,6 +334,24 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
     // Kill a worker mid-stream, after a checkpoint: rows before and after it are
     // counted exactly once once the jobs restart from the checkpoint on the others.
     client.simple_query("CHECKPOINT").await.expect("CHECKPOINT");
+    // The workers wrote their aggregates' state to the checkpoint store.
+    for (view, _, _) in VIEWS {
+        let id = job_detail(coordinator.rest_addr, view).await["id"].clone();
+        let (_, body) = get(coordinator.rest_addr, &format!("/jobs/{id}/checkpoints")).await;
+        let checkpoints: Value = serde_json::from_str(&body).expect("checkpoints JSON");
+        let last = checkpoints.as_array().and_then(|c| c.last());
+        let aggregates = last
+            .and_then(|c| c["state_bytes"].as_object())
+            .map(|bytes| {
+                bytes
+                    .iter()
+                    .filter(|(operator, size)| {
+                        operator.ends_with(":Aggregate") && size.as_u64() > Some(0)
+                    })
+                    .count()
+            });
+        assert_eq!(aggregates, Some(1), "{view}: {body}");
+    }
     insert_bids(&client, 3001, 6000).await;
     workers[1].kill();
     insert_bids(&client, 6001, 9000).await;
@@ -360,6 +381,16 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
     insert_bids(&client, 9001, 10000).await;
     check_views(&client, 10000, "after the restart on two workers").await;
 
+    // The worker comes back (as a new process, under a new id): the jobs move back
+    // onto three workers, from the last checkpoint, still exactly once.
+    workers[1] = TestWorker::start(rpc, 2);
+    wait_for_aggregates_spread(coordinator.rest_addr, 3, "once the worker returned").await;
+    for (view, _, _) in VIEWS {
+        let placed = aggregate_workers(coordinator.rest_addr, view).await;
+        assert!(placed.contains(&workers[1].id), "{view}: {placed:?}");
+    }
+    check_views(&client, 10000, "after moving onto the returned worker").await;
+
     // A coordinator restart: the jobs come back from the last checkpoint.
     client.simple_query("CHECKPOINT").await.expect("CHECKPOINT");
     insert_bids(&client, 10001, 11000).await;
@@ -381,11 +412,100 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
         assert_eq!(detail["status"], "RUNNING", "{detail}");
         assert!(detail["restored_epoch"].as_u64().is_some(), "{detail}");
     }
-    wait_for_workers(
-        coordinator.rest_addr,
-        &[everyone[0].clone(), everyone[2].clone()],
-    )
-    .await;
+    let everyone: Vec<_> = workers.iter().map(|w| alive(w, 2)).collect();
+    wait_for_workers(coordinator.rest_addr, &everyone).await;
+    // They ran in the coordinator until the workers registered; then they move.
+    wait_for_aggregates_spread(coordinator.rest_addr, 3, "after a coordinator restart").await;
     insert_bids(&client, 11001, 12000).await;
     check_views(&client, 12000, "after the workers registered again").await;
+}
+
+/// Waits (with a deadline) until every view's aggregate subtasks run on `spread`
+/// different workers, none of them the coordinator.
+async fn wait_for_aggregates_spread(rest: SocketAddr, spread: usize, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (view, _, _) in VIEWS {
+        loop {
+            let mut placed = aggregate_workers(rest, view).await;
+            placed.sort();
+            placed.dedup();
+            if placed.len() == spread && !placed.contains(&0) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{view}'s aggregates run on {placed:?} {when}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Polls `GET /jobs/{id}` of `view` until its status is `status`, with a deadline.
+async fn wait_for_status(rest: SocketAddr, view: &str, status: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let detail = job_detail(rest, view).await;
+        if detail["status"] == status {
+            return detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{view} is not {status}: {detail}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A job needing more slots than the live workers have waits, saying why; a worker
+/// registering with the missing slot brings it up, with every row inserted meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waits_for_slots_until_a_worker_brings_them() {
+    let coordinator = TestServer::start_coordinator(fresh_data_dir(), &HEARTBEATS);
+    let rpc = coordinator.rpc_addr.expect("rpc address");
+    let first = TestWorker::start(rpc, 1);
+    wait_for_workers(coordinator.rest_addr, &[alive(&first, 1)]).await;
+    let client = coordinator.connect().await;
+    client
+        .batch_execute(
+            "SET streaming_parallelism = 2;
+             CREATE TABLE t (k INT, v INT);
+             CREATE MATERIALIZED VIEW per_k AS
+                 SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k;
+             INSERT INTO t SELECT x % 5, x FROM generate_series(1, 1000) AS s(x);
+             FLUSH",
+        )
+        .await
+        .expect("statements run");
+    let detail = job_detail(coordinator.rest_addr, "per_k").await;
+    assert_eq!(detail["status"], "WAITING", "{detail}");
+    assert!(
+        detail["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("needs 2") && e.contains("have 1")),
+        "{detail}"
+    );
+    let shown = rows(&client, "SHOW JOBS").await;
+    assert!(
+        shown.iter().any(|row| {
+            let row: Vec<&str> = row.iter().flatten().map(String::as_str).collect();
+            row.contains(&"per_k") && row.contains(&"WAITING")
+        }),
+        "{shown:?}"
+    );
+
+    let second = TestWorker::start(rpc, 1);
+    wait_for_status(coordinator.rest_addr, "per_k", "RUNNING").await;
+    client.simple_query("FLUSH").await.expect("FLUSH");
+    const READ: &str = "SELECT k, n, s FROM per_k ORDER BY k";
+    let expected = rows(
+        &client,
+        "SELECT k, count(*), sum(v) FROM t GROUP BY k ORDER BY k",
+    )
+    .await;
+    assert_eq!(expected.len(), 5);
+    assert_eq!(rows(&client, READ).await, expected);
+    let mut placed = aggregate_workers(coordinator.rest_addr, "per_k").await;
+    placed.sort();
+    assert_eq!(placed, [first.id, second.id]);
 }

@@ -251,3 +251,70 @@ fn assert_has_shape(
         _ => {}
     }
 }
+
+/// The status of job `id` as `GET /jobs` lists it.
+async fn job_status(rest: SocketAddr, id: u64) -> serde_json::Value {
+    let (status, body) = get(rest, &format!("/jobs/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).expect("job JSON");
+    job["status"].clone()
+}
+
+/// A cancelled job stops: its view keeps the rows it had, later inserts do not reach
+/// it, it cannot be cancelled twice, and a restarted server restores it cancelled with
+/// those rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_keeps_its_rows_and_stays_cancelled_after_a_restart() {
+    use crate::durability::rows;
+    let server = TestServer::start_with(crate::server::fresh_data_dir(), &[]);
+    let client = server.connect().await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (k INT, v INT);
+             CREATE MATERIALIZED VIEW per_k AS SELECT k, sum(v) AS s FROM t GROUP BY k;
+             INSERT INTO t VALUES (1, 2), (2, 3), (1, 4);
+             FLUSH;",
+        )
+        .await
+        .expect("statements run");
+    const READ: &str = "SELECT k, s FROM per_k ORDER BY k";
+    let before = rows(&client, READ).await;
+    assert_eq!(
+        before,
+        rows(&client, "SELECT k, sum(v) FROM t GROUP BY k ORDER BY k").await
+    );
+    let (_, body) = get(server.rest_addr, "/jobs").await;
+    let jobs: serde_json::Value = serde_json::from_str(&body).expect("jobs JSON");
+    let id = jobs[0]["id"].as_u64().unwrap_or_else(|| panic!("{body}"));
+
+    let (status, body) = post(server.rest_addr, &format!("/jobs/{id}/cancel")).await;
+    assert_eq!(status, 200, "{body}");
+    let cancelled: serde_json::Value = serde_json::from_str(&body).expect("job JSON");
+    assert_eq!(cancelled["status"], "CANCELED", "{body}");
+    assert_eq!(job_status(server.rest_addr, id).await, "CANCELED");
+
+    client
+        .batch_execute("INSERT INTO t VALUES (1, 100), (3, 5); FLUSH;")
+        .await
+        .expect("insert after the cancel");
+    assert_eq!(
+        rows(&client, READ).await,
+        before,
+        "the view no longer changes"
+    );
+
+    let (status, body) = post(server.rest_addr, &format!("/jobs/{id}/cancel")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("CANCELED") && body.contains("55000"),
+        "{body}"
+    );
+    let (status, body) = post(server.rest_addr, "/jobs/999/cancel").await;
+    assert_eq!(status, 404, "{body}");
+
+    drop(client);
+    let server = TestServer::start_with(server.kill(), &[]);
+    let client = server.connect().await;
+    assert_eq!(job_status(server.rest_addr, id).await, "CANCELED");
+    assert_eq!(rows(&client, READ).await, before, "after a restart");
+}

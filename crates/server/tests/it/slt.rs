@@ -179,10 +179,14 @@ fn slt_files() -> Vec<PathBuf> {
 enum Deployment {
     /// `sluice serve`: everything in one process.
     Embedded,
-    /// `sluice coordinator` with this many one-slot `sluice worker` processes, which run
-    /// the jobs' stateful subtasks.
+    /// `sluice coordinator` with this many `sluice worker` processes of [`WORKER_SLOTS`]
+    /// slots, which run the jobs' stateful subtasks.
     Workers(usize),
 }
+
+/// Slots per worker: two workers have the four slots of the widest job of the suite
+/// (`SET streaming_parallelism = 4`), which would wait for slots with fewer.
+const WORKER_SLOTS: u32 = 2;
 
 async fn run_file(path: &Path, deployment: Deployment) -> Result<(), String> {
     // Failed jobs restart after 50 ms, 100 ms, 200 ms rather than seconds.
@@ -192,7 +196,9 @@ async fn run_file(path: &Path, deployment: Deployment) -> Result<(), String> {
         Deployment::Workers(n) => {
             let server = TestServer::start_coordinator(fresh_data_dir(), &flags);
             let rpc = server.rpc_addr.expect("the coordinator's rpc address");
-            let workers: Vec<TestWorker> = (0..n).map(|_| TestWorker::start(rpc, 1)).collect();
+            let workers: Vec<TestWorker> = (0..n)
+                .map(|_| TestWorker::start(rpc, WORKER_SLOTS))
+                .collect();
             (server, workers)
         }
     };
