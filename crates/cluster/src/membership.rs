@@ -31,6 +31,19 @@ pub struct WorkerInfo {
     pub registered_at_ms: u64,
     /// Milliseconds since its last heartbeat (0 for the embedded worker).
     pub heartbeat_age_ms: u64,
+    /// Its data plane, as of its last heartbeat.
+    #[serde(flatten)]
+    pub dataplane: DataPlaneCounters,
+}
+
+/// A process's data-plane counters (see [`crate::dataplane::DataPlane`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DataPlaneCounters {
+    /// The most messages any edge it serves had sent without a credit back: bounded by
+    /// the credits a receiver grants, which is what bounds memory between processes.
+    pub max_in_flight: u64,
+    /// Messages it sent to other processes.
+    pub messages_sent: u64,
 }
 
 struct Worker {
@@ -40,6 +53,7 @@ struct Worker {
     last_heartbeat: Instant,
     lost: bool,
     embedded: bool,
+    dataplane: DataPlaneCounters,
 }
 
 /// The registry of workers.
@@ -62,6 +76,7 @@ impl Membership {
             last_heartbeat: Instant::now(),
             lost: false,
             embedded: true,
+            dataplane: DataPlaneCounters::default(),
         };
         Membership {
             interval,
@@ -93,19 +108,21 @@ impl Membership {
                 last_heartbeat: Instant::now(),
                 lost: false,
                 embedded: false,
+                dataplane: DataPlaneCounters::default(),
             },
         );
         tracing::info!(worker = id, address, slots, "worker registered");
         id
     }
 
-    /// Records a heartbeat of worker `id` registered from `address`; false when no such
-    /// worker is registered (another coordinator process gave out the id, or the worker
-    /// was declared lost): it must register again.
-    pub fn heartbeat(&self, id: u64, address: &str) -> bool {
+    /// Records a heartbeat of worker `id` registered from `address`, with its data-plane
+    /// counters; false when no such worker is registered (another coordinator process
+    /// gave out the id, or the worker was declared lost): it must register again.
+    pub fn heartbeat(&self, id: u64, address: &str, dataplane: DataPlaneCounters) -> bool {
         match self.workers.lock().get_mut(&id) {
             Some(worker) if !worker.lost && !worker.embedded && worker.address == address => {
                 worker.last_heartbeat = Instant::now();
+                worker.dataplane = dataplane;
                 true
             }
             _ => false,
@@ -163,6 +180,7 @@ impl Membership {
                 } else {
                     w.last_heartbeat.elapsed().as_millis() as u64
                 },
+                dataplane: w.dataplane,
             })
             .collect()
     }
@@ -186,25 +204,31 @@ mod tests {
         let membership = Membership::new(Duration::from_secs(5), timeout, 2);
         let a = membership.register("a:1", 4);
         let b = membership.register("b:1", 4);
-        assert!(membership.heartbeat(a, "a:1"));
-        assert!(!membership.heartbeat(a, "b:1"), "the id is a's");
+        assert!(membership.heartbeat(a, "a:1", DataPlaneCounters::default()));
+        assert!(
+            !membership.heartbeat(a, "b:1", DataPlaneCounters::default()),
+            "the id is a's"
+        );
         assert!(membership.detect_lost().is_empty(), "within the timeout");
         let later = Instant::now() + timeout + Duration::from_secs(1);
         assert_eq!(membership.detect_lost_at(later), vec![a, b]);
         assert!(membership.detect_lost_at(later).is_empty(), "lost once");
         assert!(
-            !membership.heartbeat(a, "a:1"),
+            !membership.heartbeat(a, "a:1", DataPlaneCounters::default()),
             "a lost worker is told to register"
         );
-        assert!(!membership.heartbeat(99, "a:1"), "an unknown one too");
         assert!(
-            !membership.heartbeat(0, "embedded"),
+            !membership.heartbeat(99, "a:1", DataPlaneCounters::default()),
+            "an unknown one too"
+        );
+        assert!(
+            !membership.heartbeat(0, "embedded", DataPlaneCounters::default()),
             "the embedded worker never heartbeats"
         );
         let again = membership.register("a:1", 4);
         assert!(again > b, "ids are not reused: {again}");
         assert!(
-            !membership.heartbeat(a, "a:1"),
+            !membership.heartbeat(a, "a:1", DataPlaneCounters::default()),
             "the replaced id stays unknown"
         );
         assert_eq!(

@@ -632,6 +632,11 @@ impl WorkerRuntime {
 
     /// The counters of every subtask this worker runs, and the late rows of each of its
     /// operators, for heartbeats and the `Metrics` call.
+    /// This worker's data plane (its counters go out with every heartbeat).
+    pub fn dataplane(&self) -> &DataPlane {
+        &self.dataplane
+    }
+
     pub fn metrics(&self) -> (Vec<ProtoMetrics>, Vec<LateRows>) {
         let runs = self.runs.lock();
         let mut all = Vec::new();

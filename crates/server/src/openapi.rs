@@ -95,6 +95,8 @@ pub fn spec() -> Value {
         "state": string("alive or lost"),
         "registered_at_ms": integer("Registration time, ms since the Unix epoch"),
         "heartbeat_age_ms": integer("Milliseconds since the last heartbeat"),
+        "max_in_flight": integer("Data plane: the most messages any edge it serves had sent without a credit back (at most the 16 credits a receiver grants; what bounds memory between processes), as of its last heartbeat"),
+        "messages_sent": integer("Data plane: messages it sent to other processes, as of its last heartbeat"),
     }));
     let sink = object(json!({
         "name": string("The sink"),

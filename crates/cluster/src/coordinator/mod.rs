@@ -57,7 +57,7 @@ use sluice_state::{
 
 use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, StateFile, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
-use crate::membership::{Membership, WorkerInfo};
+use crate::membership::{DataPlaneCounters, Membership, WorkerInfo};
 use crate::metadata::{CatalogState, Definition, MetadataStore};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
 use crate::remote::{Cluster, Placed};
@@ -570,9 +570,17 @@ impl Coordinator {
         })
     }
 
-    /// The cluster's workers, the embedded one first.
+    /// The cluster's workers, the embedded one first (with the coordinator's own
+    /// data-plane counters).
     pub fn workers(&self) -> Vec<WorkerInfo> {
-        self.cluster.membership.workers()
+        let mut workers = self.cluster.membership.workers();
+        if let Some(embedded) = workers.iter_mut().find(|w| w.id == 0) {
+            embedded.dataplane = DataPlaneCounters {
+                max_in_flight: self.cluster.dataplane.max_in_flight(),
+                messages_sent: self.cluster.dataplane.messages_sent(),
+            };
+        }
+        workers
     }
 
     /// The workers and the jobs running on them: what the control plane serves.

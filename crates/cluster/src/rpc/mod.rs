@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
+use crate::membership::DataPlaneCounters;
 use crate::remote::Cluster;
 
 /// The code `tonic-prost-build` generates from `proto/cluster.proto`.
@@ -76,10 +77,14 @@ impl CoordinatorRpc for ControlPlane {
         request: Request<HeartbeatRequest>,
     ) -> std::result::Result<Response<HeartbeatResponse>, Status> {
         let request = request.into_inner();
-        let known = self
-            .cluster
-            .membership
-            .heartbeat(request.worker_id, &request.address);
+        let known = self.cluster.membership.heartbeat(
+            request.worker_id,
+            &request.address,
+            DataPlaneCounters {
+                max_in_flight: request.max_in_flight,
+                messages_sent: request.messages_sent,
+            },
+        );
         if known {
             self.cluster
                 .record_metrics(request.worker_id, request.subtasks, request.late_rows);

@@ -200,6 +200,8 @@ async fn serve(
                     address: config.address.clone(),
                     subtasks: metrics.0,
                     late_rows: metrics.1,
+                    max_in_flight: runtime.dataplane().max_in_flight(),
+                    messages_sent: runtime.dataplane().messages_sent(),
                 }),
             )
             .await

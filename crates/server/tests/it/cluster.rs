@@ -270,7 +270,37 @@ async fn a_slow_sink_holds_back_a_source_on_another_process() {
         produced <= taken + IN_BETWEEN,
         "the source put out {produced} rows while the sink took {taken}"
     );
+    // What bounds the worker's memory: its edge to the sink never had more messages in
+    // flight than the receiver's credits, although the source could fill any buffer.
+    let (max_in_flight, sent) = loop {
+        let (_, body) = get(coordinator.rest_addr, "/workers").await;
+        let workers: Value = serde_json::from_str(&body).expect("workers JSON");
+        let listed = workers.as_array().expect("an array");
+        let this = listed
+            .iter()
+            .find(|w| w["id"] == worker.id)
+            .expect("the worker");
+        let counters = (
+            this["max_in_flight"].as_u64(),
+            this["messages_sent"].as_u64(),
+        );
+        if counters.1 > Some(CREDITS) {
+            break counters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat reported the data plane: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        max_in_flight.is_some_and(|m| m > 0 && m <= CREDITS),
+        "{max_in_flight:?} in flight, {sent:?} sent"
+    );
 }
+
+/// The credits a data-plane receiver grants (`dataplane::CREDITS`).
+const CREDITS: u64 = 16;
 
 /// Rows of the rate-limited source the test reads while a worker is killed.
 const SOURCE_ROWS: u64 = 9000;
