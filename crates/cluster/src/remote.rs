@@ -3,9 +3,9 @@
 //! The coordinator keeps what is tied to its storage: every chain that reads a table or
 //! a view, and every view's storage and sink. Connector sources and the chains after
 //! them (joins, aggregates, windows, Top-N: the stateful work) are placed on the
-//! workers' slots, spread across workers. Each process then deploys the same stream graph with the same
-//! [`Placement`], building only its own subtasks; the edges between processes go over
-//! the data plane ([`crate::dataplane`]).
+//! workers' slots, spread across workers. Each process then deploys the same stream
+//! graph with the same [`Placement`], building only its own subtasks; the edges between
+//! processes go over the data plane ([`crate::dataplane`]).
 //!
 //! Checkpoints work as in one process: barriers flow through the remote subtasks with
 //! the rows; each remote subtask's worker writes its state files to the shared checkpoint
