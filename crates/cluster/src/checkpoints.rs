@@ -60,10 +60,9 @@ pub struct InFlight {
     pub table_positions: BTreeMap<u64, u64>,
     /// Jobs that received the barrier and must report.
     pub running: Vec<Arc<Job>>,
-    /// Jobs that had finished: their views' rows are taken as they are.
+    /// Jobs that had finished or were cancelled: their views' rows are taken as they
+    /// are.
     pub finished: Vec<(Arc<Job>, Vec<Arc<ViewPartition>>)>,
-    /// Jobs that were cancelled: taken as they are, like finished ones.
-    pub canceled: Vec<(Arc<Job>, Vec<Arc<ViewPartition>>)>,
 }
 
 /// State files a worker wrote to the store itself, by (epoch, job, subtask id).
@@ -91,6 +90,44 @@ impl SnapshotInbox {
         }
         let _ = self.sender.send(snapshot);
     }
+}
+
+/// The chain and subtask index of `snapshot`'s subtask.
+fn subtask_of(snapshot: &SubtaskSnapshot) -> Result<(usize, usize)> {
+    parse_subtask_id(&snapshot.subtask)
+        .ok_or_else(|| SluiceError::internal(format!("malformed subtask id {}", snapshot.subtask)))
+}
+
+fn not_run(job: &Job, snapshot: &SubtaskSnapshot) -> SluiceError {
+    SluiceError::internal(format!(
+        "subtask {} of view \"{}\" reported state for an operator it does not run",
+        snapshot.subtask, job.view
+    ))
+}
+
+/// The state files of `snapshot`, taken by a subtask of `job`: the name and entries of
+/// every operator with state, named as checkpoints name them wherever they are written.
+pub fn operator_state_files<'a>(
+    job: &Job,
+    snapshot: &'a SubtaskSnapshot,
+) -> Result<Vec<(String, &'a [StateEntry])>> {
+    let (chain, subtask) = subtask_of(snapshot)?;
+    let mut files = Vec::new();
+    for (k, entries) in snapshot.operators.iter().enumerate() {
+        if entries.is_empty() {
+            continue;
+        }
+        let node = job
+            .chain_operator(chain, k)
+            .ok_or_else(|| not_run(job, snapshot))?;
+        let name = StateFile::Operator {
+            view: job.id,
+            node,
+            subtask,
+        };
+        files.push((name.name(), entries.as_slice()));
+    }
+    Ok(files)
 }
 
 /// Writes `entries` to `store` as file `name` of checkpoint `epoch`.
@@ -168,9 +205,11 @@ impl Checkpointer {
                 .properties
                 .insert(format!("table/{table}"), position.to_string());
         }
-        let stopped = (flight.finished.iter().map(|f| (f, "finished")))
-            .chain(flight.canceled.iter().map(|c| (c, "canceled")));
-        for ((job, partitions), status) in stopped {
+        for (job, partitions) in &flight.finished {
+            let status = match job.state() {
+                JobState::Canceled => "canceled",
+                _ => "finished",
+            };
             record_job(&mut metadata, job, status);
             for (p, partition) in partitions.iter().enumerate() {
                 let name = StateFile::Partition {
@@ -208,28 +247,8 @@ impl Checkpointer {
                 .iter()
                 .find(|j| j.id == snapshot.job)
                 .expect("waited-for snapshots come from running jobs");
-            let (chain, subtask) = parse_subtask_id(&snapshot.subtask).ok_or_else(|| {
-                SluiceError::internal(format!("malformed subtask id {}", snapshot.subtask))
-            })?;
-            let node_of = |k: Option<usize>| {
-                k.ok_or_else(|| {
-                    SluiceError::internal(format!(
-                        "subtask {} of view \"{}\" reported state for an operator it does not run",
-                        snapshot.subtask, job.view
-                    ))
-                })
-            };
-            for (k, entries) in snapshot.operators.iter().enumerate() {
-                if !entries.is_empty() {
-                    let node = node_of(job.chain_operator(chain, k))?;
-                    let name = StateFile::Operator {
-                        view: job.id,
-                        node,
-                        subtask,
-                    }
-                    .name();
-                    self.upload(&mut metadata, name, entries).await?;
-                }
+            for (name, entries) in operator_state_files(job, &snapshot)? {
+                self.upload(&mut metadata, name, entries).await?;
             }
             if let Some((p, entries)) = &snapshot.sink {
                 let name = StateFile::Partition {
@@ -258,7 +277,10 @@ impl Checkpointer {
                 }
             }
             if let Some(position) = snapshot.position {
-                let node = node_of(job.chain_head(chain))?;
+                let (chain, subtask) = subtask_of(&snapshot)?;
+                let node = job
+                    .chain_head(chain)
+                    .ok_or_else(|| not_run(job, &snapshot))?;
                 let name = StateFile::Operator {
                     view: job.id,
                     node,

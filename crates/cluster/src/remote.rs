@@ -30,11 +30,11 @@ use sluice_state::checkpoint::{CheckpointStore, StateFileRef};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
-use crate::checkpoints::{SnapshotInbox, StateFile, now_ms, put_entries};
+use crate::checkpoints::{SnapshotInbox, now_ms, operator_state_files, put_entries};
 use crate::dataplane::{DataPlane, barrier_code, barrier_kind};
 use crate::job::{
     DeployContext, InjectRemote, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl,
-    SubtaskInfo, distributed_chains, parse_subtask_id, runs_anywhere,
+    SubtaskInfo, distributed_chains, runs_anywhere,
 };
 use crate::membership::{Membership, WorkerInfo};
 use crate::rpc::proto::coordinator_client::CoordinatorClient;
@@ -478,10 +478,9 @@ impl Cluster {
             .flat_map(|r| r.workers.iter().copied())
             .collect();
         let addresses: BTreeMap<u64, String> = self
-            .membership
-            .workers()
+            .live_workers()
             .into_iter()
-            .filter(|w| workers.contains(&w.id) && w.state == "alive")
+            .filter(|w| workers.contains(&w.id))
             .map(|w| (w.id, w.address))
             .collect();
         for (worker, address) in addresses {
@@ -517,26 +516,8 @@ async fn write_state(
     job: &Job,
     snapshot: &SubtaskSnapshot,
 ) -> Result<Vec<WrittenState>> {
-    let (chain, subtask) = parse_subtask_id(&snapshot.subtask).ok_or_else(|| {
-        SluiceError::internal(format!("malformed subtask id {}", snapshot.subtask))
-    })?;
     let mut files = Vec::new();
-    for (k, entries) in snapshot.operators.iter().enumerate() {
-        if entries.is_empty() {
-            continue;
-        }
-        let node = job.chain_operator(chain, k).ok_or_else(|| {
-            SluiceError::internal(format!(
-                "subtask {} reported state for an operator it does not run",
-                snapshot.subtask
-            ))
-        })?;
-        let name = StateFile::Operator {
-            view: job.id,
-            node,
-            subtask,
-        }
-        .name();
+    for (name, entries) in operator_state_files(job, snapshot)? {
         let file = put_entries(store, snapshot.barrier.epoch, &name, entries).await?;
         files.push(WrittenState {
             name,

@@ -396,7 +396,6 @@ impl Coordinator {
                 table_positions: BTreeMap::new(),
                 running: Vec::new(),
                 finished: Vec::new(),
-                canceled: Vec::new(),
             };
             for (id, table) in &tables {
                 let position = table.inject(barrier).await;
@@ -409,9 +408,10 @@ impl Coordinator {
                         job.inject(barrier).await;
                         flight.running.push(job);
                     }
-                    JobState::Finished => flight.finished.push((job, partitions)),
                     // A cancelled view's rows are final, as a finished one's.
-                    JobState::Canceled => flight.canceled.push((job, partitions)),
+                    JobState::Finished | JobState::Canceled => {
+                        flight.finished.push((job, partitions))
+                    }
                     // A failed or waiting view is left out: once it runs again, it is
                     // recomputed.
                     JobState::Failed(_) | JobState::Waiting(_) => {}

@@ -144,13 +144,12 @@ impl Restarts {
             delay_ms = delay.as_millis() as u64,
             "restarting failed job"
         );
-        self.pending.send_modify(|n| *n += 1);
-        let _ = self.requests.send(delay);
+        self.request_recovery(delay);
     }
 
-    /// Asks for a recovery after `delay` that is not a failure: it moves jobs onto
-    /// workers that registered (see [`rebalance_on_registration`]).
-    pub(super) fn rebalance(&self, delay: Duration) {
+    /// Asks for a recovery of every job after `delay`: for failures, and to move jobs
+    /// onto workers that registered (see [`rebalance_on_registration`]).
+    pub(super) fn request_recovery(&self, delay: Duration) {
         self.pending.send_modify(|n| *n += 1);
         let _ = self.requests.send(delay);
     }
@@ -230,7 +229,7 @@ pub(super) async fn rebalance_on_registration(
             tracing::info!(view = %job.view, "a worker registered: moving jobs onto the workers");
             coordinator
                 .restarts
-                .rebalance(cluster.membership.interval());
+                .request_recovery(cluster.membership.interval());
         }
     }
 }

@@ -114,9 +114,7 @@ async fn a_job_shows_its_plan_and_the_state_each_checkpoint_holds_for_it() {
         )
         .await
         .expect("statements run");
-    let (_, body) = get(server.rest_addr, "/jobs").await;
-    let jobs: serde_json::Value = serde_json::from_str(&body).expect("jobs JSON");
-    let id = jobs[0]["id"].as_u64().unwrap_or_else(|| panic!("{body}"));
+    let id = first_job_id(server.rest_addr).await;
 
     let (status, body) = get(server.rest_addr, &format!("/jobs/{id}")).await;
     assert_eq!(status, 200, "{body}");
@@ -252,7 +250,14 @@ fn assert_has_shape(
     }
 }
 
-/// The status of job `id` as `GET /jobs` lists it.
+/// The id of the first job `GET /jobs` lists.
+async fn first_job_id(rest: SocketAddr) -> u64 {
+    let (_, body) = get(rest, "/jobs").await;
+    let jobs: serde_json::Value = serde_json::from_str(&body).expect("jobs JSON");
+    jobs[0]["id"].as_u64().unwrap_or_else(|| panic!("{body}"))
+}
+
+/// The status of job `id` as `GET /jobs/{id}` shows it.
 async fn job_status(rest: SocketAddr, id: u64) -> serde_json::Value {
     let (status, body) = get(rest, &format!("/jobs/{id}")).await;
     assert_eq!(status, 200, "{body}");
@@ -283,9 +288,7 @@ async fn a_cancelled_job_keeps_its_rows_and_stays_cancelled_after_a_restart() {
         before,
         rows(&client, "SELECT k, sum(v) FROM t GROUP BY k ORDER BY k").await
     );
-    let (_, body) = get(server.rest_addr, "/jobs").await;
-    let jobs: serde_json::Value = serde_json::from_str(&body).expect("jobs JSON");
-    let id = jobs[0]["id"].as_u64().unwrap_or_else(|| panic!("{body}"));
+    let id = first_job_id(server.rest_addr).await;
 
     let (status, body) = post(server.rest_addr, &format!("/jobs/{id}/cancel")).await;
     assert_eq!(status, 200, "{body}");
