@@ -42,8 +42,8 @@ use sluice_runtime::task::{
     BARRIER_INJECTION_CAPACITY, SnapshotReporter, Subtask, SubtaskSnapshot, TaskInput,
 };
 use sluice_sql::{Exchange, OverFrame, StreamGraph, StreamNode, StreamOperator};
-use sluice_state::DEFAULT_KEY_GROUPS;
 use sluice_state::snapshot::redistribute;
+use sluice_state::{DEFAULT_KEY_GROUPS, OperatorStateDirs, SpillStore};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -88,6 +88,24 @@ pub struct DeployContext<'a> {
     pub on_failure: Option<FailureHook>,
     /// Where each subtask runs when the job spans processes (`None`: all here).
     pub placement: Option<&'a Placement>,
+    /// Where operators spill state beyond their memory budget (`None`: they keep it
+    /// all in memory).
+    pub operator_state: Option<&'a OperatorStateDirs>,
+}
+
+/// Where one operator subtask may spill its state.
+struct SpillContext<'a> {
+    dirs: Option<&'a OperatorStateDirs>,
+    /// Names the subtask's store: view, node and subtask.
+    name: String,
+}
+
+impl SpillContext<'_> {
+    fn store(&self) -> Result<Option<SpillStore>> {
+        self.dirs
+            .map(|dirs| dirs.open_store(&self.name))
+            .transpose()
+    }
 }
 
 /// Where each subtask of a job runs when its subtasks are spread over processes (the
@@ -933,7 +951,11 @@ pub fn deploy(
                     output = Some(Box::new(sink));
                 } else {
                     let late = late_rows.get(&node.id).unwrap_or(&unused_counter);
-                    ops.push(compile_operator(&graph, node, &props, late)?);
+                    let spill = SpillContext {
+                        dirs: ctx.operator_state,
+                        name: format!("{view}-n{}-s{j}", node.id),
+                    };
+                    ops.push(compile_operator(&graph, node, &props, late, spill)?);
                 }
             }
             let output = match output {
@@ -1221,6 +1243,7 @@ fn compile_operator(
     node: &StreamNode,
     props: &ExecutionProps,
     late_rows: &Arc<AtomicU64>,
+    spill: SpillContext<'_>,
 ) -> Result<Box<dyn Operator>> {
     if let StreamOperator::Join {
         join_type,
@@ -1382,6 +1405,10 @@ fn compile_operator(
                     late_rows.clone(),
                 ),
                 (None, Some(ttl)) if !group_exprs.is_empty() => operator.with_state_ttl(ttl),
+                (None, None) if !group_exprs.is_empty() => match spill.store()? {
+                    Some(store) => operator.with_spill(store),
+                    None => operator,
+                },
                 (None, _) => operator,
             })
         }

@@ -707,6 +707,7 @@ impl WorkerRuntime {
             restore: (!request.restore.is_empty()).then_some(&restore),
             on_failure: None,
             placement: Some(&placement),
+            operator_state: None,
         };
         let job = Arc::new(crate::job::deploy(
             request.job,

@@ -38,6 +38,10 @@ pub struct ServeConfig {
     pub state_backend: StateBackendKind,
     /// RocksDB's block cache (MiB), shared by every state table.
     pub state_cache_mb: usize,
+    /// Memory (MiB) each stateful operator subtask keeps its most recently used keys in,
+    /// with the RocksDB backend; the rest it spills to RocksDB under
+    /// `<data-dir>/operator-state`. GROUP BY aggregates spill so far.
+    pub operator_cache_mb: usize,
     /// `sluice coordinator`: where workers reach the control plane (gRPC).
     pub rpc_listen: String,
     /// Seconds between a worker's heartbeats.
@@ -100,6 +104,7 @@ impl Default for ServeConfig {
             restart_backoff: 1.0,
             state_backend: StateBackendKind::Rocksdb,
             state_cache_mb: 256,
+            operator_cache_mb: 64,
             rpc_listen: "127.0.0.1:6123".into(),
             heartbeat_interval: 5.0,
             heartbeat_timeout: 15.0,

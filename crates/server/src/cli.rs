@@ -80,10 +80,15 @@ pub struct ServeArgs {
     /// RocksDB's block cache in MiB [default: 256]
     #[arg(long, env = "SLUICE_STATE_CACHE_MB", value_name = "MIB")]
     pub state_cache_mb: Option<usize>,
+    /// Memory in MiB each stateful operator subtask keeps its most recently used keys
+    /// in; beyond it, GROUP BY aggregates spill groups to RocksDB under
+    /// <data-dir>/operator-state (rocksdb backend only) [default: 64]
+    #[arg(long, env = "SLUICE_OPERATOR_CACHE_MB", value_name = "MIB")]
+    pub operator_cache_mb: Option<usize>,
     /// TOML file with defaults for the options above (keys: data_dir, pg_listen,
     /// rest_listen, flight_listen, checkpoint_url, default_parallelism, ephemeral,
     /// checkpoint_interval, restart_attempts, restart_backoff, state_backend,
-    /// state_cache_mb)
+    /// state_cache_mb, operator_cache_mb)
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -57,6 +57,9 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.state_cache_mb {
         config.state_cache_mb = v;
     }
+    if let Some(v) = args.operator_cache_mb {
+        config.operator_cache_mb = v;
+    }
     check_heartbeats(&config)?;
     Ok(config)
 }

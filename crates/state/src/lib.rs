@@ -19,12 +19,14 @@ mod memory;
 pub mod object_url;
 mod rocksdb;
 pub mod snapshot;
+pub mod spill;
 #[cfg(test)]
 mod test_support;
 pub mod wal;
 
 pub use crate::rocksdb::{RocksDbOptions, RocksDbStateBackend};
 pub use memory::MemoryStateBackend;
+pub use spill::{OperatorStateDirs, SpillStore};
 
 use std::sync::Arc;
 

@@ -52,7 +52,8 @@ use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata, CheckpointSto
 use sluice_state::snapshot::redistribute;
 use sluice_state::wal::{LogRecord, TableLog};
 use sluice_state::{
-    DEFAULT_KEY_GROUPS, MemoryStateBackend, RocksDbOptions, RocksDbStateBackend, StateBackend,
+    DEFAULT_KEY_GROUPS, MemoryStateBackend, OperatorStateDirs, RocksDbOptions, RocksDbStateBackend,
+    StateBackend,
 };
 
 use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, StateFile, ViewRestore, now_ms};
@@ -81,6 +82,17 @@ fn state_backend(config: &ServeConfig) -> Result<Arc<dyn StateBackend>> {
     };
     let dir = config.data_dir.join("state");
     Ok(Arc::new(RocksDbStateBackend::open_empty(&dir, options)?))
+}
+
+/// Where operators spill keyed state beyond `--operator-cache-mb`: with the RocksDB
+/// backend, a RocksDB per operator subtask under `<data-dir>/operator-state`, emptied at
+/// every start like `state/`.
+fn operator_state(config: &ServeConfig) -> Result<Option<Arc<OperatorStateDirs>>> {
+    if config.ephemeral || config.state_backend == StateBackendKind::Memory {
+        return Ok(None);
+    }
+    let dir = config.data_dir.join("operator-state");
+    OperatorStateDirs::open(&dir, config.operator_cache_mb << 20).map(Some)
 }
 
 /// One client connection's settings (`SET`), owned by the protocol handler.
@@ -245,6 +257,9 @@ pub struct Coordinator {
     ctx: SessionContext,
     default_parallelism: usize,
     backend: Arc<dyn StateBackend>,
+    /// Where operators spill keyed state beyond their memory budget (`None`: the memory
+    /// backend, where they keep it all in memory).
+    operator_state: Option<Arc<OperatorStateDirs>>,
     /// `None` for an ephemeral server.
     durable: Option<DurableStores>,
     inner: Mutex<Inner>,
@@ -311,6 +326,7 @@ impl Coordinator {
             ctx,
             default_parallelism,
             backend: state_backend(&config)?,
+            operator_state: operator_state(&config)?,
             durable,
             inner: Mutex::new(Inner {
                 catalog: Catalog::new(),
@@ -1450,6 +1466,7 @@ impl Coordinator {
             restore: None,
             on_failure: Some(self.restarts.hook(name)),
             placement: placement.as_ref(),
+            operator_state: self.operator_state.as_deref(),
         };
         let job = match restore {
             Some(restore) => restore_view(id, name, graph, partitions, restore, inner, ctx)?,

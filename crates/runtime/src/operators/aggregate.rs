@@ -26,6 +26,7 @@ use datafusion::scalar::ScalarValue;
 use sluice_common::error::{Result, SluiceError};
 
 mod snapshot;
+mod spill;
 
 use super::Operator;
 use super::encoding::{take_through, wall_clock_ms};
@@ -164,6 +165,8 @@ pub struct AggregateOperator {
     /// count(DISTINCT) ignore values they do not hold), but one that started over takes back
     /// rows it never counted, as Flink's aggregates under a TTL do.
     ttl: Option<Recency<usize>>,
+    /// Groups beyond the memory budget (see [`spill`]).
+    spill: Option<spill::Spill>,
 }
 
 impl AggregateOperator {
@@ -193,6 +196,7 @@ impl AggregateOperator {
             changelog_output,
             window_close: None,
             ttl: None,
+            spill: None,
         })
     }
 
@@ -348,7 +352,7 @@ impl AggregateOperator {
         self.group_exprs.is_empty()
     }
 
-    /// Number of live groups, for tests and metrics.
+    /// Number of groups in memory, for tests and metrics.
     pub fn group_count(&self) -> usize {
         self.groups.iter().flatten().count()
     }
@@ -395,6 +399,7 @@ impl AggregateOperator {
             return Ok(vec![0; n]);
         }
         let rows = self.converter.convert_columns(keys)?;
+        self.unspill(keys, &rows)?;
         // Per-row loop: looking a key up in the group index is inherently per row.
         let mut slots = Vec::with_capacity(n);
         for row in rows.iter() {
@@ -644,7 +649,8 @@ impl Operator for AggregateOperator {
             // Windows are emitted when they close, not as rows arrive.
             return Ok(());
         }
-        self.emit(&touched, out)
+        self.emit(&touched, out)?;
+        self.spill_over_budget(&touched)
     }
 
     fn process_watermark(&mut self, watermark: Watermark, out: &mut Vec<Message>) -> Result<()> {
@@ -706,6 +712,7 @@ mod tests {
     use datafusion::physical_expr::expressions::Column;
 
     use crate::message::{BarrierKind, changelog_schema, op_column};
+    use sluice_state::SpillStore;
 
     fn input_schema() -> Arc<Schema> {
         Arc::new(Schema::new(vec![
@@ -1057,5 +1064,127 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(err.state, sluice_common::SqlState::FEATURE_NOT_SUPPORTED);
+    }
+
+    /// Batches of inserts and retractions (of rows inserted before) over 40 keys, from a
+    /// fixed seed: the same input for every operator compared.
+    fn churn(batches: usize) -> Vec<RecordBatch> {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut held: Vec<(i32, i64)> = Vec::new();
+        (0..batches)
+            .map(|_| {
+                let (mut keys, mut values, mut ops) = (vec![], vec![], vec![]);
+                for _ in 0..1 + next(30) {
+                    if !held.is_empty() && next(3) == 0 {
+                        let (k, v) = held.swap_remove(next(held.len() as u64) as usize);
+                        keys.push(k);
+                        values.push(v);
+                        ops.push(RowKind::Delete);
+                    } else {
+                        let (k, v) = (next(40) as i32, next(1000) as i64);
+                        held.push((k, v));
+                        keys.push(k);
+                        values.push(v);
+                        ops.push(RowKind::Insert);
+                    }
+                }
+                rows(keys, values, Some(ops))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spilled_groups_come_back_with_their_values_and_change_no_result() {
+        let input = churn(60);
+        let mut reference = operator(true, true);
+        let mut everything_spilled = operator(true, true).with_spill(SpillStore::in_memory(0));
+        // Room for a handful of groups: some stay, the least recently used go.
+        let budget = 6 * (group_size_estimate(&mut operator(true, true)));
+        let mut some_spilled = operator(true, true).with_spill(SpillStore::in_memory(budget));
+        let mut spilled_some = false;
+        for batch in input {
+            let mut expected = vec![];
+            reference
+                .process_batch(batch.clone(), &mut expected)
+                .unwrap();
+            for agg in [&mut everything_spilled, &mut some_spilled] {
+                let mut out = vec![];
+                agg.process_batch(batch.clone(), &mut out).unwrap();
+                assert_eq!(changes(&out), changes(&expected));
+                assert_eq!(
+                    agg.group_count() + agg.spilled_group_count(),
+                    reference.group_count(),
+                    "every group is in memory or in the store, never in both"
+                );
+            }
+            assert_eq!(everything_spilled.group_count(), 0);
+            assert!(
+                some_spilled.group_count() <= 6,
+                "{}",
+                some_spilled.group_count()
+            );
+            spilled_some |=
+                some_spilled.spilled_group_count() > 0 && some_spilled.group_count() > 0;
+        }
+        assert!(
+            spilled_some,
+            "the small budget kept some groups and spilled others"
+        );
+    }
+
+    /// The estimated size of one group of `agg`'s shape.
+    fn group_size_estimate(agg: &mut AggregateOperator) -> usize {
+        agg.process_batch(
+            rows(vec![1], vec![1], Some(vec![RowKind::Insert])),
+            &mut vec![],
+        )
+        .unwrap();
+        spill::group_size(agg.groups[0].as_ref().unwrap())
+    }
+
+    #[test]
+    fn a_spilling_aggregate_snapshots_its_stored_groups_and_restores_without_reading_them() {
+        let input = churn(40);
+        let (before, after) = input.split_at(25);
+        let mut spilling = operator(true, true).with_spill(SpillStore::in_memory(0));
+        let mut reference = operator(true, true);
+        for batch in before {
+            spilling.process_batch(batch.clone(), &mut vec![]).unwrap();
+            reference.process_batch(batch.clone(), &mut vec![]).unwrap();
+        }
+        let mut snapshot = spilling.snapshot_state().unwrap();
+        snapshot.sort();
+        let mut expected = reference.snapshot_state().unwrap();
+        expected.sort();
+        assert_eq!(
+            snapshot, expected,
+            "a snapshot does not depend on where groups were"
+        );
+
+        let mut restored = operator(true, true).with_spill(SpillStore::in_memory(0));
+        restored.restore_state(snapshot.clone()).unwrap();
+        assert_eq!(
+            restored.group_count(),
+            0,
+            "restored groups stay in the store"
+        );
+        assert_eq!(restored.spilled_group_count(), reference.group_count());
+        let mut in_memory = operator(true, true);
+        in_memory.restore_state(snapshot).unwrap();
+        for batch in after {
+            let mut out = vec![];
+            reference.process_batch(batch.clone(), &mut out).unwrap();
+            for agg in [&mut restored, &mut in_memory] {
+                let mut got = vec![];
+                agg.process_batch(batch.clone(), &mut got).unwrap();
+                assert_eq!(changes(&got), changes(&out));
+            }
+        }
     }
 }

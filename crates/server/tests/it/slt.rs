@@ -179,6 +179,9 @@ fn slt_files() -> Vec<PathBuf> {
 enum Deployment {
     /// `sluice serve`: everything in one process.
     Embedded,
+    /// `sluice serve --operator-cache-mb 0`: every GROUP BY group goes to RocksDB after
+    /// each batch and is read back for the next row of its key.
+    EmbeddedSpilling,
     /// `sluice coordinator` with this many `sluice worker` processes of [`WORKER_SLOTS`]
     /// slots, which run the jobs' stateful subtasks.
     Workers(usize),
@@ -193,6 +196,10 @@ async fn run_file(path: &Path, deployment: Deployment) -> Result<(), String> {
     let flags = ["--restart-backoff", "0.05"];
     let (server, _workers) = match deployment {
         Deployment::Embedded => (TestServer::start_with(fresh_data_dir(), &flags), Vec::new()),
+        Deployment::EmbeddedSpilling => {
+            let flags = [&flags[..], &["--operator-cache-mb", "0"]].concat();
+            (TestServer::start_with(fresh_data_dir(), &flags), Vec::new())
+        }
         Deployment::Workers(n) => {
             let server = TestServer::start_coordinator(fresh_data_dir(), &flags);
             let rpc = server.rpc_addr.expect("the coordinator's rpc address");
@@ -231,6 +238,13 @@ async fn run_file(path: &Path, deployment: Deployment) -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_slt_file_passes_against_a_fresh_server() {
     run_every_file(Deployment::Embedded).await;
+}
+
+/// The same files with no memory for aggregate groups: every result must come out the
+/// same when each group is spilled to RocksDB and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_slt_file_passes_with_aggregate_state_spilled_to_rocksdb() {
+    run_every_file(Deployment::EmbeddedSpilling).await;
 }
 
 /// The same files with the stateful operators on two worker processes: every operator

@@ -111,13 +111,22 @@ impl AggregateOperator {
         let slots: Vec<usize> = (0..self.groups.len())
             .filter(|&s| self.groups[s].is_some())
             .collect();
+        entries.extend(self.encode_groups(&slots)?);
+        if let Some(spill) = &self.spill {
+            entries.extend(spill.stored_entries());
+        }
+        Ok(entries)
+    }
+
+    /// One state entry per group in `slots` (see the module docs).
+    pub(super) fn encode_groups(&mut self, slots: &[usize]) -> Result<Vec<StateEntry>> {
         if slots.is_empty() {
-            return Ok(entries);
+            return Ok(Vec::new());
         }
         let layout = Layout::of(&self.aggregates)?;
         let types = layout.columns();
         let mut columns: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(slots.len()); types.len()];
-        for &slot in &slots {
+        for &slot in slots {
             let group = self.groups[slot].as_mut().expect("live slot");
             columns[0].push(ScalarValue::Int64(Some(group.rows)));
             columns[1].push(ScalarValue::Int64(group.window_end));
@@ -148,14 +157,6 @@ impl AggregateOperator {
             .map(|(values, t)| to_array(values, t))
             .collect::<Result<Vec<_>>>()?;
         let values = layout.converter()?.convert_columns(&arrays)?;
-        let keys: Vec<Option<&[u8]>> = slots
-            .iter()
-            .map(|&s| {
-                self.groups[s]
-                    .as_ref()
-                    .and_then(|g| g.key.as_ref().map(|k| k.as_ref()))
-            })
-            .collect();
         let key_groups = if self.is_global() {
             vec![0; slots.len()]
         } else {
@@ -166,16 +167,22 @@ impl AggregateOperator {
             )?;
             key_groups_of_columns(&key_columns, slots.len(), DEFAULT_KEY_GROUPS)?
         };
-        for (i, key) in keys.into_iter().enumerate() {
-            let mut entry_key = vec![GROUP];
-            entry_key.extend_from_slice(key.unwrap_or_default());
-            entries.push((key_groups[i], entry_key, values.row(i).as_ref().to_vec()));
-        }
-        Ok(entries)
+        Ok(slots
+            .iter()
+            .enumerate()
+            .map(|(i, &slot)| {
+                let key = self.groups[slot].as_ref().and_then(|g| g.key.as_ref());
+                (
+                    key_groups[i],
+                    group_entry_key(key.map(|k| k.as_ref())),
+                    values.row(i).as_ref().to_vec(),
+                )
+            })
+            .collect())
     }
 
     pub(super) fn restore_groups(&mut self, entries: Vec<StateEntry>) -> Result<()> {
-        if self.group_count() > 0 {
+        if self.group_count() > 0 || self.spill.as_ref().is_some_and(|s| s.stored() > 0) {
             return Err(SluiceError::internal(
                 "restoring an aggregate that already holds groups",
             ));
@@ -194,13 +201,49 @@ impl AggregateOperator {
                 }
             }
         }
-        if groups.is_empty() {
+        if let Some(spill) = &mut self.spill {
+            // Groups stay encoded until a row needs them.
+            spill.store(groups);
             return Ok(());
+        }
+        for group in self.decode_groups(&groups)? {
+            self.insert_group(group);
+        }
+        Ok(())
+    }
+
+    /// Files a decoded group under a slot of its own.
+    pub(super) fn insert_group(&mut self, group: Group) -> usize {
+        let key = group.key.as_ref().map(|k| Box::<[u8]>::from(k.as_ref()));
+        let end = group.window_end;
+        let slot = match self.free_slots.pop() {
+            Some(slot) => {
+                self.groups[slot] = Some(group);
+                slot
+            }
+            None => {
+                self.groups.push(Some(group));
+                self.groups.len() - 1
+            }
+        };
+        if let Some(key) = key {
+            self.index.insert(key, slot);
+        }
+        if let (Some(wc), Some(end)) = (&mut self.window_close, end) {
+            wc.open.entry(end).or_default().push(slot);
+        }
+        slot
+    }
+
+    /// The groups that [`Self::encode_groups`] encoded as `entries`.
+    pub(super) fn decode_groups(&self, entries: &[StateEntry]) -> Result<Vec<Group>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
         let layout = Layout::of(&self.aggregates)?;
         let converter = layout.converter()?;
         let parser = converter.parser();
-        let arrays = converter.convert_rows(groups.iter().map(|(_, _, v)| parser.parse(v)))?;
+        let arrays = converter.convert_rows(entries.iter().map(|(_, _, v)| parser.parse(v)))?;
         let rows = arrays[0]
             .as_any()
             .downcast_ref::<Int64Array>()
@@ -213,14 +256,16 @@ impl AggregateOperator {
             .as_any()
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| SluiceError::corrupted("aggregate snapshot: bad emitted column"))?;
-        let key_converter = &self.converter;
-        let key_parser = key_converter.parser();
-        for (i, (_, key, _)) in groups.iter().enumerate() {
-            let key_bytes = &key[1..];
-            let owned_key = if self.group_exprs.is_empty() {
+        let key_parser = self.converter.parser();
+        let mut groups = Vec::with_capacity(entries.len());
+        for (i, (_, key, _)) in entries.iter().enumerate() {
+            let key = if self.group_exprs.is_empty() {
                 None
             } else {
-                Some(key_parser.parse(key_bytes).owned())
+                let bytes = key
+                    .strip_prefix(&[GROUP])
+                    .ok_or_else(|| SluiceError::corrupted("aggregate snapshot: bad group key"))?;
+                Some(key_parser.parse(bytes).owned())
             };
             let mut c = 3 + layout.emitted.len();
             let mut accumulators = Vec::with_capacity(self.aggregates.len());
@@ -242,22 +287,21 @@ impl AggregateOperator {
             } else {
                 None
             };
-            let window_end = (!ends.is_null(i)).then(|| ends.value(i));
-            let slot = self.groups.len();
-            self.groups.push(Some(Group {
-                key: owned_key,
+            groups.push(Group {
+                key,
                 accumulators,
                 rows: rows.value(i),
                 emitted,
-                window_end,
-            }));
-            if !self.group_exprs.is_empty() {
-                self.index.insert(key_bytes.into(), slot);
-            }
-            if let (Some(wc), Some(end)) = (&mut self.window_close, window_end) {
-                wc.open.entry(end).or_default().push(slot);
-            }
+                window_end: (!ends.is_null(i)).then(|| ends.value(i)),
+            });
         }
-        Ok(())
+        Ok(groups)
     }
+}
+
+/// The state entry key of a group with key `key` (row format; `None` when global).
+pub(super) fn group_entry_key(key: Option<&[u8]>) -> Vec<u8> {
+    let mut entry_key = vec![GROUP];
+    entry_key.extend_from_slice(key.unwrap_or_default());
+    entry_key
 }
