@@ -37,6 +37,7 @@ use sluice_state::checkpoint::{
     CheckpointKind, CheckpointMetadata, CheckpointStore, RestoredCheckpoint, StateFileRef,
 };
 use sluice_state::snapshot::{decode_entries, encode_entries};
+use sluice_state::spill::{DbCheckpoint, read_checkpoint};
 use tokio::sync::mpsc;
 
 use crate::job::{Job, JobRestore, JobState, Layout, parse_subtask_id};
@@ -152,6 +153,10 @@ pub struct Checkpointer {
     /// Snapshots from subtasks; one checkpoint at a time holds this lock.
     receiver: tokio::sync::Mutex<mpsc::UnboundedReceiver<SubtaskSnapshot>>,
     timeout: Duration,
+    /// SST files of spill stores that the last completed checkpoint references, by
+    /// (store, file name): the next checkpoint references them instead of uploading
+    /// them again (see `sluice_state::spill`).
+    uploaded: Mutex<HashMap<(String, String), StateFileRef>>,
 }
 
 impl Checkpointer {
@@ -165,6 +170,7 @@ impl Checkpointer {
             },
             receiver: tokio::sync::Mutex::new(receiver),
             timeout,
+            uploaded: Mutex::default(),
         }
     }
 
@@ -186,6 +192,29 @@ impl Checkpointer {
     /// them, and commits the checkpoint. Fails (committing nothing) when a job stops
     /// before reporting, an upload fails, or the timeout passes.
     pub async fn complete(&self, flight: InFlight) -> Result<CheckpointMetadata> {
+        let mut uploaded = HashMap::new();
+        match self.take(flight, &mut uploaded).await {
+            Ok(metadata) => {
+                // Files of stores gone or compacted away are not referenced again.
+                *self.uploaded.lock() = uploaded;
+                Ok(metadata)
+            }
+            Err(e) => {
+                // What an aborted checkpoint uploaded is deleted by a later commit:
+                // never reference it.
+                self.uploaded.lock().clear();
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Self::complete`], collecting in `uploaded` the SST files the checkpoint
+    /// references.
+    async fn take(
+        &self,
+        flight: InFlight,
+        uploaded: &mut HashMap<(String, String), StateFileRef>,
+    ) -> Result<CheckpointMetadata> {
         let epoch = flight.epoch;
         let mut receiver = self.receiver.lock().await;
         // What workers wrote for aborted earlier checkpoints is never committed.
@@ -250,6 +279,10 @@ impl Checkpointer {
             for (name, entries) in operator_state_files(job, &snapshot)? {
                 self.upload(&mut metadata, name, entries).await?;
             }
+            for (k, database) in &snapshot.databases {
+                self.upload_database(&mut metadata, job, &snapshot, *k, database, uploaded)
+                    .await?;
+            }
             if let Some((p, entries)) = &snapshot.sink {
                 let name = StateFile::Partition {
                     view: job.id,
@@ -305,6 +338,55 @@ impl Checkpointer {
     ) -> Result<()> {
         let file = put_entries(&self.store, metadata.epoch, &name, entries).await?;
         metadata.files.insert(name, file);
+        Ok(())
+    }
+
+    /// Uploads the files of the RocksDB checkpoint `database` of operator `k` of
+    /// `snapshot`'s chain, referencing SST files the previous checkpoint uploaded for the
+    /// same store (a savepoint uploads them all: it must be self-contained).
+    async fn upload_database(
+        &self,
+        metadata: &mut CheckpointMetadata,
+        job: &Job,
+        snapshot: &SubtaskSnapshot,
+        k: usize,
+        database: &DbCheckpoint,
+        uploaded: &mut HashMap<(String, String), StateFileRef>,
+    ) -> Result<()> {
+        let (chain, subtask) = subtask_of(snapshot)?;
+        let node = job
+            .chain_operator(chain, k)
+            .ok_or_else(|| not_run(job, snapshot))?;
+        let incremental = metadata.kind == CheckpointKind::Checkpoint;
+        for file in &database.files {
+            let name = StateFile::OperatorDb {
+                view: job.id,
+                node,
+                subtask,
+                file: file.clone(),
+            }
+            .name();
+            let key = (database.store.clone(), file.clone());
+            let earlier = incremental
+                .then(|| self.uploaded.lock().get(&key).cloned())
+                .flatten();
+            let reference = match earlier {
+                Some(reference) => reference,
+                None => {
+                    let path = database.dir.join(file);
+                    let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                        SluiceError::io(format!("reading {} to upload it", path.display()), e)
+                    })?;
+                    self.store
+                        .put_state(metadata.epoch, &name, bytes.into())
+                        .await?
+                }
+            };
+            if DbCheckpoint::is_immutable(file) {
+                uploaded.insert(key, reference.clone());
+            }
+            metadata.files.insert(name, reference);
+        }
         Ok(())
     }
 
@@ -425,7 +507,23 @@ impl RestorePlan {
                     .insert((node, subtask), number(key, value)?);
             }
         }
+        // (view, node, subtask) -> the files of that operator's RocksDB checkpoint.
+        let mut databases: BTreeMap<(u64, usize, usize), Vec<DbFile<'_>>> = BTreeMap::new();
         for (name, bytes) in &checkpoint.files {
+            if let Some(StateFile::OperatorDb {
+                view,
+                node,
+                subtask,
+                ..
+            }) = StateFile::parse(name)
+            {
+                let file = name.rsplit('/').next().expect("parsed above");
+                databases
+                    .entry((view, node, subtask))
+                    .or_default()
+                    .push((file, bytes));
+                continue;
+            }
             let entries = decode_entries(bytes).map_err(|e| {
                 SluiceError::corrupted(format!(
                     "state file {name} of checkpoint {}: {}",
@@ -443,9 +541,31 @@ impl RestorePlan {
                     subtask,
                 } => {
                     let restore = plan.views.entry(view).or_default();
-                    restore.job.operators.insert((node, subtask), entries);
+                    restore
+                        .job
+                        .operators
+                        .entry((node, subtask))
+                        .or_default()
+                        .extend(entries);
                 }
+                StateFile::OperatorDb { .. } => unreachable!("handled above"),
             }
+        }
+        for ((view, node, subtask), files) in databases {
+            let entries = read_checkpoint(&std::env::temp_dir(), files).map_err(|e| {
+                SluiceError::corrupted(format!(
+                    "the RocksDB state of node {node}, subtask {subtask} of view {view} in \
+                     checkpoint {}: {}",
+                    plan.epoch, e.message
+                ))
+            })?;
+            let restore = plan.views.entry(view).or_default();
+            restore
+                .job
+                .operators
+                .entry((node, subtask))
+                .or_default()
+                .extend(entries);
         }
         for restore in plan.views.values_mut() {
             restore.job.epoch = plan.epoch;
@@ -454,8 +574,11 @@ impl RestorePlan {
     }
 }
 
+/// A file of a RocksDB checkpoint being restored: its name and contents.
+type DbFile<'a> = (&'a str, &'a [u8]);
+
 /// A state file of a checkpoint, by what it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateFile {
     /// Operator node `node`'s state in subtask `subtask` of view (job) `view`.
     Operator {
@@ -465,6 +588,14 @@ pub enum StateFile {
     },
     /// The rows of partition `partition` of view `view` (a sink's: its subtask's state).
     Partition { view: u64, partition: usize },
+    /// File `file` of a RocksDB checkpoint of operator node `node`'s spill store in
+    /// subtask `subtask` of view `view`.
+    OperatorDb {
+        view: u64,
+        node: usize,
+        subtask: usize,
+        file: String,
+    },
 }
 
 impl StateFile {
@@ -476,6 +607,12 @@ impl StateFile {
                 subtask,
             } => format!("mv-{view}/node-{node}/{subtask}"),
             StateFile::Partition { view, partition } => format!("mv-{view}/partition-{partition}"),
+            StateFile::OperatorDb {
+                view,
+                node,
+                subtask,
+                file,
+            } => format!("mv-{view}/node-{node}/{subtask}.db/{file}"),
         }
     }
 
@@ -489,6 +626,14 @@ impl StateFile {
             });
         }
         let (node, subtask) = rest.strip_prefix("node-")?.split_once('/')?;
+        if let Some((subtask, file)) = subtask.split_once(".db/") {
+            return Some(StateFile::OperatorDb {
+                view,
+                node: node.parse().ok()?,
+                subtask: subtask.parse().ok()?,
+                file: file.to_string(),
+            });
+        }
         Some(StateFile::Operator {
             view,
             node: node.parse().ok()?,

@@ -376,6 +376,8 @@ impl Cluster {
             subtask: report.subtask,
             job: report.job,
             operators: report.operators.into_iter().map(from_proto).collect(),
+            // Workers keep operator state in memory (no spill stores) so far.
+            databases: Vec::new(),
             sink: None,
             position: report.position,
             alignment_ms: report.alignment_ms,

@@ -12,6 +12,7 @@ use crate::message::{BarrierKind, CheckpointBarrier, Message};
 use crate::metrics::SubtaskMetrics;
 use crate::operators::{Operator, StateEntry, run_chain_from};
 use crate::source::{SourceEvent, SourceReader};
+use sluice_state::spill::DbCheckpoint;
 
 /// Capacity of a source's barrier injection channel.
 pub const BARRIER_INJECTION_CAPACITY: usize = 64;
@@ -38,6 +39,9 @@ pub struct SubtaskSnapshot {
     pub job: u64,
     /// One entry list per operator of the chain, in chain order.
     pub operators: Vec<Vec<StateEntry>>,
+    /// RocksDB checkpoints of operators' spill stores, by position in the chain: their
+    /// entries belong to those operators' state as much as `operators` does.
+    pub databases: Vec<(usize, DbCheckpoint)>,
     /// The view partition the subtask's sink writes, and its rows.
     pub sink: Option<(usize, Vec<StateEntry>)>,
     /// The source reader's position, for a source subtask.
@@ -103,11 +107,18 @@ impl Pipeline {
                 .iter_mut()
                 .map(|op| op.snapshot_state())
                 .collect::<Result<Vec<_>>>()?;
+            let mut databases = Vec::new();
+            for (k, op) in self.chain.iter_mut().enumerate() {
+                if let Some(checkpoint) = op.snapshot_database()? {
+                    databases.push((k, checkpoint));
+                }
+            }
             let snapshot = SubtaskSnapshot {
                 barrier,
                 subtask: reporter.subtask.clone(),
                 job: reporter.job,
                 operators,
+                databases,
                 sink: self.output.snapshot_state()?,
                 position,
                 alignment_ms: self.alignment.as_millis() as u64,

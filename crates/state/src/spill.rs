@@ -12,6 +12,15 @@
 //! incremental upload) needs. Each database gets a small block cache and write buffer
 //! ([`OperatorStateDirs::options`]); the operator's own memory budget is the cache that
 //! matters.
+//!
+//! **Incremental checkpoints.** At a barrier the operator writes the groups it changed
+//! since the last one into its store and takes a [`DbCheckpoint`]: RocksDB's checkpoint
+//! (the memtable flushed, every SST file hard-linked into a directory of its own). SST
+//! files never change once written, so the checkpointer uploads only those it has not
+//! uploaded for this store before and references the others where an earlier checkpoint
+//! put them; the small files that describe the database (`MANIFEST-*`, `CURRENT`,
+//! `OPTIONS-*`) go every time. [`read_checkpoint`] turns the downloaded files back into
+//! state entries, which restore at any parallelism by key group like every operator's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_common::error::{Result, SluiceError};
 
+use crate::snapshot::SnapshotEntry;
 use crate::{MemoryStateBackend, RocksDbOptions, RocksDbStateBackend, StateBackend, StateTable};
 
 /// The table every spill store keeps its entries in.
@@ -144,6 +154,108 @@ impl SpillStore {
     pub fn dir(&self) -> Option<&Path> {
         self.db.as_ref().map(|db| db.backend.dir())
     }
+
+    /// A RocksDB checkpoint of the store as it is now (see the module docs); `None` for
+    /// a store in memory, whose entries a snapshot lists instead.
+    ///
+    /// Fails with an I/O error (58030) naming the directories.
+    pub fn checkpoint(&self) -> Result<Option<DbCheckpoint>> {
+        let Some(db) = &self.db else {
+            return Ok(None);
+        };
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut name = db.dir.as_os_str().to_owned();
+        name.push(format!(".chk-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let dir = PathBuf::from(name);
+        db.backend.checkpoint_to(&dir)?;
+        let guard = DbCheckpoint {
+            store: db.dir.display().to_string(),
+            dir,
+            files: Vec::new(),
+        };
+        let mut guard = guard;
+        let listing = std::fs::read_dir(&guard.dir)
+            .map_err(|e| SluiceError::io(format!("listing {}", guard.dir.display()), e))?;
+        for entry in listing {
+            let entry = entry
+                .map_err(|e| SluiceError::io(format!("listing {}", guard.dir.display()), e))?;
+            guard
+                .files
+                .push(entry.file_name().to_string_lossy().into_owned());
+        }
+        guard.files.sort();
+        Ok(Some(guard))
+    }
+}
+
+/// A RocksDB checkpoint of one [`SpillStore`], in a local directory deleted on drop
+/// (once uploaded).
+#[derive(Debug)]
+pub struct DbCheckpoint {
+    /// Identifies the store within this process: SST files of one store with the same
+    /// name hold the same bytes.
+    pub store: String,
+    pub dir: PathBuf,
+    /// The files in `dir`, by name.
+    pub files: Vec<String>,
+}
+
+impl DbCheckpoint {
+    /// Whether file `name` never changes once written (an SST file), so an upload of it
+    /// from an earlier checkpoint of the same store can be referenced instead.
+    pub fn is_immutable(name: &str) -> bool {
+        name.ends_with(".sst")
+    }
+}
+
+impl Drop for DbCheckpoint {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "could not delete an uploaded RocksDB checkpoint; the next start does");
+        }
+    }
+}
+
+/// The entries of the store whose checkpoint files (name, contents) are `files`: they
+/// are written to a scratch directory under `scratch`, opened, read and deleted.
+///
+/// Fails with an I/O error (58030) when the files cannot be written or RocksDB cannot
+/// open them (they were verified by checksum, so that means a bug or a full disk).
+pub fn read_checkpoint<'a>(
+    scratch: &Path,
+    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> Result<Vec<SnapshotEntry>> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = scratch.join(format!(
+        "sluice-restore-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let cleanup = ScratchDir(dir.clone());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| SluiceError::io(format!("creating {}", dir.display()), e))?;
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)
+            .map_err(|e| SluiceError::io(format!("writing {}", path.display()), e))?;
+    }
+    let backend = RocksDbStateBackend::open(&dir, OperatorStateDirs::options())?;
+    let entries = backend.table(TABLE).scan(None);
+    drop(backend);
+    drop(cleanup);
+    Ok(entries)
+}
+
+/// Removes a directory on drop, whatever happened in between.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Drop for SpillStore {
@@ -198,5 +310,69 @@ mod tests {
             "opening the root deletes what a dead process left"
         );
         assert_eq!(dirs.memory_budget, 1 << 20);
+    }
+
+    fn put(key: &str) -> StateWrite {
+        StateWrite::Put {
+            key_group: 1,
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+        }
+    }
+
+    fn read(checkpoint: &DbCheckpoint, scratch: &Path) -> Vec<String> {
+        let contents: Vec<(String, Vec<u8>)> = checkpoint
+            .files
+            .iter()
+            .map(|f| (f.clone(), std::fs::read(checkpoint.dir.join(f)).unwrap()))
+            .collect();
+        read_checkpoint(
+            scratch,
+            contents.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(_, k, _)| String::from_utf8(k).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn a_later_checkpoint_shares_the_sst_files_of_an_earlier_one_and_adds_new_ones() {
+        let root = TempDir::new("spill-chk");
+        let dirs = OperatorStateDirs::open(&root.0, 0).unwrap();
+        let store = dirs.open_store("v-n1-s0").unwrap();
+        store.table().write(vec![put("a"), put("b")]);
+        let first = store
+            .checkpoint()
+            .unwrap()
+            .expect("a RocksDB store checkpoints");
+        store.table().write(vec![
+            put("c"),
+            StateWrite::Delete {
+                key_group: 1,
+                key: b"a".to_vec(),
+            },
+        ]);
+        let second = store.checkpoint().unwrap().unwrap();
+        assert_eq!(first.store, second.store);
+        let ssts = |c: &DbCheckpoint| -> Vec<String> {
+            c.files
+                .iter()
+                .filter(|f| DbCheckpoint::is_immutable(f))
+                .cloned()
+                .collect()
+        };
+        let (old, new) = (ssts(&first), ssts(&second));
+        assert_eq!(old.len(), 1, "{:?}", first.files);
+        assert!(new.contains(&old[0]), "{new:?} keeps {old:?}");
+        assert_eq!(new.len(), 2, "the changes are one new file: {new:?}");
+        assert!(first.files.iter().any(|f| f == "CURRENT"));
+
+        assert_eq!(read(&first, &root.0), ["a", "b"]);
+        assert_eq!(read(&second, &root.0), ["b", "c"]);
+        let dir = first.dir.clone();
+        drop(first);
+        assert!(!dir.exists(), "an uploaded checkpoint's directory goes");
+        assert!(SpillStore::in_memory(0).checkpoint().unwrap().is_none());
     }
 }

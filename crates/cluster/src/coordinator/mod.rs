@@ -884,12 +884,13 @@ impl Coordinator {
                             continue;
                         };
                         let operator = match StateFile::parse(name) {
-                            Some(StateFile::Operator { node, .. }) => {
-                                match job.graph.nodes.get(node) {
-                                    Some(n) => format!("{node}:{}", n.operator.name()),
-                                    None => rest.to_string(),
-                                }
-                            }
+                            Some(
+                                StateFile::Operator { node, .. }
+                                | StateFile::OperatorDb { node, .. },
+                            ) => match job.graph.nodes.get(node) {
+                                Some(n) => format!("{node}:{}", n.operator.name()),
+                                None => rest.to_string(),
+                            },
                             _ => "view".to_string(),
                         };
                         *state_bytes.entry(operator).or_insert(0) += file.size;

@@ -7,6 +7,7 @@ mod differential;
 mod rescale;
 mod restarts;
 mod sinks;
+mod spill;
 mod subscriptions;
 mod support;
 mod views;

@@ -24,6 +24,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::scalar::ScalarValue;
 use sluice_common::error::{Result, SluiceError};
+use sluice_state::spill::DbCheckpoint;
 
 mod snapshot;
 mod spill;
@@ -448,6 +449,7 @@ impl AggregateOperator {
                     self.index.remove(key.as_ref());
                 }
                 self.free_slots.push(slot);
+                self.spill_forget(group.key);
                 continue;
             }
             let new: Vec<ScalarValue> = group
@@ -684,6 +686,13 @@ impl Operator for AggregateOperator {
 
     fn snapshot_state(&mut self) -> Result<Vec<crate::operators::StateEntry>> {
         self.snapshot_groups()
+    }
+
+    fn snapshot_database(&mut self) -> Result<Option<DbCheckpoint>> {
+        match &self.spill {
+            Some(spill) if spill.on_disk() => spill.checkpoint(),
+            _ => Ok(None),
+        }
     }
 
     /// Restored groups get a fresh TTL: touch times are not checkpointed.
@@ -1108,7 +1117,7 @@ mod tests {
         let budget = 6 * (group_size_estimate(&mut operator(true, true)));
         let mut some_spilled = operator(true, true).with_spill(SpillStore::in_memory(budget));
         let mut spilled_some = false;
-        for batch in input {
+        for (i, batch) in input.into_iter().enumerate() {
             let mut expected = vec![];
             reference
                 .process_batch(batch.clone(), &mut expected)
@@ -1117,20 +1126,28 @@ mod tests {
                 let mut out = vec![];
                 agg.process_batch(batch.clone(), &mut out).unwrap();
                 assert_eq!(changes(&out), changes(&expected));
-                assert_eq!(
-                    agg.group_count() + agg.spilled_group_count(),
-                    reference.group_count(),
-                    "every group is in memory or in the store, never in both"
-                );
             }
             assert_eq!(everything_spilled.group_count(), 0);
+            assert_eq!(
+                everything_spilled.stored_group_count(),
+                reference.group_count(),
+                "every live group is in the store, and no deleted one"
+            );
             assert!(
                 some_spilled.group_count() <= 6,
                 "{}",
                 some_spilled.group_count()
             );
-            spilled_some |=
-                some_spilled.spilled_group_count() > 0 && some_spilled.group_count() > 0;
+            spilled_some |= some_spilled.stored_group_count() > 0 && some_spilled.group_count() > 0;
+            if i % 7 == 6 {
+                // A barrier writes the changed groups: the store is then the state.
+                let mut snapshot = some_spilled.snapshot_state().unwrap();
+                snapshot.sort();
+                let mut expected = reference.snapshot_state().unwrap();
+                expected.sort();
+                assert_eq!(snapshot, expected);
+                assert_eq!(some_spilled.stored_group_count(), reference.group_count());
+            }
         }
         assert!(
             spilled_some,
@@ -1174,7 +1191,7 @@ mod tests {
             0,
             "restored groups stay in the store"
         );
-        assert_eq!(restored.spilled_group_count(), reference.group_count());
+        assert_eq!(restored.stored_group_count(), reference.group_count());
         let mut in_memory = operator(true, true);
         in_memory.restore_state(snapshot).unwrap();
         for batch in after {

@@ -79,6 +79,13 @@ pub trait Operator: Send {
         Ok(Vec::new())
     }
 
+    /// A RocksDB checkpoint of state the operator keeps in a spill store on disk, taken
+    /// right after [`Self::snapshot_state`]: its entries are part of the snapshot (and
+    /// restored through [`Self::restore_state`] with the others). Uploaded incrementally.
+    fn snapshot_database(&mut self) -> Result<Option<sluice_state::spill::DbCheckpoint>> {
+        Ok(None)
+    }
+
     /// Restores what [`Self::snapshot_state`] took, before the operator sees any message.
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
         if entries.is_empty() {

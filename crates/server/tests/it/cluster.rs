@@ -436,16 +436,18 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
     flags.extend_from_slice(&HEARTBEATS);
     let coordinator = TestServer::start_coordinator(data_dir, &flags);
     let client = coordinator.connect().await;
+    let everyone: Vec<_> = workers.iter().map(|w| alive(w, 2)).collect();
+    wait_for_workers(coordinator.rest_addr, &everyone).await;
+    // They ran in the coordinator until the workers registered; then they move. (Checked
+    // only once they have: moving recovers from the last checkpoint, and until the
+    // replay catches up a view reads as of that checkpoint.)
+    wait_for_aggregates_spread(coordinator.rest_addr, 3, "after a coordinator restart").await;
     check_views(&client, 11000, "after a coordinator restart").await;
     for (view, _, _) in VIEWS {
         let detail = job_detail(coordinator.rest_addr, view).await;
         assert_eq!(detail["status"], "RUNNING", "{detail}");
         assert!(detail["restored_epoch"].as_u64().is_some(), "{detail}");
     }
-    let everyone: Vec<_> = workers.iter().map(|w| alive(w, 2)).collect();
-    wait_for_workers(coordinator.rest_addr, &everyone).await;
-    // They ran in the coordinator until the workers registered; then they move.
-    wait_for_aggregates_spread(coordinator.rest_addr, 3, "after a coordinator restart").await;
     insert_bids(&client, 11001, 12000).await;
     check_views(&client, 12000, "after the workers registered again").await;
 }

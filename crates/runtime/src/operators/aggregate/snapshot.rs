@@ -108,13 +108,20 @@ impl AggregateOperator {
                 watermark.to_le_bytes().to_vec(),
             ));
         }
+        if self.spill.is_some() {
+            // The store then holds every group; on disk, its files are the snapshot
+            // (`snapshot_database`).
+            self.spill_flush()?;
+            let spill = self.spill.as_ref().expect("checked above");
+            if !spill.on_disk() {
+                entries.extend(spill.stored_entries());
+            }
+            return Ok(entries);
+        }
         let slots: Vec<usize> = (0..self.groups.len())
             .filter(|&s| self.groups[s].is_some())
             .collect();
         entries.extend(self.encode_groups(&slots)?);
-        if let Some(spill) = &self.spill {
-            entries.extend(spill.stored_entries());
-        }
         Ok(entries)
     }
 
@@ -182,7 +189,7 @@ impl AggregateOperator {
     }
 
     pub(super) fn restore_groups(&mut self, entries: Vec<StateEntry>) -> Result<()> {
-        if self.group_count() > 0 || self.spill.as_ref().is_some_and(|s| s.stored() > 0) {
+        if self.group_count() > 0 || self.spill.as_ref().is_some_and(|s| s.holds_groups()) {
             return Err(SluiceError::internal(
                 "restoring an aggregate that already holds groups",
             ));

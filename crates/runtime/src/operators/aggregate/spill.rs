@@ -1,21 +1,30 @@
 //! Groups beyond an aggregate's memory budget, in its [`SpillStore`].
 //!
-//! The operator keeps its recently used groups in memory as live DataFusion
-//! accumulators. After each batch, when their estimated size (`Accumulator::size`, the
-//! key and the last emitted values) passes the budget, the least recently used groups
-//! are encoded as their checkpoint entries would be (`snapshot.rs`) and written to the
-//! store, until a quarter of the budget is free again (so a full cache does not spill
-//! on every batch). A row of a group that is not in memory reads it back from the store
-//! and deletes it there: a group lives in exactly one of the two places, so a snapshot
-//! is the in-memory groups' entries plus the store's.
+//! The store holds every group as of the last checkpoint barrier, encoded as its
+//! checkpoint entry would be (`snapshot.rs`); memory caches the recently used groups as
+//! live DataFusion accumulators, some changed since that barrier (dirty). After each
+//! batch, when the cached groups' estimated size (`Accumulator::size`, the key and the
+//! last emitted values) passes the budget, the least recently used are dropped from
+//! memory, dirty ones written to the store first, until a quarter of the budget is free
+//! again (so a full cache does not spill on every batch). A row of a group not in memory
+//! reads it back from the store. A group whose last row was retracted is deleted from
+//! the store.
+//!
+//! At a barrier the dirty groups and deletions are written, so the store alone is the
+//! operator's state: a RocksDB store is then checkpointed as files
+//! ([`SpillStore::checkpoint`], uploaded incrementally), a store in memory (tests) as its
+//! entries.
 //!
 //! Only grouped aggregates without windows or a state TTL spill: window aggregates
 //! forget their groups as the watermark passes, and both keep per-slot bookkeeping
 //! (open windows, touch times) that a spilled group would leave dangling.
 
+use std::collections::HashSet;
+
 use arrow::array::ArrayRef;
-use arrow::row::Rows;
+use arrow::row::{OwnedRow, RowConverter, Rows};
 use sluice_common::error::Result;
+use sluice_state::spill::DbCheckpoint;
 use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
 
 use super::snapshot::group_entry_key;
@@ -29,14 +38,18 @@ const GROUP_OVERHEAD: usize = std::mem::size_of::<Group>() + 64;
 
 pub(super) struct Spill {
     store: SpillStore,
-    /// Estimated bytes of the group in each slot (0 for a free slot), and their sum.
+    /// Per slot: estimated bytes of its group (0 for a free slot), and their sum.
     bytes: Vec<usize>,
     total: usize,
-    /// The batch that last touched each slot, for least-recently-used eviction.
+    /// Per slot: the batch that last touched it, for least-recently-used eviction.
     used: Vec<u64>,
     tick: u64,
-    /// Groups in the store.
-    stored: usize,
+    /// Per slot: changed since the last barrier, so the store's copy is stale.
+    dirty: Vec<bool>,
+    /// Keys of groups whose last row was retracted since the last barrier.
+    deleted: Vec<OwnedRow>,
+    /// Whether the store may hold any group (else lookups are skipped).
+    holds_groups: bool,
 }
 
 impl Spill {
@@ -47,12 +60,14 @@ impl Spill {
             total: 0,
             used: Vec::new(),
             tick: 0,
-            stored: 0,
+            dirty: Vec::new(),
+            deleted: Vec::new(),
+            holds_groups: false,
         }
     }
 
-    pub(super) fn stored(&self) -> usize {
-        self.stored
+    pub(super) fn holds_groups(&self) -> bool {
+        self.holds_groups
     }
 
     /// Every group in the store, as state entries.
@@ -62,17 +77,46 @@ impl Spill {
 
     /// Puts encoded groups into the store.
     pub(super) fn store(&mut self, entries: Vec<StateEntry>) {
-        self.stored += entries.len();
-        self.store.table().write(
-            entries
-                .into_iter()
-                .map(|(key_group, key, value)| StateWrite::Put {
-                    key_group,
-                    key,
-                    value,
-                })
-                .collect(),
-        );
+        self.holds_groups |= !entries.is_empty();
+        let puts = entries
+            .into_iter()
+            .map(|(key_group, key, value)| StateWrite::Put {
+                key_group,
+                key,
+                value,
+            });
+        self.store.table().write(puts.collect());
+    }
+
+    /// Deletes the groups whose last row was retracted from the store, before a later
+    /// batch could read them back (or a later write of the same key be deleted).
+    fn apply_deletions(&mut self, converter: &RowConverter) -> Result<()> {
+        if self.deleted.is_empty() {
+            return Ok(());
+        }
+        let deleted = std::mem::take(&mut self.deleted);
+        let columns = converter.convert_rows(deleted.iter().map(|k| k.row()))?;
+        let key_groups = key_groups_of_columns(&columns, deleted.len(), DEFAULT_KEY_GROUPS)?;
+        let deletes = key_groups
+            .into_iter()
+            .zip(&deleted)
+            .map(|(key_group, key)| StateWrite::Delete {
+                key_group,
+                key: group_entry_key(Some(key.as_ref())),
+            })
+            .collect();
+        self.store.table().write(deletes);
+        Ok(())
+    }
+
+    /// A RocksDB checkpoint of the store (`None` in memory).
+    pub(super) fn checkpoint(&self) -> Result<Option<DbCheckpoint>> {
+        self.store.checkpoint()
+    }
+
+    /// Whether snapshots are the store's files rather than its entries.
+    pub(super) fn on_disk(&self) -> bool {
+        self.store.dir().is_some()
     }
 }
 
@@ -85,66 +129,57 @@ impl AggregateOperator {
         self
     }
 
-    /// Groups in the spill store, for tests and metrics.
-    pub fn spilled_group_count(&self) -> usize {
-        self.spill.as_ref().map_or(0, Spill::stored)
+    /// Groups in the spill store, for tests: O(groups).
+    pub fn stored_group_count(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.store.table().len())
     }
 
     /// Reads back from the store the groups of `rows` (keys of one batch, with their
-    /// key columns `keys`) that are neither in memory nor new, filing each in a slot.
+    /// key columns `keys`) that are not in memory, filing each in a slot.
     pub(super) fn unspill(&mut self, keys: &[ArrayRef], rows: &Rows) -> Result<()> {
         let Some(spill) = &self.spill else {
             return Ok(());
         };
-        if spill.stored == 0 {
+        if !spill.holds_groups {
             return Ok(());
         }
         let key_groups = key_groups_of_columns(keys, rows.num_rows(), DEFAULT_KEY_GROUPS)?;
-        let mut looked_up = std::collections::HashSet::new();
+        let mut looked_up = HashSet::new();
         let mut found = Vec::new();
-        let mut deletes = Vec::new();
         for (row, key_group) in rows.iter().zip(key_groups) {
             if self.index.contains_key(row.data()) || !looked_up.insert(row.data()) {
                 continue;
             }
             let key = group_entry_key(Some(row.data()));
             if let Some(value) = spill.store.table().get(key_group, &key) {
-                deletes.push(StateWrite::Delete {
-                    key_group,
-                    key: key.clone(),
-                });
                 found.push((key_group, key, value));
             }
         }
-        if found.is_empty() {
-            return Ok(());
-        }
-        let groups = self.decode_groups(&found)?;
-        let spill = self.spill.as_mut().expect("checked above");
-        spill.stored -= deletes.len();
-        spill.store.table().write(deletes);
-        for group in groups {
+        for group in self.decode_groups(&found)? {
             self.insert_group(group);
         }
         Ok(())
     }
 
     /// Accounts for the groups in `touched` (updated, created, read back or dropped by
-    /// the last batch) and spills the least recently used groups when over budget.
+    /// the last batch) and evicts the least recently used groups when over budget.
     pub(super) fn spill_over_budget(&mut self, touched: &[usize]) -> Result<()> {
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
         spill.tick += 1;
+        spill.apply_deletions(&self.converter)?;
         if spill.bytes.len() < self.groups.len() {
             spill.bytes.resize(self.groups.len(), 0);
             spill.used.resize(self.groups.len(), 0);
+            spill.dirty.resize(self.groups.len(), false);
         }
         for &slot in touched {
             let size = self.groups[slot].as_ref().map_or(0, group_size);
             spill.total = spill.total - spill.bytes[slot] + size;
             spill.bytes[slot] = size;
             spill.used[slot] = spill.tick;
+            spill.dirty[slot] = size > 0;
         }
         let budget = spill.store.memory_budget();
         if spill.total <= budget {
@@ -164,18 +199,46 @@ impl AggregateOperator {
                 over
             })
             .collect();
-        let entries = self.encode_groups(&evict)?;
+        let dirty: Vec<usize> = evict.iter().copied().filter(|&s| spill.dirty[s]).collect();
+        let entries = self.encode_groups(&dirty)?;
         let spill = self.spill.as_mut().expect("checked above");
         spill.store(entries);
         for slot in evict {
             spill.total -= spill.bytes[slot];
             spill.bytes[slot] = 0;
+            spill.dirty[slot] = false;
             let group = self.groups[slot].take().expect("live slot");
             if let Some(key) = &group.key {
                 self.index.remove(key.as_ref());
             }
             self.free_slots.push(slot);
         }
+        Ok(())
+    }
+
+    /// Notes that the group with `key` is gone: the store's copy must go too.
+    pub(super) fn spill_forget(&mut self, key: Option<OwnedRow>) {
+        if let (Some(spill), Some(key)) = (&mut self.spill, key)
+            && spill.holds_groups
+        {
+            spill.deleted.push(key);
+        }
+    }
+
+    /// Writes the dirty groups and deletions to the store, which then holds the whole
+    /// state (at a barrier).
+    pub(super) fn spill_flush(&mut self) -> Result<()> {
+        let Some(spill) = &mut self.spill else {
+            return Ok(());
+        };
+        let dirty: Vec<usize> = (0..spill.dirty.len())
+            .filter(|&s| spill.dirty[s] && self.groups[s].is_some())
+            .collect();
+        spill.apply_deletions(&self.converter)?;
+        let entries = self.encode_groups(&dirty)?;
+        let spill = self.spill.as_mut().expect("checked above");
+        spill.store(entries);
+        spill.dirty.iter_mut().for_each(|d| *d = false);
         Ok(())
     }
 }
