@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Checkpoint size and duration, and recovery time, of a server holding a given amount of
 # state. Loads ROWS rows into a table, keeps a GROUP BY view over them (one group per
-# row: its aggregate state in memory, its result rows in RocksDB), takes a checkpoint,
-# then kills the server with SIGKILL and times its recovery.
+# row: groups beyond --operator-cache-mb in the aggregate's RocksDB, its result rows in
+# RocksDB), takes a checkpoint, updates 1% of the rows and takes another (incremental for
+# the aggregate's SST files), then kills the server with SIGKILL and times its recovery.
 #
 #   benches/checkpoint/run.sh [ROWS] [PAYLOAD_BYTES]      (defaults: 4000000, 96)
+#
+# SLUICE_OPERATOR_CACHE_MB sets the aggregate's memory budget (default: the server's, 64).
 #
 # Needs a release build (`cargo build --release -p sluice-server`, or SLUICE_BIN) and
 # psql. Prints one line per measure; see docs/benchmarks.md for results.
@@ -17,6 +20,8 @@ BIN=${SLUICE_BIN:-${CARGO_TARGET_DIR:-target}/release/sluice}
 [[ -x "$BIN" ]] || { echo "no release binary at $BIN; build it with cargo build --release -p sluice-server" >&2; exit 1; }
 WORK=$(mktemp -d)
 trap 'kill -9 "${SERVER:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+CACHE_FLAGS=()
+[[ -n "${SLUICE_OPERATOR_CACHE_MB:-}" ]] && CACHE_FLAGS=(--operator-cache-mb "$SLUICE_OPERATOR_CACHE_MB")
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PG=$(free_port); REST=$(free_port); FLIGHT=$(free_port)
@@ -27,7 +32,7 @@ elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 start_server() {
     "$BIN" serve --data-dir "$WORK/data" --pg-listen "127.0.0.1:$PG" \
         --rest-listen "127.0.0.1:$REST" --flight-listen "127.0.0.1:$FLIGHT" \
-        --checkpoint-interval 0 >"$WORK/server.out" 2>>"$WORK/server.err" &
+        --checkpoint-interval 0 "${CACHE_FLAGS[@]}" >"$WORK/server.out" 2>>"$WORK/server.err" &
     SERVER=$!
     disown "$SERVER"
     for _ in $(seq 1 6000); do
@@ -57,7 +62,30 @@ sql "CHECKPOINT"
 t1=$(now)
 echo "checkpoint: $(elapsed "$t0" "$t1") s end to end; SHOW CHECKPOINTS:"
 psql -h 127.0.0.1 -p "$PG" -U sluice -d sluice -X -A -c "SHOW CHECKPOINTS"
-echo "checkpoint directory: $(du -sm "$WORK/data/checkpoints" | cut -f1) MB; table log: $(du -sm "$WORK/data/tables.log" | cut -f1) MB; RocksDB state: $(du -sm "$WORK/data/state" | cut -f1) MB"
+echo "checkpoint directory: $(du -sm "$WORK/data/checkpoints" | cut -f1) MB; table log: $(du -sm "$WORK/data/tables.log" | cut -f1) MB; RocksDB state: $(du -sm "$WORK/data/state" | cut -f1) MB; operator state: $(du -sm "$WORK/data/operator-state" | cut -f1) MB"
+
+# What the newest checkpoint uploaded itself (files it references in older ones are not
+# in its directory): all of it, and the aggregate's RocksDB files among it.
+uploaded() {
+    local dir
+    dir=$(ls -d "$WORK"/data/checkpoints/chk-* | sort | tail -1)
+    local all db
+    all=$(du -sb "$dir" | cut -f1)
+    db=$(find "$dir" -type d -name '*.db' -exec du -cb {} + | awk 'END { print $1 + 0 }')
+    echo "uploaded $((all / 1048576)) MB, of which aggregate RocksDB files $((db / 1048576)) MB"
+}
+echo "first checkpoint: $(uploaded)"
+
+t0=$(now)
+sql "UPDATE t SET payload = upper(payload) WHERE id % 100 = 0"
+sql "FLUSH"
+t1=$(now)
+echo "update of 1% of the rows: $(elapsed "$t0" "$t1") s"
+t0=$(now)
+sql "CHECKPOINT"
+t1=$(now)
+echo "second checkpoint: $(elapsed "$t0" "$t1") s end to end, $(uploaded); SHOW CHECKPOINTS:"
+psql -h 127.0.0.1 -p "$PG" -U sluice -d sluice -X -A -c "SHOW CHECKPOINTS"
 
 kill -9 "$SERVER"
 while kill -0 "$SERVER" 2>/dev/null; do sleep 0.01; done

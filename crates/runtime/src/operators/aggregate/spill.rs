@@ -36,6 +36,9 @@ use crate::operators::StateEntry;
 /// its index entry and its slot.
 const GROUP_OVERHEAD: usize = std::mem::size_of::<Group>() + 64;
 
+/// Groups encoded and written in one go (see `write_groups`).
+const WRITE_CHUNK: usize = 4096;
+
 pub(super) struct Spill {
     store: SpillStore,
     /// Per slot: estimated bytes of its group (0 for a free slot), and their sum.
@@ -200,9 +203,8 @@ impl AggregateOperator {
             })
             .collect();
         let dirty: Vec<usize> = evict.iter().copied().filter(|&s| spill.dirty[s]).collect();
-        let entries = self.encode_groups(&dirty)?;
+        self.write_groups(&dirty)?;
         let spill = self.spill.as_mut().expect("checked above");
-        spill.store(entries);
         for slot in evict {
             spill.total -= spill.bytes[slot];
             spill.bytes[slot] = 0;
@@ -212,6 +214,16 @@ impl AggregateOperator {
                 self.index.remove(key.as_ref());
             }
             self.free_slots.push(slot);
+        }
+        Ok(())
+    }
+
+    /// Writes the groups in `slots` to the store, a chunk at a time, so neither their
+    /// encoding nor RocksDB's write batch holds all of them at once.
+    fn write_groups(&mut self, slots: &[usize]) -> Result<()> {
+        for chunk in slots.chunks(WRITE_CHUNK) {
+            let entries = self.encode_groups(chunk)?;
+            self.spill.as_mut().expect("spilling").store(entries);
         }
         Ok(())
     }
@@ -235,9 +247,8 @@ impl AggregateOperator {
             .filter(|&s| spill.dirty[s] && self.groups[s].is_some())
             .collect();
         spill.apply_deletions(&self.converter)?;
-        let entries = self.encode_groups(&dirty)?;
+        self.write_groups(&dirty)?;
         let spill = self.spill.as_mut().expect("checked above");
-        spill.store(entries);
         spill.dirty.iter_mut().for_each(|d| *d = false);
         Ok(())
     }
