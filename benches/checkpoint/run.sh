@@ -57,13 +57,6 @@ sql "FLUSH"
 t1=$(now)
 echo "load: $ROWS rows of $PAYLOAD-byte payloads in $(elapsed "$t0" "$t1") s; server RSS $(rss_mb) MB"
 
-t0=$(now)
-sql "CHECKPOINT"
-t1=$(now)
-echo "checkpoint: $(elapsed "$t0" "$t1") s end to end; SHOW CHECKPOINTS:"
-psql -h 127.0.0.1 -p "$PG" -U sluice -d sluice -X -A -c "SHOW CHECKPOINTS"
-echo "checkpoint directory: $(du -sm "$WORK/data/checkpoints" | cut -f1) MB; table log: $(du -sm "$WORK/data/tables.log" | cut -f1) MB; RocksDB state: $(du -sm "$WORK/data/state" | cut -f1) MB; operator state: $(du -sm "$WORK/data/operator-state" | cut -f1) MB"
-
 # What the newest checkpoint uploaded itself (files it references in older ones are not
 # in its directory): all of it, and the aggregate's RocksDB files among it.
 uploaded() {
@@ -74,18 +67,26 @@ uploaded() {
     db=$(find "$dir" -type d -name '*.db' -exec du -cb {} + | awk 'END { print $1 + 0 }')
     echo "uploaded $((all / 1048576)) MB, of which aggregate RocksDB files $((db / 1048576)) MB"
 }
-echo "first checkpoint: $(uploaded)"
+
+# Takes a checkpoint and reports it under the label $1.
+timed_checkpoint() {
+    local t0 t1
+    t0=$(now)
+    sql "CHECKPOINT"
+    t1=$(now)
+    echo "$1: $(elapsed "$t0" "$t1") s end to end, $(uploaded); SHOW CHECKPOINTS:"
+    psql -h 127.0.0.1 -p "$PG" -U sluice -d sluice -X -A -c "SHOW CHECKPOINTS"
+}
+
+timed_checkpoint "first checkpoint"
+echo "checkpoint directory: $(du -sm "$WORK/data/checkpoints" | cut -f1) MB; table log: $(du -sm "$WORK/data/tables.log" | cut -f1) MB; RocksDB state: $(du -sm "$WORK/data/state" | cut -f1) MB; operator state: $(du -sm "$WORK/data/operator-state" | cut -f1) MB"
 
 t0=$(now)
 sql "UPDATE t SET payload = upper(payload) WHERE id % 100 = 0"
 sql "FLUSH"
 t1=$(now)
 echo "update of 1% of the rows: $(elapsed "$t0" "$t1") s"
-t0=$(now)
-sql "CHECKPOINT"
-t1=$(now)
-echo "second checkpoint: $(elapsed "$t0" "$t1") s end to end, $(uploaded); SHOW CHECKPOINTS:"
-psql -h 127.0.0.1 -p "$PG" -U sluice -d sluice -X -A -c "SHOW CHECKPOINTS"
+timed_checkpoint "second checkpoint"
 
 kill -9 "$SERVER"
 while kill -0 "$SERVER" 2>/dev/null; do sleep 0.01; done

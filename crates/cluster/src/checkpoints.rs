@@ -539,15 +539,7 @@ impl RestorePlan {
                     view,
                     node,
                     subtask,
-                } => {
-                    let restore = plan.views.entry(view).or_default();
-                    restore
-                        .job
-                        .operators
-                        .entry((node, subtask))
-                        .or_default()
-                        .extend(entries);
-                }
+                } => plan.operator_state(view, node, subtask).extend(entries),
                 StateFile::OperatorDb { .. } => unreachable!("handled above"),
             }
         }
@@ -559,18 +551,19 @@ impl RestorePlan {
                     plan.epoch, e.message
                 ))
             })?;
-            let restore = plan.views.entry(view).or_default();
-            restore
-                .job
-                .operators
-                .entry((node, subtask))
-                .or_default()
-                .extend(entries);
+            plan.operator_state(view, node, subtask).extend(entries);
         }
         for restore in plan.views.values_mut() {
             restore.job.epoch = plan.epoch;
         }
         Ok(plan)
+    }
+
+    /// The restored entries of node `node` in subtask `subtask` of view `view`, which
+    /// may come from an entries file and a RocksDB checkpoint both.
+    fn operator_state(&mut self, view: u64, node: usize, subtask: usize) -> &mut Vec<StateEntry> {
+        let restore = self.views.entry(view).or_default();
+        restore.job.operators.entry((node, subtask)).or_default()
     }
 }
 

@@ -168,12 +168,12 @@ impl SpillStore {
         name.push(format!(".chk-{}", NEXT.fetch_add(1, Ordering::Relaxed)));
         let dir = PathBuf::from(name);
         db.backend.checkpoint_to(&dir)?;
-        let guard = DbCheckpoint {
+        // Built before listing, so its directory goes if the listing fails.
+        let mut guard = DbCheckpoint {
             store: db.dir.display().to_string(),
             dir,
             files: Vec::new(),
         };
-        let mut guard = guard;
         let listing = std::fs::read_dir(&guard.dir)
             .map_err(|e| SluiceError::io(format!("listing {}", guard.dir.display()), e))?;
         for entry in listing {

@@ -204,14 +204,7 @@ async fn a_view_over_a_source_rescales_mid_stream_with_each_row_counted_once() {
                  FROM seq GROUP BY id % 7"
         ))
         .await;
-    let job = |engine: &Engine| {
-        engine
-            .coordinator
-            .jobs()
-            .into_iter()
-            .find(|j| j.name == "buckets")
-            .expect("the view's job")
-    };
+    let job = |engine: &Engine| engine.job("buckets");
     assert_eq!(
         job(&engine).status,
         "RUNNING",

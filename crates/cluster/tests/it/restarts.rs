@@ -2,7 +2,6 @@
 //! scratch without one), and its views end up exactly as if it had never failed. A job
 //! that keeps failing is given up.
 
-use sluice_cluster::JobInfo;
 use sluice_common::config::ServeConfig;
 use sluice_state::checkpoint::CheckpointKind;
 
@@ -43,15 +42,6 @@ async fn assert_views_exact(engine: &mut Engine) {
     }
 }
 
-fn job(engine: &Engine, name: &str) -> JobInfo {
-    engine
-        .coordinator
-        .jobs()
-        .into_iter()
-        .find(|j| j.name == name)
-        .unwrap_or_else(|| panic!("no job {name}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_job_restarts_from_scratch_without_checkpoints() {
     let mut engine = Engine::start_with(fast_restarts(ServeConfig::ephemeral())).await;
@@ -59,14 +49,14 @@ async fn a_killed_job_restarts_from_scratch_without_checkpoints() {
     engine.ok(VIEWS).await;
     kill_between_changes(&mut engine, &mut rng, "sums", 50).await;
     assert_views_exact(&mut engine).await;
-    let sums = job(&engine, "sums");
+    let sums = engine.job("sums");
     assert_eq!((sums.status.as_str(), sums.restarts), ("RUNNING", 1));
     assert_eq!(
         sums.restored_epoch, None,
         "an ephemeral server has no checkpoint"
     );
     assert_eq!(
-        job(&engine, "total").restarts,
+        engine.job("total").restarts,
         0,
         "only the failed job counts"
     );
@@ -80,11 +70,7 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
     engine.ok(VIEWS).await;
     write_random_changes(&mut engine, &mut rng, 50).await;
     engine.ok("FLUSH").await;
-    let checkpoint = engine
-        .coordinator
-        .checkpoint(CheckpointKind::Checkpoint)
-        .await
-        .expect("checkpoint");
+    let checkpoint = engine.checkpoint(CheckpointKind::Checkpoint).await;
     // Changes after the checkpoint are replayed from what the tables retain.
     write_random_changes(&mut engine, &mut rng, 50).await;
     engine
@@ -97,18 +83,14 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
     assert_views_exact(&mut engine).await;
     for view in ["sums", "total", "big", "above", "outside"] {
         assert_eq!(
-            job(&engine, view).restored_epoch,
+            engine.job(view).restored_epoch,
             Some(checkpoint.epoch),
             "{view} resumed from the checkpoint"
         );
     }
 
     // A second failure after a newer checkpoint resumes from that one.
-    let newer = engine
-        .coordinator
-        .checkpoint(CheckpointKind::Checkpoint)
-        .await
-        .expect("checkpoint");
+    let newer = engine.checkpoint(CheckpointKind::Checkpoint).await;
     write_random_changes(&mut engine, &mut rng, 20).await;
     engine
         .coordinator
@@ -117,8 +99,8 @@ async fn a_killed_job_resumes_from_the_last_checkpoint_with_exact_results() {
         .expect("job exists");
     engine.ok("FLUSH").await;
     assert_views_exact(&mut engine).await;
-    assert_eq!(job(&engine, "sums").restored_epoch, Some(newer.epoch));
-    assert_eq!(job(&engine, "big").restarts, 1);
+    assert_eq!(engine.job("sums").restored_epoch, Some(newer.epoch));
+    assert_eq!(engine.job("big").restarts, 1);
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -141,11 +123,11 @@ async fn a_job_that_keeps_failing_is_given_up_and_its_readers_with_it() {
             .expect("job exists");
         engine.ok("FLUSH").await;
     }
-    let sums = job(&engine, "sums");
+    let sums = engine.job("sums");
     assert_eq!(sums.status, "FAILED");
     assert_eq!(sums.restarts, 2);
     assert_eq!(sums.error.as_deref(), Some("worker lost"));
-    assert_eq!(job(&engine, "total").status, "FAILED");
+    assert_eq!(engine.job("total").status, "FAILED");
 
     // The rest keeps working, and later restarts leave the given-up views alone.
     engine
@@ -159,7 +141,7 @@ async fn a_job_that_keeps_failing_is_given_up_and_its_readers_with_it() {
         engine.rows("SELECT * FROM big").await,
         engine.rows("SELECT k, v FROM t WHERE v > 50").await
     );
-    let big = job(&engine, "big");
+    let big = engine.job("big");
     assert_eq!((big.status.as_str(), big.restarts), ("RUNNING", 1));
-    assert_eq!(job(&engine, "sums").status, "FAILED");
+    assert_eq!(engine.job("sums").status, "FAILED");
 }

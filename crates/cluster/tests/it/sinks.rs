@@ -98,11 +98,7 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
     engine.ok(SINKS).await;
     write_random_changes(&mut engine, &mut rng, 30).await;
     engine.ok("FLUSH").await;
-    let checkpoint = engine
-        .coordinator
-        .checkpoint(CheckpointKind::Checkpoint)
-        .await
-        .expect("checkpoint");
+    let checkpoint = engine.checkpoint(CheckpointKind::Checkpoint).await;
     for (name, _) in EXPECTED {
         assert_eq!(
             sink(&engine, name).committed_epoch,
@@ -113,20 +109,11 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
     // Changes after the checkpoint are replayed into the restored sinks, and counted once.
     kill_between_changes(&mut engine, &mut rng, "joined", 30).await;
     assert_sinks_exact(&mut engine).await;
-    let restored = engine
-        .coordinator
-        .jobs()
-        .into_iter()
-        .find(|j| j.name == "grouped")
-        .expect("job of grouped");
+    let restored = engine.job("grouped");
     assert_eq!(restored.restored_epoch, Some(checkpoint.epoch));
 
     // So after the whole server restarts from its data directory.
-    let newer = engine
-        .coordinator
-        .checkpoint(CheckpointKind::Checkpoint)
-        .await
-        .expect("checkpoint");
+    let newer = engine.checkpoint(CheckpointKind::Checkpoint).await;
     write_random_changes(&mut engine, &mut rng, 30).await;
     engine.ok("FLUSH").await;
     engine.shutdown().await;
@@ -134,11 +121,7 @@ async fn restarted_sinks_count_each_change_once_and_commit_completed_checkpoints
     engine.ok("FLUSH").await;
     assert_sinks_exact(&mut engine).await;
     assert_eq!(sink(&engine, "filtered").committed_epoch, 0);
-    let again = engine
-        .coordinator
-        .checkpoint(CheckpointKind::Checkpoint)
-        .await
-        .expect("checkpoint");
+    let again = engine.checkpoint(CheckpointKind::Checkpoint).await;
     assert!(again.epoch > newer.epoch);
     assert_eq!(sink(&engine, "filtered").committed_epoch, again.epoch);
     engine.shutdown().await;

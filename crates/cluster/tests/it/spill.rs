@@ -67,11 +67,7 @@ async fn groups_beyond_memory_checkpoint_incrementally_and_restore_exactly() {
     insert_keys(&mut engine, 0..KEYS).await;
     engine.ok("FLUSH").await;
     assert_exact(&mut engine).await;
-    let first = engine
-        .coordinator
-        .checkpoint(CheckpointKind::Checkpoint)
-        .await
-        .expect("checkpoint");
+    let first = engine.checkpoint(CheckpointKind::Checkpoint).await;
     let first_ssts = sst_files(&first);
     assert!(
         !first_ssts.is_empty(),
@@ -85,11 +81,7 @@ async fn groups_beyond_memory_checkpoint_incrementally_and_restore_exactly() {
     insert_keys(&mut engine, (0..KEYS).step_by(100)).await;
     engine.ok("FLUSH").await;
     assert_exact(&mut engine).await;
-    let second = engine
-        .coordinator
-        .checkpoint(CheckpointKind::Checkpoint)
-        .await
-        .expect("checkpoint");
+    let second = engine.checkpoint(CheckpointKind::Checkpoint).await;
     let second_ssts = sst_files(&second);
     let new = uploaded_by(&second, &second_ssts);
     let reused = second_ssts.len() - new.len();
@@ -108,11 +100,7 @@ async fn groups_beyond_memory_checkpoint_incrementally_and_restore_exactly() {
     );
 
     // A savepoint borrows nothing.
-    let savepoint = engine
-        .coordinator
-        .checkpoint(CheckpointKind::Savepoint)
-        .await
-        .expect("savepoint");
+    let savepoint = engine.checkpoint(CheckpointKind::Savepoint).await;
     let savepoint_ssts = sst_files(&savepoint);
     assert_eq!(
         uploaded_by(&savepoint, &savepoint_ssts).len(),
@@ -127,13 +115,7 @@ async fn groups_beyond_memory_checkpoint_incrementally_and_restore_exactly() {
     let mut engine = Engine::start_with(config).await;
     engine.ok("FLUSH").await;
     assert_exact(&mut engine).await;
-    let job = engine
-        .coordinator
-        .jobs()
-        .into_iter()
-        .find(|j| j.name == "sums")
-        .expect("sums runs");
-    assert_eq!(job.restored_epoch, Some(savepoint.epoch));
+    assert_eq!(engine.job("sums").restored_epoch, Some(savepoint.epoch));
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -113,11 +113,7 @@ async fn a_job_restarted_from_a_checkpoint_logs_its_replayed_changes_once() {
     engine.ok(VIEWS).await;
     write_random_changes(&mut engine, &mut rng, 30).await;
     engine.ok("FLUSH").await;
-    engine
-        .coordinator
-        .checkpoint(CheckpointKind::Checkpoint)
-        .await
-        .expect("checkpoint");
+    engine.checkpoint(CheckpointKind::Checkpoint).await;
     // Changes after the checkpoint are logged, then forgotten when the jobs restart
     // from it, and logged again as the jobs replay them.
     kill_between_changes(&mut engine, &mut rng, "joined", 30).await;

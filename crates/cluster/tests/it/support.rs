@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use arrow::util::display::array_value_to_string;
-use sluice_cluster::{Coordinator, Session, StatementResult};
+use sluice_cluster::{Coordinator, JobInfo, Session, StatementResult};
+use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata};
 use std::path::PathBuf;
 
 use sluice_common::config::ServeConfig;
@@ -47,6 +48,23 @@ impl Engine {
     /// directory.
     pub async fn shutdown(self) {
         self.coordinator.shutdown().await;
+    }
+
+    /// Takes a checkpoint (or savepoint) of every job, and returns its metadata.
+    pub async fn checkpoint(&self, kind: CheckpointKind) -> CheckpointMetadata {
+        self.coordinator
+            .checkpoint(kind)
+            .await
+            .unwrap_or_else(|e| panic!("{kind:?}: {} ({})", e.message, e.state))
+    }
+
+    /// The job of view (or sink) `name`.
+    pub fn job(&self, name: &str) -> JobInfo {
+        self.coordinator
+            .jobs()
+            .into_iter()
+            .find(|j| j.name == name)
+            .unwrap_or_else(|| panic!("no job {name}"))
     }
 
     pub async fn ok(&mut self, sql: &str) {

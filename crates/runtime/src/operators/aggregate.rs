@@ -371,7 +371,12 @@ impl AggregateOperator {
             emitted: None,
             window_end: None,
         };
-        Ok(match self.free_slots.pop() {
+        Ok(self.place(group))
+    }
+
+    /// Puts `group` in a free slot (or a new one) and returns the slot.
+    fn place(&mut self, group: Group) -> usize {
+        match self.free_slots.pop() {
             Some(slot) => {
                 self.groups[slot] = Some(group);
                 slot
@@ -380,7 +385,7 @@ impl AggregateOperator {
                 self.groups.push(Some(group));
                 self.groups.len() - 1
             }
-        })
+        }
     }
 
     /// The global group exists from the first message on, so its initial value (count 0,
@@ -689,10 +694,9 @@ impl Operator for AggregateOperator {
     }
 
     fn snapshot_database(&mut self) -> Result<Option<DbCheckpoint>> {
-        match &self.spill {
-            Some(spill) if spill.on_disk() => spill.checkpoint(),
-            _ => Ok(None),
-        }
+        self.spill
+            .as_ref()
+            .map_or(Ok(None), |spill| spill.checkpoint())
     }
 
     /// Restored groups get a fresh TTL: touch times are not checkpointed.

@@ -223,16 +223,7 @@ impl AggregateOperator {
     pub(super) fn insert_group(&mut self, group: Group) -> usize {
         let key = group.key.as_ref().map(|k| Box::<[u8]>::from(k.as_ref()));
         let end = group.window_end;
-        let slot = match self.free_slots.pop() {
-            Some(slot) => {
-                self.groups[slot] = Some(group);
-                slot
-            }
-            None => {
-                self.groups.push(Some(group));
-                self.groups.len() - 1
-            }
-        };
+        let slot = self.place(group);
         if let Some(key) = key {
             self.index.insert(key, slot);
         }

@@ -112,7 +112,8 @@ impl Spill {
         Ok(())
     }
 
-    /// A RocksDB checkpoint of the store (`None` in memory).
+    /// A RocksDB checkpoint of the store (`None` in memory, where snapshots list its
+    /// entries instead).
     pub(super) fn checkpoint(&self) -> Result<Option<DbCheckpoint>> {
         self.store.checkpoint()
     }
