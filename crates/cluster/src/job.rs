@@ -1320,6 +1320,11 @@ fn compile_operator(
             Some(ttl) if !*null_aware => join.with_state_ttl(ttl),
             _ => join,
         };
+        if join.can_spill()
+            && let Some(store) = spill.store()?
+        {
+            return Ok(Box::new(join.with_spill(store)));
+        }
         return Ok(Box::new(join));
     }
     if let StreamOperator::TemporalJoin {

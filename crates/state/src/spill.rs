@@ -107,6 +107,34 @@ impl OperatorStateDirs {
     }
 }
 
+/// Entries an operator encodes and writes to its store in one go when it spills or
+/// flushes many keys, so neither their encoding nor RocksDB's write batch holds all of
+/// them at once.
+pub const WRITE_CHUNK: usize = 4096;
+
+/// The keys to evict from an operator's memory, least recently used first, so that what
+/// stays there is at most three quarters of `budget` (evicting down to the budget alone
+/// would spill again on the next batch). `cached` lists each key in memory with the
+/// tick of the batch that last used it and its estimated bytes, which sum to `total`.
+pub fn least_recently_used<K>(
+    mut cached: Vec<(K, u64, usize)>,
+    total: usize,
+    budget: usize,
+) -> Vec<(K, usize)> {
+    cached.sort_unstable_by_key(|&(_, used, _)| used);
+    let target = budget - budget / 4;
+    let mut left = total;
+    let mut evict = Vec::new();
+    for (key, _, bytes) in cached {
+        if left <= target {
+            break;
+        }
+        left = left.saturating_sub(bytes);
+        evict.push((key, bytes));
+    }
+    evict
+}
+
 /// One operator subtask's spilled entries, keyed like every [`StateTable`] by key group
 /// and key.
 pub struct SpillStore {
@@ -310,6 +338,22 @@ mod tests {
             "opening the root deletes what a dead process left"
         );
         assert_eq!(dirs.memory_budget, 1 << 20);
+    }
+
+    #[test]
+    fn eviction_takes_the_least_recently_used_until_a_quarter_of_the_budget_is_free() {
+        // (key, last used, bytes): 100 bytes in all, budget 80, so down to 60.
+        let cached = vec![("c", 3, 10), ("a", 1, 25), ("d", 4, 40), ("b", 2, 25)];
+        assert_eq!(
+            least_recently_used(cached.clone(), 100, 80),
+            [("a", 25), ("b", 25)]
+        );
+        assert_eq!(
+            least_recently_used(cached.clone(), 100, 0),
+            [("a", 25), ("b", 25), ("c", 10), ("d", 40)],
+            "no budget: everything goes"
+        );
+        assert!(least_recently_used(cached, 100, 200).is_empty());
     }
 
     fn put(key: &str) -> StateWrite {

@@ -1,6 +1,6 @@
-//! A GROUP BY whose groups do not fit in its memory budget: they live in the aggregate's
-//! RocksDB spill store, checkpoints upload only the SST files that changed, and a
-//! restart restores every group exactly.
+//! A GROUP BY and a join whose state does not fit in their memory budget: it lives in
+//! each operator's RocksDB spill store, checkpoints upload only the SST files that
+//! changed, and a restart restores all of it exactly.
 
 use sluice_common::config::ServeConfig;
 use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata, StateFileRef};
@@ -9,12 +9,19 @@ use crate::support::{Engine, durable};
 
 const KEYS: usize = 2000;
 
-/// The SST files of the aggregate's spill stores that `checkpoint` references.
-fn sst_files(checkpoint: &CheckpointMetadata) -> Vec<&StateFileRef> {
+/// The views whose operators spill: a GROUP BY and a join.
+const VIEWS: [&str; 2] = ["sums", "joined"];
+
+/// The SST files of the spill stores of view `view` (by id) that `checkpoint`
+/// references.
+fn sst_files(checkpoint: &CheckpointMetadata, view: u64) -> Vec<&StateFileRef> {
+    let prefix = format!("mv-{view}/");
     checkpoint
         .files
         .iter()
-        .filter(|(name, _)| name.contains(".db/") && name.ends_with(".sst"))
+        .filter(|(name, _)| {
+            name.starts_with(&prefix) && name.contains(".db/") && name.ends_with(".sst")
+        })
         .map(|(_, file)| file)
         .collect()
 }
@@ -32,11 +39,12 @@ fn uploaded_by<'a>(
         .collect()
 }
 
-async fn insert_keys(engine: &mut Engine, keys: impl Iterator<Item = usize>) {
+/// Inserts a row per key into `table`.
+async fn insert_keys(engine: &mut Engine, table: &str, keys: impl Iterator<Item = usize>) {
     let values: Vec<String> = keys.map(|k| format!("({k}, {})", k % 7)).collect();
     for chunk in values.chunks(500) {
         engine
-            .ok(&format!("INSERT INTO t VALUES {}", chunk.join(", ")))
+            .ok(&format!("INSERT INTO {table} VALUES {}", chunk.join(", ")))
             .await;
     }
 }
@@ -48,12 +56,18 @@ async fn assert_exact(engine: &mut Engine) {
             .rows("SELECT k, sum(v), count(*) FROM t GROUP BY k")
             .await
     );
+    assert_eq!(
+        engine.rows("SELECT * FROM joined").await,
+        engine
+            .rows("SELECT t.k, t.v, u.v FROM t JOIN u ON t.k = u.k")
+            .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn groups_beyond_memory_checkpoint_incrementally_and_restore_exactly() {
+async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
     let (config, dir) = durable("spill");
-    // No memory for groups: every group goes to RocksDB after each batch.
+    // No memory for state: every group and join bucket goes to RocksDB after each batch.
     let config = ServeConfig {
         operator_cache_mb: 0,
         ..config
@@ -61,61 +75,75 @@ async fn groups_beyond_memory_checkpoint_incrementally_and_restore_exactly() {
     let mut engine = Engine::start_with(config.clone()).await;
     engine
         .ok("CREATE TABLE t (k INT, v INT);
+             CREATE TABLE u (k INT, v INT);
              CREATE MATERIALIZED VIEW sums AS
-                 SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;")
+                 SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;
+             CREATE MATERIALIZED VIEW joined AS
+                 SELECT t.k, t.v AS tv, u.v AS uv FROM t JOIN u ON t.k = u.k;")
         .await;
-    insert_keys(&mut engine, 0..KEYS).await;
+    insert_keys(&mut engine, "t", 0..KEYS).await;
+    insert_keys(&mut engine, "u", (0..KEYS).step_by(2)).await;
     engine.ok("FLUSH").await;
     assert_exact(&mut engine).await;
+    let ids = VIEWS.map(|view| engine.job(view).id);
     let first = engine.checkpoint(CheckpointKind::Checkpoint).await;
-    let first_ssts = sst_files(&first);
-    assert!(
-        !first_ssts.is_empty(),
-        "the groups are in SST files: {:?}",
-        first.files.keys()
-    );
-    let full: u64 = first_ssts.iter().map(|f| f.size).sum();
 
-    // A few groups change: the next checkpoint uploads their new SST file and
+    // A few keys change: the next checkpoint uploads their new SST files and
     // references the earlier ones.
-    insert_keys(&mut engine, (0..KEYS).step_by(100)).await;
+    insert_keys(&mut engine, "t", (0..KEYS).step_by(100)).await;
+    insert_keys(&mut engine, "u", (0..KEYS).step_by(100)).await;
     engine.ok("FLUSH").await;
     assert_exact(&mut engine).await;
     let second = engine.checkpoint(CheckpointKind::Checkpoint).await;
-    let second_ssts = sst_files(&second);
-    let new = uploaded_by(&second, &second_ssts);
-    let reused = second_ssts.len() - new.len();
-    assert!(
-        reused > 0,
-        "unchanged SST files are referenced: {second_ssts:?}"
-    );
-    assert!(
-        !new.is_empty(),
-        "the changed groups are uploaded: {second_ssts:?}"
-    );
-    let new_bytes: u64 = new.iter().map(|f| f.size).sum();
-    assert!(
-        new_bytes < full,
-        "the second checkpoint uploaded {new_bytes} bytes of SST files, the first {full}"
-    );
+    for (view, id) in VIEWS.into_iter().zip(ids) {
+        let first_ssts = sst_files(&first, id);
+        assert!(
+            !first_ssts.is_empty(),
+            "{view}'s state is in SST files: {:?}",
+            first.files.keys()
+        );
+        let full: u64 = first_ssts.iter().map(|f| f.size).sum();
+        let second_ssts = sst_files(&second, id);
+        let new = uploaded_by(&second, &second_ssts);
+        let reused = second_ssts.len() - new.len();
+        assert!(
+            reused > 0,
+            "{view}: unchanged SST files are referenced: {second_ssts:?}"
+        );
+        assert!(
+            !new.is_empty(),
+            "{view}: the changed keys are uploaded: {second_ssts:?}"
+        );
+        let new_bytes: u64 = new.iter().map(|f| f.size).sum();
+        assert!(
+            new_bytes < full,
+            "{view}: the second checkpoint uploaded {new_bytes} bytes of SST files, the first {full}"
+        );
+    }
 
     // A savepoint borrows nothing.
     let savepoint = engine.checkpoint(CheckpointKind::Savepoint).await;
-    let savepoint_ssts = sst_files(&savepoint);
-    assert_eq!(
-        uploaded_by(&savepoint, &savepoint_ssts).len(),
-        savepoint_ssts.len()
-    );
+    for id in ids {
+        let savepoint_ssts = sst_files(&savepoint, id);
+        assert!(!savepoint_ssts.is_empty());
+        assert_eq!(
+            uploaded_by(&savepoint, &savepoint_ssts).len(),
+            savepoint_ssts.len()
+        );
+    }
 
-    // More changes after the savepoint are replayed from the table at the restart.
-    insert_keys(&mut engine, (0..KEYS).step_by(3)).await;
+    // More changes after the savepoint are replayed from the tables at the restart.
+    insert_keys(&mut engine, "t", (0..KEYS).step_by(3)).await;
+    insert_keys(&mut engine, "u", (1..KEYS).step_by(3)).await;
     engine.ok("FLUSH").await;
     engine.shutdown().await;
 
     let mut engine = Engine::start_with(config).await;
     engine.ok("FLUSH").await;
     assert_exact(&mut engine).await;
-    assert_eq!(engine.job("sums").restored_epoch, Some(savepoint.epoch));
+    for view in VIEWS {
+        assert_eq!(engine.job(view).restored_epoch, Some(savepoint.epoch));
+    }
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use arrow::array::ArrayRef;
 use arrow::row::{OwnedRow, RowConverter, Rows};
 use sluice_common::error::Result;
-use sluice_state::spill::DbCheckpoint;
+use sluice_state::spill::{DbCheckpoint, WRITE_CHUNK, least_recently_used};
 use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
 
 use super::snapshot::group_entry_key;
@@ -35,9 +35,6 @@ use crate::operators::StateEntry;
 /// Fixed bytes per in-memory group besides its key and accumulators: the group itself,
 /// its index entry and its slot.
 const GROUP_OVERHEAD: usize = std::mem::size_of::<Group>() + 64;
-
-/// Groups encoded and written in one go (see `write_groups`).
-const WRITE_CHUNK: usize = 4096;
 
 pub(super) struct Spill {
     store: SpillStore,
@@ -189,24 +186,19 @@ impl AggregateOperator {
         if spill.total <= budget {
             return Ok(());
         }
-        let mut live: Vec<usize> = (0..self.groups.len())
+        let live = (0..self.groups.len())
             .filter(|&s| self.groups[s].is_some())
+            .map(|s| (s, spill.used[s], spill.bytes[s]))
             .collect();
-        live.sort_unstable_by_key(|&s| spill.used[s]);
-        let target = budget - budget / 4;
-        let mut freed = 0;
-        let evict: Vec<usize> = live
-            .into_iter()
-            .take_while(|&s| {
-                let over = spill.total - freed > target;
-                freed += spill.bytes[s];
-                over
-            })
+        let evict = least_recently_used(live, spill.total, budget);
+        let dirty: Vec<usize> = evict
+            .iter()
+            .map(|&(s, _)| s)
+            .filter(|&s| spill.dirty[s])
             .collect();
-        let dirty: Vec<usize> = evict.iter().copied().filter(|&s| spill.dirty[s]).collect();
         self.write_groups(&dirty)?;
         let spill = self.spill.as_mut().expect("checked above");
-        for slot in evict {
+        for (slot, _) in evict {
             spill.total -= spill.bytes[slot];
             spill.bytes[slot] = 0;
             spill.dirty[slot] = false;

@@ -35,6 +35,7 @@ use super::encoding::{key_groups_of_rows, push_sized, row_converter, split_sized
 mod expiry;
 mod null_aware;
 mod outer;
+mod spill;
 
 use super::{Operator, StateEntry};
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
@@ -42,9 +43,13 @@ pub use expiry::JoinIntervals;
 use expiry::{JoinTtl, JoinWindows};
 use null_aware::NullAware;
 use outer::MatchCounts;
+use sluice_state::spill::DbCheckpoint;
 
-/// Rows of one side, by join key: row → multiplicity.
-type SideState = HashMap<Box<[u8]>, HashMap<Box<[u8]>, u64>>;
+/// The rows of one side with one join key: row → multiplicity.
+type Bucket = HashMap<Box<[u8]>, u64>;
+
+/// Rows of one side, by join key.
+type SideState = HashMap<Box<[u8]>, Bucket>;
 
 /// Every row held under `key`, as many times as it is held.
 fn held_rows<'a>(state: &'a SideState, key: &[u8]) -> impl Iterator<Item = &'a [u8]> {
@@ -94,6 +99,8 @@ pub struct JoinOperator {
     match_counts: [MatchCounts; 2],
     /// `NOT IN`: a null-aware anti join (see `null_aware.rs`).
     null_aware: Option<NullAware>,
+    /// Buckets beyond the memory budget (see `spill.rs`).
+    spill: Option<spill::Spill>,
 }
 
 impl JoinOperator {
@@ -134,6 +141,7 @@ impl JoinOperator {
             ttl: None,
             match_counts: [MatchCounts::new(), MatchCounts::new()],
             null_aware: None,
+            spill: None,
         })
     }
 
@@ -166,6 +174,7 @@ impl JoinOperator {
         let (data, ops) = split_changelog(&batch);
         let n = data.num_rows();
         let (key_columns, keys, rows) = self.encode(side, &data)?;
+        self.unspill(side, &key_columns, &keys, &rows)?;
         // Left rows to emit: from this batch (side 0) or from left state (side 1).
         let mut from_batch: Vec<u32> = Vec::new();
         let mut from_state: Vec<Box<[u8]>> = Vec::new();
@@ -293,9 +302,11 @@ impl Operator for JoinOperator {
         "Join"
     }
 
-    /// One entry per distinct held row: key `[side][key length: u32][key][row]`, value
-    /// its multiplicity, in the key group of its join key. A window join also stores
-    /// how far its windows are closed, under `[2]`.
+    /// One entry per bucket (the rows of one side with one join key): key
+    /// `[BUCKET + side][key]`, value its rows and their multiplicities (`encode_bucket`),
+    /// in the key group of the join key. A window join also stores how far its windows
+    /// are closed, under `[2]`. A spilling join's buckets are its store's: its entries,
+    /// or for a RocksDB store its files ([`Operator::snapshot_database`]).
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
         let mut entries = Vec::new();
         if let Some(closed) = self.windows.as_ref().and_then(|w| w.closed_by) {
@@ -324,29 +335,24 @@ impl Operator for JoinOperator {
                 entries.push((0, key, count.to_le_bytes().to_vec()));
             }
         }
-        for (side, state) in self.state.iter().enumerate() {
-            let keys: Vec<&Box<[u8]>> = state.keys().collect();
-            if keys.is_empty() {
-                continue;
-            }
-            let held: Vec<&[u8]> = keys.iter().map(|k| k.as_ref()).collect();
-            let groups = key_groups_of_rows(&self.key_converter, &held)?;
-            for (key, group) in keys.into_iter().zip(groups) {
-                for (row, count) in &state[key] {
-                    let mut entry_key = Vec::with_capacity(5 + key.len() + row.len());
-                    entry_key.push(side as u8);
-                    push_sized(&mut entry_key, key);
-                    entry_key.extend_from_slice(row);
-                    entries.push((group, entry_key, count.to_le_bytes().to_vec()));
-                }
-            }
+        self.spill_flush();
+        match &self.spill {
+            Some(spill) if spill.on_disk() => {}
+            Some(spill) => entries.extend(spill.stored_entries()),
+            None => entries.extend(self.bucket_entries()?),
         }
         Ok(entries)
     }
 
+    fn snapshot_database(&mut self) -> Result<Option<DbCheckpoint>> {
+        self.spill
+            .as_ref()
+            .map_or(Ok(None), |spill| spill.checkpoint())
+    }
+
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
         let corrupt = || SluiceError::corrupted("a join's checkpointed state entry is malformed");
-        for (_, entry_key, value) in entries {
+        for (key_group, entry_key, value) in entries {
             let side = *entry_key.first().ok_or_else(corrupt)? as usize;
             if entry_key == [CLOSED_BY] {
                 let closed: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
@@ -375,6 +381,18 @@ impl Operator for JoinOperator {
                 }
                 continue;
             }
+            if let Some(side) = (side as u8).checked_sub(BUCKET).filter(|&s| s < 2) {
+                match &mut self.spill {
+                    // Buckets stay encoded until a row needs them.
+                    Some(spill) => spill.store(vec![(key_group, entry_key, value)]),
+                    None => {
+                        let bucket = decode_bucket(&value).ok_or_else(corrupt)?;
+                        self.state[side as usize].insert(entry_key[1..].into(), bucket);
+                    }
+                }
+                continue;
+            }
+            // Checkpoints before buckets held an entry per row.
             let (key, row) = split_sized(&entry_key[1..]).ok_or_else(corrupt)?;
             let count: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
             if side > 1 {
@@ -384,6 +402,13 @@ impl Operator for JoinOperator {
                 .entry(key.into())
                 .or_default()
                 .insert(row.into(), u64::from_le_bytes(count));
+        }
+        if self.spill.is_some() && self.state.iter().any(|s| !s.is_empty()) {
+            let rows_as_buckets = self.bucket_entries()?;
+            self.state = [SideState::new(), SideState::new()];
+            if let Some(spill) = &mut self.spill {
+                spill.store(rows_as_buckets);
+            }
         }
         self.index_restored_windows()?;
         self.count_restored_matches()?;
@@ -451,12 +476,33 @@ impl JoinOperator {
             return self.null_aware_anti_batch(side, batch, out);
         }
         if let Some(anti) = self.semi_anti {
-            return self.semi_anti_batch(anti, side, batch, out);
-        }
-        if self.filter.is_some() && self.outer.contains(&true) {
+            self.semi_anti_batch(anti, side, batch, out)?;
+        } else if self.filter.is_some() && self.outer.contains(&true) {
             return self.outer_filtered_batch(side, batch, out);
+        } else {
+            self.equi_batch(side, batch, out)?;
         }
-        self.equi_batch(side, batch, out)
+        self.spill_over_budget(side)
+    }
+
+    /// Every bucket held in memory, as snapshot entries (see `snapshot_state`).
+    fn bucket_entries(&self) -> Result<Vec<StateEntry>> {
+        let mut entries = Vec::new();
+        for (side, state) in self.state.iter().enumerate() {
+            let keys: Vec<&[u8]> = state.keys().map(AsRef::as_ref).collect();
+            if keys.is_empty() {
+                continue;
+            }
+            let groups = key_groups_of_rows(&self.key_converter, &keys)?;
+            for (key, group) in keys.into_iter().zip(groups) {
+                entries.push((
+                    group,
+                    bucket_entry_key(side, key),
+                    encode_bucket(&state[key]),
+                ));
+            }
+        }
+        Ok(entries)
     }
 
     /// An inner or outer join's step for a batch of `side`, when the join has no
@@ -471,6 +517,7 @@ impl JoinOperator {
         let (data, ops) = split_changelog(&batch);
         let n = data.num_rows();
         let (key_columns, keys, rows) = self.encode(side, &data)?;
+        self.unspill(side, &key_columns, &keys, &rows)?;
         let (open, ends) = self.open_rows(&key_columns, n)?;
         let (on_time, expiries) = self.on_time_rows(side, &data)?;
 
@@ -598,6 +645,41 @@ impl JoinOperator {
 const CLOSED_BY: u8 = 2;
 /// The snapshot key of an interval join's watermark.
 const INTERVAL_WATERMARK: u8 = 3;
+/// The first byte of a bucket's snapshot key: `BUCKET + side` (4 and 5 are
+/// `null_aware`'s).
+const BUCKET: u8 = 6;
+
+/// The snapshot (and spill store) key of `side`'s bucket for `key`.
+fn bucket_entry_key(side: usize, key: &[u8]) -> Vec<u8> {
+    let mut entry_key = Vec::with_capacity(1 + key.len());
+    entry_key.push(BUCKET + side as u8);
+    entry_key.extend_from_slice(key);
+    entry_key
+}
+
+/// A bucket's rows, each behind its length, and their multiplicities (`u64`,
+/// little-endian).
+fn encode_bucket(bucket: &Bucket) -> Vec<u8> {
+    let bytes = bucket.keys().map(|row| row.len() + 12).sum();
+    let mut value = Vec::with_capacity(bytes);
+    for (row, count) in bucket {
+        push_sized(&mut value, row);
+        value.extend_from_slice(&count.to_le_bytes());
+    }
+    value
+}
+
+/// The bucket [`encode_bucket`] encoded, `None` when `value` is malformed.
+fn decode_bucket(mut value: &[u8]) -> Option<Bucket> {
+    let mut bucket = Bucket::new();
+    while !value.is_empty() {
+        let (row, rest) = split_sized(value)?;
+        let count: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+        bucket.insert(row.into(), u64::from_le_bytes(count));
+        value = &rest[8..];
+    }
+    Some(bucket)
+}
 
 /// The rows a batch makes a join emit: this side's row index and the other side's row
 /// (either may be missing: NULL padding), and the kind of each.
@@ -644,7 +726,7 @@ mod tests {
         outer_join(false, false)
     }
 
-    fn outer_join(left_outer: bool, right_outer: bool) -> JoinOperator {
+    pub(super) fn outer_join(left_outer: bool, right_outer: bool) -> JoinOperator {
         let (l, r) = (side_schema("a"), side_schema("b"));
         let mut fields: Vec<Field> = l.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.extend(r.fields().iter().map(|f| f.as_ref().clone()));
@@ -666,7 +748,7 @@ mod tests {
         .unwrap()
     }
 
-    fn rows(
+    pub(super) fn rows(
         value: &str,
         keys: Vec<Option<i64>>,
         values: Vec<&str>,
@@ -1009,28 +1091,31 @@ mod tests {
         assert_eq!(join.state_rows(), [1, 0]);
     }
 
-    #[test]
-    fn semi_and_anti_joins_follow_the_right_sides_buckets() {
+    /// `a` semi (or anti) joined with `b` on `k`.
+    pub(super) fn semi_or_anti_join(anti: bool) -> JoinOperator {
         let left = side_schema("a");
         let schema = changelog_schema(&left);
-        let make = |anti| {
-            JoinOperator::new(
-                JoinSide {
-                    keys: vec![Arc::new(Column::new("k", 0))],
-                    schema: left.clone(),
-                    outer: false,
-                },
-                JoinSide {
-                    keys: vec![Arc::new(Column::new("k", 0))],
-                    schema: side_schema("b"),
-                    outer: false,
-                },
-                None,
-                schema.clone(),
-            )
-            .unwrap()
-            .semi_or_anti(anti, false)
-        };
+        JoinOperator::new(
+            JoinSide {
+                keys: vec![Arc::new(Column::new("k", 0))],
+                schema: left,
+                outer: false,
+            },
+            JoinSide {
+                keys: vec![Arc::new(Column::new("k", 0))],
+                schema: side_schema("b"),
+                outer: false,
+            },
+            None,
+            schema,
+        )
+        .unwrap()
+        .semi_or_anti(anti, false)
+    }
+
+    #[test]
+    fn semi_and_anti_joins_follow_the_right_sides_buckets() {
+        let make = semi_or_anti_join;
         let left_changes = |out: &[Message]| -> Vec<String> {
             let mut v: Vec<String> = out
                 .iter()

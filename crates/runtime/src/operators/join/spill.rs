@@ -1,0 +1,521 @@
+//! Join rows beyond the join's memory budget, in its [`SpillStore`].
+//!
+//! The store holds each side's buckets (the rows of one join key) as of the last
+//! checkpoint barrier, encoded as their checkpoint entries are (`bucket_entry`); memory
+//! caches the recently used buckets, some changed since that barrier (dirty). Before a
+//! batch is joined, the buckets of its keys that are in the store and not in memory are
+//! read back, on both sides (a row probes the other side and updates its own), so the
+//! join itself only ever sees memory. After the batch, a bucket of the updated side that
+//! emptied is deleted from the store, and when the cached buckets' estimated size passes
+//! the budget the least recently used are dropped from memory, dirty ones written first,
+//! until a quarter of the budget is free again.
+//!
+//! At a barrier the dirty buckets are written, so the store alone is the join's state:
+//! a RocksDB store is then checkpointed as files ([`SpillStore::checkpoint`], uploaded
+//! incrementally), a store in memory (tests) as its entries.
+//!
+//! A bucket is written whole, so a key with very many rows costs a write of all of them
+//! whenever it changed between two barriers (Flink's RocksDB map state writes a row
+//! each; our [`sluice_state::StateTable`] has no prefix scan to read such rows back).
+//!
+//! Only joins whose state is their buckets alone spill: window and interval joins (the
+//! watermark frees their rows, through per-row indexes), joins under a state TTL (touch
+//! times), outer joins with a residual condition (per-row match counts) and null-aware
+//! anti joins (counts over the whole right side) keep everything in memory.
+
+use std::collections::{HashMap, HashSet};
+
+use arrow::array::ArrayRef;
+use arrow::row::Rows;
+use sluice_common::error::{Result, SluiceError};
+use sluice_state::spill::{DbCheckpoint, WRITE_CHUNK, least_recently_used};
+use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
+
+use super::{Bucket, JoinOperator, bucket_entry_key, decode_bucket, encode_bucket};
+use crate::keygroup::key_groups_of_columns;
+use crate::operators::StateEntry;
+
+/// Estimated bytes a bucket holds besides its rows: the key's two copies (state and
+/// cache), the maps' entries.
+const BUCKET_OVERHEAD: usize = 128;
+/// Estimated bytes per held row besides its encoding: its box, count and hash slot.
+const ROW_OVERHEAD: usize = 40;
+
+/// A bucket in memory.
+struct Cached {
+    key_group: u16,
+    /// Estimated bytes.
+    bytes: usize,
+    /// The batch that last read or changed it, for least-recently-used eviction.
+    used: u64,
+    /// Changed since the last barrier (or eviction), so the store's copy is stale.
+    dirty: bool,
+    /// The store holds a copy (stale when dirty), which must go if the bucket empties.
+    stored: bool,
+}
+
+pub(super) struct Spill {
+    store: SpillStore,
+    /// Per side: the buckets in memory. Between batches these are exactly the keys of
+    /// that side's state.
+    cached: [HashMap<Box<[u8]>, Cached>; 2],
+    /// Their estimated bytes.
+    total: usize,
+    tick: u64,
+    /// Per side: estimated bytes of a row in its encoding (a running average).
+    row_bytes: [usize; 2],
+    /// The distinct keys of the batch being joined, with their key groups.
+    batch_keys: Vec<(u16, Box<[u8]>)>,
+    /// Whether the store may hold any bucket (else lookups are skipped).
+    holds_buckets: bool,
+}
+
+impl Spill {
+    fn new(store: SpillStore) -> Self {
+        Spill {
+            store,
+            cached: [HashMap::new(), HashMap::new()],
+            total: 0,
+            tick: 0,
+            row_bytes: [0, 0],
+            batch_keys: Vec::new(),
+            holds_buckets: false,
+        }
+    }
+
+    /// Puts encoded buckets into the store.
+    pub(super) fn store(&mut self, entries: Vec<StateEntry>) {
+        self.holds_buckets |= !entries.is_empty();
+        let puts = entries
+            .into_iter()
+            .map(|(key_group, key, value)| StateWrite::Put {
+                key_group,
+                key,
+                value,
+            });
+        self.store.table().write(puts.collect());
+    }
+
+    /// Every bucket in the store, as state entries.
+    pub(super) fn stored_entries(&self) -> Vec<StateEntry> {
+        self.store.table().scan(None)
+    }
+
+    /// Whether snapshots are the store's files rather than its entries.
+    pub(super) fn on_disk(&self) -> bool {
+        self.store.dir().is_some()
+    }
+
+    pub(super) fn checkpoint(&self) -> Result<Option<DbCheckpoint>> {
+        self.store.checkpoint()
+    }
+
+    fn bucket_bytes(&self, side: usize, key: &[u8], rows: usize) -> usize {
+        BUCKET_OVERHEAD + 2 * key.len() + rows * (self.row_bytes[side] + ROW_OVERHEAD)
+    }
+}
+
+impl JoinOperator {
+    /// Whether the join's state is its buckets alone, so they can spill (see the module
+    /// docs).
+    pub fn can_spill(&self) -> bool {
+        self.windows.is_none()
+            && self.intervals.is_none()
+            && self.ttl.is_none()
+            && self.null_aware.is_none()
+            && !(self.filter.is_some() && self.outer.contains(&true))
+    }
+
+    /// Keeps at most `store.memory_budget()` bytes of rows in memory and the rest in
+    /// `store` (see the module docs). Only for joins that [`Self::can_spill`].
+    pub fn with_spill(mut self, store: SpillStore) -> Self {
+        debug_assert!(self.can_spill());
+        self.spill = Some(Spill::new(store));
+        self
+    }
+
+    /// Buckets (keys of either side) in the spill store, for tests: O(buckets).
+    pub fn stored_bucket_count(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.store.table().len())
+    }
+
+    /// Buckets in memory on each side, for tests.
+    pub fn cached_bucket_count(&self) -> [usize; 2] {
+        self.state.each_ref().map(HashMap::len)
+    }
+
+    /// Reads back the buckets of `keys` (one batch of `side`, with their key columns
+    /// `key_columns` and rows `rows`) that the store holds and memory does not, on both
+    /// sides, and notes the keys for [`Self::spill_over_budget`].
+    pub(super) fn unspill(
+        &mut self,
+        side: usize,
+        key_columns: &[ArrayRef],
+        keys: &Rows,
+        rows: &Rows,
+    ) -> Result<()> {
+        let Some(spill) = &mut self.spill else {
+            return Ok(());
+        };
+        let n = keys.num_rows();
+        if let Some(average) = rows.size().checked_div(n) {
+            spill.row_bytes[side] = match spill.row_bytes[side] {
+                0 => average,
+                known => (7 * known + average) / 8,
+            };
+        }
+        let key_groups = key_groups_of_columns(key_columns, n, DEFAULT_KEY_GROUPS)?;
+        let mut seen = HashSet::new();
+        spill.batch_keys.clear();
+        for (key, key_group) in keys.iter().zip(key_groups) {
+            let key = key.data();
+            if !seen.insert(key) {
+                continue;
+            }
+            spill.batch_keys.push((key_group, key.into()));
+            if !spill.holds_buckets {
+                continue;
+            }
+            for s in 0..2 {
+                if spill.cached[s].contains_key(key) {
+                    continue;
+                }
+                let Some(value) = spill
+                    .store
+                    .table()
+                    .get(key_group, &bucket_entry_key(s, key))
+                else {
+                    continue;
+                };
+                let bucket = decode_bucket(&value).ok_or_else(|| {
+                    SluiceError::corrupted("a join's spilled bucket is malformed")
+                })?;
+                let bytes =
+                    BUCKET_OVERHEAD + 2 * key.len() + value.len() + bucket.len() * ROW_OVERHEAD;
+                spill.total += bytes;
+                spill.cached[s].insert(
+                    key.into(),
+                    Cached {
+                        key_group,
+                        bytes,
+                        used: spill.tick,
+                        dirty: false,
+                        stored: true,
+                    },
+                );
+                self.state[s].insert(key.into(), bucket);
+            }
+        }
+        Ok(())
+    }
+
+    /// After a batch of `side`: accounts for the buckets its keys read and changed,
+    /// deletes those that emptied from the store, and evicts the least recently used
+    /// buckets when over budget.
+    pub(super) fn spill_over_budget(&mut self, side: usize) -> Result<()> {
+        let Some(spill) = &mut self.spill else {
+            return Ok(());
+        };
+        spill.tick += 1;
+        let tick = spill.tick;
+        let mut deletes = Vec::new();
+        for (key_group, key) in std::mem::take(&mut spill.batch_keys) {
+            if let Some(probed) = spill.cached[1 - side].get_mut(&key) {
+                probed.used = tick;
+            }
+            match self.state[side].get(&key) {
+                Some(bucket) => {
+                    let bytes = spill.bucket_bytes(side, &key, bucket.len());
+                    let cached = spill.cached[side].entry(key).or_insert(Cached {
+                        key_group,
+                        bytes: 0,
+                        used: tick,
+                        dirty: true,
+                        stored: false,
+                    });
+                    spill.total = spill.total - cached.bytes + bytes;
+                    cached.bytes = bytes;
+                    cached.used = tick;
+                    cached.dirty = true;
+                }
+                None => {
+                    if let Some(gone) = spill.cached[side].remove(&key) {
+                        spill.total -= gone.bytes;
+                        if gone.stored {
+                            deletes.push(StateWrite::Delete {
+                                key_group,
+                                key: bucket_entry_key(side, &key),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        spill.store.table().write(deletes);
+        let budget = spill.store.memory_budget();
+        if spill.total <= budget {
+            return Ok(());
+        }
+        let cached = (0..2)
+            .flat_map(|s| {
+                spill.cached[s]
+                    .iter()
+                    .map(move |(key, c)| ((s, key.clone()), c.used, c.bytes))
+            })
+            .collect();
+        let evict = least_recently_used(cached, spill.total, budget);
+        for chunk in evict.chunks(WRITE_CHUNK) {
+            let mut puts = Vec::new();
+            for ((s, key), bytes) in chunk {
+                let cached = spill.cached[*s].remove(key).expect("listed above");
+                let bucket = self.state[*s].remove(key).expect("cached buckets are held");
+                spill.total -= bytes;
+                if cached.dirty {
+                    puts.push((
+                        cached.key_group,
+                        bucket_entry_key(*s, key),
+                        encode_bucket(&bucket),
+                    ));
+                }
+            }
+            spill.store(puts);
+        }
+        Ok(())
+    }
+
+    /// Writes the dirty buckets to the store, which then holds the whole state (at a
+    /// barrier).
+    pub(super) fn spill_flush(&mut self) {
+        let Some(spill) = &mut self.spill else {
+            return;
+        };
+        let dirty: Vec<(usize, Box<[u8]>)> = (0..2)
+            .flat_map(|side| {
+                spill.cached[side]
+                    .iter()
+                    .filter(|(_, c)| c.dirty)
+                    .map(move |(key, _)| (side, key.clone()))
+            })
+            .collect();
+        for chunk in dirty.chunks(WRITE_CHUNK) {
+            let mut puts = Vec::with_capacity(chunk.len());
+            for (side, key) in chunk {
+                let cached = spill.cached[*side].get_mut(key).expect("listed above");
+                cached.dirty = false;
+                cached.stored = true;
+                let bucket: &Bucket = &self.state[*side][key];
+                puts.push((
+                    cached.key_group,
+                    bucket_entry_key(*side, key),
+                    encode_bucket(bucket),
+                ));
+            }
+            spill.store(puts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{outer_join, rows, semi_or_anti_join};
+    use super::*;
+    use crate::message::{Message, RowKind, op_column};
+    use crate::operators::Operator;
+    use arrow::array::RecordBatch;
+
+    /// Batches of inserts and retractions (of rows inserted before) on either side over
+    /// 12 keys (some NULL), from a fixed seed: the same input for every join compared.
+    fn churn(batches: usize) -> Vec<(usize, RecordBatch)> {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut held: [Vec<(Option<i64>, String)>; 2] = [Vec::new(), Vec::new()];
+        (0..batches)
+            .map(|_| {
+                let side = next(2) as usize;
+                let (mut keys, mut values, mut ops) = (vec![], vec![], vec![]);
+                for _ in 0..1 + next(8) {
+                    if !held[side].is_empty() && next(3) == 0 {
+                        let at = next(held[side].len() as u64) as usize;
+                        let (k, v) = held[side].swap_remove(at);
+                        keys.push(k);
+                        values.push(v);
+                        ops.push(RowKind::Delete);
+                    } else {
+                        let k = next(13) as i64;
+                        let k = (k != 12).then_some(k);
+                        let v = format!("v{}", next(4));
+                        held[side].push((k, v.clone()));
+                        keys.push(k);
+                        values.push(v);
+                        ops.push(RowKind::Insert);
+                    }
+                }
+                let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                (side, rows(["a", "b"][side], keys, values, ops))
+            })
+            .collect()
+    }
+
+    /// Every output row (all columns but the op, then the op), as a sorted multiset.
+    fn changes(out: &[Message]) -> Vec<String> {
+        let mut v = vec![];
+        for m in out {
+            let Message::Batch(b) = m else { continue };
+            let ops = op_column(b).unwrap();
+            for r in 0..b.num_rows() {
+                let cells: Vec<String> = (0..b.num_columns() - 1)
+                    .map(|c| arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
+                    .collect();
+                v.push(format!(
+                    "{} {}",
+                    RowKind::symbol(ops.value(r)),
+                    cells.join(" ")
+                ));
+            }
+        }
+        v.sort();
+        v
+    }
+
+    type SortedBucket = Vec<(Box<[u8]>, u64)>;
+
+    /// A snapshot with each bucket's rows in order (buckets encode a hash map's order).
+    fn normalized(entries: Vec<StateEntry>) -> Vec<(u16, Vec<u8>, SortedBucket)> {
+        let mut entries: Vec<_> = entries
+            .into_iter()
+            .map(|(group, key, value)| {
+                let mut rows: Vec<_> = decode_bucket(&value).unwrap().into_iter().collect();
+                rows.sort();
+                (group, key, rows)
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+
+    type Make = fn() -> JoinOperator;
+
+    /// Inner, left, full, semi and anti joins, each built fresh.
+    fn kinds() -> Vec<(&'static str, Make)> {
+        vec![
+            ("inner", || outer_join(false, false)),
+            ("left", || outer_join(true, false)),
+            ("full", || outer_join(true, true)),
+            ("semi", || semi_or_anti_join(false)),
+            ("anti", || semi_or_anti_join(true)),
+        ]
+    }
+
+    #[test]
+    fn spilled_buckets_come_back_with_their_rows_and_change_no_result() {
+        for (kind, make) in kinds() {
+            let mut reference = make();
+            let mut everything_spilled = make().with_spill(SpillStore::in_memory(0));
+            // Room for a few buckets: some stay, the least recently used go.
+            let mut some_spilled = make().with_spill(SpillStore::in_memory(1200));
+            let mut spilled_some = false;
+            for (i, (side, batch)) in churn(80).into_iter().enumerate() {
+                let mut expected = vec![];
+                reference
+                    .process_batch_from(side, batch.clone(), &mut expected)
+                    .unwrap();
+                for join in [&mut everything_spilled, &mut some_spilled] {
+                    let mut out = vec![];
+                    join.process_batch_from(side, batch.clone(), &mut out)
+                        .unwrap();
+                    assert_eq!(changes(&out), changes(&expected), "{kind}, batch {i}");
+                }
+                let held: usize = reference.cached_bucket_count().iter().sum();
+                assert_eq!(everything_spilled.cached_bucket_count(), [0, 0], "{kind}");
+                assert_eq!(
+                    everything_spilled.stored_bucket_count(),
+                    held,
+                    "{kind}: every bucket is in the store, and no emptied one"
+                );
+                let cached: usize = some_spilled.cached_bucket_count().iter().sum();
+                assert!(cached < held.max(8), "{kind}: {cached} of {held} in memory");
+                spilled_some |= some_spilled.stored_bucket_count() > 0 && cached > 0;
+                if i % 9 == 8 {
+                    // A barrier writes the changed buckets: the store is then the state.
+                    let snapshot = normalized(some_spilled.snapshot_state().unwrap());
+                    let expected = normalized(reference.snapshot_state().unwrap());
+                    assert_eq!(snapshot, expected, "{kind}, batch {i}");
+                    assert_eq!(some_spilled.stored_bucket_count(), held, "{kind}");
+                }
+            }
+            assert!(
+                spilled_some,
+                "{kind}: the small budget kept some buckets and spilled others"
+            );
+        }
+    }
+
+    #[test]
+    fn a_spilling_join_restores_its_buckets_into_the_store_and_from_rows_of_old_checkpoints() {
+        for (kind, make) in kinds() {
+            let input = churn(60);
+            let (before, after) = input.split_at(35);
+            let mut spilling = make().with_spill(SpillStore::in_memory(0));
+            let mut reference = make();
+            for (side, batch) in before {
+                spilling
+                    .process_batch_from(*side, batch.clone(), &mut vec![])
+                    .unwrap();
+                reference
+                    .process_batch_from(*side, batch.clone(), &mut vec![])
+                    .unwrap();
+            }
+            let snapshot = spilling.snapshot_state().unwrap();
+            let held: usize = reference.cached_bucket_count().iter().sum();
+            assert_eq!(
+                normalized(snapshot.clone()),
+                normalized(reference.snapshot_state().unwrap()),
+                "{kind}: a snapshot does not depend on where buckets were"
+            );
+
+            let mut restored = make().with_spill(SpillStore::in_memory(0));
+            restored.restore_state(snapshot.clone()).unwrap();
+            assert_eq!(restored.cached_bucket_count(), [0, 0], "{kind}");
+            assert_eq!(restored.stored_bucket_count(), held, "{kind}");
+            let mut in_memory = make();
+            in_memory.restore_state(snapshot).unwrap();
+            // Checkpoints taken before buckets: an entry per row.
+            let mut from_rows = make().with_spill(SpillStore::in_memory(0));
+            from_rows.restore_state(row_entries(&reference)).unwrap();
+            assert_eq!(from_rows.stored_bucket_count(), held, "{kind}");
+            for (side, batch) in after {
+                let mut expected = vec![];
+                reference
+                    .process_batch_from(*side, batch.clone(), &mut expected)
+                    .unwrap();
+                for join in [&mut restored, &mut in_memory, &mut from_rows] {
+                    let mut got = vec![];
+                    join.process_batch_from(*side, batch.clone(), &mut got)
+                        .unwrap();
+                    assert_eq!(changes(&got), changes(&expected), "{kind}");
+                }
+            }
+        }
+    }
+
+    /// `join`'s state as checkpoints before buckets held it: key
+    /// `[side][key length: u32][key][row]`, value the row's multiplicity.
+    fn row_entries(join: &JoinOperator) -> Vec<StateEntry> {
+        let mut entries = Vec::new();
+        for (group, key, value) in join.bucket_entries().unwrap() {
+            let side = key[0] - super::super::BUCKET;
+            for (row, count) in decode_bucket(&value).unwrap() {
+                let mut entry_key = vec![side];
+                crate::operators::encoding::push_sized(&mut entry_key, &key[1..]);
+                entry_key.extend_from_slice(&row);
+                entries.push((group, entry_key, count.to_le_bytes().to_vec()));
+            }
+        }
+        entries
+    }
+}
