@@ -3,7 +3,10 @@
 //! their end and the sink has received every change.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use sluice_common::config::ServeConfig;
 
 use crate::engine::Engine;
 use crate::queries::Query;
@@ -28,14 +31,57 @@ pub struct Measurement {
 /// RSS is the process's lifetime peak, so a second run in the same process would report
 /// the first's peak if that was higher.
 /// With `parquet`, the sources read the events from the Parquet files in that directory
-/// (engine-only mode) instead of generating them.
+/// (engine-only mode) instead of generating them. With `operator_cache_mb`, operator state
+/// beyond that many MiB per subtask spills to RocksDB (see [`spilling_config`]).
 pub async fn run_once(
     query: &Query,
     events: u64,
     parallelism: Option<usize>,
     parquet: Option<&Path>,
+    operator_cache_mb: Option<usize>,
 ) -> Result<Measurement> {
-    let mut engine = Engine::start().await?;
+    let Some(mb) = operator_cache_mb else {
+        return measure(
+            query,
+            events,
+            parallelism,
+            parquet,
+            ServeConfig::ephemeral(),
+        )
+        .await;
+    };
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let data_dir = std::env::temp_dir().join(format!(
+        "sluice-nexmark-{}-{}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let config = spilling_config(&data_dir, mb);
+    let measured = measure(query, events, parallelism, parquet, config).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    measured
+}
+
+/// `sluice serve`'s durable defaults in `data_dir` (RocksDB state, operators spilling
+/// beyond `operator_cache_mb` MiB per subtask), without periodic checkpoints: the
+/// run measures the spilling, not the uploads.
+pub fn spilling_config(data_dir: &Path, operator_cache_mb: usize) -> ServeConfig {
+    ServeConfig {
+        data_dir: data_dir.to_path_buf(),
+        operator_cache_mb,
+        checkpoint_interval: 0.0,
+        ..ServeConfig::default()
+    }
+}
+
+async fn measure(
+    query: &Query,
+    events: u64,
+    parallelism: Option<usize>,
+    parquet: Option<&Path>,
+    config: ServeConfig,
+) -> Result<Measurement> {
+    let mut engine = Engine::start_with(config).await?;
     if let Some(p) = parallelism {
         engine.set_parallelism(p).await?;
     }

@@ -19,7 +19,12 @@ pub struct Engine {
 impl Engine {
     /// Starts a fresh coordinator (empty catalog, in-memory state).
     pub async fn start() -> Result<Engine> {
-        let coordinator = Coordinator::start(ServeConfig::ephemeral()).await?;
+        Engine::start_with(ServeConfig::ephemeral()).await
+    }
+
+    /// Starts a coordinator with `config`.
+    pub async fn start_with(config: ServeConfig) -> Result<Engine> {
+        let coordinator = Coordinator::start(config).await?;
         let session = coordinator.new_session();
         Ok(Engine {
             coordinator,

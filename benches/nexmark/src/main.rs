@@ -45,6 +45,11 @@ struct Args {
     /// reused by later runs).
     #[arg(long, default_value = "target/nexmark-parquet")]
     parquet_dir: PathBuf,
+    /// Keep operator state in RocksDB under a temporary data directory, each operator
+    /// subtask holding at most this many MiB of it in memory (`sluice serve`'s default
+    /// is 64), instead of all of it in memory.
+    #[arg(long)]
+    operator_cache_mb: Option<usize>,
     /// Internal: measure one run of this query and print it as JSON.
     #[arg(long, hide = true)]
     run_one: Option<String>,
@@ -81,7 +86,14 @@ fn main() -> ExitCode {
 async fn run_child(args: &Args, name: &str) -> Result<bool> {
     let query = queries::select(name)?[0];
     let parquet = (args.mode == Mode::Engine).then_some(args.parquet_dir.as_path());
-    let measurement = run_once(query, args.events, args.parallelism, parquet).await?;
+    let measurement = run_once(
+        query,
+        args.events,
+        args.parallelism,
+        parquet,
+        args.operator_cache_mb,
+    )
+    .await?;
     println!(
         "{}",
         serde_json::to_string(&measurement).expect("a measurement serializes")
@@ -312,6 +324,9 @@ fn measure_in_child(args: &Args, query: &Query) -> Result<Measurement> {
     }
     if let Some(p) = args.parallelism {
         command.args(["--parallelism", &p.to_string()]);
+    }
+    if let Some(mb) = args.operator_cache_mb {
+        command.args(["--operator-cache-mb", &mb.to_string()]);
     }
     let output = command
         .output()

@@ -114,10 +114,10 @@ async fn parquet_input_gives_the_results_of_the_generator() {
     assert_eq!(ensure_parquet(&dir, EVENTS).await.unwrap(), parquet);
     for (name, parallelism) in [("q0", 2), ("q5", 3), ("q8", 1), ("q18", 2)] {
         let query = queries::select(name).unwrap()[0];
-        let generated = run_once(query, EVENTS, Some(parallelism), None)
+        let generated = run_once(query, EVENTS, Some(parallelism), None, None)
             .await
             .unwrap();
-        let read = run_once(query, EVENTS, Some(parallelism), Some(&parquet))
+        let read = run_once(query, EVENTS, Some(parallelism), Some(&parquet), None)
             .await
             .unwrap();
         assert!(generated.rows > 0, "{name} has rows");
@@ -128,4 +128,26 @@ async fn parquet_input_gives_the_results_of_the_generator() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// With `--operator-cache-mb 0` every aggregate group and join bucket goes to RocksDB
+/// after each batch: the joins (q3, q20) and the GROUP BY (q15's distinct counts by day)
+/// end with the same rows and checksum as in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilled_operator_state_gives_the_results_of_memory() {
+    for (name, parallelism) in [("q3", 2), ("q20", 1), ("q15", 2)] {
+        let query = queries::select(name).unwrap()[0];
+        let in_memory = run_once(query, EVENTS, Some(parallelism), None, None)
+            .await
+            .unwrap();
+        let spilled = run_once(query, EVENTS, Some(parallelism), None, Some(0))
+            .await
+            .unwrap();
+        assert!(in_memory.rows > 0, "{name} has rows");
+        assert_eq!(
+            (spilled.rows, spilled.checksum),
+            (in_memory.rows, in_memory.checksum),
+            "{name} at parallelism {parallelism}"
+        );
+    }
 }
