@@ -25,6 +25,7 @@
 //! group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,7 +38,7 @@ use sluice_state::checkpoint::{
     CheckpointKind, CheckpointMetadata, CheckpointStore, RestoredCheckpoint, StateFileRef,
 };
 use sluice_state::snapshot::{decode_entries, encode_entries};
-use sluice_state::spill::{DbCheckpoint, read_checkpoint};
+use sluice_state::spill::{DbCheckpoint, RestoredDb};
 use tokio::sync::mpsc;
 
 use crate::job::{Job, JobRestore, JobState, Layout, parse_subtask_id};
@@ -464,9 +465,11 @@ pub struct ViewRestore {
 }
 
 impl RestorePlan {
-    /// Decodes a verified checkpoint. Fails (naming the file) on entries that do not
-    /// decode or names this version does not write.
-    pub fn decode(checkpoint: RestoredCheckpoint) -> Result<RestorePlan> {
+    /// Decodes a verified checkpoint. RocksDB checkpoints of spill stores are written to
+    /// directories under `scratch` and opened there, for their operators to copy from.
+    /// Fails (naming the file) on entries that do not decode or names this version does
+    /// not write.
+    pub fn decode(checkpoint: RestoredCheckpoint, scratch: &Path) -> Result<RestorePlan> {
         let mut plan = RestorePlan {
             epoch: checkpoint.metadata.epoch,
             ..RestorePlan::default()
@@ -544,14 +547,15 @@ impl RestorePlan {
             }
         }
         for ((view, node, subtask), files) in databases {
-            let entries = read_checkpoint(&std::env::temp_dir(), files).map_err(|e| {
+            let db = RestoredDb::open(scratch, files).map_err(|e| {
                 SluiceError::corrupted(format!(
                     "the RocksDB state of node {node}, subtask {subtask} of view {view} in \
                      checkpoint {}: {}",
                     plan.epoch, e.message
                 ))
             })?;
-            plan.operator_state(view, node, subtask).extend(entries);
+            let restore = plan.views.entry(view).or_default();
+            restore.job.databases.insert((node, subtask), db);
         }
         for restore in plan.views.values_mut() {
             restore.job.epoch = plan.epoch;
@@ -559,8 +563,7 @@ impl RestorePlan {
         Ok(plan)
     }
 
-    /// The restored entries of node `node` in subtask `subtask` of view `view`, which
-    /// may come from an entries file and a RocksDB checkpoint both.
+    /// The restored entries of node `node` in subtask `subtask` of view `view`.
     fn operator_state(&mut self, view: u64, node: usize, subtask: usize) -> &mut Vec<StateEntry> {
         let restore = self.views.entry(view).or_default();
         restore.job.operators.entry((node, subtask)).or_default()

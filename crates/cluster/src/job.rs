@@ -22,7 +22,6 @@ use sluice_runtime::exchange::{Collector, ExchangeOutput, InputGate, Partitionin
 use sluice_runtime::message::{CheckpointBarrier, Message, changelog_schema};
 use sluice_runtime::metrics::SubtaskMetrics;
 use sluice_runtime::operators::Operator;
-use sluice_runtime::operators::StateEntry;
 use sluice_runtime::operators::aggregate::{AggregateOperator, AggregateSpec};
 use sluice_runtime::operators::calc::{FilterOperator, ProjectOperator};
 use sluice_runtime::operators::join::{JoinIntervals, JoinOperator, JoinSide};
@@ -37,13 +36,15 @@ use sluice_runtime::operators::topn::{TopNOperator, TopNOrder};
 use sluice_runtime::operators::union::UnionOperator;
 use sluice_runtime::operators::unnest::UnnestOperator;
 use sluice_runtime::operators::watermark::WatermarkOperator;
+use sluice_runtime::operators::{RestoredState, StateEntry};
 use sluice_runtime::sink::{SharedSinkWriter, SinkCounts, SinkMetrics, SinkOutput, commit_sink};
 use sluice_runtime::task::{
     BARRIER_INJECTION_CAPACITY, SnapshotReporter, Subtask, SubtaskSnapshot, TaskInput,
 };
 use sluice_sql::{Exchange, OverFrame, StreamGraph, StreamNode, StreamOperator};
 use sluice_state::snapshot::redistribute;
-use sluice_state::{DEFAULT_KEY_GROUPS, OperatorStateDirs, SpillStore};
+use sluice_state::spill::RestoredDb;
+use sluice_state::{DEFAULT_KEY_GROUPS, OperatorStateDirs, SpillStore, subtask_of_key_group};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -245,6 +246,9 @@ pub struct JobRestore {
     pub layout: Option<Layout>,
     /// Per operator (node id) and subtask index: the operator's entries.
     pub operators: BTreeMap<(usize, usize), Vec<StateEntry>>,
+    /// Per operator (node id) and subtask index: the RocksDB checkpoint of its spill
+    /// store, opened where it was downloaded.
+    pub databases: BTreeMap<(usize, usize), RestoredDb>,
     /// Per source (node id) and subtask index: its reader's position.
     pub positions: BTreeMap<(usize, usize), u64>,
     /// Per table the job reads (by name): the table's log position at the checkpoint.
@@ -262,20 +266,38 @@ impl JobRestore {
         node: usize,
         subtask: usize,
         parallelism: usize,
-    ) -> Result<Vec<StateEntry>> {
+    ) -> Result<RestoredState<'_>> {
         let old = self.layout.as_ref().and_then(|l| l.parallelism(node));
         if old.is_none_or(|old| old == parallelism) {
-            return Ok(self
-                .operators
-                .get(&(node, subtask))
-                .cloned()
-                .unwrap_or_default());
+            return Ok(RestoredState {
+                entries: self
+                    .operators
+                    .get(&(node, subtask))
+                    .cloned()
+                    .unwrap_or_default(),
+                databases: self.databases.get(&(node, subtask)).into_iter().collect(),
+                key_groups: None,
+            });
         }
         let snapshots = self
             .operators
             .range((node, 0)..(node + 1, 0))
             .map(|(_, entries)| entries.as_slice());
-        redistribute(snapshots, DEFAULT_KEY_GROUPS, subtask, parallelism)
+        Ok(RestoredState {
+            entries: redistribute(snapshots, DEFAULT_KEY_GROUPS, subtask, parallelism)?,
+            databases: self
+                .databases
+                .range((node, 0)..(node + 1, 0))
+                .map(|(_, db)| db)
+                .collect(),
+            key_groups: Some(
+                (0..DEFAULT_KEY_GROUPS)
+                    .filter(|&g| {
+                        subtask_of_key_group(g, DEFAULT_KEY_GROUPS, parallelism) == subtask
+                    })
+                    .collect(),
+            ),
+        })
     }
 }
 
@@ -834,7 +856,11 @@ pub fn deploy(
                         operators: match ctx.restore {
                             Some(restore) => chain
                                 .iter()
-                                .map(|&n| restore.operator_state(n, j, head.parallelism))
+                                .map(|&n| {
+                                    restore
+                                        .operator_state(n, j, head.parallelism)
+                                        .map(RestoredState::into_entries)
+                                })
                                 .collect::<Result<_>>()?,
                             None => Vec::new(),
                         },
@@ -983,7 +1009,7 @@ pub fn deploy(
                     .iter()
                     .filter(|&&n| !is_output(&graph.nodes[n].operator));
                 for (op, &n) in ops.iter_mut().zip(op_nodes) {
-                    op.restore_state(restore.operator_state(n, j, head.parallelism)?)?;
+                    op.restore(restore.operator_state(n, j, head.parallelism)?)?;
                 }
             }
             let name = subtask_name(view, &graph, chain, j);

@@ -149,6 +149,19 @@ pub(crate) fn scans_order_by_key_group_then_key_and_filter_by_key_group(
     assert_eq!(t.scan(Some(&[])), vec![]);
     assert_eq!(t.get(5, b""), Some(b"4".to_vec()));
     assert_eq!(t.len(), 8);
+    for groups in [None, Some(&[5u16, 256][..])] {
+        let mut chunks = Vec::new();
+        t.scan_chunks(groups, 3, &mut |chunk| chunks.push(chunk));
+        assert!(
+            chunks.iter().all(|c| !c.is_empty() && c.len() <= 3),
+            "{chunks:?}"
+        );
+        assert_eq!(
+            chunks.concat(),
+            t.scan(groups),
+            "chunks are the scan, in order"
+        );
+    }
 }
 
 pub(crate) fn tables_are_independent_whatever_their_ids(backend: &dyn StateBackend) {

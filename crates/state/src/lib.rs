@@ -84,6 +84,20 @@ pub trait StateTable: Send + Sync {
     fn write(&self, writes: Vec<StateWrite>);
     /// Every entry of the given key groups (all when `None`), in key order within a group.
     fn scan(&self, key_groups: Option<&[u16]>) -> Vec<(u16, Vec<u8>, Vec<u8>)>;
+    /// The entries [`Self::scan`] returns, handed to `f` at most `chunk` at a time, for
+    /// copying more entries than fit in memory. Stores in memory hand over one scan.
+    fn scan_chunks(
+        &self,
+        key_groups: Option<&[u16]>,
+        chunk: usize,
+        f: &mut dyn FnMut(Vec<snapshot::SnapshotEntry>),
+    ) {
+        let mut entries = self.scan(key_groups);
+        while !entries.is_empty() {
+            let rest = entries.split_off(chunk.min(entries.len()));
+            f(std::mem::replace(&mut entries, rest));
+        }
+    }
     /// Number of entries, for tests and metrics.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {

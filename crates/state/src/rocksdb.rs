@@ -39,6 +39,7 @@ use ::rocksdb::{
 use parking_lot::Mutex;
 use sluice_common::error::{Result, SluiceError};
 
+use crate::snapshot::SnapshotEntry;
 use crate::{StateBackend, StateTable, StateTableId, StateWrite};
 
 type Db = DBWithThreadMode<MultiThreaded>;
@@ -349,6 +350,21 @@ impl RocksDbStateTable {
     }
 
     /// Every entry of key group `only` (all groups when `None`), in key order.
+    /// Calls `f` with every entry of `key_groups` (all when `None`), in key order.
+    fn for_each_of(&self, key_groups: Option<&[u16]>, mut f: impl FnMut(u16, &[u8], &[u8])) {
+        match key_groups {
+            None => self.for_each(None, &mut f),
+            Some(groups) => {
+                let mut groups = groups.to_vec();
+                groups.sort_unstable();
+                groups.dedup();
+                for kg in groups {
+                    self.for_each(Some(kg), &mut f);
+                }
+            }
+        }
+    }
+
     fn for_each(&self, only: Option<u16>, mut f: impl FnMut(u16, &[u8], &[u8])) {
         self.with_cf(|db, cf| {
             let mut read = ReadOptions::default();
@@ -419,19 +435,28 @@ impl StateTable for RocksDbStateTable {
 
     fn scan(&self, key_groups: Option<&[u16]>) -> Vec<(u16, Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
-        let mut push = |kg, k: &[u8], v: &[u8]| out.push((kg, k.to_vec(), v.to_vec()));
-        match key_groups {
-            None => self.for_each(None, &mut push),
-            Some(groups) => {
-                let mut groups = groups.to_vec();
-                groups.sort_unstable();
-                groups.dedup();
-                for kg in groups {
-                    self.for_each(Some(kg), &mut push);
-                }
-            }
-        }
+        self.for_each_of(key_groups, |kg, k, v| {
+            out.push((kg, k.to_vec(), v.to_vec()))
+        });
         out
+    }
+
+    fn scan_chunks(
+        &self,
+        key_groups: Option<&[u16]>,
+        chunk: usize,
+        f: &mut dyn FnMut(Vec<SnapshotEntry>),
+    ) {
+        let mut out = Vec::new();
+        self.for_each_of(key_groups, |kg, k, v| {
+            out.push((kg, k.to_vec(), v.to_vec()));
+            if out.len() >= chunk {
+                f(std::mem::take(&mut out));
+            }
+        });
+        if !out.is_empty() {
+            f(out);
+        }
     }
 
     /// Counts by iterating every key: O(entries). RocksDB keeps only an estimate.

@@ -19,8 +19,9 @@
 //! files never change once written, so the checkpointer uploads only those it has not
 //! uploaded for this store before and references the others where an earlier checkpoint
 //! put them; the small files that describe the database (`MANIFEST-*`, `CURRENT`,
-//! `OPTIONS-*`) go every time. [`read_checkpoint`] turns the downloaded files back into
-//! state entries, which restore at any parallelism by key group like every operator's.
+//! `OPTIONS-*`) go every time. A restore opens the downloaded files as a [`RestoredDb`], from
+//! which each operator subtask copies the entries of its key groups, so state restores at
+//! any parallelism like every operator's.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sluice_common::error::{Result, SluiceError};
 
 use crate::snapshot::SnapshotEntry;
-use crate::{MemoryStateBackend, RocksDbOptions, RocksDbStateBackend, StateBackend, StateTable};
+use crate::{
+    MemoryStateBackend, RocksDbOptions, RocksDbStateBackend, StateBackend, StateTable, StateWrite,
+};
 
 /// The table every spill store keeps its entries in.
 const TABLE: &str = "spill";
@@ -75,6 +78,11 @@ impl OperatorStateDirs {
         }))
     }
 
+    /// Where restores write the RocksDB checkpoints they download (see [`RestoredDb`]).
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.root.join("restore")
+    }
+
     /// RocksDB's own memory per store: the operator caches its hot keys itself, so the
     /// block cache only has to hold index blocks and the keys being read back.
     pub fn options() -> RocksDbOptions {
@@ -102,6 +110,7 @@ impl OperatorStateDirs {
         Ok(SpillStore {
             table,
             memory_budget: self.memory_budget,
+            holds_entries: false,
             db: Some(OwnedDb { backend, dir }),
         })
     }
@@ -140,6 +149,8 @@ pub fn least_recently_used<K>(
 pub struct SpillStore {
     table: Arc<dyn StateTable>,
     memory_budget: usize,
+    /// Whether anything was ever put (else an operator skips looking keys up).
+    holds_entries: bool,
     /// The RocksDB database and its directory, removed on drop (`None` in memory).
     db: Option<OwnedDb>,
 }
@@ -164,12 +175,47 @@ impl SpillStore {
         SpillStore {
             table: MemoryStateBackend::new().table(TABLE),
             memory_budget,
+            holds_entries: false,
             db: None,
         }
     }
 
+    /// For reads, and writes that only delete: [`Self::put`] adds entries.
     pub fn table(&self) -> &Arc<dyn StateTable> {
         &self.table
+    }
+
+    /// Puts `entries` into the store, in one write.
+    pub fn put(&mut self, entries: Vec<SnapshotEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.holds_entries = true;
+        let puts = entries
+            .into_iter()
+            .map(|(key_group, key, value)| StateWrite::Put {
+                key_group,
+                key,
+                value,
+            });
+        self.table.write(puts.collect());
+    }
+
+    /// Whether the store may hold any entry: false until the first [`Self::put`], so an
+    /// operator that never spilled does not look keys up.
+    pub fn holds_entries(&self) -> bool {
+        self.holds_entries
+    }
+
+    /// Every entry of the store.
+    pub fn entries(&self) -> Vec<SnapshotEntry> {
+        self.table.scan(None)
+    }
+
+    /// Whether the store is a RocksDB database, whose snapshots are its files rather
+    /// than its entries.
+    pub fn on_disk(&self) -> bool {
+        self.db.is_some()
     }
 
     /// Bytes of state the operator keeps in memory; beyond them it spills its least
@@ -247,34 +293,61 @@ impl Drop for DbCheckpoint {
     }
 }
 
-/// The entries of the store whose checkpoint files (name, contents) are `files`: they
-/// are written to a scratch directory under `scratch`, opened, read and deleted.
-///
-/// Fails with an I/O error (58030) when the files cannot be written or RocksDB cannot
-/// open them (they were verified by checksum, so that means a bug or a full disk).
-pub fn read_checkpoint<'a>(
-    scratch: &Path,
-    files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
-) -> Result<Vec<SnapshotEntry>> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let dir = scratch.join(format!(
-        "sluice-restore-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let cleanup = ScratchDir(dir.clone());
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| SluiceError::io(format!("creating {}", dir.display()), e))?;
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes)
-            .map_err(|e| SluiceError::io(format!("writing {}", path.display()), e))?;
+/// A RocksDB checkpoint of a [`SpillStore`] being restored: its files written to a
+/// scratch directory and opened there, read by the operator subtasks that restore its
+/// entries (a chunk at a time, [`StateTable::scan_chunks`]), and deleted on drop.
+pub struct RestoredDb {
+    // Fields drop in order: the table and database close before their directory goes.
+    table: Arc<dyn StateTable>,
+    _backend: RocksDbStateBackend,
+    dir: ScratchDir,
+}
+
+impl std::fmt::Debug for RestoredDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestoredDb")
+            .field("dir", &self.dir.0)
+            .finish()
     }
-    let backend = RocksDbStateBackend::open(&dir, OperatorStateDirs::options())?;
-    let entries = backend.table(TABLE).scan(None);
-    drop(backend);
-    drop(cleanup);
-    Ok(entries)
+}
+
+impl RestoredDb {
+    /// Writes the checkpoint files (name, contents) `files` to a new directory under
+    /// `scratch` and opens them.
+    ///
+    /// Fails with an I/O error (58030) when the files cannot be written or RocksDB cannot
+    /// open them (they were verified by checksum, so that means a bug or a full disk).
+    pub fn open<'a>(
+        scratch: &Path,
+        files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Result<RestoredDb> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = ScratchDir(scratch.join(format!(
+            "sluice-restore-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )));
+        std::fs::create_dir_all(&dir.0)
+            .map_err(|e| SluiceError::io(format!("creating {}", dir.0.display()), e))?;
+        for (name, bytes) in files {
+            let path = dir.0.join(name);
+            std::fs::write(&path, bytes)
+                .map_err(|e| SluiceError::io(format!("writing {}", path.display()), e))?;
+        }
+        let backend = RocksDbStateBackend::open(&dir.0, OperatorStateDirs::options())?;
+        Ok(RestoredDb {
+            table: backend.table(TABLE),
+            _backend: backend,
+            dir,
+        })
+    }
+
+    /// The store's entries. A spill store holds keyed entries only (none
+    /// [`OPERATOR_WIDE`](crate::snapshot::OPERATOR_WIDE)), so a subtask restores its
+    /// share by scanning its key groups.
+    pub fn table(&self) -> &Arc<dyn StateTable> {
+        &self.table
+    }
 }
 
 /// Removes a directory on drop, whatever happened in between.
@@ -370,14 +443,27 @@ mod tests {
             .iter()
             .map(|f| (f.clone(), std::fs::read(checkpoint.dir.join(f)).unwrap()))
             .collect();
-        read_checkpoint(
+        let restored = RestoredDb::open(
             scratch,
             contents.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
         )
-        .unwrap()
-        .into_iter()
-        .map(|(_, k, _)| String::from_utf8(k).unwrap())
-        .collect()
+        .unwrap();
+        let dir = restored.dir.0.clone();
+        let mut chunks = Vec::new();
+        restored
+            .table()
+            .scan_chunks(None, 1, &mut |chunk| chunks.push(chunk));
+        assert!(chunks.iter().all(|c| c.len() == 1), "one entry per chunk");
+        drop(restored);
+        assert!(
+            !dir.exists(),
+            "a restored database's directory goes with it"
+        );
+        chunks
+            .into_iter()
+            .flatten()
+            .map(|(_, k, _)| String::from_utf8(k).unwrap())
+            .collect()
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod subscriptions;
 pub use sinks::SinkInfo;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
@@ -87,6 +88,17 @@ fn state_backend(config: &ServeConfig) -> Result<Arc<dyn StateBackend>> {
 /// Where operators spill keyed state beyond `--operator-cache-mb`: with the RocksDB
 /// backend, a RocksDB per operator subtask under `<data-dir>/operator-state`, emptied at
 /// every start like `state/`.
+impl Coordinator {
+    /// Where a restore writes the RocksDB checkpoints it downloads: next to the spill
+    /// stores they are copied into (on disk, emptied at every start), or the system's
+    /// temporary directory when operators keep their state in memory.
+    fn restore_scratch(&self) -> PathBuf {
+        self.operator_state
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |dirs| dirs.scratch_dir())
+    }
+}
+
 fn operator_state(config: &ServeConfig) -> Result<Option<Arc<OperatorStateDirs>>> {
     if config.ephemeral || config.state_backend == StateBackendKind::Memory {
         return Ok(None);
@@ -466,7 +478,11 @@ impl Coordinator {
                 // Epochs continue past every epoch the store has seen (complete, damaged
                 // or abandoned), so a new checkpoint never reuses one.
                 *self.epochs.lock().await = store.next_epoch().await?.saturating_sub(1);
-                match latest.map(RestorePlan::decode).transpose() {
+                let scratch = self.restore_scratch();
+                match latest
+                    .map(|latest| RestorePlan::decode(latest, &scratch))
+                    .transpose()
+                {
                     Ok(plan) => plan,
                     // Verified but not decodable: written by a version whose names this
                     // one does not read. Tables replay their log either way; the views

@@ -377,7 +377,7 @@ impl Coordinator {
                 return None;
             }
         };
-        let plan = match RestorePlan::decode(latest) {
+        let plan = match RestorePlan::decode(latest, &self.restore_scratch()) {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot decode the latest checkpoint; restarting jobs from scratch");

@@ -696,7 +696,12 @@ impl Operator for AggregateOperator {
     fn snapshot_database(&mut self) -> Result<Option<DbCheckpoint>> {
         self.spill
             .as_ref()
-            .map_or(Ok(None), |spill| spill.checkpoint())
+            .map_or(Ok(None), |spill| spill.store.checkpoint())
+    }
+
+    /// A spilling aggregate copies the groups of restored spill stores into its own.
+    fn restore(&mut self, state: crate::operators::RestoredState<'_>) -> Result<()> {
+        crate::operators::restore_spilling(self, state, |a| a.spill.as_mut().map(|s| &mut s.store))
     }
 
     /// Restored groups get a fresh TTL: touch times are not checkpointed.

@@ -24,6 +24,9 @@ pub mod watermark;
 use arrow::array::RecordBatch;
 use sluice_common::error::Result;
 
+use sluice_state::SpillStore;
+use sluice_state::spill::{RestoredDb, WRITE_CHUNK};
+
 use crate::message::{CheckpointBarrier, Message, Watermark};
 
 /// One entry of an operator's keyed state in a checkpoint: key group, key and value.
@@ -31,6 +34,48 @@ use crate::message::{CheckpointBarrier, Message, Watermark};
 pub type StateEntry = (u16, Vec<u8>, Vec<u8>);
 
 pub use sluice_state::snapshot::OPERATOR_WIDE;
+
+/// What an operator subtask restores from a checkpoint: the entries of its entries
+/// files, and the RocksDB checkpoints of spill stores (see
+/// [`Operator::snapshot_database`]) whose entries in `key_groups` are its own.
+#[derive(Debug, Default)]
+pub struct RestoredState<'a> {
+    pub entries: Vec<StateEntry>,
+    pub databases: Vec<&'a RestoredDb>,
+    /// The key groups the subtask owns; `None`: all of the databases' entries (the
+    /// subtask restores the one store it had, at the same parallelism).
+    pub key_groups: Option<Vec<u16>>,
+}
+
+impl RestoredState<'_> {
+    /// State of entries alone.
+    pub fn of_entries(entries: Vec<StateEntry>) -> Self {
+        RestoredState {
+            entries,
+            ..RestoredState::default()
+        }
+    }
+
+    /// Every entry, the databases' read into memory.
+    pub fn into_entries(mut self) -> Vec<StateEntry> {
+        for db in &self.databases {
+            self.entries
+                .extend(db.table().scan(self.key_groups.as_deref()));
+        }
+        self.entries
+    }
+
+    /// Copies the databases' entries into `store` a chunk at a time, without holding
+    /// them all in memory.
+    pub fn copy_databases_into(&self, store: &mut SpillStore) {
+        for db in &self.databases {
+            db.table()
+                .scan_chunks(self.key_groups.as_deref(), WRITE_CHUNK, &mut |chunk| {
+                    store.put(chunk)
+                });
+        }
+    }
+}
 
 /// A step of a chain. Default methods forward watermarks and barriers unchanged.
 pub trait Operator: Send {
@@ -86,7 +131,15 @@ pub trait Operator: Send {
         Ok(None)
     }
 
-    /// Restores what [`Self::snapshot_state`] took, before the operator sees any message.
+    /// Restores what [`Self::snapshot_state`] and [`Self::snapshot_database`] took,
+    /// before the operator sees any message. Operators that spill copy the databases
+    /// into their own store; the others read them into memory.
+    fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
+        self.restore_state(state.into_entries())
+    }
+
+    /// Restores what [`Self::snapshot_state`] took (with the entries of any database
+    /// [`Self::snapshot_database`] took), before the operator sees any message.
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
         if entries.is_empty() {
             Ok(())
@@ -97,6 +150,23 @@ pub trait Operator: Send {
             )))
         }
     }
+}
+
+/// [`Operator::restore`] for an operator that may spill into the store `store` returns:
+/// the entries through [`Operator::restore_state`] (which puts keyed ones in the store),
+/// then the restored databases copied into the store, never all in memory. Without a
+/// store, everything through `restore_state`.
+pub(crate) fn restore_spilling<O: Operator>(
+    operator: &mut O,
+    mut state: RestoredState<'_>,
+    store: fn(&mut O) -> Option<&mut SpillStore>,
+) -> Result<()> {
+    if store(operator).is_none() {
+        return operator.restore_state(state.into_entries());
+    }
+    operator.restore_state(std::mem::take(&mut state.entries))?;
+    state.copy_databases_into(store(operator).expect("checked above"));
+    Ok(())
 }
 
 /// Runs `message` through `chain`, returning what comes out of its last operator.

@@ -113,8 +113,8 @@ impl AggregateOperator {
             // (`snapshot_database`).
             self.spill_flush()?;
             let spill = self.spill.as_ref().expect("checked above");
-            if !spill.on_disk() {
-                entries.extend(spill.stored_entries());
+            if !spill.store.on_disk() {
+                entries.extend(spill.store.entries());
             }
             return Ok(entries);
         }
@@ -189,7 +189,7 @@ impl AggregateOperator {
     }
 
     pub(super) fn restore_groups(&mut self, entries: Vec<StateEntry>) -> Result<()> {
-        if self.group_count() > 0 || self.spill.as_ref().is_some_and(|s| s.holds_groups()) {
+        if self.group_count() > 0 || self.spill.as_ref().is_some_and(|s| s.store.holds_entries()) {
             return Err(SluiceError::internal(
                 "restoring an aggregate that already holds groups",
             ));
@@ -210,7 +210,7 @@ impl AggregateOperator {
         }
         if let Some(spill) = &mut self.spill {
             // Groups stay encoded until a row needs them.
-            spill.store(groups);
+            spill.store.put(groups);
             return Ok(());
         }
         for group in self.decode_groups(&groups)? {

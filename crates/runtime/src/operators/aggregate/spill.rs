@@ -24,20 +24,19 @@ use std::collections::HashSet;
 use arrow::array::ArrayRef;
 use arrow::row::{OwnedRow, RowConverter, Rows};
 use sluice_common::error::Result;
-use sluice_state::spill::{DbCheckpoint, WRITE_CHUNK, least_recently_used};
+use sluice_state::spill::{WRITE_CHUNK, least_recently_used};
 use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
 
 use super::snapshot::group_entry_key;
 use super::{AggregateOperator, Group};
 use crate::keygroup::key_groups_of_columns;
-use crate::operators::StateEntry;
 
 /// Fixed bytes per in-memory group besides its key and accumulators: the group itself,
 /// its index entry and its slot.
 const GROUP_OVERHEAD: usize = std::mem::size_of::<Group>() + 64;
 
 pub(super) struct Spill {
-    store: SpillStore,
+    pub(super) store: SpillStore,
     /// Per slot: estimated bytes of its group (0 for a free slot), and their sum.
     bytes: Vec<usize>,
     total: usize,
@@ -48,8 +47,6 @@ pub(super) struct Spill {
     dirty: Vec<bool>,
     /// Keys of groups whose last row was retracted since the last barrier.
     deleted: Vec<OwnedRow>,
-    /// Whether the store may hold any group (else lookups are skipped).
-    holds_groups: bool,
 }
 
 impl Spill {
@@ -62,30 +59,7 @@ impl Spill {
             tick: 0,
             dirty: Vec::new(),
             deleted: Vec::new(),
-            holds_groups: false,
         }
-    }
-
-    pub(super) fn holds_groups(&self) -> bool {
-        self.holds_groups
-    }
-
-    /// Every group in the store, as state entries.
-    pub(super) fn stored_entries(&self) -> Vec<StateEntry> {
-        self.store.table().scan(None)
-    }
-
-    /// Puts encoded groups into the store.
-    pub(super) fn store(&mut self, entries: Vec<StateEntry>) {
-        self.holds_groups |= !entries.is_empty();
-        let puts = entries
-            .into_iter()
-            .map(|(key_group, key, value)| StateWrite::Put {
-                key_group,
-                key,
-                value,
-            });
-        self.store.table().write(puts.collect());
     }
 
     /// Deletes the groups whose last row was retracted from the store, before a later
@@ -107,17 +81,6 @@ impl Spill {
             .collect();
         self.store.table().write(deletes);
         Ok(())
-    }
-
-    /// A RocksDB checkpoint of the store (`None` in memory, where snapshots list its
-    /// entries instead).
-    pub(super) fn checkpoint(&self) -> Result<Option<DbCheckpoint>> {
-        self.store.checkpoint()
-    }
-
-    /// Whether snapshots are the store's files rather than its entries.
-    pub(super) fn on_disk(&self) -> bool {
-        self.store.dir().is_some()
     }
 }
 
@@ -141,7 +104,7 @@ impl AggregateOperator {
         let Some(spill) = &self.spill else {
             return Ok(());
         };
-        if !spill.holds_groups {
+        if !spill.store.holds_entries() {
             return Ok(());
         }
         let key_groups = key_groups_of_columns(keys, rows.num_rows(), DEFAULT_KEY_GROUPS)?;
@@ -216,7 +179,7 @@ impl AggregateOperator {
     fn write_groups(&mut self, slots: &[usize]) -> Result<()> {
         for chunk in slots.chunks(WRITE_CHUNK) {
             let entries = self.encode_groups(chunk)?;
-            self.spill.as_mut().expect("spilling").store(entries);
+            self.spill.as_mut().expect("spilling").store.put(entries);
         }
         Ok(())
     }
@@ -224,7 +187,7 @@ impl AggregateOperator {
     /// Notes that the group with `key` is gone: the store's copy must go too.
     pub(super) fn spill_forget(&mut self, key: Option<OwnedRow>) {
         if let (Some(spill), Some(key)) = (&mut self.spill, key)
-            && spill.holds_groups
+            && spill.store.holds_entries()
         {
             spill.deleted.push(key);
         }

@@ -37,7 +37,7 @@ mod null_aware;
 mod outer;
 mod spill;
 
-use super::{Operator, StateEntry};
+use super::{Operator, RestoredState, StateEntry};
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 pub use expiry::JoinIntervals;
 use expiry::{JoinTtl, JoinWindows};
@@ -337,8 +337,8 @@ impl Operator for JoinOperator {
         }
         self.spill_flush();
         match &self.spill {
-            Some(spill) if spill.on_disk() => {}
-            Some(spill) => entries.extend(spill.stored_entries()),
+            Some(spill) if spill.store.on_disk() => {}
+            Some(spill) => entries.extend(spill.store.entries()),
             None => entries.extend(self.bucket_entries()?),
         }
         Ok(entries)
@@ -347,7 +347,12 @@ impl Operator for JoinOperator {
     fn snapshot_database(&mut self) -> Result<Option<DbCheckpoint>> {
         self.spill
             .as_ref()
-            .map_or(Ok(None), |spill| spill.checkpoint())
+            .map_or(Ok(None), |spill| spill.store.checkpoint())
+    }
+
+    /// A spilling join copies the buckets of restored spill stores into its own.
+    fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
+        super::restore_spilling(self, state, |j| j.spill.as_mut().map(|s| &mut s.store))
     }
 
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
@@ -384,7 +389,7 @@ impl Operator for JoinOperator {
             if let Some(side) = (side as u8).checked_sub(BUCKET).filter(|&s| s < 2) {
                 match &mut self.spill {
                     // Buckets stay encoded until a row needs them.
-                    Some(spill) => spill.store(vec![(key_group, entry_key, value)]),
+                    Some(spill) => spill.store.put(vec![(key_group, entry_key, value)]),
                     None => {
                         let bucket = decode_bucket(&value).ok_or_else(corrupt)?;
                         self.state[side as usize].insert(entry_key[1..].into(), bucket);
@@ -407,7 +412,7 @@ impl Operator for JoinOperator {
             let rows_as_buckets = self.bucket_entries()?;
             self.state = [SideState::new(), SideState::new()];
             if let Some(spill) = &mut self.spill {
-                spill.store(rows_as_buckets);
+                spill.store.put(rows_as_buckets);
             }
         }
         self.index_restored_windows()?;

@@ -28,12 +28,11 @@ use std::collections::{HashMap, HashSet};
 use arrow::array::ArrayRef;
 use arrow::row::Rows;
 use sluice_common::error::{Result, SluiceError};
-use sluice_state::spill::{DbCheckpoint, WRITE_CHUNK, least_recently_used};
+use sluice_state::spill::{WRITE_CHUNK, least_recently_used};
 use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
 
 use super::{Bucket, JoinOperator, bucket_entry_key, decode_bucket, encode_bucket};
 use crate::keygroup::key_groups_of_columns;
-use crate::operators::StateEntry;
 
 /// Estimated bytes a bucket holds besides its rows: the key's two copies (state and
 /// cache), the maps' entries.
@@ -55,7 +54,7 @@ struct Cached {
 }
 
 pub(super) struct Spill {
-    store: SpillStore,
+    pub(super) store: SpillStore,
     /// Per side: the buckets in memory. Between batches these are exactly the keys of
     /// that side's state.
     cached: [HashMap<Box<[u8]>, Cached>; 2],
@@ -66,8 +65,6 @@ pub(super) struct Spill {
     row_bytes: [usize; 2],
     /// The distinct keys of the batch being joined, with their key groups.
     batch_keys: Vec<(u16, Box<[u8]>)>,
-    /// Whether the store may hold any bucket (else lookups are skipped).
-    holds_buckets: bool,
 }
 
 impl Spill {
@@ -79,35 +76,7 @@ impl Spill {
             tick: 0,
             row_bytes: [0, 0],
             batch_keys: Vec::new(),
-            holds_buckets: false,
         }
-    }
-
-    /// Puts encoded buckets into the store.
-    pub(super) fn store(&mut self, entries: Vec<StateEntry>) {
-        self.holds_buckets |= !entries.is_empty();
-        let puts = entries
-            .into_iter()
-            .map(|(key_group, key, value)| StateWrite::Put {
-                key_group,
-                key,
-                value,
-            });
-        self.store.table().write(puts.collect());
-    }
-
-    /// Every bucket in the store, as state entries.
-    pub(super) fn stored_entries(&self) -> Vec<StateEntry> {
-        self.store.table().scan(None)
-    }
-
-    /// Whether snapshots are the store's files rather than its entries.
-    pub(super) fn on_disk(&self) -> bool {
-        self.store.dir().is_some()
-    }
-
-    pub(super) fn checkpoint(&self) -> Result<Option<DbCheckpoint>> {
-        self.store.checkpoint()
     }
 
     fn bucket_bytes(&self, side: usize, key: &[u8], rows: usize) -> usize {
@@ -173,7 +142,7 @@ impl JoinOperator {
                 continue;
             }
             spill.batch_keys.push((key_group, key.into()));
-            if !spill.holds_buckets {
+            if !spill.store.holds_entries() {
                 continue;
             }
             for s in 0..2 {
@@ -278,7 +247,7 @@ impl JoinOperator {
                     ));
                 }
             }
-            spill.store(puts);
+            spill.store.put(puts);
         }
         Ok(())
     }
@@ -310,7 +279,7 @@ impl JoinOperator {
                     encode_bucket(bucket),
                 ));
             }
-            spill.store(puts);
+            spill.store.put(puts);
         }
     }
 }
@@ -320,8 +289,10 @@ mod tests {
     use super::super::tests::{outer_join, rows, semi_or_anti_join};
     use super::*;
     use crate::message::{Message, RowKind, op_column};
-    use crate::operators::Operator;
+    use crate::operators::{Operator, RestoredState, StateEntry};
     use arrow::array::RecordBatch;
+    use sluice_state::OperatorStateDirs;
+    use sluice_state::spill::RestoredDb;
 
     /// Batches of inserts and retractions (of rows inserted before) on either side over
     /// 12 keys (some NULL), from a fixed seed: the same input for every join compared.
@@ -501,6 +472,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn subtasks_copy_their_key_groups_of_a_restored_database_into_their_stores() {
+        let root = std::env::temp_dir().join(format!("sluice-join-restore-{}", std::process::id()));
+        let dirs = OperatorStateDirs::open(&root, 0).unwrap();
+        let mut reference = outer_join(true, false);
+        let mut spilling = outer_join(true, false).with_spill(dirs.open_store("before").unwrap());
+        for (side, batch) in churn(40) {
+            reference
+                .process_batch_from(side, batch.clone(), &mut vec![])
+                .unwrap();
+            spilling
+                .process_batch_from(side, batch, &mut vec![])
+                .unwrap();
+        }
+        assert!(
+            spilling.snapshot_state().unwrap().is_empty(),
+            "on disk, the buckets are the database's files"
+        );
+        let checkpoint = spilling.snapshot_database().unwrap().unwrap();
+        let files: Vec<(String, Vec<u8>)> = checkpoint
+            .files
+            .iter()
+            .map(|f| (f.clone(), std::fs::read(checkpoint.dir.join(f)).unwrap()))
+            .collect();
+        let db = RestoredDb::open(
+            &dirs.scratch_dir(),
+            files.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+        )
+        .unwrap();
+
+        // At parallelism 2, each subtask takes the buckets of its key groups.
+        let mut restored = Vec::new();
+        for subtask in 0..2 {
+            let key_groups: Vec<u16> = (0..DEFAULT_KEY_GROUPS)
+                .filter(|&g| {
+                    sluice_state::subtask_of_key_group(g, DEFAULT_KEY_GROUPS, 2) == subtask
+                })
+                .collect();
+            let store = dirs.open_store(&format!("after-{subtask}")).unwrap();
+            let mut join = outer_join(true, false).with_spill(store);
+            join.restore(RestoredState {
+                entries: Vec::new(),
+                databases: vec![&db],
+                key_groups: Some(key_groups.clone()),
+            })
+            .unwrap();
+            assert_eq!(
+                join.cached_bucket_count(),
+                [0, 0],
+                "nothing read into memory"
+            );
+            let stored = join.spill.as_ref().unwrap().store.entries();
+            assert!(stored.iter().all(|(g, _, _)| key_groups.contains(g)));
+            restored.extend(stored);
+        }
+        assert_eq!(
+            normalized(restored),
+            normalized(reference.snapshot_state().unwrap())
+        );
+        drop((db, checkpoint, spilling));
+        let _ = std::fs::remove_dir_all(root);
     }
 
     /// `join`'s state as checkpoints before buckets held it: key
