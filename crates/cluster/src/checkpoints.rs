@@ -25,7 +25,7 @@
 //! group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +35,8 @@ use sluice_runtime::operators::StateEntry;
 use sluice_runtime::operators::materialize::ViewPartition;
 use sluice_runtime::task::SubtaskSnapshot;
 use sluice_state::checkpoint::{
-    CheckpointKind, CheckpointMetadata, CheckpointStore, RestoredCheckpoint, StateFileRef,
+    CheckpointKind, CheckpointMetadata, CheckpointStore, Downloads, RestoredCheckpoint,
+    StateFileRef,
 };
 use sluice_state::snapshot::{decode_entries, encode_entries};
 use sluice_state::spill::{DbCheckpoint, RestoredDb};
@@ -546,8 +547,31 @@ impl RestorePlan {
                 StateFile::OperatorDb { .. } => unreachable!("handled above"),
             }
         }
-        for ((view, node, subtask), files) in databases {
-            let db = RestoredDb::open(scratch, files).map_err(|e| {
+        // Databases downloaded to disk (see `Self::downloads`), by their directory.
+        let mut on_disk: BTreeMap<(u64, usize, usize), PathBuf> = BTreeMap::new();
+        for (name, path) in &checkpoint.downloaded {
+            let Some(StateFile::OperatorDb {
+                view,
+                node,
+                subtask,
+                ..
+            }) = StateFile::parse(name)
+            else {
+                return Err(unknown(name));
+            };
+            let dir = path.parent().ok_or_else(|| unknown(name))?;
+            on_disk.insert((view, node, subtask), dir.to_path_buf());
+        }
+        let opened = databases
+            .into_iter()
+            .map(|(at, files)| (at, RestoredDb::open(scratch, files)))
+            .chain(
+                on_disk
+                    .into_iter()
+                    .map(|(at, dir)| (at, RestoredDb::open_in_place(scratch, dir))),
+            );
+        for ((view, node, subtask), db) in opened {
+            let db = db.map_err(|e| {
                 SluiceError::corrupted(format!(
                     "the RocksDB state of node {node}, subtask {subtask} of view {view} in \
                      checkpoint {}: {}",
@@ -561,6 +585,16 @@ impl RestorePlan {
             restore.job.epoch = plan.epoch;
         }
         Ok(plan)
+    }
+
+    /// How a restore into `scratch` reads checkpoints: the files of operators' RocksDB
+    /// checkpoints are downloaded into files there (and opened where they lie), the
+    /// rest into memory.
+    pub fn downloads(scratch: &Path) -> Downloads<'_> {
+        Downloads {
+            dir: scratch,
+            on_disk: |name| matches!(StateFile::parse(name), Some(StateFile::OperatorDb { .. })),
+        }
     }
 
     /// The restored entries of node `node` in subtask `subtask` of view `view`.

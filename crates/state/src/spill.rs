@@ -78,9 +78,12 @@ impl OperatorStateDirs {
         }))
     }
 
-    /// Where restores write the RocksDB checkpoints they download (see [`RestoredDb`]).
+    /// A new directory name for one restore to write the RocksDB checkpoints it
+    /// downloads in (see [`RestoredDb`]): restores of several jobs at once never share
+    /// one.
     pub fn scratch_dir(&self) -> PathBuf {
-        self.root.join("restore")
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.root.join("restore").join(n.to_string())
     }
 
     /// RocksDB's own memory per store: the operator caches its hot keys itself, so the
@@ -313,7 +316,8 @@ impl std::fmt::Debug for RestoredDb {
 
 impl RestoredDb {
     /// Writes the checkpoint files (name, contents) `files` to a new directory under
-    /// `scratch` and opens them.
+    /// `scratch` and opens them. The directory is deleted when the result is dropped,
+    /// and `scratch` too if that leaves it empty.
     ///
     /// Fails with an I/O error (58030) when the files cannot be written or RocksDB cannot
     /// open them (they were verified by checksum, so that means a bug or a full disk).
@@ -322,11 +326,14 @@ impl RestoredDb {
         files: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> Result<RestoredDb> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = ScratchDir(scratch.join(format!(
-            "sluice-restore-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        )));
+        let dir = ScratchDir(
+            scratch.join(format!(
+                "sluice-restore-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )),
+            Some(scratch.to_path_buf()),
+        );
         std::fs::create_dir_all(&dir.0)
             .map_err(|e| SluiceError::io(format!("creating {}", dir.0.display()), e))?;
         for (name, bytes) in files {
@@ -334,6 +341,19 @@ impl RestoredDb {
             std::fs::write(&path, bytes)
                 .map_err(|e| SluiceError::io(format!("writing {}", path.display()), e))?;
         }
+        Self::open_dir(dir)
+    }
+
+    /// Opens the checkpoint files already downloaded into directory `dir` under
+    /// `scratch`; `dir` is deleted when the result is dropped (or this fails), then its
+    /// parents up to `scratch` that that leaves empty.
+    ///
+    /// Fails with an I/O error (58030) when RocksDB cannot open them.
+    pub fn open_in_place(scratch: &Path, dir: PathBuf) -> Result<RestoredDb> {
+        Self::open_dir(ScratchDir(dir, Some(scratch.to_path_buf())))
+    }
+
+    fn open_dir(dir: ScratchDir) -> Result<RestoredDb> {
         let backend = RocksDbStateBackend::open(&dir.0, OperatorStateDirs::options())?;
         Ok(RestoredDb {
             table: backend.table(TABLE),
@@ -351,11 +371,22 @@ impl RestoredDb {
 }
 
 /// Removes a directory on drop, whatever happened in between.
-struct ScratchDir(PathBuf);
+/// Then its parent directories that are left empty, up to and including the scratch
+/// root (`None`: none).
+struct ScratchDir(PathBuf, Option<PathBuf>);
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let Some(root) = &self.1 else { return };
+        let mut parent = self.0.parent();
+        // `remove_dir` removes only empty directories: others' downloads stay.
+        while let Some(dir) = parent.filter(|p| p.starts_with(root)) {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+            parent = dir.parent();
+        }
     }
 }
 

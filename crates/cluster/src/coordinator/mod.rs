@@ -24,6 +24,7 @@ pub use sinks::SinkInfo;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -89,13 +90,20 @@ fn state_backend(config: &ServeConfig) -> Result<Arc<dyn StateBackend>> {
 /// backend, a RocksDB per operator subtask under `<data-dir>/operator-state`, emptied at
 /// every start like `state/`.
 impl Coordinator {
-    /// Where a restore writes the RocksDB checkpoints it downloads: next to the spill
-    /// stores they are copied into (on disk, emptied at every start), or the system's
-    /// temporary directory when operators keep their state in memory.
+    /// A new directory for one restore to write the RocksDB checkpoints it downloads
+    /// in: next to the spill stores they are copied into (on disk, emptied at every
+    /// start), or in the system's temporary directory when operators keep their state
+    /// in memory. It goes once the restored databases are dropped.
     fn restore_scratch(&self) -> PathBuf {
-        self.operator_state
-            .as_ref()
-            .map_or_else(std::env::temp_dir, |dirs| dirs.scratch_dir())
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        match &self.operator_state {
+            Some(dirs) => dirs.scratch_dir(),
+            None => std::env::temp_dir().join(format!(
+                "sluice-restore-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )),
+        }
     }
 }
 
@@ -469,7 +477,10 @@ impl Coordinator {
         let plan = match &self.durable {
             Some(durable) => {
                 let store = durable.checkpointer.store();
-                let latest = store.latest_restorable().await?;
+                let scratch = self.restore_scratch();
+                let latest = store
+                    .latest_restorable_with(Some(RestorePlan::downloads(&scratch)))
+                    .await?;
                 if let Some(latest) = &latest {
                     for skipped in &latest.skipped {
                         tracing::warn!(epoch = skipped.epoch, reason = %skipped.reason, "skipped a damaged checkpoint");
@@ -478,7 +489,6 @@ impl Coordinator {
                 // Epochs continue past every epoch the store has seen (complete, damaged
                 // or abandoned), so a new checkpoint never reuses one.
                 *self.epochs.lock().await = store.next_epoch().await?.saturating_sub(1);
-                let scratch = self.restore_scratch();
                 match latest
                     .map(|latest| RestorePlan::decode(latest, &scratch))
                     .transpose()

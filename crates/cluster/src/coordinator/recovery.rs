@@ -370,14 +370,21 @@ impl Coordinator {
     /// still retains the changes made since it.
     async fn restore_point(&self) -> Option<RestorePlan> {
         let durable = self.durable.as_ref()?;
-        let latest = match durable.checkpointer.store().latest_restorable().await {
+        let scratch = self.restore_scratch();
+        let downloads = RestorePlan::downloads(&scratch);
+        let latest = match durable
+            .checkpointer
+            .store()
+            .latest_restorable_with(Some(downloads))
+            .await
+        {
             Ok(latest) => latest?,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the checkpoint store; restarting jobs from scratch");
                 return None;
             }
         };
-        let plan = match RestorePlan::decode(latest, &self.restore_scratch()) {
+        let plan = match RestorePlan::decode(latest, &scratch) {
             Ok(plan) => plan,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot decode the latest checkpoint; restarting jobs from scratch");

@@ -144,6 +144,12 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
     for view in VIEWS {
         assert_eq!(engine.job(view).restored_epoch, Some(savepoint.epoch));
     }
+    let downloads = dir.join("operator-state/restore");
+    assert_eq!(
+        std::fs::read_dir(&downloads).map_or(0, |d| d.count()),
+        0,
+        "the downloaded databases go once their state is copied into the new stores"
+    );
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -82,8 +82,27 @@ pub struct RestoredCheckpoint {
     pub metadata: CheckpointMetadata,
     /// Logical name -> contents, every file verified against its size and checksum.
     pub files: BTreeMap<String, Bytes>,
+    /// Logical name -> the local file it was downloaded to and verified in (the files
+    /// [`Downloads::on_disk`] selects).
+    pub downloaded: BTreeMap<String, PathBuf>,
     /// Newer checkpoints that were passed over, newest first, with the reason.
     pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// Where a restore keeps the state files it reads: in memory, except those `on_disk`
+/// selects by name, which are streamed into `dir/chk-<epoch>/<name>` (state larger
+/// than memory, opened where it lies). A checkpoint that turns out damaged has its
+/// directory there removed.
+#[derive(Debug, Clone, Copy)]
+pub struct Downloads<'a> {
+    pub dir: &'a std::path::Path,
+    pub on_disk: fn(&str) -> bool,
+}
+
+impl Downloads<'_> {
+    fn epoch_dir(&self, epoch: u64) -> PathBuf {
+        self.dir.join(epoch_dir(epoch))
+    }
 }
 
 /// A checkpoint that exists in the store but cannot be used, and why.
@@ -243,22 +262,7 @@ impl CheckpointStore {
             }
             Err(e) => return Err(SluiceError::io(format!("reading {}", what()), e)),
         };
-        if data.len() as u64 != file.size {
-            return Err(SluiceError::corrupted(format!(
-                "{} is {} bytes long, the metadata says {}",
-                what(),
-                data.len(),
-                file.size
-            )));
-        }
-        let crc = crc32fast::hash(&data);
-        if crc != file.crc32 {
-            return Err(SluiceError::corrupted(format!(
-                "{} fails its checksum (crc32 {crc:08x}, expected {:08x})",
-                what(),
-                file.crc32
-            )));
-        }
+        verify(&what(), data.len() as u64, crc32fast::hash(&data), file)?;
         Ok(data)
     }
 
@@ -398,16 +402,32 @@ impl CheckpointStore {
     /// the result is DATA_CORRUPTED (XX001) listing why, not `None` (which would start
     /// the job from scratch).
     pub async fn latest_restorable(&self) -> Result<Option<RestoredCheckpoint>> {
+        self.latest_restorable_with(None).await
+    }
+
+    /// [`Self::latest_restorable`], with the files `downloads` selects written to local
+    /// files instead of held in memory.
+    pub async fn latest_restorable_with(
+        &self,
+        downloads: Option<Downloads<'_>>,
+    ) -> Result<Option<RestoredCheckpoint>> {
         let listing = self.inspect().await?;
         let mut skipped: Vec<SkippedCheckpoint> = listing.invalid.clone();
         for metadata in listing.completed.into_iter().rev() {
-            match self.fetch_files(&metadata).await {
-                Ok(files) => {
+            let fetched = self.fetch_files(&metadata, downloads).await;
+            if fetched.is_err()
+                && let Some(downloads) = downloads
+            {
+                remove_download(&downloads.epoch_dir(metadata.epoch));
+            }
+            match fetched {
+                Ok((files, downloaded)) => {
                     skipped.retain(|s| s.epoch > metadata.epoch);
                     skipped.sort_by_key(|s| std::cmp::Reverse(s.epoch));
                     return Ok(Some(RestoredCheckpoint {
                         metadata,
                         files,
+                        downloaded,
                         skipped,
                     }));
                 }
@@ -454,10 +474,11 @@ impl CheckpointStore {
                 ),
             ));
         };
-        let files = self.fetch_files(&metadata).await?;
+        let (files, downloaded) = self.fetch_files(&metadata, None).await?;
         Ok(RestoredCheckpoint {
             metadata,
             files,
+            downloaded,
             skipped: Vec::new(),
         })
     }
@@ -486,19 +507,77 @@ impl CheckpointStore {
     }
 
     /// Reads and verifies every state file of `metadata`.
-    async fn fetch_files(&self, metadata: &CheckpointMetadata) -> Result<BTreeMap<String, Bytes>> {
+    /// Reads and verifies every state file of `metadata`: into memory, or the ones
+    /// `downloads` selects into local files.
+    async fn fetch_files(
+        &self,
+        metadata: &CheckpointMetadata,
+        downloads: Option<Downloads<'_>>,
+    ) -> Result<(BTreeMap<String, Bytes>, BTreeMap<String, PathBuf>)> {
         // Owned pairs: a closure over borrowed ones makes the future unusable in spawned
         // tasks (the compiler cannot prove it Send for every lifetime).
-        let files: Vec<(String, StateFileRef)> = metadata
+        let (local, in_memory): (Vec<(String, StateFileRef)>, Vec<_>) = metadata
             .files
             .iter()
             .map(|(name, file)| (name.clone(), file.clone()))
-            .collect();
-        stream::iter(files)
-            .map(|(name, file)| async move { Ok((name, self.get_state(&file).await?)) })
+            .partition(|(name, _)| downloads.is_some_and(|d| (d.on_disk)(name)));
+        let files: BTreeMap<String, Bytes> = stream::iter(in_memory)
+            .map(|(name, file)| async move {
+                Ok::<_, SluiceError>((name, self.get_state(&file).await?))
+            })
             .buffered(CONCURRENCY)
-            .try_collect()
-            .await
+            .try_collect::<BTreeMap<_, _>>()
+            .await?;
+        let mut downloaded = BTreeMap::new();
+        if let Some(downloads) = downloads {
+            let dir = downloads.epoch_dir(metadata.epoch);
+            downloaded = stream::iter(local)
+                .map(|(name, file)| {
+                    let path = dir.join(&name);
+                    async move {
+                        self.download_state(&file, &path).await?;
+                        Ok::<_, SluiceError>((name, path))
+                    }
+                })
+                .buffered(CONCURRENCY)
+                .try_collect::<BTreeMap<_, _>>()
+                .await?;
+        }
+        Ok((files, downloaded))
+    }
+
+    /// Streams state file `file` into the local file `path` (creating its directory),
+    /// verifying its size and checksum as [`Self::get_state`] does.
+    async fn download_state(&self, file: &StateFileRef, path: &std::path::Path) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let epoch = epoch_of_path(&file.path).unwrap_or_default();
+        let what = || {
+            format!(
+                "state file {} of checkpoint {epoch}",
+                self.describe(&file.path)
+            )
+        };
+        let local = |e: std::io::Error| SluiceError::io(format!("writing {}", path.display()), e);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(local)?;
+        }
+        let mut out = tokio::fs::File::create(path).await.map_err(local)?;
+        let mut chunks = match self.shared.store.get(&self.location(&file.path)?).await {
+            Ok(got) => got.into_stream(),
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(SluiceError::corrupted(format!("{} is missing", what())));
+            }
+            Err(e) => return Err(SluiceError::io(format!("reading {}", what()), e)),
+        };
+        let (mut size, mut crc) = (0u64, crc32fast::Hasher::new());
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| SluiceError::io(format!("reading {}", what()), e))?;
+            size += chunk.len() as u64;
+            crc.update(&chunk);
+            out.write_all(&chunk).await.map_err(local)?;
+        }
+        out.flush().await.map_err(local)?;
+        verify(&what(), size, crc.finalize(), file)
     }
 
     /// Checks that every file of `metadata` lies where the layout and the retention
@@ -566,6 +645,34 @@ fn parse_epoch_dir(name: &str) -> Option<u64> {
         return None;
     }
     digits.parse().ok()
+}
+
+/// Checks a state file read as `what` (`size` bytes with checksum `crc`) against its
+/// reference: DATA_CORRUPTED (XX001) saying which differs.
+fn verify(what: &str, size: u64, crc: u32, file: &StateFileRef) -> Result<()> {
+    if size != file.size {
+        return Err(SluiceError::corrupted(format!(
+            "{what} is {size} bytes long, the metadata says {}",
+            file.size
+        )));
+    }
+    if crc != file.crc32 {
+        return Err(SluiceError::corrupted(format!(
+            "{what} fails its checksum (crc32 {crc:08x}, expected {:08x})",
+            file.crc32
+        )));
+    }
+    Ok(())
+}
+
+/// Removes what a failed download of a checkpoint left in `dir`.
+fn remove_download(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %e,
+            "could not remove the files of a checkpoint that failed to restore");
+    }
 }
 
 /// The epoch of a path relative to the prefix (`chk-<epoch>/...`).

@@ -249,6 +249,73 @@ async fn a_damaged_state_file_falls_back_to_the_previous_checkpoint() {
 }
 
 #[tokio::test]
+async fn selected_files_are_downloaded_to_disk_and_a_damaged_download_is_removed() {
+    let dir = TempDir::new("downloads");
+    let scratch = TempDir::new("downloads-scratch");
+    let store = CheckpointStore::open(dir.0.to_str().unwrap()).unwrap();
+    let names = ["db/000001.sst", "db/CURRENT", "op-1/subtask-0"];
+    for epoch in [1, 2] {
+        write_checkpoint(
+            &store,
+            epoch,
+            CheckpointKind::Checkpoint,
+            &files(epoch, &names),
+        )
+        .await
+        .unwrap();
+    }
+    let downloads = Downloads {
+        dir: &scratch.0,
+        on_disk: |name| name.starts_with("db/"),
+    };
+    let restored = store
+        .latest_restorable_with(Some(downloads))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(restored.metadata.epoch, 2);
+    let expected = files(2, &names);
+    assert_eq!(
+        restored.files.keys().collect::<Vec<_>>(),
+        ["op-1/subtask-0"],
+        "the rest stays in memory"
+    );
+    assert_eq!(
+        restored.downloaded.keys().collect::<Vec<_>>(),
+        ["db/000001.sst", "db/CURRENT"]
+    );
+    for (name, path) in &restored.downloaded {
+        assert!(path.starts_with(&scratch.0), "{path:?}");
+        assert_eq!(std::fs::read(path).unwrap(), expected[name]);
+    }
+
+    // A damaged file of the newest checkpoint: its download goes, the previous is used.
+    let path = dir.0.join("chk-00000000000000000002/db/000001.sst");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let scratch = TempDir::new("downloads-damaged");
+    let downloads = Downloads {
+        dir: &scratch.0,
+        on_disk: |name| name.starts_with("db/"),
+    };
+    let restored = store
+        .latest_restorable_with(Some(downloads))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(restored.metadata.epoch, 1);
+    assert!(restored.skipped[0].reason.contains("checksum"));
+    assert!(
+        !downloads.epoch_dir(2).exists(),
+        "the damaged checkpoint's download is removed"
+    );
+    for (name, path) in &restored.downloaded {
+        assert_eq!(std::fs::read(path).unwrap(), files(1, &names)[name]);
+    }
+}
+
+#[tokio::test]
 async fn damaged_or_truncated_metadata_falls_back_to_the_previous_checkpoint() {
     let names = ["op-1/subtask-0"];
     type Damage = fn(&mut Vec<u8>);
