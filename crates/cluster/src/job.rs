@@ -1514,6 +1514,10 @@ fn compile_operator(
                     topn.with_windows(w.index, w.allowed_lateness_ms, late_rows.clone())
                 }
                 (None, Some(ttl)) => topn.with_state_ttl(ttl),
+                (None, None) if topn.can_spill() => match spill.store()? {
+                    Some(store) => topn.with_spill(store),
+                    None => topn,
+                },
                 (None, None) => topn,
             })
         }

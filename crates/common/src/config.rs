@@ -40,7 +40,7 @@ pub struct ServeConfig {
     pub state_cache_mb: usize,
     /// Memory (MiB) each stateful operator subtask keeps its most recently used keys in,
     /// with the RocksDB backend; the rest it spills to RocksDB under
-    /// `<data-dir>/operator-state`. GROUP BY aggregates and equi-joins spill so far.
+    /// `<data-dir>/operator-state`. GROUP BY aggregates, equi-joins and Top-N spill so far.
     pub operator_cache_mb: usize,
     /// `sluice coordinator`: where workers reach the control plane (gRPC).
     pub rpc_listen: String,

@@ -1,4 +1,4 @@
-//! A GROUP BY and a join whose state does not fit in their memory budget: it lives in
+//! A GROUP BY, a join and a Top-N whose state does not fit in their memory budget: it lives in
 //! each operator's RocksDB spill store, checkpoints upload only the SST files that
 //! changed, and a restart restores all of it exactly.
 
@@ -9,8 +9,11 @@ use crate::support::{Engine, durable};
 
 const KEYS: usize = 2000;
 
-/// The views whose operators spill: a GROUP BY and a join.
-const VIEWS: [&str; 2] = ["sums", "joined"];
+/// The views whose operators spill: a GROUP BY, a join and a Top-N.
+const VIEWS: [&str; 3] = ["sums", "joined", "top"];
+
+/// The Top-N view's query.
+const TOP: &str = "SELECT k, v, rn FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t) WHERE rn <= 2";
 
 /// The SST files of the spill stores of view `view` (by id) that `checkpoint`
 /// references.
@@ -62,6 +65,10 @@ async fn assert_exact(engine: &mut Engine) {
             .rows("SELECT t.k, t.v, u.v FROM t JOIN u ON t.k = u.k")
             .await
     );
+    assert_eq!(
+        engine.rows("SELECT * FROM top").await,
+        engine.rows(TOP).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,6 +87,9 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
                  SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;
              CREATE MATERIALIZED VIEW joined AS
                  SELECT t.k, t.v AS tv, u.v AS uv FROM t JOIN u ON t.k = u.k;")
+        .await;
+    engine
+        .ok(&format!("CREATE MATERIALIZED VIEW top AS {TOP}"))
         .await;
     insert_keys(&mut engine, "t", 0..KEYS).await;
     insert_keys(&mut engine, "u", (0..KEYS).step_by(2)).await;

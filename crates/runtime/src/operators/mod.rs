@@ -9,6 +9,7 @@ pub mod calc;
 pub mod change_log;
 pub mod encoding;
 pub mod join;
+mod keyed_spill;
 pub mod materialize;
 pub mod over;
 pub mod retractable;

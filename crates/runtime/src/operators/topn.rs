@@ -15,6 +15,10 @@
 //! A window Top-N (`window_end` among the PARTITION BY keys) frees a window's partitions
 //! once the watermark passes its end plus the allowed lateness; later changes for a
 //! closed window are late (dropped and counted).
+//!
+//! A partitioned Top-N without windows or a state TTL can keep only its recently used
+//! partitions in memory and the rest in a spill store (see `keyed_spill.rs`); a
+//! snapshot holds an entry per partition, as that store does.
 
 use crate::operators::OPERATOR_WIDE;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,13 +31,15 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
-use sluice_state::DEFAULT_KEY_GROUPS;
+use sluice_state::spill::DbCheckpoint;
+use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore};
 
 use super::encoding::{
     push_sized, row_converter, split_sized, take_through, timestamp_millis, wall_clock_ms,
 };
+use super::keyed_spill::{KeyedSpill, SpillValue, entry_key, split_entry_key};
 use super::ttl::Recency;
-use super::{Operator, StateEntry};
+use super::{Operator, RestoredState, StateEntry};
 use crate::keygroup::key_groups_of_columns;
 use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
 
@@ -67,6 +73,8 @@ pub struct TopNOperator {
     /// and its top rows retracted; a later row for it starts it over, and retractions of
     /// rows it no longer holds are ignored.
     ttl: Option<Recency<Box<[u8]>>>,
+    /// Partitions beyond the memory budget.
+    spill: Option<KeyedSpill>,
 }
 
 /// A window Top-N's closing of windows (see the module docs).
@@ -84,6 +92,41 @@ struct TopNWindows {
 /// Snapshot key of a window Top-N's closed-by watermark; no partition entry starts with
 /// a length of `u32::MAX`.
 const CLOSED_BY_KEY: &[u8] = &[0xff, 0xff, 0xff, 0xff, b'c'];
+
+/// What a partition's snapshot key starts with, ahead of the partition key: no entry of
+/// a row (in checkpoints before partition entries) starts with such a length.
+const PARTITION: &[u8] = &[0xfe, 0xff, 0xff, 0xff];
+
+impl SpillValue for Ranking {
+    /// Each row's order key and row, each behind its length, and its multiplicity
+    /// (`i64`, little-endian).
+    fn encode(&self) -> Vec<u8> {
+        let bytes = self.keys().map(|(o, r)| o.len() + r.len() + 16).sum();
+        let mut value = Vec::with_capacity(bytes);
+        for ((order, row), count) in self {
+            push_sized(&mut value, order);
+            push_sized(&mut value, row);
+            value.extend_from_slice(&count.to_le_bytes());
+        }
+        value
+    }
+
+    fn decode(mut bytes: &[u8]) -> Option<Self> {
+        let mut ranking = Ranking::new();
+        while !bytes.is_empty() {
+            let (order, rest) = split_sized(bytes)?;
+            let (row, rest) = split_sized(rest)?;
+            let count: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+            ranking.insert((order.into(), row.into()), i64::from_le_bytes(count));
+            bytes = &rest[8..];
+        }
+        Some(ranking)
+    }
+
+    fn rows(&self) -> usize {
+        self.len()
+    }
+}
 
 impl TopNOperator {
     /// `input` is the input schema (without the op column); `keep_all` is whether the
@@ -121,7 +164,50 @@ impl TopNOperator {
             schema,
             windows: None,
             ttl: None,
+            spill: None,
         })
+    }
+
+    /// Whether only partitions are state, so they can spill: a partitioned Top-N
+    /// without windows or a state TTL (which index partitions by time).
+    pub fn can_spill(&self) -> bool {
+        !self.partition_by.is_empty() && self.windows.is_none() && self.ttl.is_none()
+    }
+
+    /// Keeps at most `store.memory_budget()` bytes of partitions in memory and the rest
+    /// in `store`. Only for a Top-N that [`Self::can_spill`].
+    pub fn with_spill(mut self, store: SpillStore) -> Self {
+        debug_assert!(self.can_spill());
+        self.spill = Some(KeyedSpill::new(store, PARTITION, 1));
+        self
+    }
+
+    /// Partitions in memory and in the spill store, for tests: O(partitions).
+    pub fn partition_counts(&self) -> (usize, usize) {
+        let stored = self.spill.as_ref().map_or(0, |s| s.store.table().len());
+        (self.partitions.len(), stored)
+    }
+
+    /// Every partition held in memory, as snapshot entries.
+    fn partition_entries(&self) -> Result<Vec<StateEntry>> {
+        let parser = self.partition_converter.parser();
+        let mut entries = Vec::with_capacity(self.partitions.len());
+        for (partition, ranking) in &self.partitions {
+            let key_group = if self.partition_by.is_empty() {
+                0
+            } else {
+                let keys = self
+                    .partition_converter
+                    .convert_rows(std::iter::once(parser.parse(partition)))?;
+                key_groups_of_columns(&keys, 1, DEFAULT_KEY_GROUPS)?[0]
+            };
+            entries.push((
+                key_group,
+                entry_key(PARTITION, 0, partition),
+                ranking.encode(),
+            ));
+        }
+        Ok(entries)
     }
 
     /// Forgets partitions untouched for `ttl` (see the `ttl` field).
@@ -269,6 +355,11 @@ impl Operator for TopNOperator {
             .order_converter
             .convert_columns(&Self::evaluate(&self.order_by, &data)?)?;
         let rows = self.row_converter.convert_columns(data.columns())?;
+        if let (Some(spill), Some(keys)) = (&mut self.spill, &partitions) {
+            let row_bytes = rows.size().checked_div(rows.num_rows()).unwrap_or(0);
+            let maps = std::slice::from_mut(&mut self.partitions);
+            spill.load(maps, &partition_columns, keys, (0, row_bytes))?;
+        }
         // Every touched partition's top before the batch.
         let mut before: HashMap<Box<[u8]>, Top> = HashMap::new();
         for (i, end) in ends.into_iter().enumerate() {
@@ -345,6 +436,9 @@ impl Operator for TopNOperator {
                 }
             }
         }
+        if let Some(spill) = &mut self.spill {
+            spill.account(std::slice::from_mut(&mut self.partitions), 0);
+        }
         self.output(changes, out)
     }
 
@@ -383,30 +477,43 @@ impl Operator for TopNOperator {
                 closed.to_le_bytes().to_vec(),
             ));
         }
-        let parser = self.partition_converter.parser();
-        for (partition, ranking) in &self.partitions {
-            let key_group = if self.partition_by.is_empty() {
-                0
-            } else {
-                let keys = self
-                    .partition_converter
-                    .convert_rows(std::iter::once(parser.parse(partition)))?;
-                key_groups_of_columns(&keys, 1, DEFAULT_KEY_GROUPS)?[0]
-            };
-            for ((order, row), count) in ranking {
-                let mut key = Vec::with_capacity(8 + partition.len() + order.len() + row.len());
-                push_sized(&mut key, partition);
-                push_sized(&mut key, order);
-                key.extend_from_slice(row);
-                entries.push((key_group, key, count.to_le_bytes().to_vec()));
+        match &mut self.spill {
+            Some(spill) => {
+                spill.flush(std::slice::from_ref(&self.partitions));
+                if !spill.store.on_disk() {
+                    entries.extend(spill.store.entries());
+                }
             }
+            None => entries.extend(self.partition_entries()?),
         }
         Ok(entries)
     }
 
+    fn snapshot_database(&mut self) -> Result<Option<DbCheckpoint>> {
+        self.spill
+            .as_ref()
+            .map_or(Ok(None), |spill| spill.store.checkpoint())
+    }
+
+    /// A spilling Top-N copies the partitions of restored spill stores into its own.
+    fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
+        super::restore_spilling(self, state, |t| t.spill.as_mut().map(|s| &mut s.store))
+    }
+
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
         let corrupt = || SluiceError::corrupted("a Top-N snapshot entry is truncated");
-        for (_, key, value) in entries {
+        for (key_group, key, value) in entries {
+            if let Some((_, partition)) = split_entry_key(PARTITION, 1, &key) {
+                match &mut self.spill {
+                    // Partitions stay encoded until a row needs them.
+                    Some(spill) => spill.store.put(vec![(key_group, key, value)]),
+                    None => {
+                        let ranking = Ranking::decode(&value).ok_or_else(corrupt)?;
+                        self.partitions.insert(partition.into(), ranking);
+                    }
+                }
+                continue;
+            }
             if key == CLOSED_BY_KEY {
                 let closed: [u8; 8] = value.as_slice().try_into().map_err(|_| corrupt())?;
                 if let Some(w) = &mut self.windows {
@@ -421,6 +528,14 @@ impl Operator for TopNOperator {
                 .entry(partition.into())
                 .or_default()
                 .insert((order.into(), row.into()), i64::from_le_bytes(count));
+        }
+        // Checkpoints before partition entries held a row per entry.
+        if self.spill.is_some() && !self.partitions.is_empty() {
+            let rows_as_partitions = self.partition_entries()?;
+            self.partitions.clear();
+            if let Some(spill) = &mut self.spill {
+                spill.store.put(rows_as_partitions);
+            }
         }
         // Restored partitions live one more TTL: touch times are not checkpointed.
         if let Some(ttl) = &mut self.ttl {
@@ -605,5 +720,122 @@ mod tests {
             .process_batch(rows(vec![1], vec![6], vec![d]), &mut out)
             .unwrap();
         assert_eq!(changes(&out), vec!["-D k=1 v=6 rn=1"]);
+    }
+
+    /// Batches of inserts and retractions (of rows inserted before) over 15 partitions,
+    /// from a fixed seed.
+    fn churn(batches: usize) -> Vec<RecordBatch> {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut held: Vec<(i64, i64)> = Vec::new();
+        (0..batches)
+            .map(|_| {
+                let (mut ks, mut vs, mut kinds) = (vec![], vec![], vec![]);
+                for _ in 0..1 + next(10) {
+                    let (k, v, kind) = if !held.is_empty() && next(3) == 0 {
+                        let (k, v) = held.swap_remove(next(held.len() as u64) as usize);
+                        (k, v, RowKind::Delete)
+                    } else {
+                        let (k, v) = (next(15) as i64, next(50) as i64);
+                        held.push((k, v));
+                        (k, v, RowKind::Insert)
+                    };
+                    ks.push(k);
+                    vs.push(v);
+                    kinds.push(kind);
+                }
+                rows(ks, vs, kinds)
+            })
+            .collect()
+    }
+
+    /// A snapshot's partitions, decoded and in order.
+    fn partitions(entries: Vec<StateEntry>) -> Vec<(u16, Vec<u8>, Ranking)> {
+        let mut partitions: Vec<_> = entries
+            .into_iter()
+            .map(|(g, k, v)| (g, k, Ranking::decode(&v).unwrap()))
+            .collect();
+        partitions.sort();
+        partitions
+    }
+
+    #[test]
+    fn spilled_partitions_come_back_with_their_rows_and_change_no_result() {
+        for (limit, keep_all) in [(2, true), (3, false)] {
+            let input = churn(70);
+            let batches = if keep_all {
+                input
+            } else {
+                // Append-only input: the inserts alone.
+                input
+                    .into_iter()
+                    .map(|b| {
+                        let inserts = arrow::compute::kernels::cmp::eq(
+                            b.column(2),
+                            &Int8Array::new_scalar(RowKind::Insert as i8),
+                        )
+                        .unwrap();
+                        arrow::compute::filter_record_batch(&b, &inserts).unwrap()
+                    })
+                    .filter(|b| b.num_rows() > 0)
+                    .collect()
+            };
+            let mut reference = operator(limit, keep_all);
+            let mut everything_spilled =
+                operator(limit, keep_all).with_spill(SpillStore::in_memory(0));
+            let mut some_spilled = operator(limit, keep_all).with_spill(SpillStore::in_memory(900));
+            let mut spilled_some = false;
+            for (i, batch) in batches.into_iter().enumerate() {
+                let mut expected = vec![];
+                reference
+                    .process_batch(batch.clone(), &mut expected)
+                    .unwrap();
+                for op in [&mut everything_spilled, &mut some_spilled] {
+                    let mut out = vec![];
+                    op.process_batch(batch.clone(), &mut out).unwrap();
+                    let (mut got, mut want) = (changes(&out), changes(&expected));
+                    got.sort();
+                    want.sort();
+                    assert_eq!(got, want, "limit {limit}, batch {i}");
+                }
+                let held = reference.partitions.len();
+                assert_eq!(everything_spilled.partition_counts(), (0, held));
+                let (cached, _) = some_spilled.partition_counts();
+                assert!(cached < held.max(8), "{cached} of {held} in memory");
+                spilled_some |= some_spilled.partition_counts().1 > 0 && cached > 0;
+                if i % 9 == 8 {
+                    assert_eq!(
+                        partitions(some_spilled.snapshot_state().unwrap()),
+                        partitions(reference.snapshot_state().unwrap()),
+                        "at a barrier the store is the state"
+                    );
+                }
+            }
+            assert!(
+                spilled_some,
+                "the small budget kept some partitions in memory"
+            );
+
+            // Restored, the partitions stay in the store until rows need them.
+            let snapshot = everything_spilled.snapshot_state().unwrap();
+            let mut restored = operator(limit, keep_all).with_spill(SpillStore::in_memory(0));
+            restored
+                .restore(RestoredState::of_entries(snapshot))
+                .unwrap();
+            assert_eq!(restored.partition_counts(), (0, reference.partitions.len()));
+            let next = rows(vec![1, 2], vec![100, 0], vec![RowKind::Insert; 2]);
+            let (mut got, mut want) = (vec![], vec![]);
+            restored.process_batch(next.clone(), &mut got).unwrap();
+            reference.process_batch(next, &mut want).unwrap();
+            let (mut got, mut want) = (changes(&got), changes(&want));
+            got.sort();
+            want.sort();
+            assert_eq!(got, want);
+        }
     }
 }

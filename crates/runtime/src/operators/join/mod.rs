@@ -37,6 +37,7 @@ mod null_aware;
 mod outer;
 mod spill;
 
+use super::keyed_spill::{KeyedSpill, entry_key, split_entry_key};
 use super::{Operator, RestoredState, StateEntry};
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 pub use expiry::JoinIntervals;
@@ -100,7 +101,7 @@ pub struct JoinOperator {
     /// `NOT IN`: a null-aware anti join (see `null_aware.rs`).
     null_aware: Option<NullAware>,
     /// Buckets beyond the memory budget (see `spill.rs`).
-    spill: Option<spill::Spill>,
+    spill: Option<KeyedSpill>,
 }
 
 impl JoinOperator {
@@ -386,15 +387,15 @@ impl Operator for JoinOperator {
                 }
                 continue;
             }
-            if let Some(side) = (side as u8).checked_sub(BUCKET).filter(|&s| s < 2) {
-                match &mut self.spill {
-                    // Buckets stay encoded until a row needs them.
-                    Some(spill) => spill.store.put(vec![(key_group, entry_key, value)]),
-                    None => {
-                        let bucket = decode_bucket(&value).ok_or_else(corrupt)?;
-                        self.state[side as usize].insert(entry_key[1..].into(), bucket);
-                    }
+            if let Some((side, key)) = split_entry_key(BUCKET, 2, &entry_key) {
+                if self.spill.is_none() {
+                    let bucket = decode_bucket(&value).ok_or_else(corrupt)?;
+                    self.state[side].insert(key.into(), bucket);
+                    continue;
                 }
+                // Buckets stay encoded until a row needs them.
+                let spill = self.spill.as_mut().expect("checked above");
+                spill.store.put(vec![(key_group, entry_key, value)]);
                 continue;
             }
             // Checkpoints before buckets held an entry per row.
@@ -487,7 +488,8 @@ impl JoinOperator {
         } else {
             self.equi_batch(side, batch, out)?;
         }
-        self.spill_over_budget(side)
+        self.spill_over_budget(side);
+        Ok(())
     }
 
     /// Every bucket held in memory, as snapshot entries (see `snapshot_state`).
@@ -502,7 +504,7 @@ impl JoinOperator {
             for (key, group) in keys.into_iter().zip(groups) {
                 entries.push((
                     group,
-                    bucket_entry_key(side, key),
+                    entry_key(BUCKET, side, key),
                     encode_bucket(&state[key]),
                 ));
             }
@@ -650,17 +652,9 @@ impl JoinOperator {
 const CLOSED_BY: u8 = 2;
 /// The snapshot key of an interval join's watermark.
 const INTERVAL_WATERMARK: u8 = 3;
-/// The first byte of a bucket's snapshot key: `BUCKET + side` (4 and 5 are
-/// `null_aware`'s).
-const BUCKET: u8 = 6;
-
-/// The snapshot (and spill store) key of `side`'s bucket for `key`.
-fn bucket_entry_key(side: usize, key: &[u8]) -> Vec<u8> {
-    let mut entry_key = Vec::with_capacity(1 + key.len());
-    entry_key.push(BUCKET + side as u8);
-    entry_key.extend_from_slice(key);
-    entry_key
-}
+/// What a bucket's snapshot key starts with: its first byte is `6 + side` (4 and 5 are
+/// `null_aware`'s), see [`entry_key`].
+const BUCKET: &[u8] = &[6];
 
 /// A bucket's rows, each behind its length, and their multiplicities (`u64`,
 /// little-endian).

@@ -1,86 +1,35 @@
-//! Join rows beyond the join's memory budget, in its [`SpillStore`].
-//!
-//! The store holds each side's buckets (the rows of one join key) as of the last
-//! checkpoint barrier, encoded as their checkpoint entries are (`bucket_entry`); memory
-//! caches the recently used buckets, some changed since that barrier (dirty). Before a
-//! batch is joined, the buckets of its keys that are in the store and not in memory are
-//! read back, on both sides (a row probes the other side and updates its own), so the
-//! join itself only ever sees memory. After the batch, a bucket of the updated side that
-//! emptied is deleted from the store, and when the cached buckets' estimated size passes
-//! the budget the least recently used are dropped from memory, dirty ones written first,
-//! until a quarter of the budget is free again.
-//!
-//! At a barrier the dirty buckets are written, so the store alone is the join's state:
-//! a RocksDB store is then checkpointed as files ([`SpillStore::checkpoint`], uploaded
-//! incrementally), a store in memory (tests) as its entries.
-//!
-//! A bucket is written whole, so a key with very many rows costs a write of all of them
-//! whenever it changed between two barriers (Flink's RocksDB map state writes a row
-//! each; our [`sluice_state::StateTable`] has no prefix scan to read such rows back).
+//! Join rows beyond the join's memory budget, in its [`SpillStore`]: each side's buckets
+//! (its rows of one join key) are the values of a [`KeyedSpill`] with a space per side.
+//! Before a batch is joined, the buckets of its keys are read back on both sides (a row
+//! probes the other side and updates its own); after it, the side it updated is
+//! accounted for.
 //!
 //! Only joins whose state is their buckets alone spill: window and interval joins (the
 //! watermark frees their rows, through per-row indexes), joins under a state TTL (touch
 //! times), outer joins with a residual condition (per-row match counts) and null-aware
 //! anti joins (counts over the whole right side) keep everything in memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use arrow::array::ArrayRef;
 use arrow::row::Rows;
-use sluice_common::error::{Result, SluiceError};
-use sluice_state::spill::{WRITE_CHUNK, least_recently_used};
-use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
+use sluice_common::error::Result;
+use sluice_state::SpillStore;
 
-use super::{Bucket, JoinOperator, bucket_entry_key, decode_bucket, encode_bucket};
-use crate::keygroup::key_groups_of_columns;
+use super::{BUCKET, Bucket, JoinOperator, decode_bucket, encode_bucket};
+use crate::operators::keyed_spill::{KeyedSpill, SpillValue};
 
-/// Estimated bytes a bucket holds besides its rows: the key's two copies (state and
-/// cache), the maps' entries.
-const BUCKET_OVERHEAD: usize = 128;
-/// Estimated bytes per held row besides its encoding: its box, count and hash slot.
-const ROW_OVERHEAD: usize = 40;
-
-/// A bucket in memory.
-struct Cached {
-    key_group: u16,
-    /// Estimated bytes.
-    bytes: usize,
-    /// The batch that last read or changed it, for least-recently-used eviction.
-    used: u64,
-    /// Changed since the last barrier (or eviction), so the store's copy is stale.
-    dirty: bool,
-    /// The store holds a copy (stale when dirty), which must go if the bucket empties.
-    stored: bool,
-}
-
-pub(super) struct Spill {
-    pub(super) store: SpillStore,
-    /// Per side: the buckets in memory. Between batches these are exactly the keys of
-    /// that side's state.
-    cached: [HashMap<Box<[u8]>, Cached>; 2],
-    /// Their estimated bytes.
-    total: usize,
-    tick: u64,
-    /// Per side: estimated bytes of a row in its encoding (a running average).
-    row_bytes: [usize; 2],
-    /// The distinct keys of the batch being joined, with their key groups.
-    batch_keys: Vec<(u16, Box<[u8]>)>,
-}
-
-impl Spill {
-    fn new(store: SpillStore) -> Self {
-        Spill {
-            store,
-            cached: [HashMap::new(), HashMap::new()],
-            total: 0,
-            tick: 0,
-            row_bytes: [0, 0],
-            batch_keys: Vec::new(),
-        }
+impl SpillValue for Bucket {
+    fn encode(&self) -> Vec<u8> {
+        encode_bucket(self)
     }
 
-    fn bucket_bytes(&self, side: usize, key: &[u8], rows: usize) -> usize {
-        BUCKET_OVERHEAD + 2 * key.len() + rows * (self.row_bytes[side] + ROW_OVERHEAD)
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        decode_bucket(bytes)
+    }
+
+    fn rows(&self) -> usize {
+        self.len()
     }
 }
 
@@ -99,7 +48,7 @@ impl JoinOperator {
     /// `store` (see the module docs). Only for joins that [`Self::can_spill`].
     pub fn with_spill(mut self, store: SpillStore) -> Self {
         debug_assert!(self.can_spill());
-        self.spill = Some(Spill::new(store));
+        self.spill = Some(KeyedSpill::new(store, BUCKET, 2));
         self
     }
 
@@ -115,7 +64,7 @@ impl JoinOperator {
 
     /// Reads back the buckets of `keys` (one batch of `side`, with their key columns
     /// `key_columns` and rows `rows`) that the store holds and memory does not, on both
-    /// sides, and notes the keys for [`Self::spill_over_budget`].
+    /// sides.
     pub(super) fn unspill(
         &mut self,
         side: usize,
@@ -126,160 +75,21 @@ impl JoinOperator {
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
-        let n = keys.num_rows();
-        if let Some(average) = rows.size().checked_div(n) {
-            spill.row_bytes[side] = match spill.row_bytes[side] {
-                0 => average,
-                known => (7 * known + average) / 8,
-            };
-        }
-        let key_groups = key_groups_of_columns(key_columns, n, DEFAULT_KEY_GROUPS)?;
-        let mut seen = HashSet::new();
-        spill.batch_keys.clear();
-        for (key, key_group) in keys.iter().zip(key_groups) {
-            let key = key.data();
-            if !seen.insert(key) {
-                continue;
-            }
-            spill.batch_keys.push((key_group, key.into()));
-            if !spill.store.holds_entries() {
-                continue;
-            }
-            for s in 0..2 {
-                if spill.cached[s].contains_key(key) {
-                    continue;
-                }
-                let Some(value) = spill
-                    .store
-                    .table()
-                    .get(key_group, &bucket_entry_key(s, key))
-                else {
-                    continue;
-                };
-                let bucket = decode_bucket(&value).ok_or_else(|| {
-                    SluiceError::corrupted("a join's spilled bucket is malformed")
-                })?;
-                let bytes =
-                    BUCKET_OVERHEAD + 2 * key.len() + value.len() + bucket.len() * ROW_OVERHEAD;
-                spill.total += bytes;
-                spill.cached[s].insert(
-                    key.into(),
-                    Cached {
-                        key_group,
-                        bytes,
-                        used: spill.tick,
-                        dirty: false,
-                        stored: true,
-                    },
-                );
-                self.state[s].insert(key.into(), bucket);
-            }
-        }
-        Ok(())
+        let row_bytes = rows.size().checked_div(rows.num_rows()).unwrap_or(0);
+        spill.load(&mut self.state, key_columns, keys, (side, row_bytes))
     }
 
-    /// After a batch of `side`: accounts for the buckets its keys read and changed,
-    /// deletes those that emptied from the store, and evicts the least recently used
-    /// buckets when over budget.
-    pub(super) fn spill_over_budget(&mut self, side: usize) -> Result<()> {
-        let Some(spill) = &mut self.spill else {
-            return Ok(());
-        };
-        spill.tick += 1;
-        let tick = spill.tick;
-        let mut deletes = Vec::new();
-        for (key_group, key) in std::mem::take(&mut spill.batch_keys) {
-            if let Some(probed) = spill.cached[1 - side].get_mut(&key) {
-                probed.used = tick;
-            }
-            match self.state[side].get(&key) {
-                Some(bucket) => {
-                    let bytes = spill.bucket_bytes(side, &key, bucket.len());
-                    let cached = spill.cached[side].entry(key).or_insert(Cached {
-                        key_group,
-                        bytes: 0,
-                        used: tick,
-                        dirty: true,
-                        stored: false,
-                    });
-                    spill.total = spill.total - cached.bytes + bytes;
-                    cached.bytes = bytes;
-                    cached.used = tick;
-                    cached.dirty = true;
-                }
-                None => {
-                    if let Some(gone) = spill.cached[side].remove(&key) {
-                        spill.total -= gone.bytes;
-                        if gone.stored {
-                            deletes.push(StateWrite::Delete {
-                                key_group,
-                                key: bucket_entry_key(side, &key),
-                            });
-                        }
-                    }
-                }
-            }
+    /// After a batch of `side`: see [`KeyedSpill::account`].
+    pub(super) fn spill_over_budget(&mut self, side: usize) {
+        if let Some(spill) = &mut self.spill {
+            spill.account(&mut self.state, side);
         }
-        spill.store.table().write(deletes);
-        let budget = spill.store.memory_budget();
-        if spill.total <= budget {
-            return Ok(());
-        }
-        let cached = (0..2)
-            .flat_map(|s| {
-                spill.cached[s]
-                    .iter()
-                    .map(move |(key, c)| ((s, key.clone()), c.used, c.bytes))
-            })
-            .collect();
-        let evict = least_recently_used(cached, spill.total, budget);
-        for chunk in evict.chunks(WRITE_CHUNK) {
-            let mut puts = Vec::new();
-            for ((s, key), bytes) in chunk {
-                let cached = spill.cached[*s].remove(key).expect("listed above");
-                let bucket = self.state[*s].remove(key).expect("cached buckets are held");
-                spill.total -= bytes;
-                if cached.dirty {
-                    puts.push((
-                        cached.key_group,
-                        bucket_entry_key(*s, key),
-                        encode_bucket(&bucket),
-                    ));
-                }
-            }
-            spill.store.put(puts);
-        }
-        Ok(())
     }
 
-    /// Writes the dirty buckets to the store, which then holds the whole state (at a
-    /// barrier).
+    /// Writes the dirty buckets to the store (at a barrier).
     pub(super) fn spill_flush(&mut self) {
-        let Some(spill) = &mut self.spill else {
-            return;
-        };
-        let dirty: Vec<(usize, Box<[u8]>)> = (0..2)
-            .flat_map(|side| {
-                spill.cached[side]
-                    .iter()
-                    .filter(|(_, c)| c.dirty)
-                    .map(move |(key, _)| (side, key.clone()))
-            })
-            .collect();
-        for chunk in dirty.chunks(WRITE_CHUNK) {
-            let mut puts = Vec::with_capacity(chunk.len());
-            for (side, key) in chunk {
-                let cached = spill.cached[*side].get_mut(key).expect("listed above");
-                cached.dirty = false;
-                cached.stored = true;
-                let bucket: &Bucket = &self.state[*side][key];
-                puts.push((
-                    cached.key_group,
-                    bucket_entry_key(*side, key),
-                    encode_bucket(bucket),
-                ));
-            }
-            spill.store.put(puts);
+        if let Some(spill) = &mut self.spill {
+            spill.flush(&self.state);
         }
     }
 }
@@ -291,8 +101,8 @@ mod tests {
     use crate::message::{Message, RowKind, op_column};
     use crate::operators::{Operator, RestoredState, StateEntry};
     use arrow::array::RecordBatch;
-    use sluice_state::OperatorStateDirs;
     use sluice_state::spill::RestoredDb;
+    use sluice_state::{DEFAULT_KEY_GROUPS, OperatorStateDirs};
 
     /// Batches of inserts and retractions (of rows inserted before) on either side over
     /// 12 keys (some NULL), from a fixed seed: the same input for every join compared.
@@ -542,7 +352,7 @@ mod tests {
     fn row_entries(join: &JoinOperator) -> Vec<StateEntry> {
         let mut entries = Vec::new();
         for (group, key, value) in join.bucket_entries().unwrap() {
-            let side = key[0] - super::super::BUCKET;
+            let side = key[0] - BUCKET[0];
             for (row, count) in decode_bucket(&value).unwrap() {
                 let mut entry_key = vec![side];
                 crate::operators::encoding::push_sized(&mut entry_key, &key[1..]);
