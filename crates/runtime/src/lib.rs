@@ -14,6 +14,9 @@ pub mod sink;
 pub mod source;
 pub mod task;
 
+#[cfg(test)]
+mod test_support;
+
 pub use exchange::{Collector, ExchangeOutput, InputGate, Partitioning};
 pub use message::{BarrierKind, CheckpointBarrier, Message, RowKind, Watermark};
 pub use sink::{SinkOutput, SinkWriter};

@@ -1087,13 +1087,7 @@ mod tests {
     /// Batches of inserts and retractions (of rows inserted before) over 40 keys, from a
     /// fixed seed: the same input for every operator compared.
     fn churn(batches: usize) -> Vec<RecordBatch> {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::test_support::xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut held: Vec<(i32, i64)> = Vec::new();
         (0..batches)
             .map(|_| {

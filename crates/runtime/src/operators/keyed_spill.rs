@@ -48,6 +48,9 @@ pub(crate) trait SpillValue: Sized {
 /// One operator's keyed state: per key space, key → value.
 pub(crate) type KeyedMaps<V> = [HashMap<Box<[u8]>, V>];
 
+/// A key in one space.
+type SpaceKey = (usize, Box<[u8]>);
+
 /// A value in memory.
 struct Cached {
     key_group: u16,
@@ -203,16 +206,7 @@ impl KeyedSpill {
         if self.total <= budget {
             return;
         }
-        let cached = self
-            .cached
-            .iter()
-            .enumerate()
-            .flat_map(|(s, cached)| {
-                cached
-                    .iter()
-                    .map(move |(key, c)| ((s, key.clone()), c.used, c.bytes))
-            })
-            .collect();
+        let cached = self.listed(|_| true);
         let evict = least_recently_used(cached, self.total, budget);
         for chunk in evict.chunks(WRITE_CHUNK) {
             let mut puts = Vec::new();
@@ -228,23 +222,24 @@ impl KeyedSpill {
         }
     }
 
+    /// The values in memory that `which` selects: (space, key), last use and bytes.
+    fn listed(&self, which: impl Fn(&Cached) -> bool) -> Vec<(SpaceKey, u64, usize)> {
+        let mut listed = Vec::new();
+        for (s, cached) in self.cached.iter().enumerate() {
+            for (key, c) in cached.iter().filter(|(_, c)| which(c)) {
+                listed.push(((s, key.clone()), c.used, c.bytes));
+            }
+        }
+        listed
+    }
+
     /// Writes the dirty values of `maps` to the store, which then holds the whole state
     /// (at a barrier).
     pub(crate) fn flush<V: SpillValue>(&mut self, maps: &KeyedMaps<V>) {
-        let dirty: Vec<(usize, Box<[u8]>)> = self
-            .cached
-            .iter()
-            .enumerate()
-            .flat_map(|(s, cached)| {
-                cached
-                    .iter()
-                    .filter(|(_, c)| c.dirty)
-                    .map(move |(key, _)| (s, key.clone()))
-            })
-            .collect();
+        let dirty = self.listed(|c| c.dirty);
         for chunk in dirty.chunks(WRITE_CHUNK) {
             let mut puts = Vec::with_capacity(chunk.len());
-            for (s, key) in chunk {
+            for ((s, key), _, _) in chunk {
                 let cached = self.cached[*s].get_mut(key).expect("listed above");
                 cached.dirty = false;
                 cached.stored = true;

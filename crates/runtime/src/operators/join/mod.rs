@@ -766,13 +766,14 @@ mod tests {
         .unwrap()
     }
 
-    fn changes(out: &[Message]) -> Vec<String> {
+    /// Every output row (its columns but the op, after the op), as a sorted multiset.
+    pub(super) fn changes(out: &[Message]) -> Vec<String> {
         let mut v = vec![];
         for m in out {
             let Message::Batch(b) = m else { continue };
             let ops = op_column(b).unwrap();
             for r in 0..b.num_rows() {
-                let cells: Vec<String> = (0..4)
+                let cells: Vec<String> = (0..b.num_columns() - 1)
                     .map(|c| arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
                     .collect();
                 v.push(format!(

@@ -96,9 +96,9 @@ impl JoinOperator {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{outer_join, rows, semi_or_anti_join};
+    use super::super::tests::{changes, outer_join, rows, semi_or_anti_join};
     use super::*;
-    use crate::message::{Message, RowKind, op_column};
+    use crate::message::RowKind;
     use crate::operators::{Operator, RestoredState, StateEntry};
     use arrow::array::RecordBatch;
     use sluice_state::spill::RestoredDb;
@@ -107,13 +107,7 @@ mod tests {
     /// Batches of inserts and retractions (of rows inserted before) on either side over
     /// 12 keys (some NULL), from a fixed seed: the same input for every join compared.
     fn churn(batches: usize) -> Vec<(usize, RecordBatch)> {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1du64);
         let mut held: [Vec<(Option<i64>, String)>; 2] = [Vec::new(), Vec::new()];
         (0..batches)
             .map(|_| {
@@ -140,27 +134,6 @@ mod tests {
                 (side, rows(["a", "b"][side], keys, values, ops))
             })
             .collect()
-    }
-
-    /// Every output row (all columns but the op, then the op), as a sorted multiset.
-    fn changes(out: &[Message]) -> Vec<String> {
-        let mut v = vec![];
-        for m in out {
-            let Message::Batch(b) = m else { continue };
-            let ops = op_column(b).unwrap();
-            for r in 0..b.num_rows() {
-                let cells: Vec<String> = (0..b.num_columns() - 1)
-                    .map(|c| arrow::util::display::array_value_to_string(b.column(c), r).unwrap())
-                    .collect();
-                v.push(format!(
-                    "{} {}",
-                    RowKind::symbol(ops.value(r)),
-                    cells.join(" ")
-                ));
-            }
-        }
-        v.sort();
-        v
     }
 
     type SortedBucket = Vec<(Box<[u8]>, u64)>;
