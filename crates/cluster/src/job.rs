@@ -1428,19 +1428,24 @@ fn compile_operator(
                 aggregates,
                 output_schema(node),
             )?;
-            Box::new(match (window, graph.state_ttl) {
+            let operator = match (window, graph.state_ttl) {
                 (Some(w), _) => operator.with_windows(
                     w.end_index,
                     w.emit_on_close,
                     w.allowed_lateness_ms,
                     late_rows.clone(),
                 ),
-                (None, Some(ttl)) if !group_exprs.is_empty() => operator.with_state_ttl(ttl),
-                (None, None) if !group_exprs.is_empty() => match spill.store()? {
-                    Some(store) => operator.with_spill(store),
-                    None => operator,
-                },
+                (None, Some(ttl)) if !group_exprs.is_empty() => {
+                    return Ok(Box::new(operator.with_state_ttl(ttl)));
+                }
                 (None, _) => operator,
+            };
+            if group_exprs.is_empty() {
+                return Ok(Box::new(operator));
+            }
+            Box::new(match spill.store()? {
+                Some(store) => operator.with_spill(store),
+                None => operator,
             })
         }
         StreamOperator::OverAggregate {

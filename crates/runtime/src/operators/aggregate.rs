@@ -139,8 +139,8 @@ struct WindowClose {
     lateness: i64,
     /// The watermark less the allowed lateness (ms): windows ending by then are closed.
     watermark: Option<i64>,
-    /// Open windows: window end → the slots of its groups.
-    open: BTreeMap<i64, Vec<usize>>,
+    /// Open windows: window end → the keys of its groups (in memory or spilled).
+    open: BTreeMap<i64, Vec<Box<[u8]>>>,
     late_rows: Arc<AtomicU64>,
 }
 
@@ -322,7 +322,7 @@ impl AggregateOperator {
         let Some(wc) = &mut self.window_close else {
             return Ok(());
         };
-        let closing: Vec<usize> = match upto {
+        let keys: Vec<Box<[u8]>> = match upto {
             Some(w) => take_through(&mut wc.open, w)
                 .into_values()
                 .flatten()
@@ -332,21 +332,29 @@ impl AggregateOperator {
                 .flatten()
                 .collect(),
         };
-        if closing.is_empty() {
+        if keys.is_empty() {
             return Ok(());
         }
-        if wc.emit_on_close {
+        let emit_on_close = wc.emit_on_close;
+        // Spilled groups come back to be emitted (and then go from the store too).
+        self.unspill_keys(&keys)?;
+        let closing: Vec<usize> = keys
+            .iter()
+            .filter_map(|k| self.index.get(k.as_ref()).copied())
+            .collect();
+        if emit_on_close {
             self.emit(&closing, out)?;
         }
-        for slot in closing {
+        for &slot in &closing {
             if let Some(group) = self.groups[slot].take() {
                 if let Some(key) = &group.key {
                     self.index.remove(key.as_ref());
                 }
                 self.free_slots.push(slot);
+                self.spill_forget(group.key);
             }
         }
-        Ok(())
+        self.spill_over_budget(&closing)
     }
 
     fn is_global(&self) -> bool {
@@ -525,7 +533,8 @@ impl Operator for AggregateOperator {
                 let group = self.groups[slot].as_mut().expect("slot was just assigned");
                 if group.window_end.is_none() {
                     group.window_end = Some(end);
-                    wc.open.entry(end).or_default().push(slot);
+                    let key = group.key.as_ref().expect("windows are grouped");
+                    wc.open.entry(end).or_default().push(key.as_ref().into());
                 }
             }
         }
@@ -654,7 +663,7 @@ impl Operator for AggregateOperator {
             .is_some_and(|wc| wc.emit_on_close)
         {
             // Windows are emitted when they close, not as rows arrive.
-            return Ok(());
+            return self.spill_over_budget(&touched);
         }
         self.emit(&touched, out)?;
         self.spill_over_budget(&touched)
@@ -701,7 +710,10 @@ impl Operator for AggregateOperator {
 
     /// A spilling aggregate copies the groups of restored spill stores into its own.
     fn restore(&mut self, state: crate::operators::RestoredState<'_>) -> Result<()> {
-        crate::operators::restore_spilling(self, state, |a| a.spill.as_mut().map(|s| &mut s.store))
+        crate::operators::restore_spilling(self, state, |a| {
+            a.spill.as_mut().map(|s| &mut s.store)
+        })?;
+        self.index_stored_windows()
     }
 
     /// Restored groups get a fresh TTL: touch times are not checkpointed.
@@ -1204,6 +1216,82 @@ mod tests {
                 let mut got = vec![];
                 agg.process_batch(batch.clone(), &mut got).unwrap();
                 assert_eq!(changes(&got), changes(&out));
+            }
+        }
+    }
+
+    #[test]
+    fn spilled_window_groups_close_and_restore_like_groups_in_memory() {
+        let mut next = crate::test_support::xorshift(0x5851_f42d_4c95_7f2d);
+        // 40 batches over 60 windows, the watermark trailing the newest by ~10.
+        let mut input = Vec::new();
+        for step in 0..40i64 {
+            let ends: Vec<i64> = (0..1 + next(6)).map(|_| step + next(12) as i64).collect();
+            let values = ends.iter().map(|_| next(100) as i64).collect();
+            input.push((window_rows(ends, values), step - 2));
+        }
+        let render = |out: &[Message]| -> Vec<String> {
+            let batches: Vec<Message> = out
+                .iter()
+                .filter(|m| matches!(m, Message::Batch(_)))
+                .cloned()
+                .collect();
+            let mut rows = match batches.first() {
+                Some(Message::Batch(b)) if op_column(b).is_none() => emitted_rows(&batches),
+                _ => changes(&batches),
+            };
+            rows.sort();
+            rows
+        };
+        for emit_on_close in [true, false] {
+            let late = || Arc::new(AtomicU64::new(0));
+            let mut reference = window_operator_with(emit_on_close, late());
+            let mut spilled: Vec<AggregateOperator> = [0, 300]
+                .into_iter()
+                .map(|budget| {
+                    window_operator_with(emit_on_close, late())
+                        .with_spill(SpillStore::in_memory(budget))
+                })
+                .collect();
+            for (i, (batch, watermark)) in input.iter().enumerate() {
+                let mut expected = vec![];
+                reference
+                    .process_batch(batch.clone(), &mut expected)
+                    .unwrap();
+                reference
+                    .process_watermark(Watermark(*watermark), &mut expected)
+                    .unwrap();
+                for agg in spilled.iter_mut() {
+                    let mut out = vec![];
+                    agg.process_batch(batch.clone(), &mut out).unwrap();
+                    agg.process_watermark(Watermark(*watermark), &mut out)
+                        .unwrap();
+                    assert_eq!(render(&out), render(&expected), "step {i}");
+                }
+                assert_eq!(spilled[0].group_count(), 0, "no budget: all on disk");
+                assert_eq!(spilled[0].stored_group_count(), reference.group_count());
+                if i == 20 {
+                    // Restored, the stored groups are filed under their windows again.
+                    let snapshot = spilled[1].snapshot_state().unwrap();
+                    let mut restored = window_operator_with(emit_on_close, late())
+                        .with_spill(SpillStore::in_memory(300));
+                    restored
+                        .restore(crate::operators::RestoredState::of_entries(snapshot))
+                        .unwrap();
+                    spilled[1] = restored;
+                }
+            }
+            let mut expected = vec![];
+            reference.finish(&mut expected).unwrap();
+            for agg in spilled.iter_mut() {
+                let mut out = vec![];
+                agg.finish(&mut out).unwrap();
+                assert_eq!(render(&out), render(&expected));
+                assert_eq!(
+                    agg.stored_group_count(),
+                    0,
+                    "closed windows leave the store"
+                );
             }
         }
     }

@@ -20,6 +20,7 @@ use sluice_state::DEFAULT_KEY_GROUPS;
 use super::{AggregateOperator, AggregateSpec, Group};
 use crate::keygroup::key_groups_of_columns;
 use crate::operators::StateEntry;
+use crate::operators::encoding::timestamp_millis;
 
 /// Key prefix of a group's entry.
 const GROUP: u8 = 0;
@@ -214,7 +215,54 @@ impl AggregateOperator {
             return Ok(());
         }
         for group in self.decode_groups(&groups)? {
+            if let (Some(wc), Some(end), Some(key)) =
+                (&mut self.window_close, group.window_end, &group.key)
+            {
+                wc.open.entry(end).or_default().push(key.as_ref().into());
+            }
             self.insert_group(group);
+        }
+        Ok(())
+    }
+
+    /// Files the groups a spilling window aggregate restored into its store under their
+    /// windows' ends (read from their keys, a chunk at a time; the values stay encoded).
+    pub(super) fn index_stored_windows(&mut self) -> Result<()> {
+        let (Some(spill), Some(wc)) = (&self.spill, &self.window_close) else {
+            return Ok(());
+        };
+        let group_index = wc.group_index;
+        let mut open: Vec<(i64, Box<[u8]>)> = Vec::new();
+        let mut failed = None;
+        let parser = self.converter.parser();
+        spill
+            .store
+            .table()
+            .scan_chunks(None, sluice_state::spill::WRITE_CHUNK, &mut |chunk| {
+                let keys: Vec<&[u8]> = chunk
+                    .iter()
+                    .filter_map(|(_, k, _)| k.strip_prefix(&[GROUP]))
+                    .collect();
+                let ends = self
+                    .converter
+                    .convert_rows(keys.iter().map(|k| parser.parse(k)))
+                    .map_err(SluiceError::from)
+                    .and_then(|columns| timestamp_millis(&columns[group_index]));
+                match ends {
+                    Ok(ends) => open.extend(
+                        ends.into_iter()
+                            .zip(keys)
+                            .map(|(end, key)| (end.unwrap_or(i64::MIN), key.into())),
+                    ),
+                    Err(e) => failed = Some(e),
+                }
+            });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let wc = self.window_close.as_mut().expect("checked above");
+        for (end, key) in open {
+            wc.open.entry(end).or_default().push(key);
         }
         Ok(())
     }
@@ -222,13 +270,9 @@ impl AggregateOperator {
     /// Files a decoded group under a slot of its own.
     pub(super) fn insert_group(&mut self, group: Group) -> usize {
         let key = group.key.as_ref().map(|k| Box::<[u8]>::from(k.as_ref()));
-        let end = group.window_end;
         let slot = self.place(group);
         if let Some(key) = key {
             self.index.insert(key, slot);
-        }
-        if let (Some(wc), Some(end)) = (&mut self.window_close, end) {
-            wc.open.entry(end).or_default().push(slot);
         }
         slot
     }

@@ -15,9 +15,9 @@
 //! ([`SpillStore::checkpoint`], uploaded incrementally), a store in memory (tests) as its
 //! entries.
 //!
-//! Only grouped aggregates without windows or a state TTL spill: window aggregates
-//! forget their groups as the watermark passes, and both keep per-slot bookkeeping
-//! (open windows, touch times) that a spilled group would leave dangling.
+//! Only grouped aggregates without a state TTL spill (its per-slot touch times would
+//! dangle). A window aggregate indexes its open windows by group key, so a closing
+//! window reads its spilled groups back to emit them, then deletes them.
 
 use std::collections::HashSet;
 
@@ -30,6 +30,7 @@ use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
 use super::snapshot::group_entry_key;
 use super::{AggregateOperator, Group};
 use crate::keygroup::key_groups_of_columns;
+use crate::operators::encoding::key_groups_of_rows;
 
 /// Fixed bytes per in-memory group besides its key and accumulators: the group itself,
 /// its index entry and its slot.
@@ -86,9 +87,9 @@ impl Spill {
 
 impl AggregateOperator {
     /// Keeps at most `store.memory_budget()` bytes of groups in memory and the rest in
-    /// `store` (see the module docs). For grouped aggregates without windows or TTL.
+    /// `store` (see the module docs). For grouped aggregates without a TTL.
     pub fn with_spill(mut self, store: SpillStore) -> Self {
-        debug_assert!(!self.is_global() && self.window_close.is_none() && self.ttl.is_none());
+        debug_assert!(!self.is_global() && self.ttl.is_none());
         self.spill = Some(Spill::new(store));
         self
     }
@@ -101,22 +102,47 @@ impl AggregateOperator {
     /// Reads back from the store the groups of `rows` (keys of one batch, with their
     /// key columns `keys`) that are not in memory, filing each in a slot.
     pub(super) fn unspill(&mut self, keys: &[ArrayRef], rows: &Rows) -> Result<()> {
-        let Some(spill) = &self.spill else {
-            return Ok(());
-        };
-        if !spill.store.holds_entries() {
+        if !self.spill.as_ref().is_some_and(|s| s.store.holds_entries()) {
             return Ok(());
         }
         let key_groups = key_groups_of_columns(keys, rows.num_rows(), DEFAULT_KEY_GROUPS)?;
+        let keys: Vec<&[u8]> = rows.iter().map(|r| r.data()).collect();
+        self.read_back(&keys, &key_groups)
+    }
+
+    /// Reads back from the store the groups of `keys` (row format) that are not in
+    /// memory: the groups of windows that are closing.
+    pub(super) fn unspill_keys(&mut self, keys: &[Box<[u8]>]) -> Result<()> {
+        if !self.spill.as_ref().is_some_and(|s| s.store.holds_entries()) {
+            return Ok(());
+        }
+        let missing: Vec<&[u8]> = keys
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|k| !self.index.contains_key(*k))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let key_groups = key_groups_of_rows(&self.converter, &missing)?;
+        self.read_back(&missing, &key_groups)
+    }
+
+    /// Reads the groups of `keys` (in `key_groups`) that the store holds and memory
+    /// does not into slots.
+    fn read_back(&mut self, keys: &[&[u8]], key_groups: &[u16]) -> Result<()> {
+        let Some(spill) = &self.spill else {
+            return Ok(());
+        };
         let mut looked_up = HashSet::new();
         let mut found = Vec::new();
-        for (row, key_group) in rows.iter().zip(key_groups) {
-            if self.index.contains_key(row.data()) || !looked_up.insert(row.data()) {
+        for (&key, &key_group) in keys.iter().zip(key_groups) {
+            if self.index.contains_key(key) || !looked_up.insert(key) {
                 continue;
             }
-            let key = group_entry_key(Some(row.data()));
-            if let Some(value) = spill.store.table().get(key_group, &key) {
-                found.push((key_group, key, value));
+            let entry_key = group_entry_key(Some(key));
+            if let Some(value) = spill.store.table().get(key_group, &entry_key) {
+                found.push((key_group, entry_key, value));
             }
         }
         for group in self.decode_groups(&found)? {
