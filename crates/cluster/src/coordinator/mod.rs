@@ -94,15 +94,42 @@ impl Coordinator {
     /// in: next to the spill stores they are copied into (on disk, emptied at every
     /// start), or in the system's temporary directory when operators keep their state
     /// in memory. It goes once the restored databases are dropped.
-    fn restore_scratch(&self) -> PathBuf {
+    fn restore_scratch(&self) -> RestoreScratch {
         static NEXT: AtomicU64 = AtomicU64::new(0);
-        match &self.operator_state {
+        let dir = match &self.operator_state {
             Some(dirs) => dirs.scratch_dir(),
             None => std::env::temp_dir().join(format!(
                 "sluice-restore-{}-{}",
                 std::process::id(),
                 NEXT.fetch_add(1, Ordering::Relaxed)
             )),
+        };
+        RestoreScratch { dir, keep: false }
+    }
+}
+
+/// A restore's scratch directory, removed with whatever was downloaded into it unless
+/// [`Self::keep`] hands it to the databases a decoded plan opened there (which remove
+/// their parts themselves).
+struct RestoreScratch {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl RestoreScratch {
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for RestoreScratch {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Err(e) = std::fs::remove_dir_all(&self.dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e,
+                "could not remove what an unused restore downloaded; the next start does");
         }
     }
 }
@@ -479,7 +506,7 @@ impl Coordinator {
                 let store = durable.checkpointer.store();
                 let scratch = self.restore_scratch();
                 let latest = store
-                    .latest_restorable_with(Some(RestorePlan::downloads(&scratch)))
+                    .latest_restorable_with(Some(RestorePlan::downloads(&scratch.dir)))
                     .await?;
                 if let Some(latest) = &latest {
                     for skipped in &latest.skipped {
@@ -490,10 +517,13 @@ impl Coordinator {
                 // or abandoned), so a new checkpoint never reuses one.
                 *self.epochs.lock().await = store.next_epoch().await?.saturating_sub(1);
                 match latest
-                    .map(|latest| RestorePlan::decode(latest, &scratch))
+                    .map(|latest| RestorePlan::decode(latest, &scratch.dir))
                     .transpose()
                 {
-                    Ok(plan) => plan,
+                    Ok(plan) => {
+                        scratch.keep();
+                        plan
+                    }
                     // Verified but not decodable: written by a version whose names this
                     // one does not read. Tables replay their log either way; the views
                     // are recomputed from them.

@@ -371,7 +371,7 @@ impl Coordinator {
     async fn restore_point(&self) -> Option<RestorePlan> {
         let durable = self.durable.as_ref()?;
         let scratch = self.restore_scratch();
-        let downloads = RestorePlan::downloads(&scratch);
+        let downloads = RestorePlan::downloads(&scratch.dir);
         let latest = match durable
             .checkpointer
             .store()
@@ -384,8 +384,11 @@ impl Coordinator {
                 return None;
             }
         };
-        let plan = match RestorePlan::decode(latest, &scratch) {
-            Ok(plan) => plan,
+        let plan = match RestorePlan::decode(latest, &scratch.dir) {
+            Ok(plan) => {
+                scratch.keep();
+                plan
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot decode the latest checkpoint; restarting jobs from scratch");
                 return None;

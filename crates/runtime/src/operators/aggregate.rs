@@ -336,25 +336,39 @@ impl AggregateOperator {
             return Ok(());
         }
         let emit_on_close = wc.emit_on_close;
-        // Spilled groups come back to be emitted (and then go from the store too).
-        self.unspill_keys(&keys)?;
-        let closing: Vec<usize> = keys
-            .iter()
-            .filter_map(|k| self.index.get(k.as_ref()).copied())
-            .collect();
-        if emit_on_close {
-            self.emit(&closing, out)?;
-        }
-        for &slot in &closing {
-            if let Some(group) = self.groups[slot].take() {
-                if let Some(key) = &group.key {
-                    self.index.remove(key.as_ref());
-                }
-                self.free_slots.push(slot);
-                self.spill_forget(group.key);
+        // A chunk at a time, so closing many spilled groups never holds them all.
+        for chunk in keys.chunks(sluice_state::spill::WRITE_CHUNK) {
+            if emit_on_close {
+                // Spilled groups come back to be emitted.
+                self.unspill_keys(chunk)?;
             }
+            let mut closing = Vec::with_capacity(chunk.len());
+            for key in chunk {
+                match self.index.get(key.as_ref()) {
+                    Some(&slot) => closing.push(slot),
+                    // Spilled (or already gone): only its stored copy is left to delete.
+                    None if self.spill.is_some() => {
+                        let row = self.converter.parser().parse(key).owned();
+                        self.spill_forget(Some(row));
+                    }
+                    None => {}
+                }
+            }
+            if emit_on_close {
+                self.emit(&closing, out)?;
+            }
+            for &slot in &closing {
+                if let Some(group) = self.groups[slot].take() {
+                    if let Some(key) = &group.key {
+                        self.index.remove(key.as_ref());
+                    }
+                    self.free_slots.push(slot);
+                    self.spill_forget(group.key);
+                }
+            }
+            self.spill_over_budget(&closing)?;
         }
-        self.spill_over_budget(&closing)
+        Ok(())
     }
 
     fn is_global(&self) -> bool {

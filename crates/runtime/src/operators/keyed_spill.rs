@@ -257,7 +257,10 @@ pub(crate) fn entry_key(prefix: &[u8], space: usize, key: &[u8]) -> Vec<u8> {
     let mut entry_key = Vec::with_capacity(prefix.len() + key.len());
     entry_key.extend_from_slice(prefix);
     if let Some(last) = entry_key.last_mut() {
-        *last += space as u8;
+        *last = u8::try_from(space)
+            .ok()
+            .and_then(|space| last.checked_add(space))
+            .expect("a key prefix leaves room for its spaces");
     }
     entry_key.extend_from_slice(key);
     entry_key

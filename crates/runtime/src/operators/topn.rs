@@ -502,15 +502,15 @@ impl Operator for TopNOperator {
 
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
         let corrupt = || SluiceError::corrupted("a Top-N snapshot entry is truncated");
+        let mut stored = Vec::new();
         for (key_group, key, value) in entries {
             if let Some((_, partition)) = split_entry_key(PARTITION, 1, &key) {
-                match &mut self.spill {
+                if self.spill.is_some() {
                     // Partitions stay encoded until a row needs them.
-                    Some(spill) => spill.store.put(vec![(key_group, key, value)]),
-                    None => {
-                        let ranking = Ranking::decode(&value).ok_or_else(corrupt)?;
-                        self.partitions.insert(partition.into(), ranking);
-                    }
+                    stored.push((key_group, key, value));
+                } else {
+                    let ranking = Ranking::decode(&value).ok_or_else(corrupt)?;
+                    self.partitions.insert(partition.into(), ranking);
                 }
                 continue;
             }
@@ -528,6 +528,9 @@ impl Operator for TopNOperator {
                 .entry(partition.into())
                 .or_default()
                 .insert((order.into(), row.into()), i64::from_le_bytes(count));
+        }
+        if let Some(spill) = &mut self.spill {
+            spill.store.put(stored);
         }
         // Checkpoints before partition entries held a row per entry.
         if self.spill.is_some() && !self.partitions.is_empty() {

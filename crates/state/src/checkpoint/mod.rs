@@ -531,6 +531,15 @@ impl CheckpointStore {
         let mut downloaded = BTreeMap::new();
         if let Some(downloads) = downloads {
             let dir = downloads.epoch_dir(metadata.epoch);
+            // A name becomes a local path: one that could leave `dir` is damage.
+            for (name, _) in &local {
+                validate_name(name).map_err(|e| {
+                    SluiceError::corrupted(format!(
+                        "checkpoint {} in {}: {}",
+                        metadata.epoch, self.shared.url, e.message
+                    ))
+                })?;
+            }
             downloaded = stream::iter(local)
                 .map(|(name, file)| {
                     let path = dir.join(&name);

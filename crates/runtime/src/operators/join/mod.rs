@@ -358,6 +358,7 @@ impl Operator for JoinOperator {
 
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
         let corrupt = || SluiceError::corrupted("a join's checkpointed state entry is malformed");
+        let mut stored = Vec::new();
         for (key_group, entry_key, value) in entries {
             let side = *entry_key.first().ok_or_else(corrupt)? as usize;
             if entry_key == [CLOSED_BY] {
@@ -394,8 +395,7 @@ impl Operator for JoinOperator {
                     continue;
                 }
                 // Buckets stay encoded until a row needs them.
-                let spill = self.spill.as_mut().expect("checked above");
-                spill.store.put(vec![(key_group, entry_key, value)]);
+                stored.push((key_group, entry_key, value));
                 continue;
             }
             // Checkpoints before buckets held an entry per row.
@@ -408,6 +408,9 @@ impl Operator for JoinOperator {
                 .entry(key.into())
                 .or_default()
                 .insert(row.into(), u64::from_le_bytes(count));
+        }
+        if let Some(spill) = &mut self.spill {
+            spill.store.put(stored);
         }
         if self.spill.is_some() && self.state.iter().any(|s| !s.is_empty()) {
             let rows_as_buckets = self.bucket_entries()?;
