@@ -110,7 +110,13 @@ impl RocksDbStateBackend {
         let mut table_options = Options::default();
         let mut block_options = BlockBasedOptions::default();
         block_options.set_block_cache(&cache);
+        // Operators look up keys that are mostly not there (a new join key, a group
+        // never spilled): bloom filters, in the SST files and the memtable, answer
+        // those without searching.
+        block_options.set_bloom_filter(10.0, false);
         table_options.set_block_based_table_factory(&block_options);
+        table_options.set_memtable_prefix_bloom_ratio(0.1);
+        table_options.set_memtable_whole_key_filtering(true);
         table_options.set_write_buffer_size(options.write_buffer_bytes);
 
         let mut db_options = table_options.clone();
