@@ -50,7 +50,9 @@ use sluice_sql::{
     StreamOperator, ViewOptions, WatermarkDef, WatermarkSpec, dependencies, into_sink_graph,
     parse_sql, plan_stream_graph,
 };
-use sluice_state::checkpoint::{CheckpointKind, CheckpointMetadata, CheckpointStore};
+use sluice_state::checkpoint::{
+    CheckpointKind, CheckpointMetadata, CheckpointStore, Downloads, RestoredCheckpoint,
+};
 use sluice_state::snapshot::redistribute;
 use sluice_state::wal::{LogRecord, TableLog};
 use sluice_state::{
@@ -117,8 +119,17 @@ struct RestoreScratch {
 }
 
 impl RestoreScratch {
-    fn keep(mut self) {
+    /// How the checkpoint store reads a checkpoint into this directory.
+    fn downloads(&self) -> Downloads<'_> {
+        RestorePlan::downloads(&self.dir)
+    }
+
+    /// Decodes `latest`, read through [`Self::downloads`]; on success the directory is
+    /// the opened databases' to remove.
+    fn decode(mut self, latest: RestoredCheckpoint) -> Result<RestorePlan> {
+        let plan = RestorePlan::decode(latest, &self.dir)?;
         self.keep = true;
+        Ok(plan)
     }
 }
 
@@ -506,7 +517,7 @@ impl Coordinator {
                 let store = durable.checkpointer.store();
                 let scratch = self.restore_scratch();
                 let latest = store
-                    .latest_restorable_with(Some(RestorePlan::downloads(&scratch.dir)))
+                    .latest_restorable_with(Some(scratch.downloads()))
                     .await?;
                 if let Some(latest) = &latest {
                     for skipped in &latest.skipped {
@@ -516,14 +527,8 @@ impl Coordinator {
                 // Epochs continue past every epoch the store has seen (complete, damaged
                 // or abandoned), so a new checkpoint never reuses one.
                 *self.epochs.lock().await = store.next_epoch().await?.saturating_sub(1);
-                match latest
-                    .map(|latest| RestorePlan::decode(latest, &scratch.dir))
-                    .transpose()
-                {
-                    Ok(plan) => {
-                        scratch.keep();
-                        plan
-                    }
+                match latest.map(|latest| scratch.decode(latest)).transpose() {
+                    Ok(plan) => plan,
                     // Verified but not decodable: written by a version whose names this
                     // one does not read. Tables replay their log either way; the views
                     // are recomputed from them.

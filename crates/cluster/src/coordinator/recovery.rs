@@ -371,11 +371,10 @@ impl Coordinator {
     async fn restore_point(&self) -> Option<RestorePlan> {
         let durable = self.durable.as_ref()?;
         let scratch = self.restore_scratch();
-        let downloads = RestorePlan::downloads(&scratch.dir);
         let latest = match durable
             .checkpointer
             .store()
-            .latest_restorable_with(Some(downloads))
+            .latest_restorable_with(Some(scratch.downloads()))
             .await
         {
             Ok(latest) => latest?,
@@ -384,11 +383,8 @@ impl Coordinator {
                 return None;
             }
         };
-        let plan = match RestorePlan::decode(latest, &scratch.dir) {
-            Ok(plan) => {
-                scratch.keep();
-                plan
-            }
+        let plan = match scratch.decode(latest) {
+            Ok(plan) => plan,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot decode the latest checkpoint; restarting jobs from scratch");
                 return None;

@@ -29,6 +29,7 @@ use sluice_state::spill::{WRITE_CHUNK, least_recently_used};
 use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
 
 use crate::keygroup::key_groups_of_columns;
+use crate::operators::StateEntry;
 
 /// Estimated bytes a value holds besides its rows: the key's two copies (state and
 /// cache), the maps' entries.
@@ -100,17 +101,19 @@ impl KeyedSpill {
         entry_key(self.prefix, space, key)
     }
 
-    /// Before a batch whose rows have the keys `keys` (with their key columns
-    /// `key_columns`), and whose rows of space `space` average `row_bytes` bytes: reads
-    /// back into `maps` the values of those keys that the store holds and memory does
-    /// not, in every space, and notes the keys for [`Self::account`].
+    /// Before a batch of space `space` whose rows `rows` have the keys `keys` (with
+    /// their key columns `key_columns`): reads back into `maps` the values of those keys
+    /// that the store holds and memory does not, in every space, and notes the keys for
+    /// [`Self::account`].
     pub(crate) fn load<V: SpillValue>(
         &mut self,
         maps: &mut KeyedMaps<V>,
         key_columns: &[ArrayRef],
         keys: &Rows,
-        (space, row_bytes): (usize, usize),
+        space: usize,
+        rows: &Rows,
     ) -> Result<()> {
+        let row_bytes = rows.size().checked_div(rows.num_rows()).unwrap_or(0);
         self.row_bytes[space] = match self.row_bytes[space] {
             0 => row_bytes,
             known => (7 * known + row_bytes) / 8,
@@ -249,6 +252,26 @@ impl KeyedSpill {
             self.store.put(puts);
         }
     }
+}
+
+/// Every value of `maps` as a snapshot entry (the form the store holds it in): under
+/// [`entry_key`] with `prefix`, in the key group `key_groups` gives its key.
+pub(crate) fn value_entries<V: SpillValue>(
+    prefix: &[u8],
+    maps: &KeyedMaps<V>,
+    key_groups: impl Fn(&[&[u8]]) -> Result<Vec<u16>>,
+) -> Result<Vec<StateEntry>> {
+    let mut entries = Vec::new();
+    for (space, map) in maps.iter().enumerate() {
+        let keys: Vec<&[u8]> = map.keys().map(AsRef::as_ref).collect();
+        if keys.is_empty() {
+            continue;
+        }
+        for (key, group) in keys.iter().zip(key_groups(&keys)?) {
+            entries.push((group, entry_key(prefix, space, key), map[*key].encode()));
+        }
+    }
+    Ok(entries)
 }
 
 /// The store (and snapshot) key of `space`'s value for `key`: `prefix` with `space`

@@ -31,16 +31,16 @@ use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
+use sluice_state::SpillStore;
 use sluice_state::spill::DbCheckpoint;
-use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore};
 
+use super::encoding::key_groups_of_rows;
 use super::encoding::{
     push_sized, row_converter, split_sized, take_through, timestamp_millis, wall_clock_ms,
 };
-use super::keyed_spill::{KeyedSpill, SpillValue, entry_key, split_entry_key};
+use super::keyed_spill::{KeyedSpill, SpillValue, split_entry_key, value_entries};
 use super::ttl::Recency;
 use super::{Operator, RestoredState, StateEntry};
-use crate::keygroup::key_groups_of_columns;
 use crate::message::{CheckpointBarrier, Message, RowKind, Watermark, split_changelog};
 
 /// An ORDER BY key of a Top-N.
@@ -188,26 +188,15 @@ impl TopNOperator {
         (self.partitions.len(), stored)
     }
 
-    /// Every partition held in memory, as snapshot entries.
+    /// Every partition held in memory, as snapshot entries (a global Top-N's one
+    /// partition in key group 0).
     fn partition_entries(&self) -> Result<Vec<StateEntry>> {
-        let parser = self.partition_converter.parser();
-        let mut entries = Vec::with_capacity(self.partitions.len());
-        for (partition, ranking) in &self.partitions {
-            let key_group = if self.partition_by.is_empty() {
-                0
-            } else {
-                let keys = self
-                    .partition_converter
-                    .convert_rows(std::iter::once(parser.parse(partition)))?;
-                key_groups_of_columns(&keys, 1, DEFAULT_KEY_GROUPS)?[0]
-            };
-            entries.push((
-                key_group,
-                entry_key(PARTITION, 0, partition),
-                ranking.encode(),
-            ));
-        }
-        Ok(entries)
+        value_entries(PARTITION, std::slice::from_ref(&self.partitions), |keys| {
+            if self.partition_by.is_empty() {
+                return Ok(vec![0; keys.len()]);
+            }
+            key_groups_of_rows(&self.partition_converter, keys)
+        })
     }
 
     /// Forgets partitions untouched for `ttl` (see the `ttl` field).
@@ -356,9 +345,8 @@ impl Operator for TopNOperator {
             .convert_columns(&Self::evaluate(&self.order_by, &data)?)?;
         let rows = self.row_converter.convert_columns(data.columns())?;
         if let (Some(spill), Some(keys)) = (&mut self.spill, &partitions) {
-            let row_bytes = rows.size().checked_div(rows.num_rows()).unwrap_or(0);
             let maps = std::slice::from_mut(&mut self.partitions);
-            spill.load(maps, &partition_columns, keys, (0, row_bytes))?;
+            spill.load(maps, &partition_columns, keys, 0, &rows)?;
         }
         // Every touched partition's top before the batch.
         let mut before: HashMap<Box<[u8]>, Top> = HashMap::new();
@@ -529,15 +517,13 @@ impl Operator for TopNOperator {
                 .or_default()
                 .insert((order.into(), row.into()), i64::from_le_bytes(count));
         }
-        if let Some(spill) = &mut self.spill {
-            spill.store.put(stored);
-        }
-        // Checkpoints before partition entries held a row per entry.
-        if self.spill.is_some() && !self.partitions.is_empty() {
-            let rows_as_partitions = self.partition_entries()?;
+        if self.spill.is_some() {
+            // Rows of checkpoints before partition entries went to memory above: into
+            // the store.
+            stored.extend(self.partition_entries()?);
             self.partitions.clear();
             if let Some(spill) = &mut self.spill {
-                spill.store.put(rows_as_partitions);
+                spill.store.put(stored);
             }
         }
         // Restored partitions live one more TTL: touch times are not checkpointed.

@@ -238,31 +238,13 @@ impl CheckpointStore {
     /// A missing, short, long or damaged file is DATA_CORRUPTED (XX001) naming the file
     /// and its epoch; a failed read is an I/O error (58030).
     pub async fn get_state(&self, file: &StateFileRef) -> Result<Bytes> {
-        let epoch = epoch_of_path(&file.path).ok_or_else(|| {
-            SluiceError::corrupted(format!(
-                "state file reference {:?} in {} is not of the form chk-<epoch>/<name>",
-                file.path, self.shared.url
-            ))
-        })?;
-        let location = self.location(&file.path)?;
-        let what = || {
-            format!(
-                "state file {} of checkpoint {epoch}",
-                self.describe(&file.path)
-            )
-        };
-        let data = match self.shared.store.get(&location).await {
+        let what = self.label(file)?;
+        let data = match self.shared.store.get(&self.location(&file.path)?).await {
             Ok(got) => got.bytes().await,
             Err(e) => Err(e),
         };
-        let data = match data {
-            Ok(data) => data,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(SluiceError::corrupted(format!("{} is missing", what())));
-            }
-            Err(e) => return Err(SluiceError::io(format!("reading {}", what()), e)),
-        };
-        verify(&what(), data.len() as u64, crc32fast::hash(&data), file)?;
+        let data = data.map_err(|e| read_failure(&what, e))?;
+        verify(&what, data.len() as u64, crc32fast::hash(&data), file)?;
         Ok(data)
     }
 
@@ -559,13 +541,7 @@ impl CheckpointStore {
     /// verifying its size and checksum as [`Self::get_state`] does.
     async fn download_state(&self, file: &StateFileRef, path: &std::path::Path) -> Result<()> {
         use tokio::io::AsyncWriteExt;
-        let epoch = epoch_of_path(&file.path).unwrap_or_default();
-        let what = || {
-            format!(
-                "state file {} of checkpoint {epoch}",
-                self.describe(&file.path)
-            )
-        };
+        let what = self.label(file)?;
         let local = |e: std::io::Error| SluiceError::io(format!("writing {}", path.display()), e);
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(local)?;
@@ -573,20 +549,32 @@ impl CheckpointStore {
         let mut out = tokio::fs::File::create(path).await.map_err(local)?;
         let mut chunks = match self.shared.store.get(&self.location(&file.path)?).await {
             Ok(got) => got.into_stream(),
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(SluiceError::corrupted(format!("{} is missing", what())));
-            }
-            Err(e) => return Err(SluiceError::io(format!("reading {}", what()), e)),
+            Err(e) => return Err(read_failure(&what, e)),
         };
         let (mut size, mut crc) = (0u64, crc32fast::Hasher::new());
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| SluiceError::io(format!("reading {}", what()), e))?;
+            let chunk = chunk.map_err(|e| read_failure(&what, e))?;
             size += chunk.len() as u64;
             crc.update(&chunk);
             out.write_all(&chunk).await.map_err(local)?;
         }
         out.flush().await.map_err(local)?;
-        verify(&what(), size, crc.finalize(), file)
+        verify(&what, size, crc.finalize(), file)
+    }
+
+    /// How errors name state file `file`: "state file <where> of checkpoint <epoch>".
+    /// Fails with DATA_CORRUPTED (XX001) when its path is not `chk-<epoch>/<name>`.
+    fn label(&self, file: &StateFileRef) -> Result<String> {
+        let epoch = epoch_of_path(&file.path).ok_or_else(|| {
+            SluiceError::corrupted(format!(
+                "state file reference {:?} in {} is not of the form chk-<epoch>/<name>",
+                file.path, self.shared.url
+            ))
+        })?;
+        Ok(format!(
+            "state file {} of checkpoint {epoch}",
+            self.describe(&file.path)
+        ))
     }
 
     /// Checks that every file of `metadata` lies where the layout and the retention
@@ -672,6 +660,17 @@ fn verify(what: &str, size: u64, crc: u32, file: &StateFileRef) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A failed read of the state file `what`: a missing file is damage (DATA_CORRUPTED),
+/// anything else an I/O error (58030).
+fn read_failure(what: &str, e: object_store::Error) -> SluiceError {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            SluiceError::corrupted(format!("{what} is missing"))
+        }
+        e => SluiceError::io(format!("reading {what}"), e),
+    }
 }
 
 /// Removes what a failed download of a checkpoint left in `dir`.

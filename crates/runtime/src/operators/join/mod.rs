@@ -37,7 +37,7 @@ mod null_aware;
 mod outer;
 mod spill;
 
-use super::keyed_spill::{KeyedSpill, entry_key, split_entry_key};
+use super::keyed_spill::{KeyedSpill, SpillValue, split_entry_key, value_entries};
 use super::{Operator, RestoredState, StateEntry};
 use crate::message::{Message, OP_COLUMN, RowKind, Watermark, split_changelog};
 pub use expiry::JoinIntervals;
@@ -304,7 +304,7 @@ impl Operator for JoinOperator {
     }
 
     /// One entry per bucket (the rows of one side with one join key): key
-    /// `[BUCKET + side][key]`, value its rows and their multiplicities (`encode_bucket`),
+    /// `[BUCKET + side][key]`, value its rows and their multiplicities ([`SpillValue::encode`]),
     /// in the key group of the join key. A window join also stores how far its windows
     /// are closed, under `[2]`. A spilling join's buckets are its store's: its entries,
     /// or for a RocksDB store its files ([`Operator::snapshot_database`]).
@@ -390,7 +390,7 @@ impl Operator for JoinOperator {
             }
             if let Some((side, key)) = split_entry_key(BUCKET, 2, &entry_key) {
                 if self.spill.is_none() {
-                    let bucket = decode_bucket(&value).ok_or_else(corrupt)?;
+                    let bucket = Bucket::decode(&value).ok_or_else(corrupt)?;
                     self.state[side].insert(key.into(), bucket);
                     continue;
                 }
@@ -409,14 +409,12 @@ impl Operator for JoinOperator {
                 .or_default()
                 .insert(row.into(), u64::from_le_bytes(count));
         }
-        if let Some(spill) = &mut self.spill {
-            spill.store.put(stored);
-        }
-        if self.spill.is_some() && self.state.iter().any(|s| !s.is_empty()) {
-            let rows_as_buckets = self.bucket_entries()?;
+        if self.spill.is_some() {
+            // Rows of checkpoints before buckets went to memory above: into the store.
+            stored.extend(self.bucket_entries()?);
             self.state = [SideState::new(), SideState::new()];
             if let Some(spill) = &mut self.spill {
-                spill.store.put(rows_as_buckets);
+                spill.store.put(stored);
             }
         }
         self.index_restored_windows()?;
@@ -497,22 +495,9 @@ impl JoinOperator {
 
     /// Every bucket held in memory, as snapshot entries (see `snapshot_state`).
     fn bucket_entries(&self) -> Result<Vec<StateEntry>> {
-        let mut entries = Vec::new();
-        for (side, state) in self.state.iter().enumerate() {
-            let keys: Vec<&[u8]> = state.keys().map(AsRef::as_ref).collect();
-            if keys.is_empty() {
-                continue;
-            }
-            let groups = key_groups_of_rows(&self.key_converter, &keys)?;
-            for (key, group) in keys.into_iter().zip(groups) {
-                entries.push((
-                    group,
-                    entry_key(BUCKET, side, key),
-                    encode_bucket(&state[key]),
-                ));
-            }
-        }
-        Ok(entries)
+        value_entries(BUCKET, &self.state, |keys| {
+            key_groups_of_rows(&self.key_converter, keys)
+        })
     }
 
     /// An inner or outer join's step for a batch of `side`, when the join has no
@@ -659,28 +644,33 @@ const INTERVAL_WATERMARK: u8 = 3;
 /// `null_aware`'s), see [`entry_key`].
 const BUCKET: &[u8] = &[6];
 
-/// A bucket's rows, each behind its length, and their multiplicities (`u64`,
-/// little-endian).
-fn encode_bucket(bucket: &Bucket) -> Vec<u8> {
-    let bytes = bucket.keys().map(|row| row.len() + 12).sum();
-    let mut value = Vec::with_capacity(bytes);
-    for (row, count) in bucket {
-        push_sized(&mut value, row);
-        value.extend_from_slice(&count.to_le_bytes());
+impl SpillValue for Bucket {
+    /// The rows, each behind its length, and their multiplicities (`u64`,
+    /// little-endian).
+    fn encode(&self) -> Vec<u8> {
+        let bytes = self.keys().map(|row| row.len() + 12).sum();
+        let mut value = Vec::with_capacity(bytes);
+        for (row, count) in self {
+            push_sized(&mut value, row);
+            value.extend_from_slice(&count.to_le_bytes());
+        }
+        value
     }
-    value
-}
 
-/// The bucket [`encode_bucket`] encoded, `None` when `value` is malformed.
-fn decode_bucket(mut value: &[u8]) -> Option<Bucket> {
-    let mut bucket = Bucket::new();
-    while !value.is_empty() {
-        let (row, rest) = split_sized(value)?;
-        let count: [u8; 8] = rest.get(..8)?.try_into().ok()?;
-        bucket.insert(row.into(), u64::from_le_bytes(count));
-        value = &rest[8..];
+    fn decode(mut value: &[u8]) -> Option<Self> {
+        let mut bucket = Bucket::new();
+        while !value.is_empty() {
+            let (row, rest) = split_sized(value)?;
+            let count: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+            bucket.insert(row.into(), u64::from_le_bytes(count));
+            value = &rest[8..];
+        }
+        Some(bucket)
     }
-    Some(bucket)
+
+    fn rows(&self) -> usize {
+        self.len()
+    }
 }
 
 /// The rows a batch makes a join emit: this side's row index and the other side's row

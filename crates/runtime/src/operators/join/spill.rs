@@ -16,22 +16,8 @@ use arrow::row::Rows;
 use sluice_common::error::Result;
 use sluice_state::SpillStore;
 
-use super::{BUCKET, Bucket, JoinOperator, decode_bucket, encode_bucket};
-use crate::operators::keyed_spill::{KeyedSpill, SpillValue};
-
-impl SpillValue for Bucket {
-    fn encode(&self) -> Vec<u8> {
-        encode_bucket(self)
-    }
-
-    fn decode(bytes: &[u8]) -> Option<Self> {
-        decode_bucket(bytes)
-    }
-
-    fn rows(&self) -> usize {
-        self.len()
-    }
-}
+use super::{BUCKET, JoinOperator};
+use crate::operators::keyed_spill::KeyedSpill;
 
 impl JoinOperator {
     /// Whether the join's state is its buckets alone, so they can spill (see the module
@@ -75,8 +61,7 @@ impl JoinOperator {
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
-        let row_bytes = rows.size().checked_div(rows.num_rows()).unwrap_or(0);
-        spill.load(&mut self.state, key_columns, keys, (side, row_bytes))
+        spill.load(&mut self.state, key_columns, keys, side, rows)
     }
 
     /// After a batch of `side`: see [`KeyedSpill::account`].
@@ -99,6 +84,8 @@ mod tests {
     use super::super::tests::{changes, outer_join, rows, semi_or_anti_join};
     use super::*;
     use crate::message::RowKind;
+    use crate::operators::join::Bucket;
+    use crate::operators::keyed_spill::SpillValue;
     use crate::operators::{Operator, RestoredState, StateEntry};
     use arrow::array::RecordBatch;
     use sluice_state::spill::RestoredDb;
@@ -143,7 +130,7 @@ mod tests {
         let mut entries: Vec<_> = entries
             .into_iter()
             .map(|(group, key, value)| {
-                let mut rows: Vec<_> = decode_bucket(&value).unwrap().into_iter().collect();
+                let mut rows: Vec<_> = Bucket::decode(&value).unwrap().into_iter().collect();
                 rows.sort();
                 (group, key, rows)
             })
@@ -326,7 +313,7 @@ mod tests {
         let mut entries = Vec::new();
         for (group, key, value) in join.bucket_entries().unwrap() {
             let side = key[0] - BUCKET[0];
-            for (row, count) in decode_bucket(&value).unwrap() {
+            for (row, count) in Bucket::decode(&value).unwrap() {
                 let mut entry_key = vec![side];
                 crate::operators::encoding::push_sized(&mut entry_key, &key[1..]);
                 entry_key.extend_from_slice(&row);
