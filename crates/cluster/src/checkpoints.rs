@@ -43,6 +43,7 @@ use sluice_state::spill::{DbCheckpoint, RestoredDb};
 use tokio::sync::mpsc;
 
 use crate::job::{Job, JobRestore, JobState, Layout, parse_subtask_id};
+use crate::metadata::MetadataStore;
 
 /// How often a waiting checkpoint re-checks the jobs it waits for.
 const POLL: Duration = Duration::from_millis(50);
@@ -159,10 +160,17 @@ pub struct Checkpointer {
     /// (store, file name): the next checkpoint references them instead of uploading
     /// them again (see `sluice_state::spill`).
     uploaded: Mutex<HashMap<(String, String), StateFileRef>>,
+    /// Confirms, right before a checkpoint is committed, that this coordinator is still
+    /// the active one (see `MetadataStore::confirm_active`).
+    metadata: Arc<dyn MetadataStore>,
 }
 
 impl Checkpointer {
-    pub fn new(store: CheckpointStore, timeout: Duration) -> Self {
+    pub fn new(
+        store: CheckpointStore,
+        timeout: Duration,
+        metadata: Arc<dyn MetadataStore>,
+    ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         Checkpointer {
             store,
@@ -173,6 +181,7 @@ impl Checkpointer {
             receiver: tokio::sync::Mutex::new(receiver),
             timeout,
             uploaded: Mutex::default(),
+            metadata,
         }
     }
 
@@ -328,6 +337,10 @@ impl Checkpointer {
             }
         }
         metadata.completed_at_ms = now_ms();
+        let active = self.metadata.clone();
+        tokio::task::spawn_blocking(move || active.confirm_active())
+            .await
+            .map_err(|e| SluiceError::internal(format!("the leadership check stopped: {e}")))??;
         self.store.commit(&metadata).await?;
         Ok(metadata)
     }

@@ -7,7 +7,7 @@ mod coordinator;
 pub mod dataplane;
 pub mod job;
 pub mod membership;
-mod metadata;
+pub mod metadata;
 mod providers;
 pub mod remote;
 mod results;

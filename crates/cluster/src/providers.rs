@@ -28,8 +28,10 @@ use futures::StreamExt;
 use sluice_common::error::{SluiceError, SqlState};
 use sluice_runtime::message::{CheckpointBarrier, Message, RowKind, changelog_schema};
 use sluice_runtime::operators::materialize::{Subscription, ViewPartition};
-use sluice_state::wal::{LogRecord, TableLog};
+use sluice_state::wal::LogRecord;
 use sluice_state::{DEFAULT_KEY_GROUPS, StateTable};
+
+use crate::metadata::MetadataStore;
 
 fn external(e: SluiceError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -54,7 +56,8 @@ pub struct WritesPaused<'a> {
 
 /// Where a durable table writes its changes before applying them.
 pub struct Durability {
-    pub log: Arc<TableLog>,
+    /// The table log's store: the data directory, or PostgreSQL.
+    pub log: Arc<dyn MetadataStore>,
     pub table_id: u64,
     /// Keep every change since the last completed checkpoint in memory too, so that a
     /// failed job can be restarted from that checkpoint (see [`TableStorage::retain_after`]).

@@ -588,12 +588,21 @@ pub(crate) fn from_proto(state: OperatorState) -> Vec<StateEntry> {
         .collect()
 }
 
+/// `client` without message size limits: deployments carry graphs and restored state.
+fn unlimited(
+    client: CoordinatorClient<tonic::transport::Channel>,
+) -> CoordinatorClient<tonic::transport::Channel> {
+    client
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
 /// The worker's side: the runs deployed on it.
 pub struct WorkerRuntime {
     dataplane: Arc<DataPlane>,
-    /// The coordinator's data-plane address as this worker reaches it (process 0).
-    coordinator_address: String,
-    coordinator: CoordinatorClient<tonic::transport::Channel>,
+    /// The coordinator this worker is registered with: its data-plane address as this
+    /// worker reaches it (process 0), and a client of its control plane.
+    coordinator: Mutex<(String, CoordinatorClient<tonic::transport::Channel>)>,
     runs: Arc<Mutex<HashMap<u64, Arc<Job>>>>,
 }
 
@@ -605,12 +614,15 @@ impl WorkerRuntime {
     ) -> WorkerRuntime {
         WorkerRuntime {
             dataplane,
-            coordinator_address,
-            coordinator: coordinator
-                .max_decoding_message_size(usize::MAX)
-                .max_encoding_message_size(usize::MAX),
+            coordinator: Mutex::new((coordinator_address, unlimited(coordinator))),
             runs: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// Deploys from now on come from the coordinator at `address` (this worker
+    /// registered with it), and snapshots and failures of their runs are reported to it.
+    pub fn follow(&self, address: String, client: CoordinatorClient<tonic::transport::Channel>) {
+        *self.coordinator.lock() = (address, unlimited(client));
     }
 
     /// The counters of every subtask this worker runs, and the late rows of each of its
@@ -666,8 +678,9 @@ impl WorkerRuntime {
                 "the deployment's chains do not match its graph",
             ));
         }
+        let (coordinator_address, coordinator) = self.coordinator.lock().clone();
         let mut addresses: BTreeMap<u64, String> = request.addresses.into_iter().collect();
-        addresses.insert(0, self.coordinator_address.clone());
+        addresses.insert(0, coordinator_address);
         let placement = Placement {
             deployment: request.deployment,
             chains: chains.clone(),
@@ -723,7 +736,7 @@ impl WorkerRuntime {
         self.runs.lock().insert(deployment, job.clone());
         tracing::info!(deployment, view = %request.view, "deployed subtasks");
         // Snapshots go to the coordinator in the order they were taken.
-        let mut coordinator = self.coordinator.clone();
+        let mut reports = coordinator.clone();
         let kill = job.kill_handle();
         let deployed = job.clone();
         tokio::spawn(async move {
@@ -754,7 +767,7 @@ impl WorkerRuntime {
                         report.operators = snapshot.operators.iter().map(|e| to_proto(e)).collect();
                     }
                 }
-                match within(CALL_TIMEOUT, coordinator.report_snapshot(report)).await {
+                match within(CALL_TIMEOUT, reports.report_snapshot(report)).await {
                     Ok(reply) if reply.get_ref().known => {}
                     Ok(_) => {
                         kill.kill("the coordinator no longer runs this deployment");
@@ -771,7 +784,7 @@ impl WorkerRuntime {
             }
         });
         // When the run ends: a failure is reported, and the run forgotten.
-        let mut coordinator = self.coordinator.clone();
+        let mut coordinator = coordinator;
         let runs = self.runs.clone();
         tokio::spawn(async move {
             job.stopped().await;

@@ -48,6 +48,10 @@ pub struct ServeConfig {
     pub heartbeat_interval: f64,
     /// Seconds without a heartbeat after which a worker is declared lost.
     pub heartbeat_timeout: f64,
+    /// `sluice coordinator --metadata`: a PostgreSQL URL where the catalog and the table
+    /// log are kept instead of the data directory, and through which coordinators
+    /// sharing it elect the active one (the others stand by).
+    pub metadata_url: Option<String>,
 }
 
 /// Where a server keeps the rows of tables and views.
@@ -108,6 +112,7 @@ impl Default for ServeConfig {
             rpc_listen: "127.0.0.1:6123".into(),
             heartbeat_interval: 5.0,
             heartbeat_timeout: 15.0,
+            metadata_url: None,
         }
     }
 }

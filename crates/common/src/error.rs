@@ -38,6 +38,8 @@ impl SqlState {
     pub const INSUFFICIENT_RESOURCES: SqlState = SqlState("53000");
     pub const PROGRAM_LIMIT_EXCEEDED: SqlState = SqlState("54000");
     pub const QUERY_CANCELED: SqlState = SqlState("57014");
+    /// The server is shutting down (here: a coordinator that lost its leadership).
+    pub const ADMIN_SHUTDOWN: SqlState = SqlState("57P01");
     pub const INTERNAL_ERROR: SqlState = SqlState("XX000");
     /// A checksum mismatch or a truncated file in durable storage.
     pub const DATA_CORRUPTED: SqlState = SqlState("XX001");

@@ -107,13 +107,22 @@ pub struct CoordinatorArgs {
     /// Seconds without a heartbeat before a worker is declared lost [default: 15]
     #[arg(long, env = "SLUICE_HEARTBEAT_TIMEOUT", value_name = "SECONDS")]
     pub heartbeat_timeout: Option<f64>,
+    /// Keep the catalog and the tables' changes in this PostgreSQL database
+    /// (postgres://user@host:port/database) instead of the data directory. Coordinators
+    /// given the same database form a highly available group: one is active, the others
+    /// stand by and take over when it dies. Needs --checkpoint-url (a store every
+    /// coordinator reaches)
+    #[arg(long, env = "SLUICE_METADATA", value_name = "URL")]
+    pub metadata: Option<String>,
 }
 
 /// Flags of `sluice worker`.
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// The coordinator's control plane, e.g. http://coordinator:6123
-    #[arg(long, env = "SLUICE_COORDINATOR", value_name = "URL")]
+    /// The coordinator's control plane, e.g. http://coordinator:6123; for a highly
+    /// available group, every coordinator's, comma-separated (the worker registers with
+    /// the one that answers)
+    #[arg(long, env = "SLUICE_COORDINATOR", value_name = "URL[,URL...]")]
     pub coordinator: String,
     /// Subtask slots this worker offers [default: number of cores]
     #[arg(long, env = "SLUICE_SLOTS", value_name = "N")]

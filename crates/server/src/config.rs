@@ -61,6 +61,7 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
         config.operator_cache_mb = v;
     }
     check_heartbeats(&config)?;
+    check_metadata(&config)?;
     Ok(config)
 }
 
@@ -78,7 +79,32 @@ pub fn resolve_coordinator(args: &CoordinatorArgs) -> Result<ServeConfig> {
         config.heartbeat_timeout = seconds("--heartbeat-timeout", v)?;
     }
     check_heartbeats(&config)?;
+    if let Some(url) = &args.metadata {
+        config.metadata_url = Some(url.clone());
+    }
+    check_metadata(&config)?;
     Ok(config)
+}
+
+/// A coordinator of a highly available group keeps nothing its successor needs on its
+/// own disk: its metadata is in PostgreSQL, and its checkpoints must be in a store the
+/// others reach too, which the default (under the data directory) is not.
+fn check_metadata(config: &ServeConfig) -> Result<()> {
+    let Some(url) = &config.metadata_url else {
+        return Ok(());
+    };
+    sluice_cluster::metadata::postgres::parse_url(url)?;
+    if config.ephemeral {
+        return Err(SluiceError::invalid_parameter(
+            "--metadata and --ephemeral cannot be combined: an ephemeral server keeps no metadata",
+        ));
+    }
+    if config.checkpoint_url.is_none() {
+        return Err(SluiceError::invalid_parameter(
+            "--metadata needs --checkpoint-url: the coordinator that takes over must read the checkpoints, so they cannot stay in this one's data directory",
+        ));
+    }
+    Ok(())
 }
 
 /// The heartbeat timeout must exceed the interval, which must be above 0 (both may come
@@ -205,6 +231,45 @@ mod tests {
             assert_eq!(err.state, SqlState::INVALID_PARAMETER_VALUE, "{name}");
             assert!(err.message.contains("heartbeat"), "{name}: {}", err.message);
             let _ = std::fs::remove_dir_all(path.parent().expect("parent"));
+        }
+    }
+
+    #[test]
+    fn metadata_in_postgres_needs_a_shared_checkpoint_store() {
+        let coordinator = |metadata: &str, checkpoint_url: Option<&str>, ephemeral: bool| {
+            resolve_coordinator(&CoordinatorArgs {
+                serve: ServeArgs {
+                    checkpoint_url: checkpoint_url.map(String::from),
+                    ephemeral,
+                    ..ServeArgs::default()
+                },
+                metadata: Some(metadata.into()),
+                ..CoordinatorArgs::default()
+            })
+        };
+        let url = "postgres://postgres@127.0.0.1:5432/sluice";
+        let config = coordinator(url, Some("s3://bucket/checkpoints"), false).expect("valid");
+        assert_eq!(config.metadata_url.as_deref(), Some(url));
+        for (what, result, mentions) in [
+            (
+                "no store",
+                coordinator(url, None, false),
+                "--checkpoint-url",
+            ),
+            (
+                "ephemeral",
+                coordinator(url, Some("file:///tmp/c"), true),
+                "--ephemeral",
+            ),
+            (
+                "not PostgreSQL",
+                coordinator("mysql://db/sluice", Some("file:///tmp/c"), false),
+                "PostgreSQL URL",
+            ),
+        ] {
+            let err = result.expect_err(what);
+            assert_eq!(err.state, SqlState::INVALID_PARAMETER_VALUE, "{what}");
+            assert!(err.message.contains(mentions), "{what}: {}", err.message);
         }
     }
 

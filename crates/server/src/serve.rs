@@ -5,12 +5,20 @@
 //! started and every listener bound *before* the single `sluice ready ...` line is
 //! printed, so a script that waits for that line can connect at once. Ctrl-C or SIGTERM
 //! stops accepting connections and returns.
+//!
+//! A coordinator given `--metadata postgres://...` first waits to be the active one of
+//! its group (printing `sluice standby: ...` while another is), and stops with an error
+//! when it loses that role (docs/cluster.md, "A highly available coordinator").
 
 use std::io::Write;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_cluster::Coordinator;
+use sluice_cluster::metadata::postgres::{PostgresMetadata, SessionCheck};
+use sluice_cluster::metadata::{MetadataStore, Restored};
 use sluice_cluster::rpc::serve_control_plane;
+use sluice_common::SqlState;
 use sluice_common::config::ServeConfig;
 use sluice_common::error::{Result, SluiceError};
 use tokio::net::TcpListener;
@@ -37,6 +45,16 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
             config.data_dir.display()
         ))
     })?;
+    // A coordinator of a highly available group waits here until it is the active
+    // one; only then does it bind its listeners.
+    let (leader, metadata) = match &config.metadata_url {
+        Some(url) => {
+            let (leader, restored) = lead(url, &config).await?;
+            let store: Arc<dyn MetadataStore> = leader.clone();
+            (Some(leader), Some((store, restored)))
+        }
+        None => (None, None),
+    };
     let pg_listener = bind("pg-listen", &config.pg_listen).await?;
     let rest_listener = bind("rest-listen", &config.rest_listen).await?;
     // Arrow Flight SQL is not served yet; the address is bound so that the ready line
@@ -59,7 +77,10 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
         ready.push_str(&format!(" rpc={rpc_addr}"));
     }
 
-    let coordinator = Coordinator::start(config.clone()).await?;
+    let coordinator = match metadata {
+        Some(metadata) => Coordinator::start_with_metadata(config.clone(), Some(metadata)).await?,
+        None => Coordinator::start(config.clone()).await?,
+    };
     crate::pg_catalog::register(&coordinator)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -97,7 +118,19 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
     }
     tracing::info!(pg = %pg_addr, rest = %rest_addr, flight = %flight_addr, data_dir = %config.data_dir.display(), "sluice serving");
 
-    wait_for_shutdown_signal().await;
+    let lost = async {
+        match &leader {
+            Some(leader) => leader.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        () = wait_for_shutdown_signal() => Ok(()),
+        why = lost => Err(SluiceError::new(
+            SqlState::ADMIN_SHUTDOWN,
+            format!("this coordinator is no longer the active one ({why}); another may have taken over. Start it again to stand by"),
+        )),
+    };
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     drop(flight_listener);
@@ -107,7 +140,27 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
         let _ = task.await;
     }
     coordinator.shutdown().await;
-    Ok(())
+    outcome
+}
+
+/// Waits until this coordinator holds the metadata lock of `url` (announcing on stdout
+/// that it stands by if another holds it), and reads the metadata. The active
+/// coordinator checks its session every heartbeat interval.
+async fn lead(url: &str, config: &ServeConfig) -> Result<(Arc<PostgresMetadata>, Restored)> {
+    let check = SessionCheck {
+        every: Duration::from_secs_f64(config.heartbeat_interval),
+        timeout: Duration::from_secs_f64(config.heartbeat_timeout),
+    };
+    let (leader, restored) = PostgresMetadata::lead(url, check, || {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "sluice standby: another coordinator is active; this one takes over when it stops"
+        );
+        let _ = out.flush();
+    })
+    .await?;
+    Ok((Arc::new(leader), restored))
 }
 
 pub async fn bind(flag: &str, addr: &str) -> Result<TcpListener> {

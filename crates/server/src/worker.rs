@@ -23,7 +23,12 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         None => listener.local_addr()?.to_string(),
     };
     let config = WorkerConfig {
-        coordinator: args.coordinator,
+        coordinators: args
+            .coordinator
+            .split(',')
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty())
+            .collect(),
         address: address.clone(),
         slots: args
             .slots

@@ -86,26 +86,8 @@ impl TableLog {
     /// Appends one change and syncs it to disk. When this returns `Ok` the change is
     /// durable; when it fails nothing may be acknowledged.
     pub fn append(&self, table_id: u64, seq: u64, batch: &RecordBatch) -> Result<()> {
-        let mut payload = Vec::with_capacity(PAYLOAD_PREFIX_BYTES + 256);
-        payload.extend_from_slice(&table_id.to_le_bytes());
-        payload.extend_from_slice(&seq.to_le_bytes());
-        {
-            let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
-            writer.write(batch)?;
-            writer.finish()?;
-        }
-        let length = u32::try_from(payload.len())
-            .ok()
-            .filter(|&n| n <= MAX_RECORD_BYTES)
-            .ok_or_else(|| {
-                SluiceError::new(
-                    sluice_common::SqlState::PROGRAM_LIMIT_EXCEEDED,
-                    format!(
-                        "one statement changed {} bytes of table data; the limit is {MAX_RECORD_BYTES}: split it into smaller statements",
-                        payload.len()
-                    ),
-                )
-            })?;
+        let payload = encode_payload(table_id, seq, batch)?;
+        let length = payload.len() as u32;
         let mut record = Vec::with_capacity(HEADER_BYTES + payload.len());
         record.extend_from_slice(&length.to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
@@ -120,6 +102,30 @@ impl TableLog {
                 )
             })
     }
+}
+
+/// Encodes one change as a record's payload: `[table id][sequence][Arrow IPC stream]`.
+/// Fails when the change is too large for one record. Every store of the table log
+/// (this file, or PostgreSQL for a coordinator pair) keeps changes in this form.
+pub fn encode_payload(table_id: u64, seq: u64, batch: &RecordBatch) -> Result<Vec<u8>> {
+    let mut payload = Vec::with_capacity(PAYLOAD_PREFIX_BYTES + 256);
+    payload.extend_from_slice(&table_id.to_le_bytes());
+    payload.extend_from_slice(&seq.to_le_bytes());
+    {
+        let mut writer = StreamWriter::try_new(&mut payload, &batch.schema())?;
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    if payload.len() > MAX_RECORD_BYTES as usize {
+        return Err(SluiceError::new(
+            sluice_common::SqlState::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "one statement changed {} bytes of table data; the limit is {MAX_RECORD_BYTES}: split it into smaller statements",
+                payload.len()
+            ),
+        ));
+    }
+    Ok(payload)
 }
 
 /// Reads records from the start of `file`; returns them and the length of the intact prefix.
@@ -175,7 +181,14 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8], path: &Path) -> Result<bool
     Ok(true)
 }
 
-fn decode_payload(payload: &[u8]) -> Result<LogRecord> {
+/// Decodes a payload written by [`encode_payload`].
+pub fn decode_payload(payload: &[u8]) -> Result<LogRecord> {
+    if payload.len() < PAYLOAD_PREFIX_BYTES {
+        return Err(SluiceError::corrupted(format!(
+            "a table log record of {} bytes is shorter than its header",
+            payload.len()
+        )));
+    }
     let table_id = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
     let seq = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
     let mut reader = StreamReader::try_new(&payload[PAYLOAD_PREFIX_BYTES..], None)?;

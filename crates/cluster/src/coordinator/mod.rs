@@ -54,7 +54,7 @@ use sluice_state::checkpoint::{
     CheckpointKind, CheckpointMetadata, CheckpointStore, Downloads, RestoredCheckpoint,
 };
 use sluice_state::snapshot::redistribute;
-use sluice_state::wal::{LogRecord, TableLog};
+use sluice_state::wal::LogRecord;
 use sluice_state::{
     DEFAULT_KEY_GROUPS, MemoryStateBackend, OperatorStateDirs, RocksDbOptions, RocksDbStateBackend,
     StateBackend,
@@ -63,7 +63,7 @@ use sluice_state::{
 use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, StateFile, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
 use crate::membership::{DataPlaneCounters, Membership, WorkerInfo};
-use crate::metadata::{CatalogState, Definition, MetadataStore};
+use crate::metadata::{CatalogState, DataDirMetadata, Definition, MetadataStore, Restored};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
 use crate::remote::{Cluster, Placed};
 use crate::results::{
@@ -295,10 +295,10 @@ struct Inner {
     unstarted: Vec<Arc<Job>>,
 }
 
-/// The files that make a server durable: the catalog and the table log.
+/// What makes a server durable: the catalog and the table log (in the data directory
+/// or PostgreSQL), and the checkpoint store.
 struct DurableStores {
-    metadata: MetadataStore,
-    log: Arc<TableLog>,
+    metadata: Arc<dyn MetadataStore>,
     /// Checkpoints are taken periodically, so tables retain their changes since the
     /// last one for restarting failed jobs from it.
     periodic_checkpoints: bool,
@@ -334,6 +334,26 @@ impl Coordinator {
     /// ephemeral, it restores the catalog and the tables' contents from the data
     /// directory first; fails (naming the file or object) when they cannot be restored.
     pub async fn start(config: ServeConfig) -> Result<Arc<Coordinator>> {
+        let metadata = match config.ephemeral {
+            true => None,
+            false => {
+                let dir = &config.data_dir;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    SluiceError::io(format!("cannot create data directory {}", dir.display()), e)
+                })?;
+                let (store, restored) = DataDirMetadata::open(dir)?;
+                Some((Arc::new(store) as Arc<dyn MetadataStore>, restored))
+            }
+        };
+        Self::start_with_metadata(config, metadata).await
+    }
+
+    /// [`Self::start`] with the metadata already read from `metadata`'s store (PostgreSQL,
+    /// for the active coordinator of a pair); `None` when ephemeral.
+    pub async fn start_with_metadata(
+        config: ServeConfig,
+        metadata: Option<(Arc<dyn MetadataStore>, Restored)>,
+    ) -> Result<Arc<Coordinator>> {
         let session_config = SessionConfig::new()
             .with_default_catalog_and_schema("sluice", "public")
             .with_information_schema(true)
@@ -344,31 +364,29 @@ impl Coordinator {
             n => n,
         }
         .min(DEFAULT_KEY_GROUPS as usize);
-        let (durable, restored) = if config.ephemeral {
-            (None, None)
-        } else {
-            let dir = &config.data_dir;
-            std::fs::create_dir_all(dir).map_err(|e| {
-                SluiceError::io(format!("cannot create data directory {}", dir.display()), e)
-            })?;
-            let (metadata, catalog) = MetadataStore::open(dir)?;
-            let (log, records) = TableLog::open(&dir.join("tables.log"))?;
-            let url = match &config.checkpoint_url {
-                Some(url) => url.clone(),
-                None => std::path::absolute(dir.join("checkpoints"))
-                    .map_err(|e| SluiceError::io("cannot resolve the data directory", e))?
-                    .display()
-                    .to_string(),
-            };
-            let store = CheckpointStore::open(&url)?;
-            let stores = DurableStores {
-                metadata,
-                log: Arc::new(log),
-                periodic_checkpoints: config.checkpoint_interval > 0.0,
-                checkpointer: Checkpointer::new(store, CHECKPOINT_TIMEOUT),
-                checkpointing: tokio::sync::Mutex::new(()),
-            };
-            (Some(stores), Some((catalog, records)))
+        let (durable, restored) = match metadata {
+            None => (None, None),
+            Some((metadata, restored)) => {
+                let dir = &config.data_dir;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    SluiceError::io(format!("cannot create data directory {}", dir.display()), e)
+                })?;
+                let url = match &config.checkpoint_url {
+                    Some(url) => url.clone(),
+                    None => std::path::absolute(dir.join("checkpoints"))
+                        .map_err(|e| SluiceError::io("cannot resolve the data directory", e))?
+                        .display()
+                        .to_string(),
+                };
+                let store = CheckpointStore::open(&url)?;
+                let stores = DurableStores {
+                    checkpointer: Checkpointer::new(store, CHECKPOINT_TIMEOUT, metadata.clone()),
+                    metadata,
+                    periodic_checkpoints: config.checkpoint_interval > 0.0,
+                    checkpointing: tokio::sync::Mutex::new(()),
+                };
+                (Some(stores), Some(restored))
+            }
         };
         let ctx = SessionContext::new_with_config(session_config);
         sluice_sql::register_functions(&ctx);
@@ -410,7 +428,7 @@ impl Coordinator {
             Arc::downgrade(&coordinator),
             coordinator.cluster.registrations(),
         ));
-        if let Some((catalog, records)) = restored {
+        if let Some(Restored { catalog, records }) = restored {
             coordinator.restore(catalog, records).await?;
         }
         if coordinator.durable.is_some() && config.checkpoint_interval > 0.0 {
@@ -640,7 +658,7 @@ impl Coordinator {
         if inner.recovering {
             return Ok(());
         }
-        durable.metadata.save(&CatalogState {
+        durable.metadata.save_catalog(&CatalogState {
             next_id: inner.catalog.next_id(),
             definitions: inner.definitions.values().cloned().collect(),
             ..CatalogState::default()
@@ -1233,7 +1251,7 @@ impl Coordinator {
             append_only,
             self.backend.table(&table_state_table(id)),
             self.durable.as_ref().map(|d| Durability {
-                log: d.log.clone(),
+                log: d.metadata.clone(),
                 table_id: id,
                 retain: d.periodic_checkpoints,
             }),

@@ -1,7 +1,9 @@
 //! A worker process (`sluice worker`): registers its slots with the coordinator and
 //! heartbeats. When the coordinator is unreachable it keeps retrying; when the
 //! coordinator no longer knows it (it was declared lost, or the coordinator restarted)
-//! it registers again. It serves the `Worker` service (deploy and cancel subtasks) and
+//! it registers again. Given the coordinators of a highly available group, it tries the
+//! next one whenever a call fails, so it finds the one that took over: that one does
+//! not know it, and it registers there. It serves the `Worker` service (deploy and cancel subtasks) and
 //! its data plane on its own address.
 
 use std::sync::Arc;
@@ -33,8 +35,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a worker process is started with.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// The coordinator's control plane URL (`http://host:port`).
-    pub coordinator: String,
+    /// The control plane URLs (`http://host:port`) of the coordinator, or of every
+    /// coordinator of a highly available group.
+    pub coordinators: Vec<String>,
     /// The address this worker serves on, as the coordinator should reach it.
     pub address: String,
     pub slots: u32,
@@ -56,25 +59,21 @@ pub async fn run_worker(
     status: watch::Sender<WorkerStatus>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let bad_url = |e: &dyn std::fmt::Display| {
-        SluiceError::invalid_parameter(format!(
-            "--coordinator {} is not a URL: {e}",
-            config.coordinator
-        ))
-    };
-    let endpoint = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|e| bad_url(&e))?
-        .connect_timeout(CONNECT_TIMEOUT);
-    let coordinator_address = endpoint
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .ok_or_else(|| bad_url(&"it has no host:port"))?;
+    let coordinators = config
+        .coordinators
+        .iter()
+        .map(|url| CoordinatorLink::parse(url))
+        .collect::<Result<Vec<_>>>()?;
+    if coordinators.is_empty() {
+        return Err(SluiceError::invalid_parameter(
+            "--coordinator names no coordinator",
+        ));
+    }
     let dataplane = DataPlane::new();
     let runtime = Arc::new(WorkerRuntime::new(
         dataplane.clone(),
-        coordinator_address,
-        CoordinatorClient::new(endpoint.connect_lazy()),
+        coordinators[0].address.clone(),
+        coordinators[0].connect(),
     ));
     let mut server_shutdown = shutdown.clone();
     let server = tonic::transport::Server::builder()
@@ -93,7 +92,7 @@ pub async fn run_worker(
         );
     let server = tokio::spawn(server);
     let result = tokio::select! {
-        result = serve(&config, &endpoint, &status, &runtime) => result,
+        result = serve(&config, &coordinators, &status, &runtime) => result,
         _ = shutdown.wait_for(|&stop| stop) => Ok(()),
     };
     server.abort();
@@ -148,17 +147,52 @@ impl WorkerRpc for WorkerService {
     }
 }
 
+/// One coordinator a worker may register with.
+struct CoordinatorLink {
+    url: String,
+    endpoint: Endpoint,
+    /// Its data-plane address (`host:port`), as this worker reaches it.
+    address: String,
+}
+
+impl CoordinatorLink {
+    fn parse(url: &str) -> Result<CoordinatorLink> {
+        let bad_url = |e: &dyn std::fmt::Display| {
+            SluiceError::invalid_parameter(format!("--coordinator {url} is not a URL: {e}"))
+        };
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| bad_url(&e))?
+            .connect_timeout(CONNECT_TIMEOUT);
+        let address = endpoint
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .ok_or_else(|| bad_url(&"it has no host:port"))?;
+        Ok(CoordinatorLink {
+            url: url.to_string(),
+            endpoint,
+            address,
+        })
+    }
+
+    /// A client over a new connection: a channel whose connection failed is replaced,
+    /// so a new coordinator process on the same address is reached.
+    fn connect(&self) -> CoordinatorClient<tonic::transport::Channel> {
+        CoordinatorClient::new(self.endpoint.connect_lazy())
+    }
+}
+
 async fn serve(
     config: &WorkerConfig,
-    endpoint: &Endpoint,
+    coordinators: &[CoordinatorLink],
     status: &watch::Sender<WorkerStatus>,
     runtime: &WorkerRuntime,
 ) -> Result<()> {
-    // A channel whose connection failed is replaced: a new coordinator process on the
-    // same address is reached over a new connection.
-    let connect = || CoordinatorClient::new(endpoint.connect_lazy());
-    let mut client = connect();
+    // The coordinator tried now; the next one is tried whenever a call fails.
+    let mut current = 0;
+    let mut client = coordinators[current].connect();
     loop {
+        let coordinator = &coordinators[current];
         status.send_replace(WorkerStatus::Connecting);
         let registered = within(
             CALL_TIMEOUT,
@@ -174,21 +208,23 @@ async fn serve(
             Err(e) if refused(&e) => {
                 return Err(SluiceError::invalid_parameter(format!(
                     "the coordinator at {} refused this worker: {}",
-                    config.coordinator,
+                    coordinator.url,
                     e.message()
                 )));
             }
             Err(e) => {
-                tracing::warn!(coordinator = %config.coordinator, error = %e.message(), "cannot register; retrying");
+                tracing::warn!(coordinator = %coordinator.url, error = %e.message(), "cannot register; retrying");
                 tokio::time::sleep(RETRY).await;
-                client = connect();
+                current = (current + 1) % coordinators.len();
+                client = coordinators[current].connect();
                 continue;
             }
         };
         let id = reply.worker_id;
         let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(1));
+        runtime.follow(coordinator.address.clone(), client.clone());
         status.send_replace(WorkerStatus::Registered { id });
-        tracing::info!(worker = id, coordinator = %config.coordinator, "registered");
+        tracing::info!(worker = id, coordinator = %coordinator.url, "registered");
         let mut ticks = tokio::time::interval(interval);
         loop {
             ticks.tick().await;
@@ -216,9 +252,11 @@ async fn serve(
                 }
                 Err(e) => {
                     // Keep heartbeating: a coordinator back within the timeout still
-                    // knows this worker; one that is not tells it to register.
+                    // knows this worker; one that is not (or another coordinator of
+                    // the group, now active) tells it to register.
                     tracing::warn!(worker = id, error = %e.message(), "heartbeat failed");
-                    client = connect();
+                    current = (current + 1) % coordinators.len();
+                    client = coordinators[current].connect();
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 mod changes;
 mod differential;
+mod metadata;
 mod rescale;
 mod restarts;
 mod sinks;

@@ -17,7 +17,8 @@ use crate::server::{TestServer, TestWorker, fresh_data_dir};
 use tokio_postgres::Client;
 
 /// Heartbeats every 0.2 s, lost after 1.5 s of silence: quick, yet far from flaky.
-const HEARTBEATS: [&str; 4] = ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.5"];
+pub(crate) const HEARTBEATS: [&str; 4] =
+    ["--heartbeat-interval", "0.2", "--heartbeat-timeout", "1.5"];
 
 /// `GET /workers` as (address, slots, state), without the embedded worker.
 async fn remote_workers(rest: SocketAddr) -> Vec<(String, u64, String)> {
@@ -42,7 +43,7 @@ async fn remote_workers(rest: SocketAddr) -> Vec<(String, u64, String)> {
 }
 
 /// Polls `GET /workers` until it lists exactly `expected` (sorted), with a deadline.
-async fn wait_for_workers(rest: SocketAddr, expected: &[(String, u64, String)]) {
+pub(crate) async fn wait_for_workers(rest: SocketAddr, expected: &[(String, u64, String)]) {
     let mut expected = expected.to_vec();
     expected.sort();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -59,7 +60,7 @@ async fn wait_for_workers(rest: SocketAddr, expected: &[(String, u64, String)]) 
     }
 }
 
-fn alive(worker: &TestWorker, slots: u64) -> (String, u64, String) {
+pub(crate) fn alive(worker: &TestWorker, slots: u64) -> (String, u64, String) {
     (worker.address.clone(), slots, "alive".into())
 }
 
@@ -128,7 +129,7 @@ async fn workers_register_are_declared_lost_and_register_again_with_a_new_coordi
 }
 
 /// Each view of the test with the batch query over the table that it must equal.
-const VIEWS: [(&str, &str, &str); 2] = [
+pub(crate) const VIEWS: [(&str, &str, &str); 2] = [
     (
         "totals",
         "SELECT auction, count(*) AS n, sum(price) AS total FROM bids GROUP BY auction",
@@ -143,7 +144,7 @@ const VIEWS: [(&str, &str, &str); 2] = [
 ];
 
 /// Appends bids `from..=to`: auction `x % 7`, price `x`, one second apart.
-async fn insert_bids(client: &Client, from: u64, to: u64) {
+pub(crate) async fn insert_bids(client: &Client, from: u64, to: u64) {
     client
         .simple_query(&format!(
             "INSERT INTO bids SELECT x % 7, x, to_timestamp(1767225600 + x) \
@@ -154,7 +155,7 @@ async fn insert_bids(client: &Client, from: u64, to: u64) {
 }
 
 /// After a FLUSH every view equals its batch query over everything inserted.
-async fn check_views(client: &Client, inserted: u64, when: &str) {
+pub(crate) async fn check_views(client: &Client, inserted: u64, when: &str) {
     client.simple_query("FLUSH").await.expect("FLUSH");
     let count = rows(client, "SELECT count(*) FROM bids").await;
     assert_eq!(count, [[Some(inserted.to_string())]], "{when}");
@@ -454,7 +455,7 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
 
 /// Waits (with a deadline) until every view's aggregate subtasks run on `spread`
 /// different workers, none of them the coordinator.
-async fn wait_for_aggregates_spread(rest: SocketAddr, spread: usize, when: &str) {
+pub(crate) async fn wait_for_aggregates_spread(rest: SocketAddr, spread: usize, when: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     for (view, _, _) in VIEWS {
         loop {

@@ -13,3 +13,4 @@ mod readme;
 mod rest;
 mod server;
 mod slt;
+mod standby;

@@ -53,6 +53,53 @@ impl TestServer {
     }
 
     fn start_command(subcommand: &str, data_dir: PathBuf, flags: &[&str]) -> TestServer {
+        let mut starting = Starting::spawn(subcommand, data_dir, flags);
+        let fields = starting.wait_for("sluice ready ");
+        starting.into_server(fields)
+    }
+
+    /// Starts `sluice coordinator` as the standby of a highly available group (its
+    /// flags give `--metadata`): waits until it says it stands by.
+    pub fn start_standby(data_dir: PathBuf, flags: &[&str]) -> Standby {
+        let mut starting = Starting::spawn("coordinator", data_dir, flags);
+        starting.wait_for("sluice standby:");
+        Standby(starting)
+    }
+
+    /// Waits (up to a deadline) for the server to exit on its own, and returns whether it
+    /// exited successfully.
+    pub fn wait_for_exit(mut self) -> bool {
+        let deadline = Instant::now() + STARTUP_DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for sluice") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "sluice did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A coordinator standing by; see [`TestServer::start_standby`].
+pub struct Standby(Starting);
+
+impl Standby {
+    /// Waits (up to a deadline) until it is the active coordinator and ready.
+    pub fn wait_until_active(mut self) -> TestServer {
+        let fields = self.0.wait_for("sluice ready ");
+        self.0.into_server(fields)
+    }
+}
+
+/// A server process whose output lines are read as they come.
+struct Starting {
+    child: Option<Child>,
+    data_dir: PathBuf,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Starting {
+    fn spawn(subcommand: &str, data_dir: PathBuf, flags: &[&str]) -> Starting {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .args([
@@ -65,10 +112,24 @@ impl TestServer {
             .args(["--flight-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(flags);
-        let (child, fields) = spawn_until_ready(command, "sluice ready ");
-        let mut server = TestServer {
-            child,
+        let (child, lines) = spawn_reading(command);
+        Starting {
+            child: Some(child),
             data_dir,
+            lines,
+        }
+    }
+
+    /// Waits for the line starting with `prefix`; returns its `key=value` fields.
+    fn wait_for(&mut self, prefix: &str) -> Vec<(String, String)> {
+        let child = self.child.as_mut().expect("the process");
+        wait_for_line(child, &self.lines, prefix)
+    }
+
+    fn into_server(mut self, fields: Vec<(String, String)>) -> TestServer {
+        let mut server = TestServer {
+            child: self.child.take().expect("the process"),
+            data_dir: self.data_dir.clone(),
             keep_data: false,
             pg_addr: "0.0.0.0:0".parse().expect("addr"),
             rest_addr: "0.0.0.0:0".parse().expect("addr"),
@@ -85,7 +146,9 @@ impl TestServer {
         }
         server
     }
+}
 
+impl TestServer {
     /// A tokio-postgres connection string for this server.
     pub fn conn_str(&self) -> String {
         format!(
@@ -105,9 +168,7 @@ impl TestServer {
         });
         client
     }
-}
 
-impl TestServer {
     /// Kills the server with SIGKILL (no shutdown of any kind) and returns its data
     /// directory, left as the crash left it.
     pub fn kill(mut self) -> PathBuf {
@@ -118,9 +179,26 @@ impl TestServer {
     }
 }
 
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
 /// Spawns `command` with stdout piped and waits (up to a deadline) for the line
 /// starting with `ready`; returns the process and that line's `key=value` fields.
-fn spawn_until_ready(mut command: Command, ready: &str) -> (Child, Vec<(String, String)>) {
+fn spawn_until_ready(command: Command, ready: &str) -> (Child, Vec<(String, String)>) {
+    let (mut child, lines) = spawn_reading(command);
+    let fields = wait_for_line(&mut child, &lines, ready);
+    (child, fields)
+}
+
+/// Spawns `command` with stdout piped into the returned channel, a line at a time.
+fn spawn_reading(mut command: Command) -> (Child, mpsc::Receiver<String>) {
     let mut child = command
         .env(
             "RUST_LOG",
@@ -141,26 +219,33 @@ fn spawn_until_ready(mut command: Command, ready: &str) -> (Child, Vec<(String, 
             }
         }
     });
+    (child, rx)
+}
+
+/// Waits (up to a deadline) for the line starting with `prefix` among `lines`; returns
+/// its `key=value` fields. Kills `child` and fails when none comes.
+fn wait_for_line(
+    child: &mut Child,
+    lines: &mpsc::Receiver<String>,
+    prefix: &str,
+) -> Vec<(String, String)> {
     let deadline = Instant::now() + STARTUP_DEADLINE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = match rx.recv_timeout(left) {
+        let line = match lines.recv_timeout(left) {
             Ok(line) => line,
             Err(e) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("sluice printed no \"{ready}\" line: {e}");
+                panic!("sluice printed no \"{prefix}\" line: {e}");
             }
         };
-        if let Some(rest) = line.strip_prefix(ready) {
-            let fields = rest
+        if let Some(rest) = line.strip_prefix(prefix) {
+            return rest
                 .split_whitespace()
-                .map(|part| {
-                    let (key, value) = part.split_once('=').expect("key=value");
-                    (key.to_string(), value.to_string())
-                })
+                .filter_map(|part| part.split_once('='))
+                .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect();
-            return (child, fields);
         }
     }
 }
@@ -177,10 +262,17 @@ pub struct TestWorker {
 impl TestWorker {
     /// Starts a worker with `slots` slots and waits until `coordinator` registered it.
     pub fn start(coordinator: SocketAddr, slots: u32) -> TestWorker {
+        TestWorker::start_with(&[coordinator], slots)
+    }
+
+    /// Starts a worker given the control planes of a group of `coordinators`, and waits
+    /// until one registered it.
+    pub fn start_with(coordinators: &[SocketAddr], slots: u32) -> TestWorker {
+        let urls: Vec<String> = coordinators.iter().map(|c| format!("http://{c}")).collect();
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .arg("worker")
-            .args(["--coordinator", &format!("http://{coordinator}")])
+            .args(["--coordinator", &urls.join(",")])
             .args(["--slots", &slots.to_string(), "--rpc-listen", "127.0.0.1:0"]);
         let (child, fields) = spawn_until_ready(command, "sluice worker ready ");
         let field = |name: &str| {

@@ -1,20 +1,84 @@
-//! The coordinator's durable metadata: the catalog, kept in the data directory so that
-//! every table, source and materialized view comes back after a restart.
+//! The coordinator's durable metadata: the catalog (every table, source, view and sink)
+//! and the table log (every acknowledged change of every table), so that everything
+//! comes back after a restart.
+//!
+//! Two stores keep them, behind one [`MetadataStore`]:
+//! - the data directory (the default): `catalog.json` and `tables.log`;
+//! - PostgreSQL (`sluice coordinator --metadata postgres://...`, [`postgres`]), which
+//!   also elects the one active coordinator of a highly available pair.
 //!
 //! The catalog is stored as the statements that created its objects, in creation order,
 //! with the ids they were given and the parallelism their jobs ran at. Restoring runs the
 //! statements again, which rebuilds the objects with the same planner and validation as
-//! when they were first created. The file is small (one line of SQL per object) and is
-//! rewritten whole on every DDL statement: written to a temporary file, synced, renamed
-//! over the old one and the directory synced, so a crash leaves either the old or the new
-//! catalog, never a mix.
+//! when they were first created. The catalog is small (one line of SQL per object) and is
+//! replaced whole on every DDL statement, atomically: in the data directory it is written
+//! to a temporary file, synced, renamed over the old one and the directory synced, so a
+//! crash leaves either the old or the new catalog, never a mix.
+
+pub mod postgres;
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use sluice_common::error::{Result, SluiceError};
+use sluice_state::wal::{LogRecord, TableLog};
+
+/// Where a coordinator keeps what must survive it. Both calls return only once what
+/// they were given is durable; when they fail, nothing may be acknowledged.
+pub trait MetadataStore: Send + Sync {
+    /// Replaces the saved catalog with `state`.
+    fn save_catalog(&self, state: &CatalogState) -> Result<()>;
+    /// Appends change `seq` of table `table_id` to the table log.
+    fn append(&self, table_id: u64, seq: u64, batch: &RecordBatch) -> Result<()>;
+    /// Fails when this coordinator may have been replaced by another of its group: then
+    /// it must not commit a checkpoint. Always `Ok` for a store no other coordinator
+    /// shares.
+    fn confirm_active(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a metadata store held when it was opened: the catalog, and the table log's
+/// records in append order.
+pub struct Restored {
+    pub catalog: CatalogState,
+    pub records: Vec<LogRecord>,
+}
+
+/// The metadata kept in a data directory: `catalog.json` and `tables.log`.
+pub struct DataDirMetadata {
+    catalog: CatalogFile,
+    log: TableLog,
+}
+
+impl DataDirMetadata {
+    /// Opens (creating if needed) the metadata in `dir`; fails naming the file that
+    /// cannot be read or parsed.
+    pub fn open(dir: &Path) -> Result<(DataDirMetadata, Restored)> {
+        let (catalog_file, catalog) = CatalogFile::open(dir)?;
+        let (log, records) = TableLog::open(&dir.join("tables.log"))?;
+        Ok((
+            DataDirMetadata {
+                catalog: catalog_file,
+                log,
+            },
+            Restored { catalog, records },
+        ))
+    }
+}
+
+impl MetadataStore for DataDirMetadata {
+    fn save_catalog(&self, state: &CatalogState) -> Result<()> {
+        self.catalog.save(state)
+    }
+
+    fn append(&self, table_id: u64, seq: u64, batch: &RecordBatch) -> Result<()> {
+        self.log.append(table_id, seq, batch)
+    }
+}
 
 /// The catalog file's name in the data directory.
 const CATALOG_FILE: &str = "catalog.json";
@@ -74,34 +138,46 @@ impl Default for CatalogState {
     }
 }
 
+impl CatalogState {
+    /// The catalog as stored (JSON).
+    fn encode(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self)
+            .map_err(|e| SluiceError::internal(format!("cannot encode the catalog: {e}")))
+    }
+
+    /// Reads a stored catalog; `what` names where it was read from, `remedy` what the
+    /// user can do when it cannot be read.
+    fn decode(bytes: &[u8], what: &str, remedy: &str) -> Result<CatalogState> {
+        let state: CatalogState = serde_json::from_slice(bytes).map_err(|e| {
+            SluiceError::corrupted(format!("{what} cannot be parsed ({e}); {remedy}"))
+        })?;
+        if state.format > CATALOG_FORMAT {
+            return Err(SluiceError::corrupted(format!(
+                "{what} has format {}, newer than this Sluice understands ({CATALOG_FORMAT})",
+                state.format
+            )));
+        }
+        Ok(state)
+    }
+}
+
 /// Reads and writes the catalog file of one data directory.
 #[derive(Debug)]
-pub struct MetadataStore {
+struct CatalogFile {
     dir: PathBuf,
 }
 
-impl MetadataStore {
+impl CatalogFile {
     /// Opens the catalog in `dir` and returns what it holds (empty for a new directory).
     /// Fails with the file's path when it cannot be read or parsed.
-    pub fn open(dir: &Path) -> Result<(MetadataStore, CatalogState)> {
+    fn open(dir: &Path) -> Result<(CatalogFile, CatalogState)> {
         let path = dir.join(CATALOG_FILE);
         let state = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let state: CatalogState = serde_json::from_slice(&bytes).map_err(|e| {
-                    SluiceError::corrupted(format!(
-                        "the catalog file {} cannot be parsed ({e}); restore it from a backup or start with an empty data directory",
-                        path.display()
-                    ))
-                })?;
-                if state.format > CATALOG_FORMAT {
-                    return Err(SluiceError::corrupted(format!(
-                        "the catalog file {} has format {}, newer than this Sluice understands ({CATALOG_FORMAT})",
-                        path.display(),
-                        state.format
-                    )));
-                }
-                state
-            }
+            Ok(bytes) => CatalogState::decode(
+                &bytes,
+                &format!("the catalog file {}", path.display()),
+                "restore it from a backup or start with an empty data directory",
+            )?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogState::default(),
             Err(e) => {
                 return Err(SluiceError::io(
@@ -111,7 +187,7 @@ impl MetadataStore {
             }
         };
         Ok((
-            MetadataStore {
+            CatalogFile {
                 dir: dir.to_path_buf(),
             },
             state,
@@ -119,11 +195,10 @@ impl MetadataStore {
     }
 
     /// Replaces the catalog file with `state`, atomically and durably.
-    pub fn save(&self, state: &CatalogState) -> Result<()> {
+    fn save(&self, state: &CatalogState) -> Result<()> {
         let path = self.dir.join(CATALOG_FILE);
         let temporary = self.dir.join(format!("{CATALOG_FILE}.tmp"));
-        let bytes = serde_json::to_vec_pretty(state)
-            .map_err(|e| SluiceError::internal(format!("cannot encode the catalog: {e}")))?;
+        let bytes = state.encode()?;
         let context = || format!("cannot write the catalog file {}", path.display());
         let mut file = File::create(&temporary).map_err(|e| SluiceError::io(context(), e))?;
         file.write_all(&bytes)
@@ -145,7 +220,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sluice-catalog-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (store, state) = MetadataStore::open(&dir).unwrap();
+        let (store, state) = CatalogFile::open(&dir).unwrap();
         assert_eq!(state, CatalogState::default());
         let state = CatalogState {
             format: CATALOG_FORMAT,
@@ -157,9 +232,9 @@ mod tests {
             )],
         };
         store.save(&state).unwrap();
-        assert_eq!(MetadataStore::open(&dir).unwrap().1, state);
+        assert_eq!(CatalogFile::open(&dir).unwrap().1, state);
         std::fs::write(dir.join(CATALOG_FILE), b"{ not json").unwrap();
-        let error = MetadataStore::open(&dir).unwrap_err();
+        let error = CatalogFile::open(&dir).unwrap_err();
         assert_eq!(error.state, sluice_common::SqlState::DATA_CORRUPTED);
         assert!(error.message.contains("catalog.json"), "{}", error.message);
         std::fs::remove_dir_all(&dir).unwrap();
