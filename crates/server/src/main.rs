@@ -4,11 +4,12 @@
 //!
 //! Module map: [`cli`] (flags), [`config`] (flags + environment + TOML into a
 //! `ServeConfig`), [`serve`] (startup and shutdown), [`pgwire`] (the PostgreSQL
-//! protocol), [`pg_catalog`] (the catalog tables and functions psql and drivers query,
+//! protocol), [`flight_sql`] (Arrow Flight SQL), [`pg_catalog`] (the catalog tables and functions psql and drivers query,
 //! and the rewriting of their SQL), [`rest`] (the HTTP API), [`sql_cli`] (`sluice sql`).
 
 mod cli;
 mod config;
+mod flight_sql;
 mod openapi;
 mod pg_catalog;
 mod pgwire;

@@ -24,6 +24,7 @@ use sluice_common::error::{Result, SluiceError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::flight_sql::FlightSqlServer;
 use crate::pgwire::PgServer;
 
 /// Runs the server until a shutdown signal arrives. Fails when the data directory cannot
@@ -57,8 +58,6 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
     };
     let pg_listener = bind("pg-listen", &config.pg_listen).await?;
     let rest_listener = bind("rest-listen", &config.rest_listen).await?;
-    // Arrow Flight SQL is not served yet; the address is bound so that the ready line
-    // names a real address and a second server cannot take it.
     let flight_listener = bind("flight-listen", &config.flight_listen).await?;
     let rpc_listener = match control_plane {
         true => Some(bind("rpc-listen", &config.rpc_listen).await?),
@@ -86,6 +85,13 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let pg = Arc::new(PgServer::new(coordinator.clone()));
     let pg_task = tokio::spawn(pg.serve(pg_listener, shutdown_rx.clone()));
+    let flight =
+        FlightSqlServer::new(coordinator.clone()).serve(flight_listener, shutdown_rx.clone());
+    let flight_task = tokio::spawn(async move {
+        if let Err(e) = flight.await {
+            tracing::error!(error = %e, "Flight SQL server failed");
+        }
+    });
     let mut rest_shutdown = shutdown_rx.clone();
     let rest_coordinator = coordinator.clone();
     let rest_task = tokio::spawn(async move {
@@ -133,8 +139,8 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
     };
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    drop(flight_listener);
     let _ = pg_task.await;
+    let _ = flight_task.await;
     let _ = rest_task.await;
     if let Some(task) = rpc_task {
         let _ = task.await;

@@ -7,6 +7,7 @@ mod deploy;
 mod durability;
 mod errors;
 mod extended;
+mod flight_sql;
 mod psql;
 mod psycopg;
 mod readme;

@@ -25,6 +25,8 @@ pub struct TestServer {
     pub pg_addr: SocketAddr,
     /// The REST address from the ready line.
     pub rest_addr: SocketAddr,
+    /// The Arrow Flight SQL address from the ready line.
+    pub flight_addr: SocketAddr,
     /// The control plane's address (`sluice coordinator` only).
     pub rpc_addr: Option<SocketAddr>,
 }
@@ -133,6 +135,7 @@ impl Starting {
             keep_data: false,
             pg_addr: "0.0.0.0:0".parse().expect("addr"),
             rest_addr: "0.0.0.0:0".parse().expect("addr"),
+            flight_addr: "0.0.0.0:0".parse().expect("addr"),
             rpc_addr: None,
         };
         for (key, addr) in fields {
@@ -140,6 +143,7 @@ impl Starting {
             match key.as_str() {
                 "pg" => server.pg_addr = addr,
                 "rest" => server.rest_addr = addr,
+                "flight" => server.flight_addr = addr,
                 "rpc" => server.rpc_addr = Some(addr),
                 _ => {}
             }
