@@ -621,8 +621,25 @@ impl WorkerRuntime {
 
     /// Deploys from now on come from the coordinator at `address` (this worker
     /// registered with it), and snapshots and failures of their runs are reported to it.
-    pub fn follow(&self, address: String, client: CoordinatorClient<tonic::transport::Channel>) {
-        *self.coordinator.lock() = (address, unlimited(client));
+    /// When it is another coordinator than before (one of a group took over), the runs
+    /// the previous one deployed are cancelled: the new one deploys its own.
+    pub async fn follow(
+        &self,
+        address: String,
+        client: CoordinatorClient<tonic::transport::Channel>,
+    ) {
+        let switched = {
+            let mut coordinator = self.coordinator.lock();
+            let switched = coordinator.0 != address;
+            *coordinator = (address, unlimited(client));
+            switched
+        };
+        if switched {
+            let left: Vec<u64> = self.runs.lock().keys().copied().collect();
+            for deployment in left {
+                self.cancel(deployment).await;
+            }
+        }
     }
 
     /// The counters of every subtask this worker runs, and the late rows of each of its

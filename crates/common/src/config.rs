@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub ephemeral: bool,
     /// Seconds between checkpoints (0 = none; FLUSH and savepoints still work).
     pub checkpoint_interval: f64,
+    /// How many completed checkpoints are kept (savepoints are kept until deleted).
+    pub retained_checkpoints: usize,
     /// How many times a failed job is restarted before it is left FAILED. Failures more
     /// than [`RESTART_COUNT_RESET`] apart start the count over.
     pub restart_attempts: u32,
@@ -104,6 +106,7 @@ impl Default for ServeConfig {
             default_parallelism: 0,
             ephemeral: false,
             checkpoint_interval: 10.0,
+            retained_checkpoints: 3,
             restart_attempts: 3,
             restart_backoff: 1.0,
             state_backend: StateBackendKind::Rocksdb,

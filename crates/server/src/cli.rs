@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// [default: 10]
     #[arg(long, env = "SLUICE_CHECKPOINT_INTERVAL", value_name = "SECONDS")]
     pub checkpoint_interval: Option<f64>,
+    /// Completed checkpoints kept in the checkpoint store; older ones are deleted
+    /// (savepoints are kept) [default: 3]
+    #[arg(long, env = "SLUICE_RETAINED_CHECKPOINTS", value_name = "N")]
+    pub retained_checkpoints: Option<usize>,
     /// Restarts of a failed job (from its last checkpoint) before it is left FAILED
     /// [default: 3]
     #[arg(long, env = "SLUICE_RESTART_ATTEMPTS", value_name = "N")]
@@ -87,7 +91,7 @@ pub struct ServeArgs {
     pub operator_cache_mb: Option<usize>,
     /// TOML file with defaults for the options above (keys: data_dir, pg_listen,
     /// rest_listen, flight_listen, checkpoint_url, default_parallelism, ephemeral,
-    /// checkpoint_interval, restart_attempts, restart_backoff, state_backend,
+    /// checkpoint_interval, retained_checkpoints, restart_attempts, restart_backoff, state_backend,
     /// state_cache_mb, operator_cache_mb)
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -43,6 +43,14 @@ pub fn resolve(args: &ServeArgs) -> Result<ServeConfig> {
     if let Some(v) = args.checkpoint_interval {
         config.checkpoint_interval = seconds("--checkpoint-interval", v)?;
     }
+    if let Some(v) = args.retained_checkpoints {
+        config.retained_checkpoints = v;
+    }
+    if config.retained_checkpoints == 0 {
+        return Err(SluiceError::invalid_parameter(
+            "--retained-checkpoints must be at least 1: a restart resumes from the newest",
+        ));
+    }
     if let Some(v) = args.restart_attempts {
         config.restart_attempts = v;
     }
@@ -271,6 +279,22 @@ mod tests {
             assert_eq!(err.state, SqlState::INVALID_PARAMETER_VALUE, "{what}");
             assert!(err.message.contains(mentions), "{what}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn at_least_one_checkpoint_is_retained() {
+        let args = |n| ServeArgs {
+            retained_checkpoints: Some(n),
+            ..ServeArgs::default()
+        };
+        assert_eq!(resolve(&args(5)).expect("valid").retained_checkpoints, 5);
+        let err = resolve(&args(0)).expect_err("none retained");
+        assert_eq!(err.state, SqlState::INVALID_PARAMETER_VALUE);
+        assert!(
+            err.message.contains("--retained-checkpoints"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

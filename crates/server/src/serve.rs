@@ -15,10 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_cluster::Coordinator;
-use sluice_cluster::metadata::postgres::{PostgresMetadata, SessionCheck};
+use sluice_cluster::metadata::postgres::{PostgresMetadata, SessionCheck, lost_leadership};
 use sluice_cluster::metadata::{MetadataStore, Restored};
 use sluice_cluster::rpc::serve_control_plane;
-use sluice_common::SqlState;
 use sluice_common::config::ServeConfig;
 use sluice_common::error::{Result, SluiceError};
 use tokio::net::TcpListener;
@@ -132,18 +131,29 @@ async fn run(mut config: ServeConfig, control_plane: bool) -> Result<()> {
     };
     let outcome = tokio::select! {
         () = wait_for_shutdown_signal() => Ok(()),
-        why = lost => Err(SluiceError::new(
-            SqlState::ADMIN_SHUTDOWN,
-            format!("this coordinator is no longer the active one ({why}); another may have taken over. Start it again to stand by"),
-        )),
+        why = lost => {
+            let lost = lost_leadership(&why);
+            Err(SluiceError::new(lost.state, format!("{}. Start it again to stand by", lost.message)))
+        }
     };
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
-    let _ = pg_task.await;
-    let _ = flight_task.await;
-    let _ = rest_task.await;
-    if let Some(task) = rpc_task {
-        let _ = task.await;
+    let listeners = async {
+        let _ = pg_task.await;
+        let _ = flight_task.await;
+        let _ = rest_task.await;
+        if let Some(task) = rpc_task {
+            let _ = task.await;
+        }
+    };
+    // A coordinator that is no longer active does not wait for its connections to
+    // end (workers' data streams last as long as their jobs): its successor is
+    // taking over.
+    match outcome {
+        Ok(()) => listeners.await,
+        Err(_) => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), listeners).await;
+        }
     }
     coordinator.shutdown().await;
     outcome

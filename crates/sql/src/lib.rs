@@ -19,7 +19,7 @@ pub use graph::{
 };
 pub use parser::{
     CursorStart, DEFAULT_RETENTION_MS, ObjectKind, ParsedStatement, ShowTarget, Statement,
-    ViewOptions, WatermarkDef, parse_sql, parse_state_ttl,
+    ViewOptions, WatermarkDef, parse_checkpoint_interval, parse_sql, parse_state_ttl,
 };
 pub use planner::{dependencies, into_sink_graph, plan_stream_graph, relation_name};
 

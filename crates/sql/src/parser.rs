@@ -126,6 +126,20 @@ pub fn parse_state_ttl(text: &str) -> Result<i64> {
     positive_duration("state_ttl", text)
 }
 
+/// The value of `SET checkpoint_interval`: a number of seconds (`10`, `0.5`) or a
+/// duration (`'30 seconds'`, `'1 minute'`); it must be positive.
+pub fn parse_checkpoint_interval(text: &str) -> Result<std::time::Duration> {
+    if let Ok(seconds) = text.trim().parse::<f64>()
+        && seconds.is_finite()
+        && seconds > 0.0
+        && seconds < 1e9
+    {
+        return Ok(std::time::Duration::from_secs_f64(seconds));
+    }
+    let ms = positive_duration("checkpoint_interval", text)?;
+    Ok(std::time::Duration::from_millis(ms as u64))
+}
+
 /// The value of duration option `option` (`'1 day'`, `'30 minutes'`), in ms; it must be
 /// positive.
 fn positive_duration(option: &str, text: &str) -> Result<i64> {

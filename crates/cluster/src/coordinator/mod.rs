@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::watch;
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -285,6 +286,8 @@ struct Inner {
     jobs: BTreeMap<String, Arc<Job>>,
     /// How each live object was created, by id: the durable catalog's content.
     definitions: BTreeMap<u64, Definition>,
+    /// Server-wide settings changed with `SET`, saved with the catalog.
+    settings: BTreeMap<String, String>,
     /// The catalog is being restored from the data directory; its file already holds
     /// what is being recreated, so it is not rewritten.
     recovering: bool,
@@ -307,6 +310,9 @@ struct DurableStores {
     checkpointing: tokio::sync::Mutex<()>,
 }
 
+/// The server-wide setting of the time between checkpoints.
+const CHECKPOINT_INTERVAL: &str = "checkpoint_interval";
+
 /// How long a checkpoint may take before it is aborted.
 const CHECKPOINT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -324,6 +330,9 @@ pub struct Coordinator {
     ddl: tokio::sync::Mutex<()>,
     epochs: tokio::sync::Mutex<u64>,
     restarts: Arc<Restarts>,
+    /// The time between periodic checkpoints, which `SET checkpoint_interval` changes
+    /// (`None`: this server takes none).
+    checkpoint_interval: Option<watch::Sender<std::time::Duration>>,
     /// The workers (the embedded one, and those registered over the control plane) and
     /// the jobs running on them.
     cluster: Arc<Cluster>,
@@ -337,11 +346,8 @@ impl Coordinator {
         let metadata = match config.ephemeral {
             true => None,
             false => {
-                let dir = &config.data_dir;
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    SluiceError::io(format!("cannot create data directory {}", dir.display()), e)
-                })?;
-                let (store, restored) = DataDirMetadata::open(dir)?;
+                create_data_dir(&config.data_dir)?;
+                let (store, restored) = DataDirMetadata::open(&config.data_dir)?;
                 Some((Arc::new(store) as Arc<dyn MetadataStore>, restored))
             }
         };
@@ -368,9 +374,7 @@ impl Coordinator {
             None => (None, None),
             Some((metadata, restored)) => {
                 let dir = &config.data_dir;
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    SluiceError::io(format!("cannot create data directory {}", dir.display()), e)
-                })?;
+                create_data_dir(dir)?;
                 let url = match &config.checkpoint_url {
                     Some(url) => url.clone(),
                     None => std::path::absolute(dir.join("checkpoints"))
@@ -378,7 +382,7 @@ impl Coordinator {
                         .display()
                         .to_string(),
                 };
-                let store = CheckpointStore::open(&url)?;
+                let store = CheckpointStore::open(&url)?.retain(config.retained_checkpoints);
                 let stores = DurableStores {
                     checkpointer: Checkpointer::new(store, CHECKPOINT_TIMEOUT, metadata.clone()),
                     metadata,
@@ -398,6 +402,7 @@ impl Coordinator {
                     .min(sluice_common::config::MAX_RESTART_BACKOFF_SECS),
             ),
         });
+        let periodic = durable.as_ref().is_some_and(|d| d.periodic_checkpoints);
         let coordinator = Arc::new(Coordinator {
             ctx,
             default_parallelism,
@@ -411,6 +416,11 @@ impl Coordinator {
             ddl: tokio::sync::Mutex::new(()),
             epochs: tokio::sync::Mutex::new(0),
             restarts,
+            checkpoint_interval: periodic.then(|| {
+                watch::Sender::new(std::time::Duration::from_secs_f64(
+                    config.checkpoint_interval,
+                ))
+            }),
             cluster: Cluster::new(Arc::new(Membership::new(
                 heartbeat_duration("heartbeat_interval", config.heartbeat_interval)?,
                 heartbeat_duration("heartbeat_timeout", config.heartbeat_timeout)?,
@@ -431,9 +441,11 @@ impl Coordinator {
         if let Some(Restored { catalog, records }) = restored {
             coordinator.restore(catalog, records).await?;
         }
-        if coordinator.durable.is_some() && config.checkpoint_interval > 0.0 {
-            let interval = std::time::Duration::from_secs_f64(config.checkpoint_interval);
-            tokio::spawn(take_checkpoints(Arc::downgrade(&coordinator), interval));
+        if let Some(interval) = &coordinator.checkpoint_interval {
+            tokio::spawn(take_checkpoints(
+                Arc::downgrade(&coordinator),
+                interval.subscribe(),
+            ));
         }
         Ok(coordinator)
     }
@@ -526,6 +538,7 @@ impl Coordinator {
     /// Recreates every object of a saved catalog, in creation order and with its id, and
     /// replays each table's logged changes into it before anything that reads it starts.
     async fn restore(&self, catalog: CatalogState, records: Vec<LogRecord>) -> Result<()> {
+        self.restore_settings(&catalog.settings);
         let mut changes: BTreeMap<u64, Vec<LogRecord>> = BTreeMap::new();
         for record in records {
             changes.entry(record.table_id).or_default().push(record);
@@ -650,6 +663,63 @@ impl Coordinator {
         self.save_catalog(inner)
     }
 
+    /// Applies the server-wide settings a saved catalog holds.
+    fn restore_settings(&self, settings: &BTreeMap<String, String>) {
+        self.inner.lock().settings = settings.clone();
+        let Some(value) = settings.get(CHECKPOINT_INTERVAL) else {
+            return;
+        };
+        match (
+            &self.checkpoint_interval,
+            sluice_sql::parse_checkpoint_interval(value),
+        ) {
+            (Some(sender), Ok(interval)) => {
+                tracing::info!(interval = %value, "checkpoint interval as last SET (over --checkpoint-interval)");
+                sender.send_replace(interval);
+            }
+            (None, _) => tracing::info!(
+                "no periodic checkpoints (--checkpoint-interval 0): the interval last SET is not used"
+            ),
+            (_, Err(e)) => {
+                tracing::warn!(error = %e.message, "the saved checkpoint interval is ignored")
+            }
+        }
+    }
+
+    /// `SET checkpoint_interval`: a server-wide setting, saved with the catalog (so it
+    /// outlives a restart, over `--checkpoint-interval`), effective at once.
+    async fn set_checkpoint_interval(&self, value: &str) -> Result<()> {
+        let interval = sluice_sql::parse_checkpoint_interval(value)?;
+        let Some(sender) = &self.checkpoint_interval else {
+            return Err(SluiceError::new(
+                SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "this server takes no periodic checkpoints (it was started with --checkpoint-interval 0 or --ephemeral); restart it with an interval to change it",
+            ));
+        };
+        let _ddl = self.ddl.lock().await;
+        {
+            let mut inner = self.inner.lock();
+            let previous = inner
+                .settings
+                .insert(CHECKPOINT_INTERVAL.to_string(), value.to_string());
+            if let Err(e) = self.save_catalog(&inner) {
+                match previous {
+                    Some(previous) => inner
+                        .settings
+                        .insert(CHECKPOINT_INTERVAL.to_string(), previous),
+                    None => inner.settings.remove(CHECKPOINT_INTERVAL),
+                };
+                return Err(e);
+            }
+        }
+        sender.send_replace(interval);
+        tracing::info!(
+            interval_ms = interval.as_millis() as u64,
+            "checkpoint interval set"
+        );
+        Ok(())
+    }
+
     /// Writes the catalog file (a no-op when ephemeral or while restoring).
     fn save_catalog(&self, inner: &Inner) -> Result<()> {
         let Some(durable) = &self.durable else {
@@ -661,6 +731,7 @@ impl Coordinator {
         durable.metadata.save_catalog(&CatalogState {
             next_id: inner.catalog.next_id(),
             definitions: inner.definitions.values().cloned().collect(),
+            settings: inner.settings.clone(),
             ..CatalogState::default()
         })
     }
@@ -849,6 +920,10 @@ impl Coordinator {
             } => {
                 self.drop_relations(*kind, names, *if_exists, *cascade)
                     .await
+            }
+            Statement::Set { name, value } if name == CHECKPOINT_INTERVAL => {
+                self.set_checkpoint_interval(value).await?;
+                Ok(StatementResult::Command(CommandTag::new("SET")))
             }
             Statement::Set { name, value } => {
                 apply_setting(session, name, value)?;
@@ -1806,6 +1881,13 @@ impl Coordinator {
             ShowTarget::Checkpoints => Err(SluiceError::internal(
                 "SHOW CHECKPOINTS is answered by Coordinator::execute",
             )),
+            ShowTarget::Variable(name) if name == CHECKPOINT_INTERVAL => {
+                let value = match &self.checkpoint_interval {
+                    Some(interval) => format!("{}s", interval.borrow().as_secs_f64()),
+                    None => "0".to_string(),
+                };
+                text_result(&[name.as_str()], vec![vec![Some(value)]])
+            }
             ShowTarget::Variable(name) => {
                 let value =
                     setting_value(session, self.default_parallelism, name).ok_or_else(|| {
@@ -1842,16 +1924,26 @@ impl Coordinator {
     }
 }
 
-/// Takes a checkpoint every `interval` while the coordinator lives.
+fn create_data_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SluiceError::io(format!("cannot create data directory {}", dir.display()), e))
+}
+
+/// Takes a checkpoint every `interval` (as it is now) while the coordinator lives.
 async fn take_checkpoints(
     coordinator: std::sync::Weak<Coordinator>,
-    interval: std::time::Duration,
+    mut interval: watch::Receiver<std::time::Duration>,
 ) {
-    let mut ticks = tokio::time::interval(interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
     loop {
-        ticks.tick().await;
+        // A new interval starts the wait over (from the time it was set).
+        let wait = *interval.borrow_and_update();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            changed = interval.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+        }
         let Some(coordinator) = coordinator.upgrade() else {
             return;
         };

@@ -17,6 +17,7 @@
 
 pub mod postgres;
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ pub trait MetadataStore: Send + Sync {
 }
 
 /// What a metadata store held when it was opened: the catalog, and the table log's
-/// records in append order.
+/// records, each table's in its order.
 pub struct Restored {
     pub catalog: CatalogState,
     pub records: Vec<LogRecord>,
@@ -126,6 +127,10 @@ pub struct CatalogState {
     pub next_id: u64,
     /// In creation order: an object only depends on objects before it.
     pub definitions: Vec<Definition>,
+    /// Server-wide settings changed with `SET` (`checkpoint_interval`), as set; they
+    /// override the command line's at the next start.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }
 
 impl Default for CatalogState {
@@ -134,6 +139,7 @@ impl Default for CatalogState {
             format: CATALOG_FORMAT,
             next_id: 1,
             definitions: Vec::new(),
+            settings: BTreeMap::new(),
         }
     }
 }
@@ -224,6 +230,7 @@ mod tests {
         assert_eq!(state, CatalogState::default());
         let state = CatalogState {
             format: CATALOG_FORMAT,
+            settings: BTreeMap::from([("checkpoint_interval".into(), "30s".into())]),
             next_id: 3,
             definitions: vec![Definition::without_job(
                 1,

@@ -6,14 +6,16 @@
 //! others are standbys, blocked in `pg_advisory_lock` until the lock is free. PostgreSQL
 //! releases the lock when the holder's session ends, which it does as soon as the holder's
 //! process dies (the kernel closes its socket) or, when the holder's machine or network
-//! is gone, once the session's TCP keepalives fail (set to about 20 seconds here).
+//! is gone, once the session's TCP keepalives fail (set to about 20 seconds here, on
+//! both ends of the connection, with a TCP user timeout as long).
 //!
 //! **Fencing.** Every write of the active coordinator (catalog, table log) goes through
 //! the very session that holds the lock. A coordinator that lost its session therefore
 //! cannot write anything after a standby took over: its writes fail, and nothing it could
-//! not write is acknowledged. It also checks its session every few seconds and, when the
-//! session is gone, reports leadership lost ([`PostgresMetadata::lost`]); the server then
-//! stops, to be restarted as a standby.
+//! not write is acknowledged. It also checks its session every few seconds, and gives
+//! every write and check the same time limit; when the session is gone or does not
+//! answer in time, it reports leadership lost ([`PostgresMetadata::lost`]) and fails
+//! every later write; the server then stops, to be restarted as a standby.
 //!
 //! The session lives on a thread of its own (with its own Tokio runtime), so that the
 //! coordinator's synchronous callers ([`MetadataStore`]) wait for PostgreSQL without
@@ -95,6 +97,16 @@ enum Request {
     },
 }
 
+impl Request {
+    fn reply(&self) -> &sync_mpsc::SyncSender<Result<()>> {
+        match self {
+            Request::ConfirmActive { reply }
+            | Request::SaveCatalog { reply, .. }
+            | Request::Append { reply, .. } => reply,
+        }
+    }
+}
+
 impl PostgresMetadata {
     /// Connects to the database at `url` and waits until this process holds the lock,
     /// calling `on_standby` once if another coordinator holds it; then reads the
@@ -105,7 +117,14 @@ impl PostgresMetadata {
         check: SessionCheck,
         on_standby: impl FnOnce() + Send + 'static,
     ) -> Result<(PostgresMetadata, Restored)> {
-        let config = parse_url(url)?;
+        let mut config = parse_url(url)?;
+        config
+            .connect_timeout(check.timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(20));
         let (requests, receiver) = mpsc::unbounded_channel();
         let (lost_tx, lost) = watch::channel(None);
         let (elected_tx, elected) = oneshot::channel();
@@ -192,14 +211,23 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(wrong(&format!("got {url:?}")));
     }
-    url.parse().map_err(|e| wrong(&e))
+    let config: tokio_postgres::Config = url.parse().map_err(|e| wrong(&e))?;
+    if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        return Err(SluiceError::invalid_parameter(
+            "--metadata with sslmode=require: TLS to the metadata database is not supported yet",
+        ));
+    }
+    Ok(config)
 }
 
-/// The error of a write this coordinator can no longer make.
-fn lost_leadership(why: &str) -> SluiceError {
+/// The error of a write this coordinator can no longer make, and of the coordinator
+/// itself once it noticed.
+pub fn lost_leadership(why: &str) -> SluiceError {
     SluiceError::new(
         SqlState::ADMIN_SHUTDOWN,
-        format!("this coordinator is no longer the active one ({why}); nothing was written"),
+        format!(
+            "this coordinator is no longer the active one ({why}); another of its group may have taken over"
+        ),
     )
 }
 
@@ -233,10 +261,34 @@ async fn session(
     }
     tracing::info!("this coordinator holds the metadata lock: it is the active one");
     let mut ticks = tokio::time::interval(check.every);
+    let too_slow = || {
+        format!(
+            "the metadata database did not answer within {:?}",
+            check.timeout
+        )
+    };
     let why = loop {
         tokio::select! {
+            // A broken connection is noticed before anything else is tried on it.
+            biased;
+            ended = &mut connection => {
+                break match ended {
+                    Ok(Err(e)) => format!("the connection to the metadata database broke: {e}"),
+                    _ => "the connection to the metadata database ended".to_string(),
+                };
+            }
             request = requests.recv() => match request {
-                Some(request) => serve(&client, request).await,
+                // A write that cannot finish in time may have lost the session: it and
+                // every later one fail (it may still have committed, as any database
+                // write whose answer is lost).
+                Some(request) => {
+                    let reply = request.reply().clone();
+                    if tokio::time::timeout(check.timeout, serve(&client, request)).await.is_err() {
+                        let why = too_slow();
+                        let _ = reply.send(Err(lost_leadership(&why)));
+                        break why;
+                    }
+                }
                 // Every handle is gone: the coordinator stopped; ending the session
                 // frees the lock for a standby.
                 None => return,
@@ -245,17 +297,8 @@ async fn session(
                 match tokio::time::timeout(check.timeout, client.simple_query("SELECT 1")).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => break format!("the metadata session failed: {e}"),
-                    Err(_) => break format!(
-                        "the metadata database did not answer within {:?}",
-                        check.timeout
-                    ),
+                    Err(_) => break too_slow(),
                 }
-            }
-            ended = &mut connection => {
-                break match ended {
-                    Ok(Err(e)) => format!("the connection to the metadata database broke: {e}"),
-                    _ => "the connection to the metadata database ended".to_string(),
-                };
             }
         }
     };
@@ -263,10 +306,7 @@ async fn session(
     let _ = lost.send(Some(why.clone()));
     drop(client);
     while let Some(request) = requests.recv().await {
-        let (Request::ConfirmActive { reply }
-        | Request::SaveCatalog { reply, .. }
-        | Request::Append { reply, .. }) = request;
-        let _ = reply.send(Err(lost_leadership(&why)));
+        let _ = request.reply().send(Err(lost_leadership(&why)));
     }
 }
 
@@ -282,7 +322,7 @@ async fn take_lock(
     loop {
         match try_take_lock(config, &mut on_standby).await {
             Ok(taken) => return Ok(taken),
-            Err(e) if e.as_db_error().is_some() => {
+            Err(e) if needs_the_user(&e) => {
                 return Err(SluiceError::invalid_parameter(format!(
                     "the --metadata database refused this coordinator: {e}"
                 )));
@@ -293,6 +333,16 @@ async fn take_lock(
             }
         }
     }
+}
+
+/// Whether connecting failed for a reason retrying cannot mend: a refused login or a
+/// missing database. A database restarting, shutting down sessions or out of
+/// connections is waited for, like one that cannot be reached.
+fn needs_the_user(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("28") || code == "3D000" || code == "42501"
+    })
 }
 
 async fn try_take_lock(
@@ -409,6 +459,9 @@ async fn serve(client: &Client, request: Request) {
 }
 
 fn write_failed(what: &str, e: tokio_postgres::Error) -> SluiceError {
+    if e.is_closed() {
+        return lost_leadership(&format!("the metadata session ended: {e}"));
+    }
     SluiceError::new(
         SqlState::IO_ERROR,
         format!("cannot {what} in the --metadata database: {e}"),

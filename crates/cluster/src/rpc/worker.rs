@@ -188,9 +188,14 @@ async fn serve(
     status: &watch::Sender<WorkerStatus>,
     runtime: &WorkerRuntime,
 ) -> Result<()> {
-    // The coordinator tried now; the next one is tried whenever a call fails.
+    // The coordinator tried now; the next one is tried when registering fails, or
+    // heartbeats failed twice in a row (one failure may be a blip of the active one).
     let mut current = 0;
     let mut client = coordinators[current].connect();
+    let next = |current: usize| {
+        let next = (current + 1) % coordinators.len();
+        (next, coordinators[next].connect())
+    };
     loop {
         let coordinator = &coordinators[current];
         status.send_replace(WorkerStatus::Connecting);
@@ -215,17 +220,19 @@ async fn serve(
             Err(e) => {
                 tracing::warn!(coordinator = %coordinator.url, error = %e.message(), "cannot register; retrying");
                 tokio::time::sleep(RETRY).await;
-                current = (current + 1) % coordinators.len();
-                client = coordinators[current].connect();
+                (current, client) = next(current);
                 continue;
             }
         };
         let id = reply.worker_id;
         let interval = Duration::from_millis(reply.heartbeat_interval_ms.max(1));
-        runtime.follow(coordinator.address.clone(), client.clone());
+        runtime
+            .follow(coordinator.address.clone(), client.clone())
+            .await;
         status.send_replace(WorkerStatus::Registered { id });
         tracing::info!(worker = id, coordinator = %coordinator.url, "registered");
         let mut ticks = tokio::time::interval(interval);
+        let mut failures = 0;
         loop {
             ticks.tick().await;
             let metrics = runtime.metrics();
@@ -242,7 +249,7 @@ async fn serve(
             )
             .await
             {
-                Ok(reply) if reply.get_ref().known => {}
+                Ok(reply) if reply.get_ref().known => failures = 0,
                 Ok(_) => {
                     tracing::warn!(
                         worker = id,
@@ -255,8 +262,13 @@ async fn serve(
                     // knows this worker; one that is not (or another coordinator of
                     // the group, now active) tells it to register.
                     tracing::warn!(worker = id, error = %e.message(), "heartbeat failed");
-                    current = (current + 1) % coordinators.len();
-                    client = coordinators[current].connect();
+                    failures += 1;
+                    if failures >= 2 {
+                        failures = 0;
+                        (current, client) = next(current);
+                    } else {
+                        client = coordinators[current].connect();
+                    }
                 }
             }
         }

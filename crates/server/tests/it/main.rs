@@ -2,6 +2,7 @@
 //! (see [`server::TestServer`]) and talks to it the way users do — sqllogictest files
 //! over pgwire, tokio-postgres with parameters, psql, and HTTP.
 
+mod checkpoint_settings;
 mod cluster;
 mod deploy;
 mod durability;
