@@ -11,16 +11,20 @@
 //! same errors (with their SQLSTATE in the message), DDL and DML included. Sessions are
 //! per call: `SET` lasts for its own statement only (Flight SQL has no connection
 //! state; use pgwire for session settings). The ticket and the prepared statement
-//! handle are the SQL text itself, so any coordinator process of the cluster can serve
-//! a ticket. Prepared statements take no parameters yet. Catalog metadata (`GetCatalogs`,
+//! handle are the SQL text itself (with the bound parameters, for a prepared statement),
+//! so the service keeps nothing between calls. Catalog metadata (`GetCatalogs`,
 //! `GetDbSchemas`, `GetTables`, `GetTableTypes`, `GetSqlInfo`) lists the catalog's
 //! tables, sources and materialized views.
 
 use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
 
-use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::writer::IpcWriteOptions;
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
@@ -30,16 +34,17 @@ use arrow_flight::sql::{
     ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest,
     ActionCreatePreparedStatementResult, CommandGetCatalogs, CommandGetDbSchemas,
     CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate, ProstMessageExt,
-    SqlInfo, TicketStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
     Action, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
     HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
+use datafusion::scalar::ScalarValue;
 use futures::{Stream, TryStreamExt};
 use prost::Message;
-use sluice_cluster::{Coordinator, Session, StatementResult};
+use sluice_cluster::{Coordinator, Described, Session, StatementResult};
 use sluice_common::error::{Result, SluiceError, SqlState};
 use sluice_sql::ParsedStatement;
 use tokio::net::TcpListener;
@@ -107,38 +112,33 @@ impl FlightSqlServer {
         }
     }
 
-    /// The schema of the rows `sql` returns; `None` for a command (DDL, DML, `FLUSH`).
-    async fn schema_of(&self, sql: &str) -> std::result::Result<Option<SchemaRef>, Status> {
+    /// The shape of `sql`: its rows' schema (`None` for a command: DDL, DML, `FLUSH`)
+    /// and its parameters' types.
+    async fn describe(&self, sql: &str) -> std::result::Result<Described, Status> {
         let statement = self.statement(sql)?;
-        let described = self
-            .coordinator
+        self.coordinator
             .describe(&Session::default(), &statement)
             .await
-            .map_err(status)?;
-        match described.param_types.len() {
-            0 => Ok(described.schema),
-            n => Err(status(SluiceError::unsupported(format!(
-                "the statement has {n} parameters; Flight SQL statements take none yet (use pgwire for parameters)"
-            )))),
-        }
+            .map_err(status)
     }
 
-    /// `GetFlightInfo` of `sql`: a query's schema and the ticket that runs it (`DoGet`).
-    /// A command runs right here, since clients need not fetch a result that has no
-    /// rows: its info has no endpoint, and the rows it changed as its record count.
+    /// `GetFlightInfo` of `bound`: a query's schema and the ticket that runs it
+    /// (`DoGet`). A command runs right here, since clients need not fetch a result that
+    /// has no rows: its info has no endpoint, and the rows it changed as its record
+    /// count.
     async fn flight_info(
         &self,
-        sql: &str,
+        bound: &Bound,
         ticket: Vec<u8>,
         descriptor: FlightDescriptor,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let info = match self.schema_of(sql).await? {
+        let info = match self.describe(&bound.sql).await?.schema {
             Some(schema) => FlightInfo::new()
                 .try_with_schema(&schema)
                 .map_err(schema_error)?
                 .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket))),
             None => {
-                let changed = self.update(sql).await?;
+                let changed = self.update(bound).await?;
                 FlightInfo::new()
                     .try_with_schema(&Schema::empty())
                     .map_err(schema_error)?
@@ -148,35 +148,56 @@ impl FlightSqlServer {
         Ok(Response::new(info.with_descriptor(descriptor)))
     }
 
-    /// Runs `sql` in a session of its own.
-    async fn run(&self, sql: &str) -> std::result::Result<StatementResult, Status> {
-        let statement = self.statement(sql)?;
-        self.coordinator
-            .execute(&mut Session::default(), &statement, &[])
-            .await
-            .map_err(status)
+    /// Runs `bound` once per row of its parameters (once without), each in a session of
+    /// its own.
+    async fn run(&self, bound: &Bound) -> std::result::Result<Vec<StatementResult>, Status> {
+        let statement = self.statement(&bound.sql)?;
+        let types = match &bound.params {
+            Some(_) => self.describe(&bound.sql).await?.param_types,
+            None => Vec::new(),
+        };
+        let mut results = Vec::new();
+        for params in parameter_rows(bound.params.as_ref(), &types)? {
+            let result = self
+                .coordinator
+                .execute(&mut Session::default(), &statement, &params)
+                .await
+                .map_err(status)?;
+            results.push(result);
+        }
+        Ok(results)
     }
 
-    /// Runs `sql` and streams its rows (none for a command).
-    async fn rows(&self, sql: &str) -> std::result::Result<Response<DataStream>, Status> {
-        let (schema, batches) = match self.run(sql).await? {
-            StatementResult::Rows { schema, batches } => (schema, batches),
-            StatementResult::Command(_) => (Arc::new(Schema::empty()), Vec::new()),
+    /// Runs `bound` and streams its rows (none for a command).
+    async fn rows(&self, bound: &Bound) -> std::result::Result<Response<DataStream>, Status> {
+        if bound.params.as_ref().is_some_and(|p| p.num_rows() != 1) {
+            return Err(Status::invalid_argument(
+                "a query takes exactly one row of parameters",
+            ));
+        }
+        let (schema, batches) = match self.run(bound).await?.pop() {
+            Some(StatementResult::Rows { schema, batches }) => (schema, batches),
+            _ => (Arc::new(Schema::empty()), Vec::new()),
         };
         Ok(stream(schema, batches))
     }
 
-    /// Runs `sql` for `DoPut`: the rows it changed (-1 when a command does not say).
-    async fn update(&self, sql: &str) -> std::result::Result<i64, Status> {
-        Ok(match self.run(sql).await? {
-            StatementResult::Rows { batches, .. } => {
-                batches.iter().map(|b| b.num_rows() as i64).sum()
+    /// Runs `bound` for `DoPut`: the rows it changed, over every row of parameters (-1
+    /// when a command does not say).
+    async fn update(&self, bound: &Bound) -> std::result::Result<i64, Status> {
+        let mut changed = None;
+        for result in self.run(bound).await? {
+            let rows = match result {
+                StatementResult::Rows { batches, .. } => {
+                    Some(batches.iter().map(|b| b.num_rows() as i64).sum())
+                }
+                StatementResult::Command(tag) => tag.rows.and_then(|r| i64::try_from(r).ok()),
+            };
+            if let Some(rows) = rows {
+                changed = Some(changed.unwrap_or(0) + rows);
             }
-            StatementResult::Command(tag) => tag
-                .rows
-                .and_then(|rows| i64::try_from(rows).ok())
-                .unwrap_or(-1),
-        })
+        }
+        Ok(changed.unwrap_or(-1))
     }
 
     /// The relations of the catalog as (name, type, schema).
@@ -189,8 +210,122 @@ impl FlightSqlServer {
     }
 }
 
+/// A statement and the parameters bound to it (a batch, one column per `$n`, one
+/// execution per row).
+struct Bound {
+    sql: String,
+    params: Option<RecordBatch>,
+}
+
+impl Bound {
+    fn sql(sql: &str) -> Bound {
+        Bound {
+            sql: sql.to_string(),
+            params: None,
+        }
+    }
+
+    /// A prepared statement's handle: the SQL alone, or, once parameters are bound, a 0
+    /// byte (no SQL starts with one), the SQL's length (u32 LE), the SQL, and the
+    /// parameters as an Arrow IPC stream. The service keeps nothing between calls.
+    fn encode(&self) -> std::result::Result<Vec<u8>, Status> {
+        let Some(params) = &self.params else {
+            return Ok(self.sql.clone().into_bytes());
+        };
+        let sql_len = u32::try_from(self.sql.len())
+            .map_err(|_| Status::invalid_argument("the statement is too long"))?;
+        let mut handle = vec![0];
+        handle.extend_from_slice(&sql_len.to_le_bytes());
+        handle.extend_from_slice(self.sql.as_bytes());
+        let failed = |e: arrow::error::ArrowError| {
+            Status::internal(format!("cannot encode the parameters: {e}"))
+        };
+        let mut writer = StreamWriter::try_new(&mut handle, &params.schema()).map_err(failed)?;
+        writer.write(params).map_err(failed)?;
+        writer.finish().map_err(failed)?;
+        drop(writer);
+        Ok(handle)
+    }
+
+    fn decode(handle: &[u8]) -> std::result::Result<Bound, Status> {
+        let malformed = || Status::invalid_argument("malformed statement handle");
+        let Some(rest) = handle.strip_prefix(&[0]) else {
+            let sql = std::str::from_utf8(handle).map_err(|_| {
+                Status::invalid_argument("the statement handle is not UTF-8 SQL text")
+            })?;
+            return Ok(Bound::sql(sql));
+        };
+        let len = rest
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(malformed)? as usize;
+        let sql = rest.get(4..4 + len).ok_or_else(malformed)?;
+        let sql = std::str::from_utf8(sql).map_err(|_| malformed())?;
+        let mut reader = StreamReader::try_new(&rest[4 + len..], None).map_err(|_| malformed())?;
+        let params = reader.next().transpose().map_err(|_| malformed())?;
+        Ok(Bound {
+            sql: sql.to_string(),
+            params,
+        })
+    }
+}
+
+/// The values of each row of `params`, cast to the statement's parameter types where
+/// it determines them; one empty row without parameters.
+fn parameter_rows(
+    params: Option<&RecordBatch>,
+    types: &[Option<DataType>],
+) -> std::result::Result<Vec<Vec<ScalarValue>>, Status> {
+    let Some(params) = params else {
+        return Ok(vec![Vec::new()]);
+    };
+    let wrong = |e: &dyn std::fmt::Display| Status::invalid_argument(format!("bad parameter: {e}"));
+    let columns = params
+        .columns()
+        .iter()
+        .enumerate()
+        .map(|(i, column)| match types.get(i) {
+            Some(Some(ty)) if column.data_type() != ty => {
+                arrow::compute::cast(column, ty).map_err(|e| wrong(&e))
+            }
+            _ => Ok(column.clone()),
+        })
+        .collect::<std::result::Result<Vec<_>, Status>>()?;
+    (0..params.num_rows())
+        .map(|row| {
+            columns
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row).map_err(|e| wrong(&e)))
+                .collect()
+        })
+        .collect()
+}
+
+/// The parameter rows a client sent with `DoPut` (`None` when it sent no rows).
+async fn read_parameters(
+    request: Request<PeekableFlightDataStream>,
+) -> std::result::Result<Option<RecordBatch>, Status> {
+    // A message may carry only the command's descriptor (an update without rows).
+    let data = request
+        .into_inner()
+        .try_filter(|data| std::future::ready(!data.data_header.is_empty()))
+        .map_err(FlightError::from);
+    let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
+        .try_collect()
+        .await
+        .map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))?;
+    match batches.as_slice() {
+        [] => Ok(None),
+        [batch] => Ok(Some(batch.clone())),
+        [first, ..] => concat_batches(&first.schema(), &batches)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("inconsistent parameters: {e}"))),
+    }
+}
+
 /// `batches` as a Flight data stream, led by `schema` even when there are none.
-fn stream(schema: SchemaRef, batches: Vec<arrow::array::RecordBatch>) -> Response<DataStream> {
+fn stream(schema: SchemaRef, batches: Vec<RecordBatch>) -> Response<DataStream> {
     let data = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .build(futures::stream::iter(batches.into_iter().map(Ok)))
@@ -201,7 +336,7 @@ fn stream(schema: SchemaRef, batches: Vec<arrow::array::RecordBatch>) -> Respons
 /// One batch from a metadata builder as a Flight data stream.
 fn one_batch(
     schema: SchemaRef,
-    batch: std::result::Result<arrow::array::RecordBatch, FlightError>,
+    batch: std::result::Result<RecordBatch, FlightError>,
 ) -> Response<DataStream> {
     let data = FlightDataEncoderBuilder::new()
         .with_schema(schema)
@@ -210,28 +345,33 @@ fn one_batch(
     Response::new(Box::pin(data))
 }
 
-/// A `FlightInfo` whose one endpoint's ticket is `ticket`, for rows of `schema`.
+/// The `FlightInfo` of metadata command `command`, whose rows have `schema`: one
+/// endpoint, whose ticket is the command itself.
 fn metadata_info(
     schema: &Schema,
-    ticket: Vec<u8>,
-    descriptor: FlightDescriptor,
+    command: &impl ProstMessageExt,
+    request: Request<FlightDescriptor>,
 ) -> std::result::Result<Response<FlightInfo>, Status> {
     let info = FlightInfo::new()
         .try_with_schema(schema)
         .map_err(schema_error)?
-        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-        .with_descriptor(descriptor);
+        .with_endpoint(
+            FlightEndpoint::new().with_ticket(Ticket::new(command.as_any().encode_to_vec())),
+        )
+        .with_descriptor(request.into_inner());
     Ok(Response::new(info))
+}
+
+/// `schema` as the IPC message Flight SQL puts schemas in.
+fn ipc_schema(schema: &Schema) -> std::result::Result<prost::bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(schema_error)?;
+    Ok(bytes)
 }
 
 fn schema_error(e: arrow::error::ArrowError) -> Status {
     Status::internal(format!("cannot encode the schema: {e}"))
-}
-
-/// SQL text from a ticket or handle.
-fn sql_of(bytes: &[u8]) -> std::result::Result<&str, Status> {
-    std::str::from_utf8(bytes)
-        .map_err(|_| Status::invalid_argument("the statement handle is not UTF-8 SQL text"))
 }
 
 /// A Sluice error as a gRPC status: the message keeps the SQLSTATE, the code says
@@ -276,8 +416,9 @@ impl FlightSqlService for FlightSqlServer {
         let ticket = TicketStatementQuery {
             statement_handle: query.query.clone().into_bytes().into(),
         };
+        let bound = Bound::sql(&query.query);
         self.flight_info(
-            &query.query,
+            &bound,
             ticket.as_any().encode_to_vec(),
             request.into_inner(),
         )
@@ -289,7 +430,7 @@ impl FlightSqlService for FlightSqlServer {
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
     ) -> std::result::Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.rows(sql_of(&ticket.statement_handle)?).await
+        self.rows(&Bound::decode(&ticket.statement_handle)?).await
     }
 
     async fn do_put_statement_update(
@@ -297,25 +438,51 @@ impl FlightSqlService for FlightSqlServer {
         command: CommandStatementUpdate,
         _request: Request<PeekableFlightDataStream>,
     ) -> std::result::Result<i64, Status> {
-        self.update(&command.query).await
+        self.update(&Bound::sql(&command.query)).await
     }
 
+    /// The handle is the SQL; the dataset schema and the parameters' (`$1`, `$2`, ...,
+    /// text where the statement leaves a type open) come with it.
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
         _request: Request<Action>,
     ) -> std::result::Result<ActionCreatePreparedStatementResult, Status> {
-        let schema = self
-            .schema_of(&query.query)
-            .await?
+        let described = self.describe(&query.query).await?;
+        let dataset = described
+            .schema
             .unwrap_or_else(|| Arc::new(Schema::empty()));
-        let IpcMessage(dataset_schema) = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
-            .try_into()
-            .map_err(schema_error)?;
+        let parameters = Schema::new(
+            described
+                .param_types
+                .iter()
+                .enumerate()
+                .map(|(i, ty)| {
+                    Field::new(
+                        format!("${}", i + 1),
+                        ty.clone().unwrap_or(DataType::Utf8),
+                        true,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: query.query.into_bytes().into(),
-            dataset_schema,
-            parameter_schema: Default::default(),
+            dataset_schema: ipc_schema(&dataset)?,
+            parameter_schema: ipc_schema(&parameters)?,
+        })
+    }
+
+    /// Binds parameters: the new handle carries them (see [`Bound::encode`]).
+    async fn do_put_prepared_statement_query(
+        &self,
+        command: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> std::result::Result<DoPutPreparedStatementResult, Status> {
+        let mut bound = Bound::decode(&command.prepared_statement_handle)?;
+        bound.params = read_parameters(request).await?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(bound.encode()?.into()),
         })
     }
 
@@ -333,9 +500,13 @@ impl FlightSqlService for FlightSqlServer {
         command: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let sql = sql_of(&command.prepared_statement_handle)?;
-        self.flight_info(sql, command.as_any().encode_to_vec(), request.into_inner())
-            .await
+        let bound = Bound::decode(&command.prepared_statement_handle)?;
+        self.flight_info(
+            &bound,
+            command.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+        .await
     }
 
     async fn do_get_prepared_statement(
@@ -343,16 +514,21 @@ impl FlightSqlService for FlightSqlServer {
         command: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
     ) -> std::result::Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.rows(sql_of(&command.prepared_statement_handle)?).await
+        self.rows(&Bound::decode(&command.prepared_statement_handle)?)
+            .await
     }
 
+    /// Runs once per row of the parameters sent with it (or bound before).
     async fn do_put_prepared_statement_update(
         &self,
         command: CommandPreparedStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> std::result::Result<i64, Status> {
-        self.update(sql_of(&command.prepared_statement_handle)?)
-            .await
+        let mut bound = Bound::decode(&command.prepared_statement_handle)?;
+        if let Some(params) = read_parameters(request).await? {
+            bound.params = Some(params);
+        }
+        self.update(&bound).await
     }
 
     async fn get_flight_info_sql_info(
@@ -360,11 +536,10 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&SQL_INFO).schema();
         metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
+            &query.clone().into_builder(&SQL_INFO).schema(),
+            &query,
+            request,
         )
     }
 
@@ -382,12 +557,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        metadata_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_catalogs(
@@ -405,12 +575,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        metadata_info(&query.clone().into_builder().schema(), &query, request)
     }
 
     async fn do_get_schemas(
@@ -428,12 +593,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        metadata_info(&query.clone().into_builder().schema(), &query, request)
     }
 
     async fn do_get_tables(
@@ -455,12 +615,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> std::result::Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        metadata_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        metadata_info(&query.into_builder().schema(), &query, request)
     }
 
     async fn do_get_table_types(

@@ -143,6 +143,24 @@ pub(crate) const VIEWS: [(&str, &str, &str); 2] = [
     ),
 ];
 
+/// Creates the `bids` table and [`VIEWS`] at `parallelism`.
+pub(crate) async fn create_bids_and_views(client: &Client, parallelism: usize) {
+    client
+        .batch_execute(&format!(
+            "SET streaming_parallelism = {parallelism};
+             CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP,
+                                WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) APPEND ONLY"
+        ))
+        .await
+        .expect("create table");
+    for (view, query, _) in VIEWS {
+        client
+            .batch_execute(&format!("CREATE MATERIALIZED VIEW {view} AS {query}"))
+            .await
+            .expect("create view");
+    }
+}
+
 /// Appends bids `from..=to`: auction `x % 7`, price `x`, one second apart.
 pub(crate) async fn insert_bids(client: &Client, from: u64, to: u64) {
     client
@@ -321,20 +339,7 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
     let everyone: Vec<_> = workers.iter().map(|w| alive(w, 2)).collect();
     wait_for_workers(coordinator.rest_addr, &everyone).await;
     let client = coordinator.connect().await;
-    client
-        .batch_execute(
-            "SET streaming_parallelism = 3;
-             CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP,
-                                WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) APPEND ONLY",
-        )
-        .await
-        .expect("create table");
-    for (view, query, _) in VIEWS {
-        client
-            .batch_execute(&format!("CREATE MATERIALIZED VIEW {view} AS {query}"))
-            .await
-            .expect("create view");
-    }
+    create_bids_and_views(&client, 3).await;
     insert_bids(&client, 1, 3000).await;
     check_views(&client, 3000, "on three workers").await;
     // The aggregates run on the workers, one subtask on each.

@@ -3,7 +3,9 @@
 //! the catalog's metadata, and errors that carry their SQLSTATE and leave the server
 //! serving.
 
-use arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch};
 use arrow::util::display::array_value_to_string;
 use arrow_flight::FlightInfo;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -141,6 +143,36 @@ async fn flight_sql_runs_statements_reads_views_and_lists_the_catalog() {
     assert_eq!(text(&fetch(&mut flight, info).await), left);
     prepared.close().await.expect("close");
 
+    // Parameters: an update runs once per row bound to it; a query takes one row, its
+    // values cast to the types the statement gives its parameters.
+    let mut insert = flight
+        .prepare("INSERT INTO t VALUES ($1, $2)".into(), None)
+        .await
+        .expect("prepare INSERT");
+    let params = RecordBatch::try_from_iter([
+        ("$1", Arc::new(Int32Array::from(vec![7, 7, 8])) as ArrayRef),
+        (
+            "$2",
+            Arc::new(Int64Array::from(vec![1000, 2000, 3000])) as ArrayRef,
+        ),
+    ])
+    .expect("parameters");
+    insert.set_parameters(params).expect("bind");
+    assert_eq!(insert.execute_update().await.expect("INSERT"), 3);
+    let mut sum = flight
+        .prepare("SELECT sum(v) AS s FROM t WHERE k = $1".into(), None)
+        .await
+        .expect("prepare SELECT");
+    assert_eq!(sum.parameter_schema().expect("schema").fields().len(), 1);
+    let key = RecordBatch::try_from_iter([("$1", Arc::new(Int64Array::from(vec![7])) as ArrayRef)])
+        .expect("parameter");
+    sum.set_parameters(key).expect("bind");
+    let info = sum.execute().await.expect("execute");
+    assert_eq!(
+        text(&fetch(&mut flight, info).await),
+        rows(&pg, "SELECT sum(v) FROM t WHERE k = 7").await
+    );
+
     // The catalog: tables and views with their kinds, and the server's name.
     let info = flight
         .get_tables(CommandGetTables {
@@ -216,6 +248,7 @@ fn an_adbc_session_runs_statements_and_reads_a_view_as_arrow() {
             "tables per_sensor,readings",
             "error 42P01",
             "after 42",
+            "parameters equal",
         ]
     );
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use tokio_postgres::{Client, NoTls};
 
 use crate::cluster::{
-    HEARTBEATS, VIEWS, alive, check_views, insert_bids, wait_for_aggregates_spread,
+    HEARTBEATS, alive, check_views, create_bids_and_views, insert_bids, wait_for_aggregates_spread,
     wait_for_workers,
 };
 use crate::server::{TestServer, TestWorker, fresh_data_dir};
@@ -141,20 +141,7 @@ async fn a_standby_coordinator_takes_over_with_every_acknowledged_write() {
     wait_for_workers(first.rest_addr, &everyone).await;
 
     let client = first.connect().await;
-    client
-        .batch_execute(
-            "SET streaming_parallelism = 2;
-             CREATE TABLE bids (auction BIGINT, price BIGINT, ts TIMESTAMP,
-                                WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) APPEND ONLY",
-        )
-        .await
-        .expect("create table");
-    for (view, query, _) in VIEWS {
-        client
-            .batch_execute(&format!("CREATE MATERIALIZED VIEW {view} AS {query}"))
-            .await
-            .expect("create view");
-    }
+    create_bids_and_views(&client, 2).await;
     insert_bids(&client, 1, 3000).await;
     check_views(&client, 3000, "on the first coordinator").await;
     client.simple_query("CHECKPOINT").await.expect("CHECKPOINT");

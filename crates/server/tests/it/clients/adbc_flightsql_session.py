@@ -2,7 +2,7 @@
 
 DDL, DML and FLUSH through cursor.execute, a view read as an Arrow table and compared
 with what the inserted rows give, the catalog through adbc_get_objects, an error with its
-SQLSTATE, and a query after it. Prints one line per check for the Rust test to compare.
+SQLSTATE, a query after it, and statements with parameters. Prints one line per check for the Rust test to compare.
 """
 
 import sys
@@ -48,3 +48,13 @@ with flightsql.connect(sys.argv[1]) as conn:
         print("error", "42P01" if "42P01" in str(e) else str(e))
     cur.execute("SELECT 40 + 2 AS answer")
     print("after", cur.fetchone()[0])
+
+    # Parameters ($n, PostgreSQL's placeholders): executemany runs an INSERT per row,
+    # and a query takes one row.
+    added = [(9, 5), (9, 7), (8, 11)]
+    cur.executemany("INSERT INTO readings VALUES ($1, $2)", added)
+    cur.execute("SELECT count(*), sum(value) FROM readings WHERE sensor = $1", (9,))
+    got = cur.fetchone()
+    nines = [value for sensor, value in added if sensor == 9]
+    wanted = (len(nines), sum(nines))
+    print("parameters", "equal" if tuple(got) == wanted else f"differ: {got} != {wanted}")
