@@ -324,11 +324,12 @@ async fn take_lock(
             Ok(taken) => return Ok(taken),
             Err(e) if needs_the_user(&e) => {
                 return Err(SluiceError::invalid_parameter(format!(
-                    "the --metadata database refused this coordinator: {e}"
+                    "the --metadata database refused this coordinator: {}",
+                    explain(&e)
                 )));
             }
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reach the --metadata database; retrying");
+                tracing::warn!(error = %explain(&e), "cannot reach the --metadata database; retrying");
                 tokio::time::sleep(RECONNECT).await;
             }
         }
@@ -371,7 +372,10 @@ async fn try_take_lock(
 /// Creates the tables if missing and reads the catalog and the table log.
 async fn read_metadata(client: &Client) -> Result<Restored> {
     let failed = |what: &str, e: tokio_postgres::Error| {
-        SluiceError::internal(format!("cannot {what} in the --metadata database: {e}"))
+        SluiceError::internal(format!(
+            "cannot {what} in the --metadata database: {}",
+            explain(&e)
+        ))
     };
     client
         .batch_execute(SCHEMA)
@@ -464,6 +468,18 @@ fn write_failed(what: &str, e: tokio_postgres::Error) -> SluiceError {
     }
     SluiceError::new(
         SqlState::IO_ERROR,
-        format!("cannot {what} in the --metadata database: {e}"),
+        format!("cannot {what} in the --metadata database: {}", explain(&e)),
     )
+}
+
+/// What PostgreSQL said (its message and SQLSTATE), or the client's error.
+fn explain(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{} (PostgreSQL SQLSTATE {})",
+            db.message(),
+            db.code().code()
+        ),
+        None => e.to_string(),
+    }
 }
