@@ -115,9 +115,15 @@ impl FlightSqlServer {
     /// The shape of `sql`: its rows' schema (`None` for a command: DDL, DML, `FLUSH`)
     /// and its parameters' types.
     async fn describe(&self, sql: &str) -> std::result::Result<Described, Status> {
-        let statement = self.statement(sql)?;
+        self.describe_statement(&self.statement(sql)?).await
+    }
+
+    async fn describe_statement(
+        &self,
+        statement: &ParsedStatement,
+    ) -> std::result::Result<Described, Status> {
         self.coordinator
-            .describe(&Session::default(), &statement)
+            .describe(&Session::default(), statement)
             .await
             .map_err(status)
     }
@@ -153,7 +159,7 @@ impl FlightSqlServer {
     async fn run(&self, bound: &Bound) -> std::result::Result<Vec<StatementResult>, Status> {
         let statement = self.statement(&bound.sql)?;
         let types = match &bound.params {
-            Some(_) => self.describe(&bound.sql).await?.param_types,
+            Some(_) => self.describe_statement(&statement).await?.param_types,
             None => Vec::new(),
         };
         let mut results = Vec::new();

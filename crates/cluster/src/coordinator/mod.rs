@@ -25,7 +25,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::watch;
 
 use arrow::array::{Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -60,11 +59,14 @@ use sluice_state::{
     DEFAULT_KEY_GROUPS, MemoryStateBackend, OperatorStateDirs, RocksDbOptions, RocksDbStateBackend,
     StateBackend,
 };
+use tokio::sync::watch;
 
 use crate::checkpoints::{Checkpointer, InFlight, RestorePlan, StateFile, ViewRestore, now_ms};
 use crate::job::{DeployContext, Job, JobState, deploy};
 use crate::membership::{DataPlaneCounters, Membership, WorkerInfo};
-use crate::metadata::{CatalogState, DataDirMetadata, Definition, MetadataStore, Restored};
+use crate::metadata::{
+    CatalogState, DataDirMetadata, Definition, MetadataStore, Restored, create_data_dir,
+};
 use crate::providers::{Durability, SourceProvider, TableProviderImpl, TableStorage, ViewProvider};
 use crate::remote::{Cluster, Placed};
 use crate::results::{
@@ -346,7 +348,6 @@ impl Coordinator {
         let metadata = match config.ephemeral {
             true => None,
             false => {
-                create_data_dir(&config.data_dir)?;
                 let (store, restored) = DataDirMetadata::open(&config.data_dir)?;
                 Some((Arc::new(store) as Arc<dyn MetadataStore>, restored))
             }
@@ -538,7 +539,7 @@ impl Coordinator {
     /// Recreates every object of a saved catalog, in creation order and with its id, and
     /// replays each table's logged changes into it before anything that reads it starts.
     async fn restore(&self, catalog: CatalogState, records: Vec<LogRecord>) -> Result<()> {
-        self.restore_settings(&catalog.settings);
+        self.restore_settings(catalog.settings);
         let mut changes: BTreeMap<u64, Vec<LogRecord>> = BTreeMap::new();
         for record in records {
             changes.entry(record.table_id).or_default().push(record);
@@ -664,14 +665,15 @@ impl Coordinator {
     }
 
     /// Applies the server-wide settings a saved catalog holds.
-    fn restore_settings(&self, settings: &BTreeMap<String, String>) {
-        self.inner.lock().settings = settings.clone();
-        let Some(value) = settings.get(CHECKPOINT_INTERVAL) else {
+    fn restore_settings(&self, settings: BTreeMap<String, String>) {
+        let Some(value) = settings.get(CHECKPOINT_INTERVAL).cloned() else {
+            self.inner.lock().settings = settings;
             return;
         };
+        self.inner.lock().settings = settings;
         match (
             &self.checkpoint_interval,
-            sluice_sql::parse_checkpoint_interval(value),
+            sluice_sql::parse_checkpoint_interval(&value),
         ) {
             (Some(sender), Ok(interval)) => {
                 tracing::info!(interval = %value, "checkpoint interval as last SET (over --checkpoint-interval)");
@@ -1922,11 +1924,6 @@ impl Coordinator {
             .collect();
         text_result(&["Name", "Type", "Nullable"], rows)
     }
-}
-
-fn create_data_dir(dir: &std::path::Path) -> Result<()> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| SluiceError::io(format!("cannot create data directory {}", dir.display()), e))
 }
 
 /// Takes a checkpoint every `interval` (as it is now) while the coordinator lives.

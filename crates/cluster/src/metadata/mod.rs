@@ -49,6 +49,12 @@ pub struct Restored {
     pub records: Vec<LogRecord>,
 }
 
+/// Creates the data directory `dir` if it does not exist.
+pub(crate) fn create_data_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SluiceError::io(format!("cannot create data directory {}", dir.display()), e))
+}
+
 /// The metadata kept in a data directory: `catalog.json` and `tables.log`.
 pub struct DataDirMetadata {
     catalog: CatalogFile,
@@ -59,6 +65,7 @@ impl DataDirMetadata {
     /// Opens (creating if needed) the metadata in `dir`; fails naming the file that
     /// cannot be read or parsed.
     pub fn open(dir: &Path) -> Result<(DataDirMetadata, Restored)> {
+        create_data_dir(dir)?;
         let (catalog_file, catalog) = CatalogFile::open(dir)?;
         let (log, records) = TableLog::open(&dir.join("tables.log"))?;
         Ok((

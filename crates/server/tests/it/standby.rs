@@ -153,15 +153,7 @@ async fn a_standby_coordinator_takes_over_with_every_acknowledged_write() {
     // the tables from PostgreSQL and the views from the shared checkpoint store.
     remove_dir(&first.kill());
     let second = second.wait_until_active();
-    // The workers find it and register; the jobs move onto them. (Checked once they
-    // have: a move restores the last checkpoint and replays what followed it.)
-    wait_for_workers(second.rest_addr, &everyone).await;
-    wait_for_aggregates_spread(second.rest_addr, 2, "after the standby took over").await;
-    let client = second.connect().await;
-    check_views(&client, 6000, "after the standby took over").await;
-    insert_bids(&client, 6001, 7000).await;
-    check_views(&client, 7000, "on the workers, after the takeover").await;
-    drop(client);
+    check_takeover(&second, &everyone, 6000, "after the standby took over").await;
 
     // The first one comes back, as the standby now. Then the active one loses its
     // PostgreSQL session: it may no longer write, so it stops, and the other takes over.
@@ -172,15 +164,26 @@ async fn a_standby_coordinator_takes_over_with_every_acknowledged_write() {
         "a coordinator that lost its session exits with an error"
     );
     let first = first.wait_until_active();
-    wait_for_workers(first.rest_addr, &everyone).await;
-    wait_for_aggregates_spread(first.rest_addr, 2, "after the second takeover").await;
-    let client = first.connect().await;
-    check_views(&client, 7000, "after the session was lost").await;
-    insert_bids(&client, 7001, 8000).await;
-    check_views(&client, 8000, "after the second takeover").await;
-    drop(client);
+    check_takeover(&first, &everyone, 7000, "after the session was lost").await;
     drop(first);
     remove_dir(&checkpoints);
+}
+
+/// After a takeover by `active`: the workers find it and register, the jobs move onto
+/// them (checked once they have: a move restores the last checkpoint and replays what
+/// followed it), the views hold the `acknowledged` bids, and then 1000 more.
+async fn check_takeover(
+    active: &TestServer,
+    workers: &[(String, u64, String)],
+    acknowledged: u64,
+    when: &str,
+) {
+    wait_for_workers(active.rest_addr, workers).await;
+    wait_for_aggregates_spread(active.rest_addr, 2, when).await;
+    let client = active.connect().await;
+    check_views(&client, acknowledged, when).await;
+    insert_bids(&client, acknowledged + 1, acknowledged + 1000).await;
+    check_views(&client, acknowledged + 1000, when).await;
 }
 
 fn remove_dir(dir: &Path) {
