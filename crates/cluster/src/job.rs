@@ -1547,7 +1547,7 @@ fn compile_operator(
                 .iter()
                 .map(|e| e.get_type(input_schema))
                 .collect::<datafusion::error::Result<Vec<_>>>()?;
-            Box::new(SessionWindowOperator::new(
+            let operator = SessionWindowOperator::new(
                 compile_exprs(partition_by, input_schema, props)?,
                 key_types,
                 compile_exprs(std::slice::from_ref(time), input_schema, props)?.remove(0),
@@ -1568,7 +1568,13 @@ fn compile_operator(
                 &Arc::new(input_schema.as_arrow().clone()),
                 output_schema(node),
                 late_rows.clone(),
-            )?)
+            )?;
+            if operator.can_spill()
+                && let Some(store) = spill.store()?
+            {
+                return Ok(Box::new(operator.with_spill(store)));
+            }
+            Box::new(operator)
         }
         other => {
             return Err(SluiceError::internal(format!(

@@ -1,4 +1,5 @@
-//! A GROUP BY, a join and a Top-N whose state does not fit in their memory budget: it lives in
+//! A GROUP BY, a join, a Top-N, session windows and a window join whose state does not
+//! fit in their memory budget: it lives in
 //! each operator's RocksDB spill store, checkpoints upload only the SST files that
 //! changed, and a restart restores all of it exactly.
 
@@ -9,11 +10,18 @@ use crate::support::{Engine, durable};
 
 const KEYS: usize = 2000;
 
-/// The views whose operators spill: a GROUP BY, a join and a Top-N.
-const VIEWS: [&str; 3] = ["sums", "joined", "top"];
+/// The views whose operators spill: a GROUP BY, a join, a Top-N, session windows and a
+/// window join.
+const VIEWS: [&str; 5] = ["sums", "joined", "top", "sessions", "window_joined"];
 
 /// The Top-N view's query.
 const TOP: &str = "SELECT k, v, rn FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t) WHERE rn <= 2";
+
+/// The session windows view's query: sessions of clicks per key, 5 s apart.
+const SESSIONS: &str = "SELECT k, window_start, window_end, count(*) AS n FROM TABLE(SESSION(TABLE clicks PARTITION BY k, DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY k, window_start, window_end";
+
+/// The window join view's query: pairs of clicks of a key in one 10 s window.
+const WINDOW_JOINED: &str = "SELECT L.k, L.window_start, L.ts AS lts, R.ts AS rts FROM (SELECT * FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND))) L JOIN (SELECT * FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND))) R ON L.k = R.k AND L.window_start = R.window_start AND L.window_end = R.window_end";
 
 /// The SST files of the spill stores of view `view` (by id) that `checkpoint`
 /// references.
@@ -52,6 +60,27 @@ async fn insert_keys(engine: &mut Engine, table: &str, keys: impl Iterator<Item 
     }
 }
 
+/// Clicks a row per key into `clicks`, 20 s after the last round's and within 4 s of
+/// each other (so none is late): each round's rows of a key are one session and one
+/// window, which the next round's watermark closes.
+async fn click_keys(engine: &mut Engine, keys: impl Iterator<Item = usize>, round: usize) {
+    let values: Vec<String> = keys
+        .map(|k| {
+            let second = round * 20 + k % 5;
+            format!(
+                "({k}, '2024-01-01 00:{:02}:{:02}')",
+                second / 60,
+                second % 60
+            )
+        })
+        .collect();
+    for chunk in values.chunks(500) {
+        engine
+            .ok(&format!("INSERT INTO clicks VALUES {}", chunk.join(", ")))
+            .await;
+    }
+}
+
 async fn assert_exact(engine: &mut Engine) {
     assert_eq!(
         engine.rows("SELECT * FROM sums").await,
@@ -69,6 +98,14 @@ async fn assert_exact(engine: &mut Engine) {
         engine.rows("SELECT * FROM top").await,
         engine.rows(TOP).await
     );
+    assert_eq!(
+        engine.rows("SELECT * FROM sessions").await,
+        engine.rows(SESSIONS).await
+    );
+    assert_eq!(
+        engine.rows("SELECT * FROM window_joined").await,
+        engine.rows(WINDOW_JOINED).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,6 +120,8 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
     engine
         .ok("CREATE TABLE t (k INT, v INT);
              CREATE TABLE u (k INT, v INT);
+             CREATE TABLE clicks (k INT, ts TIMESTAMP,
+                                  WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY;
              CREATE MATERIALIZED VIEW sums AS
                  SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;
              CREATE MATERIALIZED VIEW joined AS
@@ -91,8 +130,17 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
     engine
         .ok(&format!("CREATE MATERIALIZED VIEW top AS {TOP}"))
         .await;
+    engine
+        .ok(&format!("CREATE MATERIALIZED VIEW sessions AS {SESSIONS}"))
+        .await;
+    engine
+        .ok(&format!(
+            "CREATE MATERIALIZED VIEW window_joined AS {WINDOW_JOINED}"
+        ))
+        .await;
     insert_keys(&mut engine, "t", 0..KEYS).await;
     insert_keys(&mut engine, "u", (0..KEYS).step_by(2)).await;
+    click_keys(&mut engine, 0..KEYS, 0).await;
     engine.ok("FLUSH").await;
     assert_exact(&mut engine).await;
     let ids = VIEWS.map(|view| engine.job(view).id);
@@ -102,6 +150,7 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
     // references the earlier ones.
     insert_keys(&mut engine, "t", (0..KEYS).step_by(100)).await;
     insert_keys(&mut engine, "u", (0..KEYS).step_by(100)).await;
+    click_keys(&mut engine, (0..KEYS).step_by(100), 1).await;
     engine.ok("FLUSH").await;
     assert_exact(&mut engine).await;
     let second = engine.checkpoint(CheckpointKind::Checkpoint).await;
@@ -145,6 +194,7 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
     // More changes after the savepoint are replayed from the tables at the restart.
     insert_keys(&mut engine, "t", (0..KEYS).step_by(3)).await;
     insert_keys(&mut engine, "u", (1..KEYS).step_by(3)).await;
+    click_keys(&mut engine, (0..KEYS).step_by(3), 2).await;
     engine.ok("FLUSH").await;
     engine.shutdown().await;
 

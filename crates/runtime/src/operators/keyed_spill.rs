@@ -119,10 +119,20 @@ impl KeyedSpill {
             known => (7 * known + row_bytes) / 8,
         };
         let key_groups = key_groups_of_columns(key_columns, keys.num_rows(), DEFAULT_KEY_GROUPS)?;
+        self.load_keys(maps, keys.iter().map(|key| key.data()).zip(key_groups))
+    }
+
+    /// Before changing the values of `keys` (each with its key group) other than by a
+    /// batch (closing windows): reads back into `maps` those that the store holds and
+    /// memory does not, in every space, and notes the keys for [`Self::account`].
+    pub(crate) fn load_keys<'k, V: SpillValue>(
+        &mut self,
+        maps: &mut KeyedMaps<V>,
+        keys: impl IntoIterator<Item = (&'k [u8], u16)>,
+    ) -> Result<()> {
         let mut seen = HashSet::new();
         self.batch_keys.clear();
-        for (key, key_group) in keys.iter().zip(key_groups) {
-            let key = key.data();
+        for (key, key_group) in keys {
             if !seen.insert(key) {
                 continue;
             }
@@ -158,8 +168,9 @@ impl KeyedSpill {
         Ok(())
     }
 
-    /// After the batch [`Self::load`] saw, which changed space `changed` of `maps` and
-    /// only read the others: accounts for the values its keys read and changed, deletes
+    /// After the batch [`Self::load`] (or the change [`Self::load_keys`]) saw, which
+    /// changed space `changed` of `maps` and only read the others: accounts for the
+    /// values its keys read and changed, deletes
     /// those that emptied from the store, and evicts the least recently used values
     /// when over budget.
     pub(crate) fn account<V: SpillValue>(&mut self, maps: &mut KeyedMaps<V>, changed: usize) {
@@ -223,6 +234,36 @@ impl KeyedSpill {
             }
             self.store.put(puts);
         }
+    }
+
+    /// Drops the values of `keys` (each with its key group) in every space, from `maps`
+    /// and the store, without reading them: state that is over (a closed window's).
+    pub(crate) fn forget<'k, V>(
+        &mut self,
+        maps: &mut KeyedMaps<V>,
+        keys: impl IntoIterator<Item = (&'k [u8], u16)>,
+    ) {
+        let mut deletes = Vec::new();
+        for (key, key_group) in keys {
+            for (s, map) in maps.iter_mut().enumerate() {
+                map.remove(key);
+                let cached = self.cached[s].remove(key);
+                if let Some(gone) = &cached {
+                    self.total -= gone.bytes;
+                }
+                // A value not in memory may be in the store.
+                if cached.is_none_or(|gone| gone.stored) {
+                    deletes.push(StateWrite::Delete {
+                        key_group,
+                        key: self.entry_key(s, key),
+                    });
+                }
+            }
+            if deletes.len() >= WRITE_CHUNK {
+                self.store.table().write(std::mem::take(&mut deletes));
+            }
+        }
+        self.store.table().write(deletes);
     }
 
     /// The values in memory that `which` selects: (space, key), last use and bytes.

@@ -17,22 +17,28 @@
 //! In both modes a session closes (and its state is freed) when the watermark, less the
 //! allowed lateness, reaches its end. A row whose own window `[ts, ts + gap)` ends at or
 //! before that and touches no open session is late: dropped and counted.
+//!
+//! State is a partition key's open sessions, one value per key. With PARTITION BY those
+//! values can spill: the recently used keys stay in memory and the rest go to a spill
+//! store (see `keyed_spill.rs`), read back when a row of their key arrives or one of
+//! their sessions closes. The index of open sessions by end (a key per session) stays in
+//! memory. A snapshot holds an entry per partition key, as that store does.
 
-use crate::operators::OPERATOR_WIDE;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray, Int8Array, Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
-use arrow::row::{OwnedRow, RowConverter, SortField};
+use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
-use sluice_state::DEFAULT_KEY_GROUPS;
+use sluice_state::SpillStore;
+use sluice_state::spill::{DbCheckpoint, WRITE_CHUNK};
 
-use super::encoding::row_converter;
-use super::{Operator, StateEntry};
-use crate::keygroup::key_groups_of_columns;
+use super::encoding::{key_groups_of_rows, push_sized, row_converter, split_sized, take_through};
+use super::keyed_spill::{KeyedSpill, SpillValue, split_entry_key, value_entries};
+use super::{OPERATOR_WIDE, Operator, RestoredState, StateEntry};
 use crate::message::{Message, RowKind, Watermark};
 
 /// Which session bound an output column holds, in the order the planner asked for.
@@ -42,17 +48,80 @@ pub enum SessionBound {
     End,
 }
 
+/// An open session (its start is its key in [`Sessions`]).
+#[derive(Debug, Clone, PartialEq)]
 struct Session {
-    /// The partition key (row format; empty without PARTITION BY).
-    key: Box<[u8]>,
-    start: i64,
     end: i64,
     /// The session's rows (row format, every input column).
-    rows: Vec<OwnedRow>,
+    rows: Vec<Box<[u8]>>,
+}
+
+/// A partition key's open sessions by start. They are disjoint: each ends before the
+/// next starts.
+type Sessions = BTreeMap<i64, Session>;
+
+impl SpillValue for Sessions {
+    /// Per session its start and end (`i64`, little-endian), then its rows, each behind
+    /// its length, all behind their length (so the bounds can be read without them).
+    fn encode(&self) -> Vec<u8> {
+        let mut value = Vec::new();
+        for (start, session) in self {
+            value.extend_from_slice(&start.to_le_bytes());
+            value.extend_from_slice(&session.end.to_le_bytes());
+            let mut rows = Vec::new();
+            for row in &session.rows {
+                push_sized(&mut rows, row);
+            }
+            push_sized(&mut value, &rows);
+        }
+        value
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut sessions = Sessions::new();
+        let mut bounds = SessionBounds(bytes);
+        for (start, end, mut rows_bytes) in bounds.by_ref() {
+            let mut rows = Vec::new();
+            while !rows_bytes.is_empty() {
+                let (row, rest) = split_sized(rows_bytes)?;
+                rows.push(row.into());
+                rows_bytes = rest;
+            }
+            sessions.insert(start, Session { end, rows });
+        }
+        bounds.0.is_empty().then_some(sessions)
+    }
+
+    fn rows(&self) -> usize {
+        self.values().map(|s| s.rows.len()).sum()
+    }
+}
+
+/// The sessions of an encoded [`Sessions`] value: start, end and encoded rows. Stops at
+/// the first malformed one (as [`SpillValue::decode`] fails on it).
+struct SessionBounds<'a>(&'a [u8]);
+
+impl<'a> Iterator for SessionBounds<'a> {
+    type Item = (i64, i64, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = i64::from_le_bytes(self.0.get(..8)?.try_into().ok()?);
+        let end = i64::from_le_bytes(self.0.get(8..16)?.try_into().ok()?);
+        let (rows, rest) = split_sized(&self.0[16..])?;
+        self.0 = rest;
+        Some((start, end, rows))
+    }
+}
+
+/// Whether `bytes` is a whole [`Sessions`] value, read through [`SessionBounds`].
+fn well_formed(bytes: &[u8]) -> bool {
+    let mut bounds = SessionBounds(bytes);
+    for _ in bounds.by_ref() {}
+    bounds.0.is_empty()
 }
 
 /// Rows to emit: (row, start, end, kind); bounds are `None` for rows without a time.
-type Emission = Vec<(OwnedRow, Option<(i64, i64)>, RowKind)>;
+type Emission = Vec<(Box<[u8]>, Option<(i64, i64)>, RowKind)>;
 
 pub struct SessionWindowOperator {
     keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -66,17 +135,19 @@ pub struct SessionWindowOperator {
     lateness_ms: i64,
     key_converter: RowConverter,
     row_converter: RowConverter,
-    sessions: HashMap<u64, Session>,
-    next_id: u64,
-    /// Per partition key: session start → session id.
-    by_key: HashMap<Box<[u8]>, BTreeMap<i64, u64>>,
-    /// Open sessions by end, to close them as the watermark passes.
-    by_end: BTreeSet<(i64, u64)>,
+    /// Per partition key (row format; empty without PARTITION BY): its open sessions.
+    /// With a spill store, those of the recently used keys.
+    partitions: HashMap<Box<[u8]>, Sessions>,
+    /// Every open session's partition key by the session's end, to close them as the
+    /// watermark passes (spilled ones too).
+    by_end: BTreeMap<i64, HashSet<Box<[u8]>>>,
     /// The watermark in the time column's unit.
     watermark: Option<i64>,
     late_rows: Arc<AtomicU64>,
     /// Input columns, the bounds, and the op column unless emitting on close.
     schema: SchemaRef,
+    /// Partition keys beyond the memory budget.
+    spill: Option<KeyedSpill>,
 }
 
 impl SessionWindowOperator {
@@ -111,19 +182,37 @@ impl SessionWindowOperator {
             bounds,
             emit_on_close,
             lateness_ms,
-            sessions: HashMap::new(),
-            next_id: 0,
-            by_key: HashMap::new(),
-            by_end: BTreeSet::new(),
+            partitions: HashMap::new(),
+            by_end: BTreeMap::new(),
             watermark: None,
             late_rows,
             schema,
+            spill: None,
         })
     }
 
-    /// Open sessions, for tests and metrics.
+    /// Whether its state can spill: only with PARTITION BY (without, it is one value).
+    pub fn can_spill(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Keeps the recently used partition keys' sessions in memory (within `store`'s
+    /// budget) and the rest in `store`. Only for an operator that [`Self::can_spill`].
+    pub fn with_spill(mut self, store: SpillStore) -> Self {
+        debug_assert!(self.can_spill());
+        self.spill = Some(KeyedSpill::new(store, PARTITION, 1));
+        self
+    }
+
+    /// Open sessions, spilled ones included, for tests and metrics.
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.by_end.values().map(HashSet::len).sum()
+    }
+
+    /// Partition keys in memory and in the spill store, for tests: O(keys).
+    pub fn partition_counts(&self) -> (usize, usize) {
+        let stored = self.spill.as_ref().map_or(0, |s| s.store.table().len());
+        (self.partitions.len(), stored)
     }
 
     /// A watermark (ms since the epoch) in the time column's unit.
@@ -136,44 +225,30 @@ impl SessionWindowOperator {
         }
     }
 
-    fn insert_session(&mut self, session: Session) {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.by_key
-            .entry(session.key.clone())
-            .or_default()
-            .insert(session.start, id);
-        self.by_end.insert((session.end, id));
-        self.sessions.insert(id, session);
-    }
-
-    fn remove_session(&mut self, id: u64) -> Session {
-        let session = self.sessions.remove(&id).expect("indexed session exists");
-        self.by_end.remove(&(session.end, id));
-        if let Some(starts) = self.by_key.get_mut(&session.key) {
-            starts.remove(&session.start);
-            if starts.is_empty() {
-                self.by_key.remove(&session.key);
-            }
+    /// The key group of each partition key.
+    fn key_groups(&self, keys: &[&[u8]]) -> Result<Vec<u16>> {
+        if self.keys.is_empty() {
+            Ok(vec![0; keys.len()])
+        } else {
+            key_groups_of_rows(&self.key_converter, keys)
         }
-        session
     }
 
     /// Adds a row with time `ts` to its partition's sessions.
-    fn add(&mut self, key: Box<[u8]>, ts: i64, row: OwnedRow, emit: &mut Emission) {
+    fn add(&mut self, key: &[u8], ts: i64, row: Box<[u8]>, emit: &mut Emission) {
         let row_end = ts.saturating_add(self.gap);
         // Sessions overlapping or touching [ts, row_end]: starting at or before row_end
         // and ending at or after ts. Sessions of a key are disjoint, so walk back from
         // row_end until one ends before ts.
-        let touching: Vec<u64> = self
-            .by_key
-            .get(&key)
-            .map(|starts| {
-                starts
+        let touching: Vec<i64> = self
+            .partitions
+            .get(key)
+            .map(|sessions| {
+                sessions
                     .range(..=row_end)
                     .rev()
-                    .map(|(_, id)| *id)
-                    .take_while(|id| self.sessions[id].end >= ts)
+                    .take_while(|(_, session)| session.end >= ts)
+                    .map(|(start, _)| *start)
                     .collect()
             })
             .unwrap_or_default();
@@ -181,69 +256,96 @@ impl SessionWindowOperator {
             self.late_rows.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if let [id] = touching.as_slice() {
-            let session = self.sessions.get_mut(id).expect("indexed session exists");
-            if session.start <= ts && row_end <= session.end {
+        let sessions = match self.partitions.get_mut(key) {
+            Some(sessions) => sessions,
+            None => self.partitions.entry(key.into()).or_default(),
+        };
+        if let [start] = touching[..] {
+            let session = sessions.get_mut(&start).expect("found above");
+            if start <= ts && row_end <= session.end {
                 if !self.emit_on_close {
-                    emit.push((
-                        row.clone(),
-                        Some((session.start, session.end)),
-                        RowKind::Insert,
-                    ));
+                    emit.push((row.clone(), Some((start, session.end)), RowKind::Insert));
                 }
                 session.rows.push(row);
                 return;
             }
         }
-        let mut merged = Session {
-            key,
-            start: ts,
-            end: row_end,
-            rows: Vec::new(),
-        };
-        for id in touching {
-            let old = self.remove_session(id);
+        let (mut start, mut end) = (ts, row_end);
+        let mut rows = Vec::new();
+        for old_start in touching {
+            let old = sessions.remove(&old_start).expect("found above");
+            unindex(&mut self.by_end, old.end, key);
             if !self.emit_on_close {
                 for r in &old.rows {
-                    emit.push((r.clone(), Some((old.start, old.end)), RowKind::Delete));
+                    emit.push((r.clone(), Some((old_start, old.end)), RowKind::Delete));
                 }
             }
-            merged.start = merged.start.min(old.start);
-            merged.end = merged.end.max(old.end);
-            merged.rows.extend(old.rows);
+            start = start.min(old_start);
+            end = end.max(old.end);
+            rows.extend(old.rows);
         }
-        merged.rows.push(row);
+        rows.push(row);
         if !self.emit_on_close {
-            for r in &merged.rows {
-                emit.push((r.clone(), Some((merged.start, merged.end)), RowKind::Insert));
+            for r in &rows {
+                emit.push((r.clone(), Some((start, end)), RowKind::Insert));
             }
         }
-        self.insert_session(merged);
+        sessions.insert(start, Session { end, rows });
+        self.by_end.entry(end).or_default().insert(key.into());
     }
 
     /// Closes every session ending at or before `upto` (all when `None`), emitting its
-    /// rows when emitting on close.
-    fn close_sessions(&mut self, upto: Option<i64>, emit: &mut Emission) {
-        while let Some(&(end, id)) = self.by_end.first() {
-            if upto.is_some_and(|w| end > w) {
-                break;
+    /// rows when emitting on close. Spilled keys are read back a chunk at a time.
+    fn close_sessions(&mut self, upto: Option<i64>, emit: &mut Emission) -> Result<()> {
+        let due = match upto {
+            Some(w) => take_through(&mut self.by_end, w),
+            None => std::mem::take(&mut self.by_end),
+        };
+        let due: Vec<(i64, Box<[u8]>)> = due
+            .into_iter()
+            .flat_map(|(end, keys)| keys.into_iter().map(move |key| (end, key)))
+            .collect();
+        for chunk in due.chunks(WRITE_CHUNK) {
+            if let Some(spill) = &mut self.spill {
+                // A spilling operator has PARTITION BY keys.
+                let keys: Vec<&[u8]> = chunk.iter().map(|(_, key)| key.as_ref()).collect();
+                let key_groups = key_groups_of_rows(&self.key_converter, &keys)?;
+                let maps = std::slice::from_mut(&mut self.partitions);
+                spill.load_keys(maps, keys.into_iter().zip(key_groups))?;
             }
-            let session = self.remove_session(id);
-            if self.emit_on_close {
-                for r in session.rows {
-                    emit.push((r, Some((session.start, session.end)), RowKind::Insert));
+            for (end, key) in chunk {
+                let sessions = self.partitions.get_mut(key).ok_or_else(|| {
+                    SluiceError::internal("a session window's open session has no state")
+                })?;
+                // Sessions close in the order of their ends, which is their order.
+                let Some((start, session)) = sessions.pop_first() else {
+                    return Err(SluiceError::internal("a session window lost a session"));
+                };
+                debug_assert_eq!(session.end, *end);
+                if sessions.is_empty() {
+                    self.partitions.remove(key);
+                }
+                if self.emit_on_close {
+                    for r in session.rows {
+                        emit.push((r, Some((start, session.end)), RowKind::Insert));
+                    }
                 }
             }
+            if let Some(spill) = &mut self.spill {
+                spill.account(std::slice::from_mut(&mut self.partitions), 0);
+            }
         }
+        Ok(())
     }
 
     fn flush(&self, emit: Emission, out: &mut Vec<Message>) -> Result<()> {
         if emit.is_empty() {
             return Ok(());
         }
+        let parser = self.row_converter.parser();
         let mut columns = self
             .row_converter
-            .convert_rows(emit.iter().map(|(r, _, _)| r.row()))?;
+            .convert_rows(emit.iter().map(|(r, _, _)| parser.parse(r)))?;
         for bound in &self.bounds {
             let values: Int64Array = emit
                 .iter()
@@ -265,6 +367,93 @@ impl SessionWindowOperator {
             columns,
         )?));
         Ok(())
+    }
+
+    /// Files the sessions of a restored partition key's encoded value under their ends.
+    fn index_value(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if !well_formed(value) {
+            return Err(SluiceError::corrupted(
+                "a session window snapshot entry is malformed",
+            ));
+        }
+        for (_, end, _) in SessionBounds(value) {
+            self.by_end.entry(end).or_default().insert(key.into());
+        }
+        Ok(())
+    }
+
+    /// Files the sessions a spilling operator restored into its store under their ends
+    /// (a chunk at a time; the values stay encoded).
+    fn index_stored_sessions(&mut self) -> Result<()> {
+        let Some(spill) = &self.spill else {
+            return Ok(());
+        };
+        let mut stored = Vec::new();
+        spill
+            .store
+            .table()
+            .scan_chunks(None, WRITE_CHUNK, &mut |chunk| {
+                for (_, entry_key, value) in chunk {
+                    if let Some((_, key)) = split_entry_key(PARTITION, 1, &entry_key) {
+                        let ends: Vec<i64> = SessionBounds(&value).map(|(_, end, _)| end).collect();
+                        stored.push((Box::<[u8]>::from(key), ends, well_formed(&value)));
+                    }
+                }
+            });
+        for (key, ends, well_formed) in stored {
+            if !well_formed {
+                return Err(SluiceError::corrupted(
+                    "a session window snapshot entry is malformed",
+                ));
+            }
+            for end in ends {
+                self.by_end.entry(end).or_default().insert(key.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sessions of a checkpoint taken before partition keys had one entry each: start,
+    /// then partition key in the entry's key; end, then rows (each behind its length)
+    /// in its value.
+    fn restore_session_entry(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let corrupt = || SluiceError::corrupted("a session window snapshot entry is truncated");
+        let take8 = |bytes: &[u8], at: usize| -> Result<i64> {
+            let b: [u8; 8] = bytes
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(corrupt)?;
+            Ok(i64::from_le_bytes(b))
+        };
+        let start = take8(key, 1)?;
+        let partition: Box<[u8]> = key.get(9..).ok_or_else(corrupt)?.into();
+        let end = take8(value, 0)?;
+        let mut rows = Vec::new();
+        let mut rest = &value[8..];
+        while !rest.is_empty() {
+            let (row, after) = split_sized(rest).ok_or_else(corrupt)?;
+            rows.push(row.into());
+            rest = after;
+        }
+        self.by_end
+            .entry(end)
+            .or_default()
+            .insert(partition.clone());
+        self.partitions
+            .entry(partition)
+            .or_default()
+            .insert(start, Session { end, rows });
+        Ok(())
+    }
+}
+
+/// Takes `key`'s session ending at `end` out of the index of open sessions.
+fn unindex(by_end: &mut BTreeMap<i64, HashSet<Box<[u8]>>>, end: i64, key: &[u8]) {
+    if let Some(keys) = by_end.get_mut(&end) {
+        keys.remove(key);
+        if keys.is_empty() {
+            by_end.remove(&end);
+        }
     }
 }
 
@@ -289,19 +478,23 @@ impl Operator for SessionWindowOperator {
         let times = arrow::compute::cast(&times, &DataType::Int64)?;
         let times = times.as_primitive::<Int64Type>();
         let rows = self.row_converter.convert_columns(batch.columns())?;
+        if let (Some(spill), Some(keys)) = (&mut self.spill, &keys) {
+            let maps = std::slice::from_mut(&mut self.partitions);
+            spill.load(maps, &key_columns, keys, 0, &rows)?;
+        }
         let mut emit = Emission::new();
         for i in 0..n {
-            let row = rows.row(i).owned();
+            let row: Box<[u8]> = rows.row(i).as_ref().into();
             if times.is_null(i) {
                 // A row without a time is in no session (batch queries agree: NULL bounds).
                 emit.push((row, None, RowKind::Insert));
                 continue;
             }
-            let key = keys
-                .as_ref()
-                .map(|k| Box::from(k.row(i).as_ref()))
-                .unwrap_or_default();
+            let key = keys.as_ref().map_or(&[][..], |k| k.row(i).data());
             self.add(key, times.value(i), row, &mut emit);
+        }
+        if let Some(spill) = &mut self.spill {
+            spill.account(std::slice::from_mut(&mut self.partitions), 0);
         }
         self.flush(emit, out)
     }
@@ -311,7 +504,7 @@ impl Operator for SessionWindowOperator {
         if self.watermark.is_none_or(|current| w > current) {
             self.watermark = Some(w);
             let mut emit = Emission::new();
-            self.close_sessions(Some(w), &mut emit);
+            self.close_sessions(Some(w), &mut emit)?;
             self.flush(emit, out)?;
         }
         out.push(Message::Watermark(watermark));
@@ -321,12 +514,12 @@ impl Operator for SessionWindowOperator {
     /// At end of input every session is complete.
     fn finish(&mut self, out: &mut Vec<Message>) -> Result<()> {
         let mut emit = Emission::new();
-        self.close_sessions(None, &mut emit);
+        self.close_sessions(None, &mut emit)?;
         self.flush(emit, out)
     }
 
     fn snapshot_state(&mut self) -> Result<Vec<StateEntry>> {
-        let mut entries = Vec::with_capacity(self.sessions.len() + 1);
+        let mut entries = Vec::new();
         if let Some(w) = self.watermark {
             entries.push((
                 OPERATOR_WIDE,
@@ -334,78 +527,89 @@ impl Operator for SessionWindowOperator {
                 w.to_le_bytes().to_vec(),
             ));
         }
-        let sessions: Vec<&Session> = self.sessions.values().collect();
-        let key_groups = if self.keys.is_empty() || sessions.is_empty() {
-            vec![0; sessions.len()]
-        } else {
-            let parser = self.key_converter.parser();
-            let keys = self
-                .key_converter
-                .convert_rows(sessions.iter().map(|s| parser.parse(&s.key)))?;
-            key_groups_of_columns(&keys, sessions.len(), DEFAULT_KEY_GROUPS)?
-        };
-        for (session, key_group) in sessions.into_iter().zip(key_groups) {
-            let mut key = vec![SESSION];
-            key.extend_from_slice(&session.start.to_le_bytes());
-            key.extend_from_slice(&session.key);
-            let mut value = session.end.to_le_bytes().to_vec();
-            for row in &session.rows {
-                value.extend_from_slice(&(row.as_ref().len() as u32).to_le_bytes());
-                value.extend_from_slice(row.as_ref());
+        match &mut self.spill {
+            Some(spill) => {
+                spill.flush(std::slice::from_ref(&self.partitions));
+                if !spill.store.on_disk() {
+                    entries.extend(spill.store.entries());
+                }
             }
-            entries.push((key_group, key, value));
+            None => entries.extend(value_entries(
+                PARTITION,
+                std::slice::from_ref(&self.partitions),
+                |keys| self.key_groups(keys),
+            )?),
         }
         Ok(entries)
     }
 
+    fn snapshot_database(&mut self) -> Result<Option<DbCheckpoint>> {
+        self.spill
+            .as_ref()
+            .map_or(Ok(None), |spill| spill.store.checkpoint())
+    }
+
+    /// A spilling operator copies the partition keys of restored spill stores into its
+    /// own, then indexes their sessions.
+    fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
+        let databases = !state.databases.is_empty();
+        super::restore_spilling(self, state, |s| s.spill.as_mut().map(|s| &mut s.store))?;
+        if databases {
+            // What restore_state put in the store is indexed already: the index is a
+            // set per end, so indexing it again changes nothing.
+            self.index_stored_sessions()?;
+        }
+        Ok(())
+    }
+
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
-        let corrupt = || SluiceError::corrupted("a session window snapshot entry is truncated");
-        let take8 = |bytes: &[u8], at: usize| -> Result<i64> {
-            let b: [u8; 8] = bytes
-                .get(at..at + 8)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(corrupt)?;
-            Ok(i64::from_le_bytes(b))
-        };
-        for (_, key, value) in entries {
+        let mut stored = Vec::new();
+        for (key_group, key, value) in entries {
             if key == WATERMARK_KEY {
-                self.watermark = Some(take8(&value, 0)?);
-                continue;
-            }
-            if key.first() != Some(&SESSION) {
+                let w: [u8; 8] = value.as_slice().try_into().map_err(|_| {
+                    SluiceError::corrupted("a session window's watermark entry is truncated")
+                })?;
+                self.watermark = Some(i64::from_le_bytes(w));
+            } else if let Some((_, partition)) = split_entry_key(PARTITION, 1, &key) {
+                self.index_value(partition, &value)?;
+                if self.spill.is_some() {
+                    // Partition keys stay encoded until a row or a closing needs them.
+                    stored.push((key_group, key, value));
+                } else {
+                    let sessions = Sessions::decode(&value).ok_or_else(|| {
+                        SluiceError::corrupted("a session window snapshot entry is malformed")
+                    })?;
+                    self.partitions.insert(partition.into(), sessions);
+                }
+            } else if key.first() == Some(&SESSION) {
+                self.restore_session_entry(&key, &value)?;
+            } else {
                 return Err(SluiceError::corrupted(
                     "unknown session window snapshot entry",
                 ));
             }
-            let start = take8(&key, 1)?;
-            let partition: Box<[u8]> = key.get(9..).ok_or_else(corrupt)?.into();
-            let end = take8(&value, 0)?;
-            let mut rows = Vec::new();
-            let mut at = 8;
-            while at < value.len() {
-                let len: [u8; 4] = value
-                    .get(at..at + 4)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(corrupt)?;
-                let len = u32::from_le_bytes(len) as usize;
-                let bytes = value.get(at + 4..at + 4 + len).ok_or_else(corrupt)?;
-                rows.push(self.row_converter.parser().parse(bytes).owned());
-                at += 4 + len;
-            }
-            self.insert_session(Session {
-                key: partition,
-                start,
-                end,
-                rows,
-            });
+        }
+        if let Some(spill) = &mut self.spill {
+            // Sessions of checkpoints before partition entries went to memory above:
+            // into the store.
+            let legacy = std::mem::take(&mut self.partitions);
+            stored.extend(value_entries(
+                PARTITION,
+                std::slice::from_ref(&legacy),
+                |keys| key_groups_of_rows(&self.key_converter, keys),
+            )?);
+            spill.store.put(stored);
         }
         Ok(())
     }
 }
 
-/// Key prefix of a session's entry: then its start and its partition key.
+/// Key prefix of a session's entry in checkpoints before partition entries: then its
+/// start and its partition key.
 const SESSION: u8 = 0;
 const WATERMARK_KEY: &[u8] = &[1, b'w'];
+/// What a partition key's snapshot key starts with, ahead of the key.
+const PARTITION: &[u8] = &[2, b'p'];
 
 #[cfg(test)]
 mod tests {
@@ -580,5 +784,223 @@ mod tests {
             lines,
             vec!["+I 1 0 [0,14)", "+I 1 4 [0,14)", "+I 2 3 [3,13)"]
         );
+    }
+
+    /// Batches of rows of keys 0..12 at times wandering forward (some late), each
+    /// followed by a watermark: sessions open, grow, bridge and close throughout.
+    fn wandering(batches: usize) -> Vec<(RecordBatch, Watermark)> {
+        let mut seed = 7u64;
+        let mut next = move |bound: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % bound
+        };
+        (0..batches as i64)
+            .map(|b| {
+                let (mut keys, mut times) = (vec![], vec![]);
+                for _ in 0..1 + next(6) {
+                    keys.push(next(12) as i64);
+                    times.push(b * 4 + next(30) as i64 - 10);
+                }
+                (rows(keys, times), Watermark(b * 4 - 5))
+            })
+            .collect()
+    }
+
+    /// The sorted output lines of `op` for one message (`None`: the end of input).
+    fn step(
+        op: &mut SessionWindowOperator,
+        message: Option<&(RecordBatch, Watermark)>,
+    ) -> Vec<String> {
+        let mut out = vec![];
+        match message {
+            Some((batch, watermark)) => {
+                op.process_batch(batch.clone(), &mut out).unwrap();
+                op.process_watermark(*watermark, &mut out).unwrap();
+            }
+            None => op.finish(&mut out).unwrap(),
+        }
+        let mut lines = changes(&out);
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn spilled_sessions_come_back_and_change_no_result() {
+        for emit_on_close in [false, true] {
+            let make = || operator(emit_on_close, Arc::new(AtomicU64::new(0)));
+            let mut reference = make();
+            let mut everything_spilled = make().with_spill(SpillStore::in_memory(0));
+            let mut some_spilled = make().with_spill(SpillStore::in_memory(1500));
+            let mut spilled_some = false;
+            for (i, message) in wandering(60).iter().enumerate() {
+                let want = step(&mut reference, Some(message));
+                for op in [&mut everything_spilled, &mut some_spilled] {
+                    assert_eq!(step(op, Some(message)), want, "batch {i}");
+                    assert_eq!(op.session_count(), reference.session_count());
+                }
+                let held = reference.partitions.len();
+                assert_eq!(everything_spilled.partition_counts(), (0, held));
+                let (cached, stored) = some_spilled.partition_counts();
+                spilled_some |= stored > 0 && cached > 0;
+                if i % 9 == 8 {
+                    let sorted = |mut entries: Vec<StateEntry>| {
+                        entries.sort();
+                        entries
+                    };
+                    assert_eq!(
+                        sorted(some_spilled.snapshot_state().unwrap()),
+                        sorted(reference.snapshot_state().unwrap()),
+                        "at a barrier the store is the state"
+                    );
+                }
+            }
+            assert!(spilled_some, "the small budget kept some keys in memory");
+
+            // Restored, the keys stay in the store until rows or closings need them; a
+            // snapshot restores into an operator that spills or not alike.
+            let snapshot = everything_spilled.snapshot_state().unwrap();
+            let mut restored = make().with_spill(SpillStore::in_memory(0));
+            restored
+                .restore(RestoredState::of_entries(snapshot.clone()))
+                .unwrap();
+            assert_eq!(restored.partition_counts(), (0, reference.partitions.len()));
+            assert_eq!(restored.session_count(), reference.session_count());
+            let mut in_memory = make();
+            in_memory
+                .restore(RestoredState::of_entries(snapshot))
+                .unwrap();
+            let more = wandering(70).split_off(60);
+            for message in more.iter().map(Some).chain([None]) {
+                let want = step(&mut reference, message);
+                assert_eq!(step(&mut restored, message), want);
+                assert_eq!(step(&mut in_memory, message), want);
+            }
+            assert_eq!(restored.partition_counts(), (0, 0));
+        }
+    }
+
+    #[test]
+    fn checkpoints_with_an_entry_per_session_still_restore() {
+        let mut op = operator(true, Arc::new(AtomicU64::new(0)));
+        let mut out = vec![];
+        op.process_batch(rows(vec![1, 2, 1, 1], vec![0, 3, 4, 30]), &mut out)
+            .unwrap();
+        // The format before an entry per partition key: [0, start, key] → end, rows.
+        let mut legacy = vec![];
+        for (key, sessions) in &op.partitions {
+            for (start, session) in sessions {
+                let mut entry_key = vec![SESSION];
+                entry_key.extend_from_slice(&start.to_le_bytes());
+                entry_key.extend_from_slice(key);
+                let mut value = session.end.to_le_bytes().to_vec();
+                for row in &session.rows {
+                    push_sized(&mut value, row);
+                }
+                legacy.push((0, entry_key, value));
+            }
+        }
+        for spill in [None, Some(SpillStore::in_memory(0))] {
+            let mut restored = operator(true, Arc::new(AtomicU64::new(0)));
+            if let Some(store) = spill {
+                restored = restored.with_spill(store);
+            }
+            restored
+                .restore(RestoredState::of_entries(legacy.clone()))
+                .unwrap();
+            assert_eq!(restored.session_count(), 3);
+            let mut lines = step(&mut restored, None);
+            lines.sort();
+            assert_eq!(
+                lines,
+                vec![
+                    "+I 1 0 [0,14)",
+                    "+I 1 30 [30,40)",
+                    "+I 1 4 [0,14)",
+                    "+I 2 3 [3,13)"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn a_malformed_entry_is_reported_not_restored() {
+        let mut op = operator(false, Arc::new(AtomicU64::new(0)));
+        let mut out = vec![];
+        op.process_batch(rows(vec![1], vec![0]), &mut out).unwrap();
+        let mut entries = op.snapshot_state().unwrap();
+        let (_, _, value) = entries.last_mut().unwrap();
+        value.truncate(value.len() - 1);
+        for spill in [None, Some(SpillStore::in_memory(0))] {
+            let mut restored = operator(false, Arc::new(AtomicU64::new(0)));
+            if let Some(store) = spill {
+                restored = restored.with_spill(store);
+            }
+            let err = restored
+                .restore(RestoredState::of_entries(entries.clone()))
+                .unwrap_err();
+            assert!(err.to_string().contains("malformed"), "{err}");
+        }
+    }
+
+    #[test]
+    fn subtasks_restore_their_key_groups_of_a_database_and_close_its_sessions() {
+        use sluice_state::spill::RestoredDb;
+        use sluice_state::{DEFAULT_KEY_GROUPS, OperatorStateDirs};
+        let root =
+            std::env::temp_dir().join(format!("sluice-session-restore-{}", std::process::id()));
+        let dirs = OperatorStateDirs::open(&root, 0).unwrap();
+        let make = || operator(true, Arc::new(AtomicU64::new(0)));
+        let mut reference = make();
+        let mut spilling = make().with_spill(dirs.open_store("before").unwrap());
+        for message in &wandering(40) {
+            assert_eq!(
+                step(&mut spilling, Some(message)),
+                step(&mut reference, Some(message))
+            );
+        }
+        let entries = spilling.snapshot_state().unwrap();
+        assert_eq!(entries.len(), 1, "on disk, only the watermark is an entry");
+        let checkpoint = spilling.snapshot_database().unwrap().unwrap();
+        let files: Vec<(String, Vec<u8>)> = checkpoint
+            .files
+            .iter()
+            .map(|f| (f.clone(), std::fs::read(checkpoint.dir.join(f)).unwrap()))
+            .collect();
+        let db = RestoredDb::open(
+            &dirs.scratch_dir(),
+            files.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
+        )
+        .unwrap();
+
+        // At parallelism 2, each subtask takes the keys of its key groups, indexes their
+        // sessions without reading them, and closes them at the end.
+        let (mut sessions, mut closed) = (0, vec![]);
+        for subtask in 0..2 {
+            let key_groups: Vec<u16> = (0..DEFAULT_KEY_GROUPS)
+                .filter(|&g| {
+                    sluice_state::subtask_of_key_group(g, DEFAULT_KEY_GROUPS, 2) == subtask
+                })
+                .collect();
+            let mut restored =
+                make().with_spill(dirs.open_store(&format!("after-{subtask}")).unwrap());
+            restored
+                .restore(RestoredState {
+                    entries: entries.clone(),
+                    databases: vec![&db],
+                    key_groups: Some(key_groups),
+                })
+                .unwrap();
+            assert_eq!(restored.partition_counts().0, 0, "nothing read into memory");
+            assert!(restored.session_count() > 0);
+            sessions += restored.session_count();
+            closed.extend(step(&mut restored, None));
+        }
+        assert_eq!(sessions, reference.session_count());
+        closed.sort();
+        assert_eq!(closed, step(&mut reference, None));
+        drop((db, checkpoint, spilling));
+        let _ = std::fs::remove_dir_all(root);
     }
 }

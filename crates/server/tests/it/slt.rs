@@ -179,9 +179,9 @@ fn slt_files() -> Vec<PathBuf> {
 enum Deployment {
     /// `sluice serve`: everything in one process.
     Embedded,
-    /// `sluice serve --operator-cache-mb 0`: every GROUP BY group, join bucket and Top-N
-    /// partition goes to RocksDB after each batch and is read back for the next row of
-    /// its key.
+    /// `sluice serve --operator-cache-mb 0`: every GROUP BY group, join bucket, Top-N
+    /// partition and key's sessions goes to RocksDB after each batch and is read back
+    /// for the next row of its key.
     EmbeddedSpilling,
     /// `sluice coordinator` with this many `sluice worker` processes of [`WORKER_SLOTS`]
     /// slots, which run the jobs' stateful subtasks.
@@ -241,8 +241,9 @@ async fn every_slt_file_passes_against_a_fresh_server() {
     run_every_file(Deployment::Embedded).await;
 }
 
-/// The same files with no memory for aggregate groups, join rows and Top-N partitions:
-/// every result must come out the same when each is spilled to RocksDB and read back.
+/// The same files with no memory for aggregate groups, join rows, Top-N partitions and
+/// sessions: every result must come out the same when each is spilled to RocksDB and
+/// read back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_slt_file_passes_with_operator_state_spilled_to_rocksdb() {
     run_every_file(Deployment::EmbeddedSpilling).await;

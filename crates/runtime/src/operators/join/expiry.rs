@@ -11,9 +11,14 @@ use arrow::compute::filter_record_batch;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::Result;
 
-use super::JoinOperator;
+use sluice_state::spill::WRITE_CHUNK;
+
+use super::{BUCKET, JoinOperator};
 use crate::message::{Message, RowKind, changelog_schema, split_changelog};
-use crate::operators::encoding::{take_through, timestamp_millis, wall_clock_ms};
+use crate::operators::encoding::{
+    key_groups_of_rows, take_through, timestamp_millis, wall_clock_ms,
+};
+use crate::operators::keyed_spill::split_entry_key;
 
 /// A join's state TTL: a row is forgotten `ttl_ms` (processing time) after it was
 /// inserted, and a later retraction of it is ignored. A join whose output is append-only
@@ -372,16 +377,62 @@ impl JoinOperator {
         }
     }
 
-    /// Rebuilds the window index from restored state.
-    pub(super) fn index_restored_windows(&mut self) -> Result<()> {
-        let Some(w) = &self.windows else {
+    /// Frees the buckets of `keys`, whose windows the watermark closed: from memory, and
+    /// from the spill store unread.
+    pub(super) fn free_windows(&mut self, keys: Vec<Box<[u8]>>) -> Result<()> {
+        for key in &keys {
+            self.match_counts[0].remove(key);
+            self.match_counts[1].remove(key);
+        }
+        let Some(spill) = &mut self.spill else {
+            for key in &keys {
+                self.state[0].remove(key);
+                self.state[1].remove(key);
+            }
             return Ok(());
         };
+        for chunk in keys.chunks(WRITE_CHUNK) {
+            let chunk: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
+            let key_groups = key_groups_of_rows(&self.key_converter, &chunk)?;
+            spill.forget(&mut self.state, chunk.into_iter().zip(key_groups));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the window index from restored state in memory.
+    pub(super) fn index_restored_windows(&mut self) -> Result<()> {
         let keys: Vec<Box<[u8]>> = self.state[0]
             .keys()
             .chain(self.state[1].keys())
             .cloned()
             .collect();
+        self.index_window_keys(keys)
+    }
+
+    /// Files the keys of the buckets a spilling window join restored into its store under
+    /// their windows' ends (read from the keys, a chunk at a time; the buckets stay
+    /// encoded). Filing a key again changes nothing.
+    pub(super) fn index_stored_windows(&mut self) -> Result<()> {
+        let (Some(spill), Some(_)) = (&self.spill, &self.windows) else {
+            return Ok(());
+        };
+        let mut keys = Vec::new();
+        spill
+            .store
+            .table()
+            .scan_chunks(None, WRITE_CHUNK, &mut |chunk| {
+                keys.extend(chunk.iter().filter_map(|(_, entry_key, _)| {
+                    split_entry_key(BUCKET, 2, entry_key).map(|(_, key)| Box::<[u8]>::from(key))
+                }));
+            });
+        self.index_window_keys(keys)
+    }
+
+    /// Files each of `keys` under the end of the window it holds.
+    fn index_window_keys(&mut self, keys: Vec<Box<[u8]>>) -> Result<()> {
+        let Some(w) = &self.windows else {
+            return Ok(());
+        };
         if keys.is_empty() {
             return Ok(());
         }

@@ -351,9 +351,11 @@ impl Operator for JoinOperator {
             .map_or(Ok(None), |spill| spill.store.checkpoint())
     }
 
-    /// A spilling join copies the buckets of restored spill stores into its own.
+    /// A spilling join copies the buckets of restored spill stores into its own (a
+    /// window join then files their keys under their windows' ends).
     fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
-        super::restore_spilling(self, state, |j| j.spill.as_mut().map(|s| &mut s.store))
+        super::restore_spilling(self, state, |j| j.spill.as_mut().map(|s| &mut s.store))?;
+        self.index_stored_windows()
     }
 
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
@@ -447,14 +449,8 @@ impl Operator for JoinOperator {
         if let Some(w) = &mut self.windows {
             let closed = watermark.0.saturating_sub(w.lateness_ms);
             w.closed_by = Some(closed);
-            for keys in take_through(&mut w.open, closed).into_values() {
-                for key in keys {
-                    self.state[0].remove(&key);
-                    self.state[1].remove(&key);
-                    self.match_counts[0].remove(&key);
-                    self.match_counts[1].remove(&key);
-                }
-            }
+            let keys = take_through(&mut w.open, closed).into_values().flatten();
+            self.free_windows(keys.collect())?;
         }
         out.push(Message::Watermark(watermark));
         Ok(())

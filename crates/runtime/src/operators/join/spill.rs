@@ -4,10 +4,13 @@
 //! probes the other side and updates its own); after it, the side it updated is
 //! accounted for.
 //!
-//! Only joins whose state is their buckets alone spill: window and interval joins (the
-//! watermark frees their rows, through per-row indexes), joins under a state TTL (touch
-//! times), outer joins with a residual condition (per-row match counts) and null-aware
-//! anti joins (counts over the whole right side) keep everything in memory.
+//! A window join's buckets spill too: its index of open windows holds only their keys
+//! (in memory), and closing a window deletes its buckets from the store unread.
+//!
+//! Only joins whose state is their buckets alone spill: interval joins (the watermark
+//! frees their rows through an index of rows), joins under a state TTL (touch times),
+//! outer joins with a residual condition (per-row match counts) and null-aware anti
+//! joins (counts over the whole right side) keep everything in memory.
 
 use std::collections::HashMap;
 
@@ -23,8 +26,7 @@ impl JoinOperator {
     /// Whether the join's state is its buckets alone, so they can spill (see the module
     /// docs).
     pub fn can_spill(&self) -> bool {
-        self.windows.is_none()
-            && self.intervals.is_none()
+        self.intervals.is_none()
             && self.ttl.is_none()
             && self.null_aware.is_none()
             && !(self.filter.is_some() && self.outer.contains(&true))
@@ -242,6 +244,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_spilling_window_join_deletes_closed_windows_from_its_store() {
+        use crate::message::Watermark;
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        // Keys stand for window ends (ms); each round's rows fall in six windows, the
+        // oldest already closed by the last round's watermark (late).
+        let make = || outer_join(true, false).with_windows(0, 0, Arc::new(AtomicU64::new(0)));
+        let buckets = |join: &JoinOperator| join.state.iter().map(HashMap::len).sum::<usize>();
+        let round = |joins: [&mut JoinOperator; 2], r: i64| {
+            let [reference, spilling] = joins;
+            for (side, name) in [(0, "a"), (1, "b")] {
+                let keys: Vec<Option<i64>> = (r * 3 - 4..r * 3 + 2).map(Some).collect();
+                let values = vec![name; keys.len()];
+                let batch = rows(name, keys, values, vec![RowKind::Insert; 6]);
+                let (mut want, mut got) = (vec![], vec![]);
+                reference
+                    .process_batch_from(side, batch.clone(), &mut want)
+                    .unwrap();
+                spilling.process_batch_from(side, batch, &mut got).unwrap();
+                assert_eq!(changes(&got), changes(&want), "round {r}");
+            }
+            for join in [&mut *reference, &mut *spilling] {
+                join.process_watermark(Watermark(r * 3), &mut vec![])
+                    .unwrap();
+            }
+            assert_eq!(spilling.cached_bucket_count(), [0, 0]);
+            assert_eq!(
+                spilling.stored_bucket_count(),
+                buckets(reference),
+                "round {r}: closed windows leave the store"
+            );
+        };
+        let mut reference = make();
+        let mut spilling = make().with_spill(SpillStore::in_memory(0));
+        for r in 1..8 {
+            round([&mut reference, &mut spilling], r);
+        }
+        assert!(buckets(&reference) > 0);
+
+        // Restored, the stored buckets' windows are open again and close as before,
+        // by the watermark alone too.
+        let mut restored = make().with_spill(SpillStore::in_memory(0));
+        restored
+            .restore(RestoredState::of_entries(
+                spilling.snapshot_state().unwrap(),
+            ))
+            .unwrap();
+        assert_eq!(restored.stored_bucket_count(), buckets(&reference));
+        for join in [&mut reference, &mut restored] {
+            join.process_watermark(Watermark(22), &mut vec![]).unwrap();
+        }
+        assert_eq!(restored.stored_bucket_count(), buckets(&reference));
+        for r in 8..12 {
+            round([&mut reference, &mut restored], r);
+        }
+        restored
+            .process_watermark(Watermark(i64::MAX), &mut vec![])
+            .unwrap();
+        assert_eq!(restored.stored_bucket_count(), 0);
     }
 
     #[test]
