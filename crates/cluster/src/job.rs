@@ -1514,17 +1514,19 @@ fn compile_operator(
                 &Arc::new(input_schema.as_arrow().clone()),
                 output_schema(node),
             )?;
-            Box::new(match (windows, graph.state_ttl) {
+            let topn = match (windows, graph.state_ttl) {
                 (Some(w), _) => {
                     topn.with_windows(w.index, w.allowed_lateness_ms, late_rows.clone())
                 }
                 (None, Some(ttl)) => topn.with_state_ttl(ttl),
-                (None, None) if topn.can_spill() => match spill.store()? {
-                    Some(store) => topn.with_spill(store),
-                    None => topn,
-                },
                 (None, None) => topn,
-            })
+            };
+            if topn.can_spill()
+                && let Some(store) = spill.store()?
+            {
+                return Ok(Box::new(topn.with_spill(store)));
+            }
+            Box::new(topn)
         }
         StreamOperator::SessionWindow {
             partition_by,

@@ -85,7 +85,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_STATE_CACHE_MB", value_name = "MIB")]
     pub state_cache_mb: Option<usize>,
     /// Memory in MiB each stateful operator subtask keeps its most recently used keys
-    /// in; beyond it, GROUP BY aggregates, joins, Top-N and session windows spill state to RocksDB
+    /// in; beyond it, aggregates, joins, Top-N and session windows spill state to RocksDB
     /// under <data-dir>/operator-state (rocksdb backend only) [default: 64]
     #[arg(long, env = "SLUICE_OPERATOR_CACHE_MB", value_name = "MIB")]
     pub operator_cache_mb: Option<usize>,

@@ -1,5 +1,5 @@
-//! A GROUP BY, a join, a Top-N, session windows and a window join whose state does not
-//! fit in their memory budget: it lives in
+//! A GROUP BY, a join, a Top-N, session windows, a window join, an interval join and a
+//! window Top-N whose state does not fit in their memory budget: it lives in
 //! each operator's RocksDB spill store, checkpoints upload only the SST files that
 //! changed, and a restart restores all of it exactly.
 
@@ -10,9 +10,17 @@ use crate::support::{Engine, durable};
 
 const KEYS: usize = 2000;
 
-/// The views whose operators spill: a GROUP BY, a join, a Top-N, session windows and a
-/// window join.
-const VIEWS: [&str; 5] = ["sums", "joined", "top", "sessions", "window_joined"];
+/// The views whose operators spill: a GROUP BY, a join, a Top-N, session windows, a
+/// window join, an interval join and a window Top-N.
+const VIEWS: [&str; 7] = [
+    "sums",
+    "joined",
+    "top",
+    "sessions",
+    "window_joined",
+    "interval_joined",
+    "window_top",
+];
 
 /// The Top-N view's query.
 const TOP: &str = "SELECT k, v, rn FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM t) WHERE rn <= 2";
@@ -22,6 +30,12 @@ const SESSIONS: &str = "SELECT k, window_start, window_end, count(*) AS n FROM T
 
 /// The window join view's query: pairs of clicks of a key in one 10 s window.
 const WINDOW_JOINED: &str = "SELECT L.k, L.window_start, L.ts AS lts, R.ts AS rts FROM (SELECT * FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND))) L JOIN (SELECT * FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(ts), INTERVAL '10' SECOND))) R ON L.k = R.k AND L.window_start = R.window_start AND L.window_end = R.window_end";
+
+/// The interval join view's query: pairs of clicks of a key at most 3 s apart.
+const INTERVAL_JOINED: &str = "SELECT c.k, c.ts AS first, d.ts AS later FROM clicks c JOIN clicks d ON c.k = d.k AND d.ts BETWEEN c.ts AND c.ts + INTERVAL '3' SECOND";
+
+/// The window Top-N view's query: each key's last click in each 10 s window.
+const WINDOW_TOP: &str = "SELECT k, window_start, lts FROM (SELECT k, window_start, ts AS lts, ROW_NUMBER() OVER (PARTITION BY k, window_start, window_end ORDER BY ts DESC) AS rn FROM TUMBLE(clicks, ts, INTERVAL '10' SECOND)) WHERE rn <= 1";
 
 /// The SST files of the spill stores of view `view` (by id) that `checkpoint`
 /// references.
@@ -60,13 +74,15 @@ async fn insert_keys(engine: &mut Engine, table: &str, keys: impl Iterator<Item 
     }
 }
 
-/// Clicks a row per key into `clicks`, 20 s after the last round's and within 4 s of
-/// each other (so none is late): each round's rows of a key are one session and one
-/// window, which the next round's watermark closes.
+/// Clicks a row per key into `clicks`, 20 s after the last round's, within 4 s of each
+/// other and in time order (so none is late): each round's rows of a key are one
+/// session and one window, which the next round's watermark closes.
 async fn click_keys(engine: &mut Engine, keys: impl Iterator<Item = usize>, round: usize) {
-    let values: Vec<String> = keys
-        .map(|k| {
-            let second = round * 20 + k % 5;
+    let mut clicks: Vec<(usize, usize)> = keys.map(|k| (round * 20 + k % 5, k)).collect();
+    clicks.sort();
+    let values: Vec<String> = clicks
+        .into_iter()
+        .map(|(second, k)| {
             format!(
                 "({k}, '2024-01-01 00:{:02}:{:02}')",
                 second / 60,
@@ -106,6 +122,14 @@ async fn assert_exact(engine: &mut Engine) {
         engine.rows("SELECT * FROM window_joined").await,
         engine.rows(WINDOW_JOINED).await
     );
+    assert_eq!(
+        engine.rows("SELECT * FROM interval_joined").await,
+        engine.rows(INTERVAL_JOINED).await
+    );
+    assert_eq!(
+        engine.rows("SELECT * FROM window_top").await,
+        engine.rows(WINDOW_TOP).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,6 +160,16 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
     engine
         .ok(&format!(
             "CREATE MATERIALIZED VIEW window_joined AS {WINDOW_JOINED}"
+        ))
+        .await;
+    engine
+        .ok(&format!(
+            "CREATE MATERIALIZED VIEW interval_joined AS {INTERVAL_JOINED}"
+        ))
+        .await;
+    engine
+        .ok(&format!(
+            "CREATE MATERIALIZED VIEW window_top AS {WINDOW_TOP}"
         ))
         .await;
     insert_keys(&mut engine, "t", 0..KEYS).await;

@@ -789,13 +789,7 @@ mod tests {
     /// Batches of rows of keys 0..12 at times wandering forward (some late), each
     /// followed by a watermark: sessions open, grow, bridge and close throughout.
     fn wandering(batches: usize) -> Vec<(RecordBatch, Watermark)> {
-        let mut seed = 7u64;
-        let mut next = move |bound: u64| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 33) % bound
-        };
+        let mut next = crate::test_support::xorshift(0x2545_f491_4f6c_dd1d);
         (0..batches as i64)
             .map(|b| {
                 let (mut keys, mut times) = (vec![], vec![]);

@@ -16,9 +16,11 @@
 //! once the watermark passes its end plus the allowed lateness; later changes for a
 //! closed window are late (dropped and counted).
 //!
-//! A partitioned Top-N without windows or a state TTL can keep only its recently used
-//! partitions in memory and the rest in a spill store (see `keyed_spill.rs`); a
-//! snapshot holds an entry per partition, as that store does.
+//! A partitioned Top-N without a state TTL can keep only its recently used partitions
+//! in memory and the rest in a spill store (see `keyed_spill.rs`); a snapshot holds an
+//! entry per partition, as that store does. A window Top-N's index of open windows
+//! keeps the keys of their partitions in memory; closing a window deletes its spilled
+//! partitions unread.
 
 use crate::operators::OPERATOR_WIDE;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,7 +34,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::SpillStore;
-use sluice_state::spill::DbCheckpoint;
+use sluice_state::spill::{DbCheckpoint, WRITE_CHUNK};
 
 use super::encoding::key_groups_of_rows;
 use super::encoding::{
@@ -169,9 +171,9 @@ impl TopNOperator {
     }
 
     /// Whether only partitions are state, so they can spill: a partitioned Top-N
-    /// without windows or a state TTL (which index partitions by time).
+    /// without a state TTL (which tracks when each partition was last used).
     pub fn can_spill(&self) -> bool {
-        !self.partition_by.is_empty() && self.windows.is_none() && self.ttl.is_none()
+        !self.partition_by.is_empty() && self.ttl.is_none()
     }
 
     /// Keeps at most `store.memory_budget()` bytes of partitions in memory and the rest
@@ -241,12 +243,27 @@ impl TopNOperator {
         self
     }
 
-    /// Files restored partitions under their window ends.
+    /// Files restored partitions under their window ends: those in memory, and those
+    /// in the spill store (read from their keys, a chunk at a time; the partitions stay
+    /// encoded). Filing a partition again changes nothing.
     fn index_restored_windows(&mut self) -> Result<()> {
+        if self.windows.is_none() {
+            return Ok(());
+        }
+        let mut partitions: Vec<Box<[u8]>> = self.partitions.keys().cloned().collect();
+        if let Some(spill) = &self.spill {
+            spill
+                .store
+                .table()
+                .scan_chunks(None, WRITE_CHUNK, &mut |chunk| {
+                    partitions.extend(chunk.iter().filter_map(|(_, entry_key, _)| {
+                        split_entry_key(PARTITION, 1, entry_key).map(|(_, key)| key.into())
+                    }));
+                });
+        }
         let Some(w) = &mut self.windows else {
             return Ok(());
         };
-        let partitions: Vec<&Box<[u8]>> = self.partitions.keys().collect();
         if partitions.is_empty() {
             return Ok(());
         }
@@ -259,8 +276,26 @@ impl TopNOperator {
             .zip(timestamp_millis(&columns[w.partition_index])?)
         {
             if let Some(end) = end {
-                w.open.entry(end).or_default().insert(partition.clone());
+                w.open.entry(end).or_default().insert(partition);
             }
+        }
+        Ok(())
+    }
+
+    /// Frees the partitions of windows the watermark closed: from memory, and from the
+    /// spill store unread.
+    fn free_windows(&mut self, partitions: Vec<Box<[u8]>>) -> Result<()> {
+        let Some(spill) = &mut self.spill else {
+            for partition in &partitions {
+                self.partitions.remove(partition);
+            }
+            return Ok(());
+        };
+        for chunk in partitions.chunks(WRITE_CHUNK) {
+            let chunk: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
+            let key_groups = key_groups_of_rows(&self.partition_converter, &chunk)?;
+            let maps = std::slice::from_mut(&mut self.partitions);
+            spill.forget(maps, chunk.into_iter().zip(key_groups));
         }
         Ok(())
     }
@@ -446,11 +481,8 @@ impl Operator for TopNOperator {
         if let Some(w) = &mut self.windows {
             let closed = watermark.0.saturating_sub(w.lateness_ms);
             w.closed_by = Some(closed);
-            for partitions in take_through(&mut w.open, closed).into_values() {
-                for partition in partitions {
-                    self.partitions.remove(&partition);
-                }
-            }
+            let partitions = take_through(&mut w.open, closed).into_values().flatten();
+            self.free_windows(partitions.collect())?;
         }
         out.push(Message::Watermark(watermark));
         Ok(())
@@ -483,9 +515,16 @@ impl Operator for TopNOperator {
             .map_or(Ok(None), |spill| spill.store.checkpoint())
     }
 
-    /// A spilling Top-N copies the partitions of restored spill stores into its own.
+    /// A spilling Top-N copies the partitions of restored spill stores into its own (a
+    /// window Top-N then files them under their windows' ends).
     fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
-        super::restore_spilling(self, state, |t| t.spill.as_mut().map(|s| &mut s.store))
+        let databases = !state.databases.is_empty();
+        super::restore_spilling(self, state, |t| t.spill.as_mut().map(|s| &mut s.store))?;
+        if databases {
+            // restore_state filed the partitions of the entries.
+            self.index_restored_windows()?;
+        }
+        Ok(())
     }
 
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
@@ -682,6 +721,61 @@ mod tests {
             .unwrap();
         assert!(changes(&out).is_empty());
         assert_eq!(late.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_spilling_window_top_n_deletes_closed_windows_from_its_store() {
+        // The partition key k stands for window_end (ms); each round's rows fall in six
+        // windows, which the watermark closes as it advances.
+        let make = || operator(2, false).with_windows(0, 0, Arc::new(AtomicU64::new(0)));
+        let round = |ops: [&mut TopNOperator; 2], r: i64| {
+            let [reference, spilling] = ops;
+            let keys: Vec<i64> = (r * 3 - 4..r * 3 + 2).collect();
+            let values: Vec<i64> = keys.iter().map(|k| k * 7 % 11 + r).collect();
+            let batch = rows(keys, values, vec![RowKind::Insert; 6]);
+            let (mut want, mut got) = (vec![], vec![]);
+            reference.process_batch(batch.clone(), &mut want).unwrap();
+            spilling.process_batch(batch, &mut got).unwrap();
+            let (mut want, mut got) = (changes(&want), changes(&got));
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "round {r}");
+            for op in [&mut *reference, &mut *spilling] {
+                op.process_watermark(Watermark(r * 3), &mut vec![]).unwrap();
+            }
+            assert_eq!(
+                spilling.partition_counts(),
+                (0, reference.partitions.len()),
+                "round {r}: closed windows leave the store"
+            );
+        };
+        let mut reference = make();
+        let mut spilling = make().with_spill(SpillStore::in_memory(0));
+        for r in 1..8 {
+            round([&mut reference, &mut spilling], r);
+        }
+        assert!(!reference.partitions.is_empty());
+
+        // Restored, the stored partitions' windows are open again and close as before,
+        // by the watermark alone too.
+        let mut restored = make().with_spill(SpillStore::in_memory(0));
+        restored
+            .restore(RestoredState::of_entries(
+                spilling.snapshot_state().unwrap(),
+            ))
+            .unwrap();
+        assert_eq!(restored.partition_counts(), (0, reference.partitions.len()));
+        for op in [&mut reference, &mut restored] {
+            op.process_watermark(Watermark(22), &mut vec![]).unwrap();
+        }
+        assert_eq!(restored.partition_counts(), (0, reference.partitions.len()));
+        for r in 8..12 {
+            round([&mut reference, &mut restored], r);
+        }
+        restored
+            .process_watermark(Watermark(i64::MAX), &mut vec![])
+            .unwrap();
+        assert_eq!(restored.partition_counts(), (0, 0));
     }
 
     #[test]

@@ -9,16 +9,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow::array::{ArrayRef, BooleanArray, Int8Array, RecordBatch};
 use arrow::compute::filter_record_batch;
 use datafusion::physical_expr::PhysicalExpr;
-use sluice_common::error::Result;
+use sluice_common::error::{Result, SluiceError};
 
 use sluice_state::spill::WRITE_CHUNK;
 
-use super::{BUCKET, JoinOperator};
+use super::{BUCKET, Bucket, JoinOperator};
 use crate::message::{Message, RowKind, changelog_schema, split_changelog};
 use crate::operators::encoding::{
     key_groups_of_rows, take_through, timestamp_millis, wall_clock_ms,
 };
-use crate::operators::keyed_spill::split_entry_key;
+use crate::operators::keyed_spill::{SpillValue, split_entry_key};
 
 /// A join's state TTL: a row is forgotten `ttl_ms` (processing time) after it was
 /// inserted, and a later retraction of it is ignored. A join whose output is append-only
@@ -38,10 +38,16 @@ type Expiring = BTreeMap<i64, Vec<KeyRow>>;
 /// A join key and a row of one side, in row format.
 type KeyRow = (Box<[u8]>, Box<[u8]>);
 
+/// A join key of one side and its distinct rows, in row format.
+type KeyRows<'a> = (&'a [u8], Vec<Box<[u8]>>);
+
 /// Held rows to forget: (side, join key, row).
 type SideRows = Vec<(usize, Box<[u8]>, Box<[u8]>)>;
 
-/// An interval join's forgetting of rows (see the module docs).
+/// An interval join's forgetting of rows (see the module docs). Its index holds join
+/// keys, not rows, so a spilling join's rows stay on disk: each key is filed under the
+/// earliest expiry of its rows; when the watermark reaches it, the key's bucket is read
+/// (back), the rows that expired leave it, and the key is filed under the next expiry.
 pub struct JoinIntervals {
     /// Per side: the time (over the side's columns) after which its rows are forgotten.
     pub expiry: [Option<Arc<dyn PhysicalExpr>>; 2],
@@ -49,8 +55,13 @@ pub struct JoinIntervals {
     pub time: [Option<Arc<dyn PhysicalExpr>>; 2],
     pub late_rows: Arc<AtomicU64>,
     pub(super) watermark: Option<i64>,
-    /// Per side: expiry (ms) → the (key, row) pairs to forget then.
-    pub(super) expiring: [Expiring; 2],
+    /// Per side: expiry (ms) → the join keys to visit then. A key may also stay filed
+    /// under a later expiry it no longer needs (its rows were retracted or forgotten
+    /// earlier); visiting it then is skipped.
+    pub(super) expiring: [BTreeMap<i64, HashSet<Box<[u8]>>>; 2],
+    /// Per side: the expiry each filed key is to be visited at, the earliest it is filed
+    /// under.
+    pub(super) next_expiry: [HashMap<Box<[u8]>, i64>; 2],
 }
 
 impl JoinIntervals {
@@ -65,7 +76,43 @@ impl JoinIntervals {
             late_rows,
             watermark: None,
             expiring: [BTreeMap::new(), BTreeMap::new()],
+            next_expiry: [HashMap::new(), HashMap::new()],
         }
+    }
+
+    /// Files `key` of `side` to be visited when the watermark reaches `expiry`, unless it
+    /// is to be visited by then anyway.
+    pub(super) fn file(&mut self, side: usize, key: &[u8], expiry: i64) {
+        match self.next_expiry[side].get_mut(key) {
+            Some(next) if *next <= expiry => return,
+            Some(next) => *next = expiry,
+            None => {
+                self.next_expiry[side].insert(key.into(), expiry);
+            }
+        }
+        self.expiring[side]
+            .entry(expiry)
+            .or_default()
+            .insert(key.into());
+    }
+
+    /// Takes the keys of `side` to visit at `watermark` out of the index.
+    fn take_due(&mut self, side: usize, watermark: i64) -> Vec<Box<[u8]>> {
+        let filed: HashSet<Box<[u8]>> = take_through(&mut self.expiring[side], watermark)
+            .into_values()
+            .flatten()
+            .collect();
+        let next = &mut self.next_expiry[side];
+        filed
+            .into_iter()
+            .filter(|key| match next.get(key) {
+                Some(&at) if at <= watermark => {
+                    next.remove(key);
+                    true
+                }
+                _ => false,
+            })
+            .collect()
     }
 }
 
@@ -270,7 +317,8 @@ impl JoinOperator {
         Ok((on_time, expiry))
     }
 
-    /// Forgets every row whose expiry the watermark has reached.
+    /// Forgets every row whose expiry the watermark has reached, visiting the keys filed
+    /// up to it a chunk at a time (see [`JoinIntervals`]).
     pub(super) fn forget_expired(&mut self) -> Result<()> {
         let Some(iv) = &mut self.intervals else {
             return Ok(());
@@ -278,50 +326,157 @@ impl JoinOperator {
         let Some(watermark) = iv.watermark else {
             return Ok(());
         };
-        let expired = take_due(&mut iv.expiring, watermark);
-        self.forget(expired)
-    }
-
-    /// Files restored rows of an interval join under their expiry.
-    pub(super) fn index_restored_intervals(&mut self) -> Result<()> {
-        let Some(iv) = &self.intervals else {
-            return Ok(());
-        };
-        let mut filed = [Vec::new(), Vec::new()];
-        for (side, filed) in filed.iter_mut().enumerate() {
-            let Some(expiry) = &iv.expiry[side] else {
-                continue;
-            };
-            // (key, row, multiplicity) of every held row.
-            let held: Vec<_> = self.state[side]
-                .iter()
-                .flat_map(|(key, rows)| rows.iter().map(move |(row, &c)| (key, row, c)))
-                .collect();
-            if held.is_empty() {
-                continue;
-            }
-            let parser = self.rows[side].parser();
-            let columns =
-                self.rows[side].convert_rows(held.iter().map(|(_, r, _)| parser.parse(r)))?;
-            let data = RecordBatch::try_new(self.side_schemas[side].clone(), columns)?;
-            for ((key, row, count), expiry) in held.iter().zip(millis_of(expiry, &data)?) {
-                if let Some(expiry) = expiry {
-                    for _ in 0..*count {
-                        filed.push((expiry, (*key).clone(), (*row).clone()));
-                    }
-                }
-            }
-        }
-        let iv = self.intervals.as_mut().expect("checked above");
-        for (side, rows) in filed.into_iter().enumerate() {
-            for (expiry, key, row) in rows {
-                iv.expiring[side]
-                    .entry(expiry)
-                    .or_default()
-                    .push((key, row));
+        let due = [iv.take_due(0, watermark), iv.take_due(1, watermark)];
+        for (side, keys) in due.into_iter().enumerate() {
+            for chunk in keys.chunks(WRITE_CHUNK) {
+                self.forget_expired_rows(side, chunk, watermark)?;
             }
         }
         Ok(())
+    }
+
+    /// Drops the rows of `keys` of `side` that expired by `watermark` and files each key
+    /// under its next row's expiry. A spilling join reads their buckets back first and
+    /// accounts for them after.
+    fn forget_expired_rows(
+        &mut self,
+        side: usize,
+        keys: &[Box<[u8]>],
+        watermark: i64,
+    ) -> Result<()> {
+        let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
+        if let Some(spill) = &mut self.spill {
+            let key_groups = key_groups_of_rows(&self.key_converter, &keys)?;
+            spill.load_keys(&mut self.state, keys.iter().copied().zip(key_groups))?;
+        }
+        let buckets: Vec<KeyRows<'_>> = keys
+            .iter()
+            .filter_map(|key| {
+                let rows = self.state[side].get(*key)?;
+                Some((*key, rows.keys().cloned().collect()))
+            })
+            .collect();
+        let expiries = self.row_expiries(side, &buckets)?;
+        let iv = self.intervals.as_mut().expect("an interval join");
+        for ((key, rows), expiries) in buckets.iter().zip(expiries) {
+            let bucket = self.state[side].get_mut(*key).expect("held above");
+            let mut next = None::<i64>;
+            for (row, expiry) in rows.iter().zip(expiries) {
+                match expiry {
+                    Some(at) if at <= watermark => {
+                        bucket.remove(row);
+                    }
+                    Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                    None => {}
+                }
+            }
+            if bucket.is_empty() {
+                self.state[side].remove(*key);
+            }
+            if let Some(next) = next {
+                iv.file(side, key, next);
+            }
+        }
+        if let Some(spill) = &mut self.spill {
+            spill.account(&mut self.state, side);
+        }
+        Ok(())
+    }
+
+    /// The expiry of every row of each of `buckets` (a key of `side` and its rows).
+    fn row_expiries(&self, side: usize, buckets: &[KeyRows<'_>]) -> Result<Vec<Vec<Option<i64>>>> {
+        let expiry = self
+            .intervals
+            .as_ref()
+            .and_then(|iv| iv.expiry[side].as_ref());
+        let rows = buckets.iter().flat_map(|(_, rows)| rows);
+        let mut expiries = match expiry {
+            Some(expiry) if rows.clone().next().is_some() => {
+                let parser = self.rows[side].parser();
+                let columns = self.rows[side].convert_rows(rows.map(|r| parser.parse(r)))?;
+                let data = RecordBatch::try_new(self.side_schemas[side].clone(), columns)?;
+                millis_of(expiry, &data)?.into_iter()
+            }
+            _ => Vec::new().into_iter(),
+        };
+        Ok(buckets
+            .iter()
+            .map(|(_, rows)| rows.iter().map(|_| expiries.next().flatten()).collect())
+            .collect())
+    }
+
+    /// Files the keys of restored buckets of an interval join under their rows'
+    /// earliest expiry: those in memory, and those in the spill store (read a chunk at a
+    /// time). Filing a key again changes nothing.
+    pub(super) fn index_restored_intervals(&mut self) -> Result<()> {
+        if self.intervals.is_none() {
+            return Ok(());
+        }
+        let mut earliest = Vec::new();
+        for side in 0..2 {
+            let buckets: Vec<KeyRows<'_>> = self.state[side]
+                .iter()
+                .map(|(key, rows)| (key.as_ref(), rows.keys().cloned().collect()))
+                .collect();
+            let filed = self.earliest_expiries(side, &buckets)?;
+            earliest.extend(filed.into_iter().map(|(k, e)| (side, k, e)));
+        }
+        if let Some(spill) = &self.spill {
+            let mut failed = None;
+            spill
+                .store
+                .table()
+                .scan_chunks(None, WRITE_CHUNK, &mut |chunk| {
+                    let mut buckets: [Vec<KeyRows<'_>>; 2] = [Vec::new(), Vec::new()];
+                    for (_, entry_key, value) in &chunk {
+                        let Some((side, key)) = split_entry_key(BUCKET, 2, entry_key) else {
+                            continue;
+                        };
+                        match Bucket::decode(value) {
+                            Some(rows) => buckets[side].push((key, rows.into_keys().collect())),
+                            None => {
+                                failed = Some(SluiceError::corrupted(
+                                    "a join's spilled bucket is malformed",
+                                ))
+                            }
+                        }
+                    }
+                    for (side, buckets) in buckets.iter().enumerate() {
+                        match self.earliest_expiries(side, buckets) {
+                            Ok(filed) => {
+                                earliest.extend(filed.into_iter().map(|(k, e)| (side, k, e)))
+                            }
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        let iv = self.intervals.as_mut().expect("checked above");
+        for (side, key, expiry) in earliest {
+            iv.file(side, &key, expiry);
+        }
+        Ok(())
+    }
+
+    /// Each of `buckets` of `side` that holds a row with an expiry: its key and the
+    /// earliest expiry.
+    fn earliest_expiries(
+        &self,
+        side: usize,
+        buckets: &[KeyRows<'_>],
+    ) -> Result<Vec<(Box<[u8]>, i64)>> {
+        let expiries = self.row_expiries(side, buckets)?;
+        Ok(buckets
+            .iter()
+            .zip(expiries)
+            .filter_map(|((key, _), expiries)| {
+                let earliest = expiries.into_iter().flatten().min()?;
+                Some((Box::from(*key), earliest))
+            })
+            .collect())
     }
 
     /// Makes this a window join: join key `key_index` is both sides' window end; windows

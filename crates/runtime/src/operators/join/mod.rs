@@ -351,11 +351,17 @@ impl Operator for JoinOperator {
             .map_or(Ok(None), |spill| spill.store.checkpoint())
     }
 
-    /// A spilling join copies the buckets of restored spill stores into its own (a
-    /// window join then files their keys under their windows' ends).
+    /// A spilling join copies the buckets of restored spill stores into its own, then
+    /// files their keys in its window or interval index (as `restore_state` did those
+    /// of the entries).
     fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
+        let databases = !state.databases.is_empty();
         super::restore_spilling(self, state, |j| j.spill.as_mut().map(|s| &mut s.store))?;
-        self.index_stored_windows()
+        if databases {
+            self.index_stored_windows()?;
+            self.index_restored_intervals()?;
+        }
+        Ok(())
     }
 
     fn restore_state(&mut self, entries: Vec<StateEntry>) -> Result<()> {
@@ -420,6 +426,7 @@ impl Operator for JoinOperator {
             }
         }
         self.index_restored_windows()?;
+        self.index_stored_windows()?;
         self.count_restored_matches()?;
         if let Some(aware) = &mut self.null_aware {
             aware.right_rows = null_aware::held_count(&self.state[1]) + aware.right_nulls;
@@ -546,10 +553,7 @@ impl JoinOperator {
             if let (Some(iv), Some(expiry)) = (&mut self.intervals, expiries[i])
                 && RowKind::is_addition(op)
             {
-                iv.expiring[side]
-                    .entry(expiry)
-                    .or_default()
-                    .push((key.as_ref().into(), rows.row(i).as_ref().into()));
+                iv.file(side, key.as_ref(), expiry);
             }
             // The other side's rows of this key lose (or regain) their padding when this
             // side's bucket stops (or starts) being empty.

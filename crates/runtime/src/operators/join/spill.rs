@@ -4,13 +4,14 @@
 //! probes the other side and updates its own); after it, the side it updated is
 //! accounted for.
 //!
-//! A window join's buckets spill too: its index of open windows holds only their keys
-//! (in memory), and closing a window deletes its buckets from the store unread.
+//! Window and interval joins spill too: their indexes hold join keys only (in memory).
+//! Closing a window deletes its buckets from the store unread; an interval join reads a
+//! key's buckets back when the watermark reaches its rows' earliest expiry.
 //!
-//! Only joins whose state is their buckets alone spill: interval joins (the watermark
-//! frees their rows through an index of rows), joins under a state TTL (touch times),
-//! outer joins with a residual condition (per-row match counts) and null-aware anti
-//! joins (counts over the whole right side) keep everything in memory.
+//! Only joins whose state is their buckets alone spill: joins under a state TTL (an
+//! index of rows by insertion time), outer joins with a residual condition (per-row
+//! match counts) and null-aware anti joins (counts over the whole right side) keep
+//! everything in memory.
 
 use std::collections::HashMap;
 
@@ -26,8 +27,7 @@ impl JoinOperator {
     /// Whether the join's state is its buckets alone, so they can spill (see the module
     /// docs).
     pub fn can_spill(&self) -> bool {
-        self.intervals.is_none()
-            && self.ttl.is_none()
+        self.ttl.is_none()
             && self.null_aware.is_none()
             && !(self.filter.is_some() && self.outer.contains(&true))
     }
@@ -87,7 +87,7 @@ mod tests {
     use super::*;
     use crate::message::RowKind;
     use crate::operators::join::Bucket;
-    use crate::operators::keyed_spill::SpillValue;
+    use crate::operators::keyed_spill::{SpillValue, split_entry_key};
     use crate::operators::{Operator, RestoredState, StateEntry};
     use arrow::array::RecordBatch;
     use sluice_state::spill::RestoredDb;
@@ -306,6 +306,135 @@ mod tests {
             .process_watermark(Watermark(i64::MAX), &mut vec![])
             .unwrap();
         assert_eq!(restored.stored_bucket_count(), 0);
+    }
+
+    /// `a JOIN b ON a.k = b.k` where each row expires at its own `ts` and must arrive
+    /// before the watermark passes it.
+    fn interval_join() -> JoinOperator {
+        use crate::operators::join::{JoinIntervals, JoinSide};
+        use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+        use datafusion::physical_expr::expressions::Column;
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicU64;
+        let ts = || -> Arc<dyn datafusion::physical_expr::PhysicalExpr> {
+            Arc::new(Column::new("ts", 1))
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]));
+        let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(fields.clone());
+        let side = || JoinSide {
+            keys: vec![Arc::new(Column::new("k", 0))],
+            schema: schema.clone(),
+            outer: false,
+        };
+        JoinOperator::new(side(), side(), None, Arc::new(Schema::new(fields)))
+            .unwrap()
+            .with_intervals(JoinIntervals::new(
+                [Some(ts()), Some(ts())],
+                [Some(ts()), Some(ts())],
+                Arc::new(AtomicU64::new(0)),
+            ))
+    }
+
+    #[test]
+    fn a_spilling_interval_join_forgets_expired_rows_from_its_store() {
+        use crate::message::{Message, Watermark};
+        use arrow::array::{Int64Array, TimestampMillisecondArray};
+        use std::sync::Arc;
+        let mut next = crate::test_support::xorshift(0x9e37_79b9_7f4a_7c15u64);
+        // Rounds of rows on both sides: 8 keys, times wandering ahead of a watermark
+        // that trails them (some rows late), so rows join, expire and arrive late.
+        let mut rounds = Vec::new();
+        for r in 0..40i64 {
+            let mut batches = Vec::new();
+            for side in 0..2 {
+                let n = 1 + next(5);
+                let keys: Vec<i64> = (0..n).map(|_| next(8) as i64).collect();
+                let times: Vec<i64> = (0..n).map(|_| r * 5 + next(30) as i64).collect();
+                let batch = RecordBatch::try_new(
+                    interval_join().side_schemas[side].clone(),
+                    vec![
+                        Arc::new(Int64Array::from(keys)),
+                        Arc::new(TimestampMillisecondArray::from(times)),
+                    ],
+                )
+                .unwrap();
+                batches.push((side, batch));
+            }
+            rounds.push((batches, Watermark(r * 5 + 5)));
+        }
+        let run = |join: &mut JoinOperator, rounds: &[(Vec<(usize, RecordBatch)>, Watermark)]| {
+            let mut lines = Vec::new();
+            for (batches, watermark) in rounds {
+                let mut out: Vec<Message> = vec![];
+                for (side, batch) in batches {
+                    join.process_batch_from(*side, batch.clone(), &mut out)
+                        .unwrap();
+                }
+                join.process_watermark(*watermark, &mut out).unwrap();
+                // The join of append-only inputs emits rows without an op column.
+                let mut joined = Vec::new();
+                for message in &out {
+                    let Message::Batch(b) = message else { continue };
+                    let formatted =
+                        arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
+                            .unwrap()
+                            .to_string();
+                    joined.extend(formatted.lines().skip(3).map(str::to_string));
+                }
+                joined.retain(|line| !line.starts_with('+'));
+                joined.sort();
+                lines.push(joined);
+            }
+            lines
+        };
+        let (first, rest) = rounds.split_at(25);
+        let mut reference = interval_join();
+        let mut everything_spilled = interval_join().with_spill(SpillStore::in_memory(0));
+        let mut some_spilled = interval_join().with_spill(SpillStore::in_memory(600));
+        let want = run(&mut reference, first);
+        assert!(want.iter().any(|lines| !lines.is_empty()), "rows join");
+        assert_eq!(run(&mut everything_spilled, first), want);
+        assert_eq!(run(&mut some_spilled, first), want);
+        assert_eq!(everything_spilled.cached_bucket_count(), [0, 0]);
+        let buckets = |join: &mut JoinOperator| {
+            let entries = join.snapshot_state().unwrap().into_iter();
+            normalized(
+                entries
+                    .filter(|(_, key, _)| split_entry_key(BUCKET, 2, key).is_some())
+                    .collect(),
+            )
+        };
+        let held = buckets(&mut reference);
+        assert!(!held.is_empty(), "rows are held");
+        for join in [&mut everything_spilled, &mut some_spilled] {
+            assert_eq!(
+                buckets(join),
+                held,
+                "at a barrier the store holds the rows that have not expired"
+            );
+        }
+
+        // Restored, every stored key is filed under its rows' earliest expiry again.
+        let snapshot = everything_spilled.snapshot_state().unwrap();
+        let mut restored = interval_join().with_spill(SpillStore::in_memory(0));
+        restored
+            .restore(RestoredState::of_entries(snapshot.clone()))
+            .unwrap();
+        let mut in_memory = interval_join();
+        in_memory
+            .restore(RestoredState::of_entries(snapshot))
+            .unwrap();
+        let want = run(&mut reference, rest);
+        assert_eq!(run(&mut restored, rest), want);
+        assert_eq!(run(&mut in_memory, rest), want);
+        restored
+            .process_watermark(Watermark(i64::MAX), &mut vec![])
+            .unwrap();
+        assert_eq!(restored.stored_bucket_count(), 0, "every row expired");
     }
 
     #[test]
