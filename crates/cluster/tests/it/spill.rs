@@ -1,5 +1,6 @@
-//! A GROUP BY, a join, a Top-N, session windows, a window join, an interval join and a
-//! window Top-N whose state does not fit in their memory budget: it lives in
+//! A GROUP BY, a join, a Top-N (also under a state TTL), session windows, a window join,
+//! an interval join and a window Top-N whose state does not fit in their memory budget:
+//! it lives in
 //! each operator's RocksDB spill store, checkpoints upload only the SST files that
 //! changed, and a restart restores all of it exactly.
 
@@ -11,8 +12,8 @@ use crate::support::{Engine, durable};
 const KEYS: usize = 2000;
 
 /// The views whose operators spill: a GROUP BY, a join, a Top-N, session windows, a
-/// window join, an interval join and a window Top-N.
-const VIEWS: [&str; 7] = [
+/// window join, an interval join, a window Top-N and a deduplication under a state TTL.
+const VIEWS: [&str; 8] = [
     "sums",
     "joined",
     "top",
@@ -20,6 +21,7 @@ const VIEWS: [&str; 7] = [
     "window_joined",
     "interval_joined",
     "window_top",
+    "deduped",
 ];
 
 /// The Top-N view's query.
@@ -36,6 +38,9 @@ const INTERVAL_JOINED: &str = "SELECT c.k, c.ts AS first, d.ts AS later FROM cli
 
 /// The window Top-N view's query: each key's last click in each 10 s window.
 const WINDOW_TOP: &str = "SELECT k, window_start, lts FROM (SELECT k, window_start, ts AS lts, ROW_NUMBER() OVER (PARTITION BY k, window_start, window_end ORDER BY ts DESC) AS rn FROM TUMBLE(clicks, ts, INTERVAL '10' SECOND)) WHERE rn <= 1";
+
+/// The deduplication view's query (under a state TTL of a day: nothing expires here).
+const DEDUPED: &str = "SELECT k, v FROM (SELECT k, v, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v) AS rn FROM t) WHERE rn = 1";
 
 /// The SST files of the spill stores of view `view` (by id) that `checkpoint`
 /// references.
@@ -130,6 +135,10 @@ async fn assert_exact(engine: &mut Engine) {
         engine.rows("SELECT * FROM window_top").await,
         engine.rows(WINDOW_TOP).await
     );
+    assert_eq!(
+        engine.rows("SELECT * FROM deduped").await,
+        engine.rows(DEDUPED).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,6 +179,11 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
     engine
         .ok(&format!(
             "CREATE MATERIALIZED VIEW window_top AS {WINDOW_TOP}"
+        ))
+        .await;
+    engine
+        .ok(&format!(
+            "CREATE MATERIALIZED VIEW deduped WITH (state_ttl = '1 day') AS {DEDUPED}"
         ))
         .await;
     insert_keys(&mut engine, "t", 0..KEYS).await;

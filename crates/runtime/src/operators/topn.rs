@@ -16,11 +16,12 @@
 //! once the watermark passes its end plus the allowed lateness; later changes for a
 //! closed window are late (dropped and counted).
 //!
-//! A partitioned Top-N without a state TTL can keep only its recently used partitions
-//! in memory and the rest in a spill store (see `keyed_spill.rs`); a snapshot holds an
-//! entry per partition, as that store does. A window Top-N's index of open windows
-//! keeps the keys of their partitions in memory; closing a window deletes its spilled
-//! partitions unread.
+//! A partitioned Top-N can keep only its recently used partitions in memory and the
+//! rest in a spill store (see `keyed_spill.rs`); a snapshot holds an entry per
+//! partition, as that store does. A window Top-N's index of open windows and a state
+//! TTL's touch times keep the keys of their partitions in memory; closing a window
+//! deletes its spilled partitions unread, and a stale partition is read back to retract
+//! its top rows.
 
 use crate::operators::OPERATOR_WIDE;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -170,10 +171,9 @@ impl TopNOperator {
         })
     }
 
-    /// Whether only partitions are state, so they can spill: a partitioned Top-N
-    /// without a state TTL (which tracks when each partition was last used).
+    /// Whether its state can spill: only with PARTITION BY (without, it is one value).
     pub fn can_spill(&self) -> bool {
-        !self.partition_by.is_empty() && self.ttl.is_none()
+        !self.partition_by.is_empty()
     }
 
     /// Keeps at most `store.memory_budget()` bytes of partitions in memory and the rest
@@ -213,12 +213,25 @@ impl TopNOperator {
         let Some(ttl) = &mut self.ttl else {
             return Ok(());
         };
+        let stale = ttl.stale(wall_clock_ms());
         let mut changes = Vec::new();
-        for partition in ttl.stale(wall_clock_ms()) {
-            if let Some(ranking) = self.partitions.remove(&partition) {
-                for (row, number) in Self::top(Some(&ranking), self.limit) {
-                    changes.push((row, number, RowKind::Delete));
+        // Spilled partitions are read back (a chunk at a time) to retract their tops.
+        for chunk in stale.chunks(WRITE_CHUNK) {
+            if let Some(spill) = &mut self.spill {
+                let keys: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
+                let key_groups = key_groups_of_rows(&self.partition_converter, &keys)?;
+                let maps = std::slice::from_mut(&mut self.partitions);
+                spill.load_keys(maps, keys.into_iter().zip(key_groups))?;
+            }
+            for partition in chunk {
+                if let Some(ranking) = self.partitions.remove(partition) {
+                    for (row, number) in Self::top(Some(&ranking), self.limit) {
+                        changes.push((row, number, RowKind::Delete));
+                    }
                 }
+            }
+            if let Some(spill) = &mut self.spill {
+                spill.account(std::slice::from_mut(&mut self.partitions), 0);
             }
         }
         self.output(changes, out)
@@ -243,11 +256,12 @@ impl TopNOperator {
         self
     }
 
-    /// Files restored partitions under their window ends: those in memory, and those
-    /// in the spill store (read from their keys, a chunk at a time; the partitions stay
-    /// encoded). Filing a partition again changes nothing.
-    fn index_restored_windows(&mut self) -> Result<()> {
-        if self.windows.is_none() {
+    /// Indexes restored partitions, those in memory and those in the spill store (read
+    /// from their keys, a chunk at a time; the partitions stay encoded): a window Top-N
+    /// files them under their window ends, and under a TTL they live one more TTL (touch
+    /// times are not checkpointed). Indexing a partition again changes nothing.
+    fn index_restored(&mut self) -> Result<()> {
+        if self.windows.is_none() && self.ttl.is_none() {
             return Ok(());
         }
         let mut partitions: Vec<Box<[u8]>> = self.partitions.keys().cloned().collect();
@@ -260,6 +274,12 @@ impl TopNOperator {
                         split_entry_key(PARTITION, 1, entry_key).map(|(_, key)| key.into())
                     }));
                 });
+        }
+        if let Some(ttl) = &mut self.ttl {
+            let now = wall_clock_ms();
+            for partition in &partitions {
+                ttl.touch(partition.clone(), now);
+            }
         }
         let Some(w) = &mut self.windows else {
             return Ok(());
@@ -515,14 +535,14 @@ impl Operator for TopNOperator {
             .map_or(Ok(None), |spill| spill.store.checkpoint())
     }
 
-    /// A spilling Top-N copies the partitions of restored spill stores into its own (a
-    /// window Top-N then files them under their windows' ends).
+    /// A spilling Top-N copies the partitions of restored spill stores into its own, then
+    /// indexes them (window ends, TTL).
     fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
         let databases = !state.databases.is_empty();
         super::restore_spilling(self, state, |t| t.spill.as_mut().map(|s| &mut s.store))?;
         if databases {
-            // restore_state filed the partitions of the entries.
-            self.index_restored_windows()?;
+            // restore_state indexed the partitions of the entries.
+            self.index_restored()?;
         }
         Ok(())
     }
@@ -565,14 +585,7 @@ impl Operator for TopNOperator {
                 spill.store.put(stored);
             }
         }
-        // Restored partitions live one more TTL: touch times are not checkpointed.
-        if let Some(ttl) = &mut self.ttl {
-            let now = wall_clock_ms();
-            for partition in self.partitions.keys() {
-                ttl.touch(partition.clone(), now);
-            }
-        }
-        self.index_restored_windows()
+        self.index_restored()
     }
 }
 
@@ -701,6 +714,43 @@ mod tests {
             .unwrap();
         assert_eq!(changes(&out), vec!["-D k=2 v=7 rn=1", "+I k=1 v=4 rn=1"]);
         assert_eq!(op.row_count(), 1);
+    }
+
+    #[test]
+    fn a_spilling_ttl_reads_stale_partitions_back_to_retract_their_tops() {
+        // A 0 ms TTL: every partition is forgotten at the next batch.
+        let make = || {
+            operator(1, true)
+                .with_state_ttl(std::time::Duration::ZERO)
+                .with_spill(SpillStore::in_memory(0))
+        };
+        let mut op = make();
+        let mut out = vec![];
+        let (i, d) = (RowKind::Insert, RowKind::Delete);
+        op.process_batch(rows(vec![1, 1], vec![5, 3], vec![i, i]), &mut out)
+            .unwrap();
+        assert_eq!(op.partition_counts(), (0, 1), "spilled after the batch");
+        out.clear();
+        op.process_batch(rows(vec![2], vec![7], vec![i]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["-D k=1 v=5 rn=1", "+I k=2 v=7 rn=1"]);
+        assert_eq!(op.partition_counts(), (0, 1), "k=1 left the store");
+        out.clear();
+        op.process_batch(rows(vec![1, 1, 1], vec![5, 3, 4], vec![d, d, i]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["-D k=2 v=7 rn=1", "+I k=1 v=4 rn=1"]);
+
+        // Restored partitions (all in the store) live one more TTL, then go stale.
+        let mut restored = make();
+        restored
+            .restore(RestoredState::of_entries(op.snapshot_state().unwrap()))
+            .unwrap();
+        assert_eq!(restored.partition_counts(), (0, 1));
+        out.clear();
+        restored
+            .process_batch(rows(vec![3], vec![1], vec![i]), &mut out)
+            .unwrap();
+        assert_eq!(changes(&out), vec!["-D k=1 v=4 rn=1", "+I k=3 v=1 rn=1"]);
     }
 
     #[test]
