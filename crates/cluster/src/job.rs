@@ -1435,9 +1435,7 @@ fn compile_operator(
                     w.allowed_lateness_ms,
                     late_rows.clone(),
                 ),
-                (None, Some(ttl)) if !group_exprs.is_empty() => {
-                    return Ok(Box::new(operator.with_state_ttl(ttl)));
-                }
+                (None, Some(ttl)) if !group_exprs.is_empty() => operator.with_state_ttl(ttl),
                 (None, _) => operator,
             };
             if group_exprs.is_empty() {

@@ -1,6 +1,6 @@
-//! A GROUP BY, a join, a Top-N (also under a state TTL), session windows, a window join,
-//! an interval join and a window Top-N whose state does not fit in their memory budget:
-//! it lives in
+//! A GROUP BY and a Top-N (each also under a state TTL), a join, session windows, a
+//! window join, an interval join and a window Top-N whose state does not fit in their
+//! memory budget: it lives in
 //! each operator's RocksDB spill store, checkpoints upload only the SST files that
 //! changed, and a restart restores all of it exactly.
 
@@ -12,8 +12,9 @@ use crate::support::{Engine, durable};
 const KEYS: usize = 2000;
 
 /// The views whose operators spill: a GROUP BY, a join, a Top-N, session windows, a
-/// window join, an interval join, a window Top-N and a deduplication under a state TTL.
-const VIEWS: [&str; 8] = [
+/// window join, an interval join, a window Top-N, and a deduplication and a GROUP BY under
+/// a state TTL.
+const VIEWS: [&str; 9] = [
     "sums",
     "joined",
     "top",
@@ -22,6 +23,7 @@ const VIEWS: [&str; 8] = [
     "interval_joined",
     "window_top",
     "deduped",
+    "ttl_sums",
 ];
 
 /// The Top-N view's query.
@@ -139,6 +141,12 @@ async fn assert_exact(engine: &mut Engine) {
         engine.rows("SELECT * FROM deduped").await,
         engine.rows(DEDUPED).await
     );
+    assert_eq!(
+        engine.rows("SELECT * FROM ttl_sums").await,
+        engine
+            .rows("SELECT k, sum(v), count(*) FROM t GROUP BY k")
+            .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +164,8 @@ async fn state_beyond_memory_checkpoints_incrementally_and_restores_exactly() {
              CREATE TABLE clicks (k INT, ts TIMESTAMP,
                                   WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) APPEND ONLY;
              CREATE MATERIALIZED VIEW sums AS
+                 SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;
+             CREATE MATERIALIZED VIEW ttl_sums WITH (state_ttl = '1 day') AS
                  SELECT k, sum(v) AS s, count(*) AS n FROM t GROUP BY k;
              CREATE MATERIALIZED VIEW joined AS
                  SELECT t.k, t.v AS tv, u.v AS uv FROM t JOIN u ON t.k = u.k;")

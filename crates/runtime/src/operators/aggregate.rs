@@ -159,13 +159,14 @@ pub struct AggregateOperator {
     /// The output carries the op column (it does unless windows are emitted on close).
     changelog_output: bool,
     window_close: Option<WindowClose>,
-    /// State TTL of a GROUP BY: a group (slot) not touched for the TTL (processing time) is
-    /// retracted from the output and forgotten; a later row for its key starts it over.
+    /// State TTL of a GROUP BY: a group (by key) not touched for the TTL (processing time)
+    /// is retracted from the output and forgotten; a later row for its key starts it over.
+    /// The touch times of every group, spilled ones too, stay in memory.
     /// Over an updating input, a retraction can then name a row the group counted before it
     /// was forgotten: a group ignores retractions beyond the rows it holds (and min, max and
     /// count(DISTINCT) ignore values they do not hold), but one that started over takes back
     /// rows it never counted, as Flink's aggregates under a TTL do.
-    ttl: Option<Recency<usize>>,
+    ttl: Option<Recency<Box<[u8]>>>,
     /// Groups beyond the memory budget (see [`spill`]).
     spill: Option<spill::Spill>,
 }
@@ -218,16 +219,23 @@ impl AggregateOperator {
             return Ok(());
         };
         let stale = ttl.stale(wall_clock_ms());
-        if stale.is_empty() {
-            return Ok(());
-        }
-        for &slot in &stale {
-            if let Some(group) = self.groups[slot].as_mut() {
-                // No rows left: `emit` retracts the group's row and frees it.
-                group.rows = 0;
+        // Spilled groups are read back (a chunk at a time) to retract their rows.
+        for chunk in stale.chunks(sluice_state::spill::WRITE_CHUNK) {
+            self.unspill_keys(chunk)?;
+            let slots: Vec<usize> = chunk
+                .iter()
+                .filter_map(|key| self.index.get(key.as_ref()).copied())
+                .collect();
+            for &slot in &slots {
+                if let Some(group) = self.groups[slot].as_mut() {
+                    // No rows left: `emit` retracts the group's row and frees it.
+                    group.rows = 0;
+                }
             }
+            self.emit(&slots, out)?;
+            self.spill_over_budget(&slots)?;
         }
-        self.emit(&stale, out)
+        Ok(())
     }
 
     /// Closes windows as the watermark passes their end plus `lateness_ms` (see
@@ -574,9 +582,11 @@ impl Operator for AggregateOperator {
         if let Some(ttl) = &mut self.ttl {
             let now = wall_clock_ms();
             for (local, &slot) in touched.iter().enumerate() {
-                ttl.touch(slot, now);
-                // Rows of a forgotten group are not retracted (see the `ttl` field).
                 let group = self.groups[slot].as_ref().expect("slot was just looked up");
+                if let Some(key) = &group.key {
+                    ttl.touch(key.as_ref().into(), now);
+                }
+                // Rows of a forgotten group are not retracted (see the `ttl` field).
                 let held = group.rows + additions[local].len() as i64;
                 retractions[local].truncate(held.max(0) as usize);
             }
@@ -727,21 +737,14 @@ impl Operator for AggregateOperator {
         crate::operators::restore_spilling(self, state, |a| {
             a.spill.as_mut().map(|s| &mut s.store)
         })?;
-        self.index_stored_windows()
+        self.index_stored_windows()?;
+        self.touch_restored_groups()
     }
 
     /// Restored groups get a fresh TTL: touch times are not checkpointed.
     fn restore_state(&mut self, entries: Vec<crate::operators::StateEntry>) -> Result<()> {
         self.restore_groups(entries)?;
-        if let Some(ttl) = &mut self.ttl {
-            let now = wall_clock_ms();
-            for (slot, group) in self.groups.iter().enumerate() {
-                if group.is_some() {
-                    ttl.touch(slot, now);
-                }
-            }
-        }
-        Ok(())
+        self.touch_restored_groups()
     }
 }
 
@@ -875,6 +878,37 @@ mod tests {
         .unwrap();
         assert_eq!(changes(&out), vec!["-D 1 1 4"]);
         assert_eq!(agg.group_count(), 0);
+    }
+
+    #[test]
+    fn a_spilling_ttl_reads_stale_groups_back_to_retract_them() {
+        // A 0 ms TTL: every group is forgotten at the next batch.
+        let make = || {
+            operator(true, true)
+                .with_state_ttl(std::time::Duration::ZERO)
+                .with_spill(SpillStore::in_memory(0))
+        };
+        let mut agg = make();
+        let mut out = vec![];
+        let insert = |k: i32, v: i64| rows(vec![k], vec![v], Some(vec![RowKind::Insert]));
+        agg.process_batch(insert(1, 5), &mut out).unwrap();
+        assert_eq!(changes(&out), vec!["+I 1 1 5"]);
+        assert_eq!((agg.group_count(), agg.stored_group_count()), (0, 1));
+        out.clear();
+        agg.process_batch(insert(2, 7), &mut out).unwrap();
+        assert_eq!(changes(&out), vec!["-D 1 1 5", "+I 2 1 7"]);
+        assert_eq!(agg.stored_group_count(), 1, "group 1 left the store");
+
+        // Restored groups (all in the store) live one more TTL, then go stale.
+        let mut restored = make();
+        restored
+            .restore(crate::operators::RestoredState::of_entries(
+                agg.snapshot_state().unwrap(),
+            ))
+            .unwrap();
+        out.clear();
+        restored.process_batch(insert(3, 1), &mut out).unwrap();
+        assert_eq!(changes(&out), vec!["-D 2 1 7", "+I 3 1 1"]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use sluice_state::DEFAULT_KEY_GROUPS;
 use super::{AggregateOperator, AggregateSpec, Group};
 use crate::keygroup::key_groups_of_columns;
 use crate::operators::StateEntry;
-use crate::operators::encoding::timestamp_millis;
+use crate::operators::encoding::{timestamp_millis, wall_clock_ms};
 
 /// Key prefix of a group's entry.
 const GROUP: u8 = 0;
@@ -221,6 +221,39 @@ impl AggregateOperator {
                 wc.open.entry(end).or_default().push(key.as_ref().into());
             }
             self.insert_group(group);
+        }
+        Ok(())
+    }
+
+    /// Under a TTL, gives every restored group (in memory and in the store, whose keys
+    /// are read a chunk at a time) one more TTL: touch times are not checkpointed.
+    /// Touching a group again changes nothing that matters.
+    pub(super) fn touch_restored_groups(&mut self) -> Result<()> {
+        if self.ttl.is_none() {
+            return Ok(());
+        }
+        let mut keys: Vec<Box<[u8]>> = self
+            .groups
+            .iter()
+            .flatten()
+            .filter_map(|group| group.key.as_ref().map(|k| k.as_ref().into()))
+            .collect();
+        if let Some(spill) = &self.spill {
+            spill
+                .store
+                .table()
+                .scan_chunks(None, sluice_state::spill::WRITE_CHUNK, &mut |chunk| {
+                    keys.extend(
+                        chunk
+                            .iter()
+                            .filter_map(|(_, k, _)| k.strip_prefix(&[GROUP]).map(Box::from)),
+                    );
+                });
+        }
+        let ttl = self.ttl.as_mut().expect("checked above");
+        let now = wall_clock_ms();
+        for key in keys {
+            ttl.touch(key, now);
         }
         Ok(())
     }

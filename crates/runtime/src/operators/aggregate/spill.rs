@@ -87,9 +87,9 @@ impl Spill {
 
 impl AggregateOperator {
     /// Keeps at most `store.memory_budget()` bytes of groups in memory and the rest in
-    /// `store` (see the module docs). For grouped aggregates without a TTL.
+    /// `store` (see the module docs). For grouped aggregates.
     pub fn with_spill(mut self, store: SpillStore) -> Self {
-        debug_assert!(!self.is_global() && self.ttl.is_none());
+        debug_assert!(!self.is_global());
         self.spill = Some(Spill::new(store));
         self
     }
