@@ -134,6 +134,36 @@ pub fn operator_state_files<'a>(
     Ok(files)
 }
 
+/// The name checkpoints give file `file` of the RocksDB checkpoint of operator `k` of
+/// the chain `snapshot` was taken in (see `Operator::snapshot_database`), wherever it is
+/// written.
+pub fn database_file_name(
+    job: &Job,
+    snapshot: &SubtaskSnapshot,
+    k: usize,
+    file: &str,
+) -> Result<String> {
+    let (chain, subtask) = subtask_of(snapshot)?;
+    let node = job
+        .chain_operator(chain, k)
+        .ok_or_else(|| not_run(job, snapshot))?;
+    Ok(StateFile::OperatorDb {
+        view: job.id,
+        node,
+        subtask,
+        file: file.to_string(),
+    }
+    .name())
+}
+
+/// Reads file `file` of the RocksDB checkpoint `database` to upload it.
+pub async fn read_database_file(database: &DbCheckpoint, file: &str) -> Result<Vec<u8>> {
+    let path = database.dir.join(file);
+    tokio::fs::read(&path)
+        .await
+        .map_err(|e| SluiceError::io(format!("reading {} to upload it", path.display()), e))
+}
+
 /// Writes `entries` to `store` as file `name` of checkpoint `epoch`.
 pub async fn put_entries(
     store: &CheckpointStore,
@@ -309,7 +339,9 @@ impl Checkpointer {
                     .remove(&(epoch, snapshot.job, snapshot.subtask.clone()));
             for (name, file) in written.into_iter().flatten() {
                 match StateFile::parse(&name) {
-                    Some(StateFile::Operator { view, .. }) if view == job.id => {
+                    Some(StateFile::Operator { view, .. } | StateFile::OperatorDb { view, .. })
+                        if view == job.id =>
+                    {
                         metadata.files.insert(name, file);
                     }
                     _ => {
@@ -368,19 +400,9 @@ impl Checkpointer {
         database: &DbCheckpoint,
         uploaded: &mut HashMap<(String, String), StateFileRef>,
     ) -> Result<()> {
-        let (chain, subtask) = subtask_of(snapshot)?;
-        let node = job
-            .chain_operator(chain, k)
-            .ok_or_else(|| not_run(job, snapshot))?;
         let incremental = metadata.kind == CheckpointKind::Checkpoint;
         for file in &database.files {
-            let name = StateFile::OperatorDb {
-                view: job.id,
-                node,
-                subtask,
-                file: file.clone(),
-            }
-            .name();
+            let name = database_file_name(job, snapshot, k, file)?;
             let key = (database.store.clone(), file.clone());
             let earlier = incremental
                 .then(|| self.uploaded.lock().get(&key).cloned())
@@ -388,10 +410,7 @@ impl Checkpointer {
             let reference = match earlier {
                 Some(reference) => reference,
                 None => {
-                    let path = database.dir.join(file);
-                    let bytes = tokio::fs::read(&path).await.map_err(|e| {
-                        SluiceError::io(format!("reading {} to upload it", path.display()), e)
-                    })?;
+                    let bytes = read_database_file(database, file).await?;
                     self.store
                         .put_state(metadata.epoch, &name, bytes.into())
                         .await?

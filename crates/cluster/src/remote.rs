@@ -26,11 +26,15 @@ use sluice_runtime::message::{BarrierKind, CheckpointBarrier};
 use sluice_runtime::operators::StateEntry;
 use sluice_runtime::task::SubtaskSnapshot;
 use sluice_sql::StreamGraph;
+use sluice_state::OperatorStateDirs;
 use sluice_state::checkpoint::{CheckpointStore, StateFileRef};
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
-use crate::checkpoints::{SnapshotInbox, now_ms, operator_state_files, put_entries};
+use crate::checkpoints::{
+    SnapshotInbox, database_file_name, now_ms, operator_state_files, put_entries,
+    read_database_file,
+};
 use crate::dataplane::{DataPlane, barrier_code, barrier_kind};
 use crate::job::{
     DeployContext, InjectRemote, Job, JobRestore, JobState, KillHandle, Placement, RemoteControl,
@@ -512,23 +516,42 @@ impl Cluster {
 }
 
 /// Writes the state of `snapshot` (a subtask of `job`) to `store`, one file per operator
-/// with state, named as the coordinator names the files it writes.
+/// with state and every file of its spill stores' RocksDB checkpoints, named as the
+/// coordinator names the files it writes. A worker uploads every file of those
+/// checkpoints each time: it does not learn which checkpoints complete, so it cannot
+/// reference files an earlier one uploaded, as the coordinator does.
 async fn write_state(
     store: &CheckpointStore,
     job: &Job,
     snapshot: &SubtaskSnapshot,
 ) -> Result<Vec<WrittenState>> {
-    let mut files = Vec::new();
+    let epoch = snapshot.barrier.epoch;
+    let mut written = Vec::new();
     for (name, entries) in operator_state_files(job, snapshot)? {
-        let file = put_entries(store, snapshot.barrier.epoch, &name, entries).await?;
-        files.push(WrittenState {
+        written.push((
+            name.clone(),
+            put_entries(store, epoch, &name, entries).await?,
+        ));
+    }
+    for (k, database) in &snapshot.databases {
+        for file in &database.files {
+            let name = database_file_name(job, snapshot, *k, file)?;
+            let bytes = read_database_file(database, file).await?;
+            written.push((
+                name.clone(),
+                store.put_state(epoch, &name, bytes.into()).await?,
+            ));
+        }
+    }
+    Ok(written
+        .into_iter()
+        .map(|(name, file)| WrittenState {
             name,
             path: file.path,
             size: file.size,
             crc32: file.crc32,
-        });
-    }
-    Ok(files)
+        })
+        .collect())
 }
 
 /// Whether `graph` survives encoding for a worker unchanged: every expression in it has
@@ -604,6 +627,9 @@ pub struct WorkerRuntime {
     /// worker reaches it (process 0), and a client of its control plane.
     coordinator: Mutex<(String, CoordinatorClient<tonic::transport::Channel>)>,
     runs: Arc<Mutex<HashMap<u64, Arc<Job>>>>,
+    /// Where operators spill keyed state beyond their memory budget (`None`: they keep
+    /// it in memory).
+    operator_state: Option<Arc<OperatorStateDirs>>,
 }
 
 impl WorkerRuntime {
@@ -611,11 +637,13 @@ impl WorkerRuntime {
         dataplane: Arc<DataPlane>,
         coordinator_address: String,
         coordinator: CoordinatorClient<tonic::transport::Channel>,
+        operator_state: Option<Arc<OperatorStateDirs>>,
     ) -> WorkerRuntime {
         WorkerRuntime {
             dataplane,
             coordinator: Mutex::new((coordinator_address, unlimited(coordinator))),
             runs: Arc::new(Mutex::new(HashMap::new())),
+            operator_state,
         }
     }
 
@@ -739,7 +767,8 @@ impl WorkerRuntime {
             restore: (!request.restore.is_empty()).then_some(&restore),
             on_failure: None,
             placement: Some(&placement),
-            operator_state: None,
+            // Spilled state is checkpointed as RocksDB files, which need a store.
+            operator_state: store.as_ref().and(self.operator_state.as_deref()),
         };
         let job = Arc::new(crate::job::deploy(
             request.job,

@@ -144,6 +144,15 @@ pub struct WorkerArgs {
     /// listening address]
     #[arg(long, env = "SLUICE_ADVERTISE", value_name = "HOST:PORT")]
     pub advertise: Option<String>,
+    /// Directory where operators spill keyed state beyond --operator-cache-mb (under
+    /// operator-state/, emptied at start); without it a worker keeps all operator state
+    /// in memory
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Memory in MiB each stateful operator subtask keeps its most recently used keys in
+    /// before spilling to RocksDB under --data-dir [default: 64]
+    #[arg(long, env = "SLUICE_OPERATOR_CACHE_MB", value_name = "MIB")]
+    pub operator_cache_mb: Option<usize>,
 }
 
 /// Flags of `sluice sql`.

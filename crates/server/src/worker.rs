@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use sluice_cluster::rpc::worker::{WorkerConfig, WorkerStatus, run_worker};
-use sluice_common::config::available_cores;
+use sluice_common::config::{ServeConfig, available_cores};
 use sluice_common::error::Result;
 use tokio::sync::watch;
 
@@ -33,6 +33,10 @@ pub async fn run(args: WorkerArgs) -> Result<()> {
         slots: args
             .slots
             .unwrap_or_else(|| u32::try_from(available_cores()).unwrap_or(u32::MAX)),
+        data_dir: args.data_dir,
+        operator_cache_mb: args
+            .operator_cache_mb
+            .unwrap_or(ServeConfig::default().operator_cache_mb),
     };
     let (status_tx, mut status) = watch::channel(WorkerStatus::Connecting);
     let (shutdown_tx, shutdown) = watch::channel(false);

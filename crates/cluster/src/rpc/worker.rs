@@ -6,10 +6,12 @@
 //! not know it, and it registers there. It serves the `Worker` service (deploy and cancel subtasks) and
 //! its data plane on its own address.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_common::error::{Result, SluiceError};
+use sluice_state::OperatorStateDirs;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Endpoint;
@@ -41,6 +43,11 @@ pub struct WorkerConfig {
     /// The address this worker serves on, as the coordinator should reach it.
     pub address: String,
     pub slots: u32,
+    /// Where operators spill keyed state beyond their memory budget, under
+    /// `operator-state/` (emptied at start); `None`: they keep it in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Bytes (MiB) of keyed state each operator subtask keeps in memory before spilling.
+    pub operator_cache_mb: usize,
 }
 
 /// Registration state a worker reports as it changes (tests and the ready line).
@@ -69,11 +76,19 @@ pub async fn run_worker(
             "--coordinator names no coordinator",
         ));
     }
+    let operator_state = config
+        .data_dir
+        .as_ref()
+        .map(|dir| {
+            OperatorStateDirs::open(&dir.join("operator-state"), config.operator_cache_mb << 20)
+        })
+        .transpose()?;
     let dataplane = DataPlane::new();
     let runtime = Arc::new(WorkerRuntime::new(
         dataplane.clone(),
         coordinators[0].address.clone(),
         coordinators[0].connect(),
+        operator_state,
     ));
     let mut server_shutdown = shutdown.clone();
     let server = tonic::transport::Server::builder()

@@ -331,10 +331,12 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
     let coordinator = TestServer::start_coordinator(fresh_data_dir(), &flags);
     let rpc = coordinator.rpc_addr.expect("rpc address");
     // Two slots each: after one is lost, the others still have the three the jobs need.
+    // The workers keep no keyed state in memory: it is in their RocksDB spill stores,
+    // which their checkpoints upload and restores fill again.
     let mut workers = [
-        TestWorker::start(rpc, 2),
-        TestWorker::start(rpc, 2),
-        TestWorker::start(rpc, 2),
+        TestWorker::start_spilling(rpc, 2),
+        TestWorker::start_spilling(rpc, 2),
+        TestWorker::start_spilling(rpc, 2),
     ];
     let everyone: Vec<_> = workers.iter().map(|w| alive(w, 2)).collect();
     wait_for_workers(coordinator.rest_addr, &everyone).await;
@@ -419,7 +421,7 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
 
     // The worker comes back (as a new process, under a new id): the jobs move back
     // onto three workers, from the last checkpoint, still exactly once.
-    workers[1] = TestWorker::start(rpc, 2);
+    workers[1] = TestWorker::start_spilling(rpc, 2);
     wait_for_aggregates_spread(coordinator.rest_addr, 3, "once the worker returned").await;
     for (view, _, _) in VIEWS {
         let placed = aggregate_workers(coordinator.rest_addr, view).await;

@@ -254,13 +254,15 @@ fn wait_for_line(
     }
 }
 
-/// A running `sluice worker` registered with a coordinator; killed on drop.
+/// A running `sluice worker` registered with a coordinator; killed on drop (and its data
+/// directory, if it has one, removed).
 pub struct TestWorker {
     child: Child,
     /// The id the coordinator registered it under.
     pub id: u64,
     /// The address it registered.
     pub address: String,
+    data_dir: Option<PathBuf>,
 }
 
 impl TestWorker {
@@ -272,12 +274,29 @@ impl TestWorker {
     /// Starts a worker given the control planes of a group of `coordinators`, and waits
     /// until one registered it.
     pub fn start_with(coordinators: &[SocketAddr], slots: u32) -> TestWorker {
+        TestWorker::launch(coordinators, slots, None)
+    }
+
+    /// Starts a worker whose operators keep no keyed state in memory: every group, join
+    /// bucket, partition and session goes to RocksDB under a data directory of its own
+    /// after each batch (`--operator-cache-mb 0`).
+    pub fn start_spilling(coordinator: SocketAddr, slots: u32) -> TestWorker {
+        TestWorker::launch(&[coordinator], slots, Some(fresh_data_dir()))
+    }
+
+    fn launch(coordinators: &[SocketAddr], slots: u32, data_dir: Option<PathBuf>) -> TestWorker {
         let urls: Vec<String> = coordinators.iter().map(|c| format!("http://{c}")).collect();
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .arg("worker")
             .args(["--coordinator", &urls.join(",")])
             .args(["--slots", &slots.to_string(), "--rpc-listen", "127.0.0.1:0"]);
+        if let Some(dir) = &data_dir {
+            command
+                .arg("--data-dir")
+                .arg(dir)
+                .args(["--operator-cache-mb", "0"]);
+        }
         let (child, fields) = spawn_until_ready(command, "sluice worker ready ");
         let field = |name: &str| {
             fields
@@ -290,6 +309,7 @@ impl TestWorker {
             child,
             id: field("id").parse().expect("worker id"),
             address: field("rpc"),
+            data_dir,
         }
     }
 
@@ -303,6 +323,9 @@ impl TestWorker {
 impl Drop for TestWorker {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

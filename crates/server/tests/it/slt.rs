@@ -184,7 +184,8 @@ enum Deployment {
     /// for the next row of its key.
     EmbeddedSpilling,
     /// `sluice coordinator` with this many `sluice worker` processes of [`WORKER_SLOTS`]
-    /// slots, which run the jobs' stateful subtasks.
+    /// slots, which run the jobs' stateful subtasks, spilling all their keyed state to
+    /// RocksDB (`--data-dir`, `--operator-cache-mb 0`).
     Workers(usize),
 }
 
@@ -205,7 +206,7 @@ async fn run_file(path: &Path, deployment: Deployment) -> Result<(), String> {
             let server = TestServer::start_coordinator(fresh_data_dir(), &flags);
             let rpc = server.rpc_addr.expect("the coordinator's rpc address");
             let workers: Vec<TestWorker> = (0..n)
-                .map(|_| TestWorker::start(rpc, WORKER_SLOTS))
+                .map(|_| TestWorker::start_spilling(rpc, WORKER_SLOTS))
                 .collect();
             (server, workers)
         }
