@@ -156,12 +156,25 @@ pub fn database_file_name(
     .name())
 }
 
-/// Reads file `file` of the RocksDB checkpoint `database` to upload it.
-pub async fn read_database_file(database: &DbCheckpoint, file: &str) -> Result<Vec<u8>> {
+/// Uploads file `file` of the RocksDB checkpoint `database` to `store` as file `name` of
+/// checkpoint `epoch`, unless `earlier` is an upload of the same (immutable) file that
+/// a checkpoint still kept references: then that is the file's reference.
+pub async fn put_database_file(
+    store: &CheckpointStore,
+    epoch: u64,
+    name: &str,
+    database: &DbCheckpoint,
+    file: &str,
+    earlier: Option<StateFileRef>,
+) -> Result<StateFileRef> {
+    if let Some(reference) = earlier {
+        return Ok(reference);
+    }
     let path = database.dir.join(file);
-    tokio::fs::read(&path)
+    let bytes = tokio::fs::read(&path)
         .await
-        .map_err(|e| SluiceError::io(format!("reading {} to upload it", path.display()), e))
+        .map_err(|e| SluiceError::io(format!("reading {} to upload it", path.display()), e))?;
+    store.put_state(epoch, name, bytes.into()).await
 }
 
 /// Writes `entries` to `store` as file `name` of checkpoint `epoch`.
@@ -407,15 +420,9 @@ impl Checkpointer {
             let earlier = incremental
                 .then(|| self.uploaded.lock().get(&key).cloned())
                 .flatten();
-            let reference = match earlier {
-                Some(reference) => reference,
-                None => {
-                    let bytes = read_database_file(database, file).await?;
-                    self.store
-                        .put_state(metadata.epoch, &name, bytes.into())
-                        .await?
-                }
-            };
+            let reference =
+                put_database_file(&self.store, metadata.epoch, &name, database, file, earlier)
+                    .await?;
             if DbCheckpoint::is_immutable(file) {
                 uploaded.insert(key, reference.clone());
             }

@@ -28,12 +28,12 @@ use sluice_runtime::task::SubtaskSnapshot;
 use sluice_sql::StreamGraph;
 use sluice_state::OperatorStateDirs;
 use sluice_state::checkpoint::{CheckpointStore, StateFileRef};
+use sluice_state::spill::DbCheckpoint;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
 use crate::checkpoints::{
-    SnapshotInbox, database_file_name, now_ms, operator_state_files, put_entries,
-    read_database_file,
+    SnapshotInbox, database_file_name, now_ms, operator_state_files, put_database_file, put_entries,
 };
 use crate::dataplane::{DataPlane, barrier_code, barrier_kind};
 use crate::job::{
@@ -77,6 +77,8 @@ pub struct Cluster {
     metrics: Mutex<HashMap<u64, BTreeMap<String, SubtaskInfo>>>,
     /// Workers registered so far (see [`Self::registrations`]).
     registrations: watch::Sender<u64>,
+    /// See [`Self::completed_epoch`].
+    completed_epoch: AtomicU64,
 }
 
 /// Where a job's subtasks run, as [`Cluster::place`] decides it.
@@ -110,7 +112,18 @@ impl Cluster {
             snapshots: Mutex::new(None),
             metrics: Mutex::new(HashMap::new()),
             registrations: watch::channel(0).0,
+            completed_epoch: AtomicU64::new(0),
         })
+    }
+
+    /// Checkpoint `epoch` completed (workers learn it from heartbeat replies).
+    pub fn checkpoint_completed(&self, epoch: u64) {
+        self.completed_epoch.fetch_max(epoch, Ordering::Relaxed);
+    }
+
+    /// The newest checkpoint completed since this coordinator started (0: none).
+    pub fn completed_epoch(&self) -> u64 {
+        self.completed_epoch.load(Ordering::Relaxed)
     }
 
     /// Jobs may now place subtasks on workers, which reach this process at `address`.
@@ -515,32 +528,64 @@ impl Cluster {
     }
 }
 
+/// What a worker uploaded of its spill stores' RocksDB checkpoints (SST files), so that
+/// a checkpoint references what the newest completed one holds instead of uploading it
+/// again, as the coordinator's checkpointer does. Workers learn which checkpoint
+/// completed from heartbeat replies; until they do, they upload.
+#[derive(Default)]
+struct WorkerUploads {
+    /// Per epoch not yet known to be complete: the SST files its snapshots uploaded or
+    /// referenced, by (store, file).
+    pending: BTreeMap<u64, HashMap<(String, String), StateFileRef>>,
+    /// The newest checkpoint known to be complete, and its SST files: kept in the
+    /// checkpoint store while it, or a newer checkpoint referencing them, is kept.
+    completed: (u64, HashMap<(String, String), StateFileRef>),
+}
+
+impl WorkerUploads {
+    /// Checkpoint `epoch` completed: its files may be referenced; those of earlier
+    /// epochs (complete or aborted) may not.
+    fn completed(&mut self, epoch: u64) {
+        if epoch <= self.completed.0 {
+            return;
+        }
+        let files = self.pending.remove(&epoch).unwrap_or_default();
+        self.pending = self.pending.split_off(&epoch);
+        self.completed = (epoch, files);
+    }
+}
+
 /// Writes the state of `snapshot` (a subtask of `job`) to `store`, one file per operator
-/// with state and every file of its spill stores' RocksDB checkpoints, named as the
-/// coordinator names the files it writes. A worker uploads every file of those
-/// checkpoints each time: it does not learn which checkpoints complete, so it cannot
-/// reference files an earlier one uploaded, as the coordinator does.
+/// with state and the files of its spill stores' RocksDB checkpoints, named as the
+/// coordinator names the files it writes. A checkpoint (not a savepoint) references the
+/// SST files the newest completed checkpoint holds (see [`WorkerUploads`]).
 async fn write_state(
     store: &CheckpointStore,
     job: &Job,
     snapshot: &SubtaskSnapshot,
+    uploads: &Mutex<WorkerUploads>,
 ) -> Result<Vec<WrittenState>> {
     let epoch = snapshot.barrier.epoch;
+    let incremental = snapshot.barrier.kind == BarrierKind::Checkpoint;
     let mut written = Vec::new();
     for (name, entries) in operator_state_files(job, snapshot)? {
-        written.push((
-            name.clone(),
-            put_entries(store, epoch, &name, entries).await?,
-        ));
+        let file = put_entries(store, epoch, &name, entries).await?;
+        written.push((name, file));
     }
     for (k, database) in &snapshot.databases {
         for file in &database.files {
             let name = database_file_name(job, snapshot, *k, file)?;
-            let bytes = read_database_file(database, file).await?;
-            written.push((
-                name.clone(),
-                store.put_state(epoch, &name, bytes.into()).await?,
-            ));
+            let key = (database.store.clone(), file.clone());
+            let earlier = incremental
+                .then(|| uploads.lock().completed.1.get(&key).cloned())
+                .flatten();
+            let reference = put_database_file(store, epoch, &name, database, file, earlier).await?;
+            if DbCheckpoint::is_immutable(file) {
+                let mut uploads = uploads.lock();
+                let pending = uploads.pending.entry(epoch).or_default();
+                pending.insert(key, reference.clone());
+            }
+            written.push((name, reference));
         }
     }
     Ok(written
@@ -630,6 +675,7 @@ pub struct WorkerRuntime {
     /// Where operators spill keyed state beyond their memory budget (`None`: they keep
     /// it in memory).
     operator_state: Option<Arc<OperatorStateDirs>>,
+    uploads: Arc<Mutex<WorkerUploads>>,
 }
 
 impl WorkerRuntime {
@@ -644,7 +690,14 @@ impl WorkerRuntime {
             coordinator: Mutex::new((coordinator_address, unlimited(coordinator))),
             runs: Arc::new(Mutex::new(HashMap::new())),
             operator_state,
+            uploads: Arc::default(),
         }
+    }
+
+    /// The coordinator completed checkpoint `epoch` (0: none yet), as its heartbeat
+    /// reply says.
+    pub fn checkpoint_completed(&self, epoch: u64) {
+        self.uploads.lock().completed(epoch);
     }
 
     /// Deploys from now on come from the coordinator at `address` (this worker
@@ -663,6 +716,8 @@ impl WorkerRuntime {
             switched
         };
         if switched {
+            // Epochs are the new coordinator's: what the old one completed means nothing.
+            *self.uploads.lock() = WorkerUploads::default();
             let left: Vec<u64> = self.runs.lock().keys().copied().collect();
             for deployment in left {
                 self.cancel(deployment).await;
@@ -785,6 +840,7 @@ impl WorkerRuntime {
         let mut reports = coordinator.clone();
         let kill = job.kill_handle();
         let deployed = job.clone();
+        let uploads = self.uploads.clone();
         tokio::spawn(async move {
             while let Some(snapshot) = reported.recv().await {
                 let mut report = SnapshotReport {
@@ -799,7 +855,7 @@ impl WorkerRuntime {
                     files: Vec::new(),
                 };
                 match &store {
-                    Some(store) => match write_state(store, &deployed, &snapshot).await {
+                    Some(store) => match write_state(store, &deployed, &snapshot, &uploads).await {
                         Ok(files) => report.files = files,
                         Err(e) => {
                             kill.kill(&format!(

@@ -526,6 +526,7 @@ impl Coordinator {
         };
         let committing = flight.running.clone();
         let completed = durable.checkpointer.complete(flight).await?;
+        self.cluster.checkpoint_completed(completed.epoch);
         for job in committing {
             job.commit_sinks(completed.epoch).await;
         }

@@ -89,7 +89,10 @@ impl CoordinatorRpc for ControlPlane {
             self.cluster
                 .record_metrics(request.worker_id, request.subtasks, request.late_rows);
         }
-        Ok(Response::new(HeartbeatResponse { known }))
+        Ok(Response::new(HeartbeatResponse {
+            known,
+            completed_epoch: self.cluster.completed_epoch(),
+        }))
     }
 
     async fn report_snapshot(

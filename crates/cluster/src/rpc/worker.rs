@@ -264,7 +264,10 @@ async fn serve(
             )
             .await
             {
-                Ok(reply) if reply.get_ref().known => failures = 0,
+                Ok(reply) if reply.get_ref().known => {
+                    failures = 0;
+                    runtime.checkpoint_completed(reply.get_ref().completed_epoch);
+                }
                 Ok(_) => {
                     tracing::warn!(
                         worker = id,

@@ -460,6 +460,86 @@ async fn jobs_run_on_workers_and_survive_a_worker_kill_and_a_coordinator_restart
     check_views(&client, 12000, "after the workers registered again").await;
 }
 
+/// The newest completed checkpoint in the checkpoint store under a coordinator's data
+/// directory `dir`: its directory's name, and each of its files' names and paths.
+fn newest_checkpoint(dir: &std::path::Path) -> (String, Vec<(String, String)>) {
+    let root = dir.join("checkpoints");
+    let mut completed: Vec<String> = std::fs::read_dir(&root)
+        .expect("the checkpoint store")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            root.join(&name).join("_metadata").exists().then_some(name)
+        })
+        .collect();
+    completed.sort();
+    let newest = completed.pop().expect("a completed checkpoint");
+    let text = std::fs::read_to_string(root.join(&newest).join("_metadata")).expect("metadata");
+    let (_header, body) = text.split_once('\n').expect("a header line");
+    let metadata: Value = serde_json::from_str(body).expect("metadata JSON");
+    let files = metadata["files"]
+        .as_object()
+        .expect("files")
+        .iter()
+        .map(|(name, file)| {
+            (
+                name.clone(),
+                file["path"].as_str().expect("path").to_string(),
+            )
+        })
+        .collect();
+    (newest, files)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spilling_workers_checkpoints_reference_the_files_it_uploaded_before() {
+    let mut flags = vec!["--checkpoint-interval", "3600"];
+    flags.extend_from_slice(&HEARTBEATS);
+    let coordinator = TestServer::start_coordinator(fresh_data_dir(), &flags);
+    let rpc = coordinator.rpc_addr.expect("rpc address");
+    let mut worker = TestWorker::start_spilling(rpc, 2);
+    wait_for_workers(coordinator.rest_addr, &[alive(&worker, 2)]).await;
+    let client = coordinator.connect().await;
+    create_bids_and_views(&client, 2).await;
+    let mut inserted = 3000;
+    insert_bids(&client, 1, inserted).await;
+    check_views(&client, inserted, "on a spilling worker").await;
+
+    // The worker learns from heartbeat replies which checkpoint completed; from then on
+    // its checkpoints reference the SST files of its stores that one uploaded.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        client.simple_query("CHECKPOINT").await.expect("CHECKPOINT");
+        let (own, files) = newest_checkpoint(coordinator.data_dir());
+        let ssts: Vec<&(String, String)> = files
+            .iter()
+            .filter(|(name, _)| name.contains(".db/") && name.ends_with(".sst"))
+            .collect();
+        assert!(
+            !ssts.is_empty(),
+            "the worker's stores are in the checkpoint: {files:?}"
+        );
+        if ssts.iter().any(|(_, path)| !path.starts_with(&own)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint referenced an SST file an earlier one uploaded: {ssts:?}"
+        );
+        insert_bids(&client, inserted + 1, inserted + 10).await;
+        inserted += 10;
+    }
+
+    // Restores read that checkpoint, referenced files included: in the coordinator once
+    // the worker is lost, then on a new worker.
+    worker.kill();
+    insert_bids(&client, inserted + 1, inserted + 100).await;
+    inserted += 100;
+    check_views(&client, inserted, "after the worker was killed").await;
+    let _worker = TestWorker::start_spilling(rpc, 2);
+    wait_for_aggregates_spread(coordinator.rest_addr, 1, "on the new worker").await;
+    check_views(&client, inserted, "on the new worker").await;
+}
+
 /// Waits (with a deadline) until every view's aggregate subtasks run on `spread`
 /// different workers, none of them the coordinator.
 pub(crate) async fn wait_for_aggregates_spread(rest: SocketAddr, spread: usize, when: &str) {

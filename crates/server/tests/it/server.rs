@@ -175,6 +175,11 @@ impl TestServer {
 
     /// Kills the server with SIGKILL (no shutdown of any kind) and returns its data
     /// directory, left as the crash left it.
+    /// Its data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     pub fn kill(mut self) -> PathBuf {
         self.keep_data = true;
         let _ = self.child.kill();
