@@ -24,7 +24,7 @@
 //! node whose parallelism changed pools its subtasks' entries and splits them by key
 //! group.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,7 +36,7 @@ use sluice_runtime::operators::materialize::ViewPartition;
 use sluice_runtime::task::SubtaskSnapshot;
 use sluice_state::checkpoint::{
     CheckpointKind, CheckpointMetadata, CheckpointStore, Downloads, RestoredCheckpoint,
-    StateFileRef,
+    StateFileRef, epoch_of_path,
 };
 use sluice_state::snapshot::{decode_entries, encode_entries};
 use sluice_state::spill::{DbCheckpoint, RestoredDb};
@@ -177,6 +177,31 @@ pub async fn put_database_file(
     store.put_state(epoch, name, bytes.into()).await
 }
 
+/// Checks that file `name`, which a worker wrote for checkpoint `epoch` as `file`, still
+/// exists when the checkpoint commits: it lies in this checkpoint's directory, or one of
+/// the newest completed checkpoints retention keeps (their paths are `committed`)
+/// references it, so no prune has deleted it. A worker learns which checkpoint
+/// completed from heartbeat replies, so it may reference the files of one that newer
+/// commits have since let retention delete: that aborts this checkpoint (the next one is
+/// taken with what the worker knows by then). Savepoints count like checkpoints here,
+/// which may refuse a file that is still there, never accept one that is not.
+fn check_reference(
+    epoch: u64,
+    committed: &BTreeMap<u64, HashSet<String>>,
+    name: &str,
+    file: &StateFileRef,
+) -> Result<()> {
+    if epoch_of_path(&file.path) == Some(epoch)
+        || committed.values().any(|paths| paths.contains(&file.path))
+    {
+        return Ok(());
+    }
+    Err(SluiceError::internal(format!(
+        "checkpoint {epoch} aborted: a worker gave {} for {name}, a file no kept checkpoint references, which retention may have deleted",
+        file.path
+    )))
+}
+
 /// Writes `entries` to `store` as file `name` of checkpoint `epoch`.
 pub async fn put_entries(
     store: &CheckpointStore,
@@ -203,6 +228,10 @@ pub struct Checkpointer {
     /// (store, file name): the next checkpoint references them instead of uploading
     /// them again (see `sluice_state::spill`).
     uploaded: Mutex<HashMap<(String, String), StateFileRef>>,
+    /// The paths of every file the newest completed checkpoints (as many as retention
+    /// keeps) reference, by epoch: the files of earlier checkpoints a new one may
+    /// reference (see [`check_reference`]).
+    committed: Mutex<BTreeMap<u64, HashSet<String>>>,
     /// Confirms, right before a checkpoint is committed, that this coordinator is still
     /// the active one (see `MetadataStore::confirm_active`).
     metadata: Arc<dyn MetadataStore>,
@@ -224,6 +253,7 @@ impl Checkpointer {
             receiver: tokio::sync::Mutex::new(receiver),
             timeout,
             uploaded: Mutex::default(),
+            committed: Mutex::default(),
             metadata,
         }
     }
@@ -251,6 +281,13 @@ impl Checkpointer {
             Ok(metadata) => {
                 // Files of stores gone or compacted away are not referenced again.
                 *self.uploaded.lock() = uploaded;
+                let paths = metadata.files.values().map(|f| f.path.clone()).collect();
+                let mut committed = self.committed.lock();
+                committed.insert(metadata.epoch, paths);
+                while committed.len() > self.store.retained() {
+                    committed.pop_first();
+                }
+                drop(committed);
                 Ok(metadata)
             }
             Err(e) => {
@@ -351,6 +388,7 @@ impl Checkpointer {
                     .lock()
                     .remove(&(epoch, snapshot.job, snapshot.subtask.clone()));
             for (name, file) in written.into_iter().flatten() {
+                check_reference(epoch, &self.committed.lock(), &name, &file)?;
                 match StateFile::parse(&name) {
                     Some(StateFile::Operator { view, .. } | StateFile::OperatorDb { view, .. })
                         if view == job.id =>
@@ -715,4 +753,38 @@ fn unknown(name: &str) -> SluiceError {
     SluiceError::corrupted(format!(
         "the checkpoint holds a state file or property \"{name}\" this version does not write"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_may_reference_only_files_of_this_checkpoint_or_of_the_last_completed_one() {
+        let file = |path: &str| StateFileRef {
+            path: path.to_string(),
+            size: 1,
+            crc32: 0,
+        };
+        let committed: BTreeMap<u64, HashSet<String>> = [(
+            6,
+            ["chk-00000000000000000005/mv-1/node-2/0.db/7.sst".into()].into(),
+        )]
+        .into();
+        let name = "mv-1/node-2/0.db/7.sst";
+        for path in [
+            "chk-00000000000000000007/mv-1/node-2/0.db/7.sst",
+            "chk-00000000000000000005/mv-1/node-2/0.db/7.sst",
+        ] {
+            assert!(
+                check_reference(7, &committed, name, &file(path)).is_ok(),
+                "{path}"
+            );
+        }
+        // A file of checkpoint 4 that no kept checkpoint references: retention may have
+        // deleted it.
+        let stale = file("chk-00000000000000000004/mv-1/node-2/0.db/7.sst");
+        let err = check_reference(7, &committed, name, &stale).unwrap_err();
+        assert!(err.to_string().contains("checkpoint 7 aborted"), "{err}");
+    }
 }

@@ -734,11 +734,15 @@ impl Operator for AggregateOperator {
 
     /// A spilling aggregate copies the groups of restored spill stores into its own.
     fn restore(&mut self, state: crate::operators::RestoredState<'_>) -> Result<()> {
-        crate::operators::restore_spilling(self, state, |a| {
+        let copied = crate::operators::restore_spilling(self, state, |a| {
             a.spill.as_mut().map(|s| &mut s.store)
         })?;
         self.index_stored_windows()?;
-        self.touch_restored_groups()
+        if copied {
+            // restore_state gave the groups of the entries their TTL.
+            self.touch_restored_groups()?;
+        }
+        Ok(())
     }
 
     /// Restored groups get a fresh TTL: touch times are not checkpointed.

@@ -251,8 +251,12 @@ impl KeyedSpill {
                 if let Some(gone) = &cached {
                     self.total -= gone.bytes;
                 }
-                // A value not in memory may be in the store.
-                if cached.is_none_or(|gone| gone.stored) {
+                // A value not in memory may be in the store, once it holds entries.
+                let stored = match &cached {
+                    Some(gone) => gone.stored,
+                    None => self.store.holds_entries(),
+                };
+                if stored {
                     deletes.push(StateWrite::Delete {
                         key_group,
                         key: self.entry_key(s, key),

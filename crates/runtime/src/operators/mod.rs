@@ -156,18 +156,20 @@ pub trait Operator: Send {
 /// [`Operator::restore`] for an operator that may spill into the store `store` returns:
 /// the entries through [`Operator::restore_state`] (which puts keyed ones in the store),
 /// then the restored databases copied into the store, never all in memory. Without a
-/// store, everything through `restore_state`.
+/// store, everything through `restore_state`. True when databases were copied into the
+/// store, which `restore_state` did not see (so indexes over the store must be rebuilt).
 pub(crate) fn restore_spilling<O: Operator>(
     operator: &mut O,
     mut state: RestoredState<'_>,
     store: fn(&mut O) -> Option<&mut SpillStore>,
-) -> Result<()> {
+) -> Result<bool> {
     if store(operator).is_none() {
-        return operator.restore_state(state.into_entries());
+        operator.restore_state(state.into_entries())?;
+        return Ok(false);
     }
     operator.restore_state(std::mem::take(&mut state.entries))?;
     state.copy_databases_into(store(operator).expect("checked above"));
-    Ok(())
+    Ok(!state.databases.is_empty())
 }
 
 /// Runs `message` through `chain`, returning what comes out of its last operator.

@@ -552,9 +552,7 @@ impl Operator for SessionWindowOperator {
     /// A spilling operator copies the partition keys of restored spill stores into its
     /// own, then indexes their sessions.
     fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
-        let databases = !state.databases.is_empty();
-        super::restore_spilling(self, state, |s| s.spill.as_mut().map(|s| &mut s.store))?;
-        if databases {
+        if super::restore_spilling(self, state, |s| s.spill.as_mut().map(|s| &mut s.store))? {
             // What restore_state put in the store is indexed already: the index is a
             // set per end, so indexing it again changes nothing.
             self.index_stored_sessions()?;
@@ -940,7 +938,6 @@ mod tests {
 
     #[test]
     fn subtasks_restore_their_key_groups_of_a_database_and_close_its_sessions() {
-        use sluice_state::spill::RestoredDb;
         use sluice_state::{DEFAULT_KEY_GROUPS, OperatorStateDirs};
         let root =
             std::env::temp_dir().join(format!("sluice-session-restore-{}", std::process::id()));
@@ -957,16 +954,7 @@ mod tests {
         let entries = spilling.snapshot_state().unwrap();
         assert_eq!(entries.len(), 1, "on disk, only the watermark is an entry");
         let checkpoint = spilling.snapshot_database().unwrap().unwrap();
-        let files: Vec<(String, Vec<u8>)> = checkpoint
-            .files
-            .iter()
-            .map(|f| (f.clone(), std::fs::read(checkpoint.dir.join(f)).unwrap()))
-            .collect();
-        let db = RestoredDb::open(
-            &dirs.scratch_dir(),
-            files.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
-        )
-        .unwrap();
+        let db = crate::test_support::restored_db(&dirs, &checkpoint);
 
         // At parallelism 2, each subtask takes the keys of its key groups, indexes their
         // sessions without reading them, and closes them at the end.

@@ -538,9 +538,7 @@ impl Operator for TopNOperator {
     /// A spilling Top-N copies the partitions of restored spill stores into its own, then
     /// indexes them (window ends, TTL).
     fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
-        let databases = !state.databases.is_empty();
-        super::restore_spilling(self, state, |t| t.spill.as_mut().map(|s| &mut s.store))?;
-        if databases {
+        if super::restore_spilling(self, state, |t| t.spill.as_mut().map(|s| &mut s.store))? {
             // restore_state indexed the partitions of the entries.
             self.index_restored()?;
         }

@@ -191,6 +191,11 @@ impl CheckpointStore {
 
     /// Keeps the newest `n` completed checkpoints (at least 1) when pruning; savepoints
     /// are never pruned. The default is [`DEFAULT_RETAINED_CHECKPOINTS`].
+    /// How many checkpoints (besides savepoints) commits keep.
+    pub fn retained(&self) -> usize {
+        self.retain
+    }
+
     pub fn retain(mut self, n: usize) -> Self {
         self.retain = n.max(1);
         self
@@ -684,7 +689,7 @@ fn remove_download(dir: &std::path::Path) {
 }
 
 /// The epoch of a path relative to the prefix (`chk-<epoch>/...`).
-fn epoch_of_path(relative: &str) -> Option<u64> {
+pub fn epoch_of_path(relative: &str) -> Option<u64> {
     let (dir, rest) = relative.split_once('/')?;
     if rest.is_empty() {
         return None;

@@ -355,9 +355,7 @@ impl Operator for JoinOperator {
     /// files their keys in its window or interval index (as `restore_state` did those
     /// of the entries).
     fn restore(&mut self, state: RestoredState<'_>) -> Result<()> {
-        let databases = !state.databases.is_empty();
-        super::restore_spilling(self, state, |j| j.spill.as_mut().map(|s| &mut s.store))?;
-        if databases {
+        if super::restore_spilling(self, state, |j| j.spill.as_mut().map(|s| &mut s.store))? {
             self.index_stored_windows()?;
             self.index_restored_intervals()?;
         }

@@ -90,7 +90,6 @@ mod tests {
     use crate::operators::keyed_spill::{SpillValue, split_entry_key};
     use crate::operators::{Operator, RestoredState, StateEntry};
     use arrow::array::RecordBatch;
-    use sluice_state::spill::RestoredDb;
     use sluice_state::{DEFAULT_KEY_GROUPS, OperatorStateDirs};
 
     /// Batches of inserts and retractions (of rows inserted before) on either side over
@@ -456,16 +455,7 @@ mod tests {
             "on disk, the buckets are the database's files"
         );
         let checkpoint = spilling.snapshot_database().unwrap().unwrap();
-        let files: Vec<(String, Vec<u8>)> = checkpoint
-            .files
-            .iter()
-            .map(|f| (f.clone(), std::fs::read(checkpoint.dir.join(f)).unwrap()))
-            .collect();
-        let db = RestoredDb::open(
-            &dirs.scratch_dir(),
-            files.iter().map(|(n, b)| (n.as_str(), b.as_slice())),
-        )
-        .unwrap();
+        let db = crate::test_support::restored_db(&dirs, &checkpoint);
 
         // At parallelism 2, each subtask takes the buckets of its key groups.
         let mut restored = Vec::new();
