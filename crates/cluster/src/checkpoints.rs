@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use sluice_common::error::{Result, SluiceError};
+use sluice_runtime::message::BarrierKind;
 use sluice_runtime::operators::StateEntry;
 use sluice_runtime::operators::materialize::ViewPartition;
 use sluice_runtime::task::SubtaskSnapshot;
@@ -137,7 +138,7 @@ pub fn operator_state_files<'a>(
 /// The name checkpoints give file `file` of the RocksDB checkpoint of operator `k` of
 /// the chain `snapshot` was taken in (see `Operator::snapshot_database`), wherever it is
 /// written.
-pub fn database_file_name(
+fn database_file_name(
     job: &Job,
     snapshot: &SubtaskSnapshot,
     k: usize,
@@ -156,25 +157,47 @@ pub fn database_file_name(
     .name())
 }
 
-/// Uploads file `file` of the RocksDB checkpoint `database` to `store` as file `name` of
-/// checkpoint `epoch`, unless `earlier` is an upload of the same (immutable) file that
-/// a checkpoint still kept references: then that is the file's reference.
-pub async fn put_database_file(
+/// SST files of spill stores uploaded to the checkpoint store: (store, file name) → where
+/// the upload went.
+pub type DatabaseUploads = HashMap<(String, String), StateFileRef>;
+
+/// Uploads the files of the RocksDB checkpoint `database` of operator `k` of `snapshot`'s
+/// chain to `store`, for the snapshot's checkpoint. A checkpoint references instead the
+/// SST files `earlier` gives for the same store (uploads a checkpoint still kept holds);
+/// a savepoint uploads them all, as it must be self-contained. Adds every SST file's
+/// reference to `uploaded`; returns each file's name in checkpoints and its reference.
+pub async fn upload_database(
     store: &CheckpointStore,
-    epoch: u64,
-    name: &str,
+    job: &Job,
+    snapshot: &SubtaskSnapshot,
+    k: usize,
     database: &DbCheckpoint,
-    file: &str,
-    earlier: Option<StateFileRef>,
-) -> Result<StateFileRef> {
-    if let Some(reference) = earlier {
-        return Ok(reference);
+    earlier: impl Fn(&(String, String)) -> Option<StateFileRef>,
+    uploaded: &mut DatabaseUploads,
+) -> Result<Vec<(String, StateFileRef)>> {
+    let incremental = snapshot.barrier.kind == BarrierKind::Checkpoint;
+    let mut written = Vec::with_capacity(database.files.len());
+    for file in &database.files {
+        let name = database_file_name(job, snapshot, k, file)?;
+        let key = (database.store.clone(), file.clone());
+        let reference = match incremental.then(|| earlier(&key)).flatten() {
+            Some(reference) => reference,
+            None => {
+                let path = database.dir.join(file);
+                let bytes = tokio::fs::read(&path).await.map_err(|e| {
+                    SluiceError::io(format!("reading {} to upload it", path.display()), e)
+                })?;
+                store
+                    .put_state(snapshot.barrier.epoch, &name, bytes.into())
+                    .await?
+            }
+        };
+        if DbCheckpoint::is_immutable(file) {
+            uploaded.insert(key, reference.clone());
+        }
+        written.push((name, reference));
     }
-    let path = database.dir.join(file);
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| SluiceError::io(format!("reading {} to upload it", path.display()), e))?;
-    store.put_state(epoch, name, bytes.into()).await
+    Ok(written)
 }
 
 /// Checks that file `name`, which a worker wrote for checkpoint `epoch` as `file`, still
@@ -227,7 +250,7 @@ pub struct Checkpointer {
     /// SST files of spill stores that the last completed checkpoint references, by
     /// (store, file name): the next checkpoint references them instead of uploading
     /// them again (see `sluice_state::spill`).
-    uploaded: Mutex<HashMap<(String, String), StateFileRef>>,
+    uploaded: Mutex<DatabaseUploads>,
     /// The paths of every file the newest completed checkpoints (as many as retention
     /// keeps) reference, by epoch: the files of earlier checkpoints a new one may
     /// reference (see [`check_reference`]).
@@ -304,7 +327,7 @@ impl Checkpointer {
     async fn take(
         &self,
         flight: InFlight,
-        uploaded: &mut HashMap<(String, String), StateFileRef>,
+        uploaded: &mut DatabaseUploads,
     ) -> Result<CheckpointMetadata> {
         let epoch = flight.epoch;
         let mut receiver = self.receiver.lock().await;
@@ -371,8 +394,11 @@ impl Checkpointer {
                 self.upload(&mut metadata, name, entries).await?;
             }
             for (k, database) in &snapshot.databases {
-                self.upload_database(&mut metadata, job, &snapshot, *k, database, uploaded)
-                    .await?;
+                let earlier = |key: &(String, String)| self.uploaded.lock().get(key).cloned();
+                let written =
+                    upload_database(&self.store, job, &snapshot, *k, database, earlier, uploaded)
+                        .await?;
+                metadata.files.extend(written);
             }
             if let Some((p, entries)) = &snapshot.sink {
                 let name = StateFile::Partition {
@@ -436,36 +462,6 @@ impl Checkpointer {
     ) -> Result<()> {
         let file = put_entries(&self.store, metadata.epoch, &name, entries).await?;
         metadata.files.insert(name, file);
-        Ok(())
-    }
-
-    /// Uploads the files of the RocksDB checkpoint `database` of operator `k` of
-    /// `snapshot`'s chain, referencing SST files the previous checkpoint uploaded for the
-    /// same store (a savepoint uploads them all: it must be self-contained).
-    async fn upload_database(
-        &self,
-        metadata: &mut CheckpointMetadata,
-        job: &Job,
-        snapshot: &SubtaskSnapshot,
-        k: usize,
-        database: &DbCheckpoint,
-        uploaded: &mut HashMap<(String, String), StateFileRef>,
-    ) -> Result<()> {
-        let incremental = metadata.kind == CheckpointKind::Checkpoint;
-        for file in &database.files {
-            let name = database_file_name(job, snapshot, k, file)?;
-            let key = (database.store.clone(), file.clone());
-            let earlier = incremental
-                .then(|| self.uploaded.lock().get(&key).cloned())
-                .flatten();
-            let reference =
-                put_database_file(&self.store, metadata.epoch, &name, database, file, earlier)
-                    .await?;
-            if DbCheckpoint::is_immutable(file) {
-                uploaded.insert(key, reference.clone());
-            }
-            metadata.files.insert(name, reference);
-        }
         Ok(())
     }
 
@@ -760,7 +756,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_worker_may_reference_only_files_of_this_checkpoint_or_of_the_last_completed_one() {
+    fn a_worker_may_reference_only_files_of_this_checkpoint_or_of_a_kept_one() {
         let file = |path: &str| StateFileRef {
             path: path.to_string(),
             size: 1,

@@ -28,12 +28,11 @@ use sluice_runtime::task::SubtaskSnapshot;
 use sluice_sql::StreamGraph;
 use sluice_state::OperatorStateDirs;
 use sluice_state::checkpoint::{CheckpointStore, StateFileRef};
-use sluice_state::spill::DbCheckpoint;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Endpoint;
 
 use crate::checkpoints::{
-    SnapshotInbox, database_file_name, now_ms, operator_state_files, put_database_file, put_entries,
+    DatabaseUploads, SnapshotInbox, now_ms, operator_state_files, put_entries, upload_database,
 };
 use crate::dataplane::{DataPlane, barrier_code, barrier_kind};
 use crate::job::{
@@ -535,11 +534,11 @@ impl Cluster {
 #[derive(Default)]
 struct WorkerUploads {
     /// Per epoch not yet known to be complete: the SST files its snapshots uploaded or
-    /// referenced, by (store, file).
-    pending: BTreeMap<u64, HashMap<(String, String), StateFileRef>>,
+    /// referenced.
+    pending: BTreeMap<u64, DatabaseUploads>,
     /// The newest checkpoint known to be complete, and its SST files: kept in the
     /// checkpoint store while it, or a newer checkpoint referencing them, is kept.
-    completed: (u64, HashMap<(String, String), StateFileRef>),
+    completed: (u64, DatabaseUploads),
 }
 
 impl WorkerUploads {
@@ -566,27 +565,25 @@ async fn write_state(
     uploads: &Mutex<WorkerUploads>,
 ) -> Result<Vec<WrittenState>> {
     let epoch = snapshot.barrier.epoch;
-    let incremental = snapshot.barrier.kind == BarrierKind::Checkpoint;
     let mut written = Vec::new();
     for (name, entries) in operator_state_files(job, snapshot)? {
         let file = put_entries(store, epoch, &name, entries).await?;
         written.push((name, file));
     }
+    let mut uploaded = DatabaseUploads::new();
     for (k, database) in &snapshot.databases {
-        for file in &database.files {
-            let name = database_file_name(job, snapshot, *k, file)?;
-            let key = (database.store.clone(), file.clone());
-            let earlier = incremental
-                .then(|| uploads.lock().completed.1.get(&key).cloned())
-                .flatten();
-            let reference = put_database_file(store, epoch, &name, database, file, earlier).await?;
-            if DbCheckpoint::is_immutable(file) {
-                let mut uploads = uploads.lock();
-                let pending = uploads.pending.entry(epoch).or_default();
-                pending.insert(key, reference.clone());
-            }
-            written.push((name, reference));
-        }
+        let earlier = |key: &(String, String)| uploads.lock().completed.1.get(key).cloned();
+        written.extend(
+            upload_database(store, job, snapshot, *k, database, earlier, &mut uploaded).await?,
+        );
+    }
+    if !uploaded.is_empty() {
+        uploads
+            .lock()
+            .pending
+            .entry(epoch)
+            .or_default()
+            .extend(uploaded);
     }
     Ok(written
         .into_iter()

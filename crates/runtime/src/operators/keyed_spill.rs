@@ -23,13 +23,14 @@
 use std::collections::{HashMap, HashSet};
 
 use arrow::array::ArrayRef;
-use arrow::row::Rows;
+use arrow::row::{RowConverter, Rows};
 use sluice_common::error::{Result, SluiceError};
 use sluice_state::spill::{WRITE_CHUNK, least_recently_used};
 use sluice_state::{DEFAULT_KEY_GROUPS, SpillStore, StateWrite};
 
 use crate::keygroup::key_groups_of_columns;
 use crate::operators::StateEntry;
+use crate::operators::encoding::key_groups_of_rows;
 
 /// Estimated bytes a value holds besides its rows: the key's two copies (state and
 /// cache), the maps' entries.
@@ -122,10 +123,22 @@ impl KeyedSpill {
         self.load_keys(maps, keys.iter().map(|key| key.data()).zip(key_groups))
     }
 
-    /// Before changing the values of `keys` (each with its key group) other than by a
-    /// batch (closing windows): reads back into `maps` those that the store holds and
-    /// memory does not, in every space, and notes the keys for [`Self::account`].
-    pub(crate) fn load_keys<'k, V: SpillValue>(
+    /// Before changing the values of `keys` (in `converter`'s row format) other than by
+    /// a batch (closing windows, forgetting stale or expired state): reads back into
+    /// `maps` those that the store holds and memory does not, in every space, and notes
+    /// the keys for [`Self::account`].
+    pub(crate) fn load_encoded<V: SpillValue>(
+        &mut self,
+        maps: &mut KeyedMaps<V>,
+        converter: &RowConverter,
+        keys: &[&[u8]],
+    ) -> Result<()> {
+        let key_groups = key_groups_of_rows(converter, keys)?;
+        self.load_keys(maps, keys.iter().copied().zip(key_groups))
+    }
+
+    /// [`Self::load`] and [`Self::load_encoded`] for `keys`, each with its key group.
+    fn load_keys<'k, V: SpillValue>(
         &mut self,
         maps: &mut KeyedMaps<V>,
         keys: impl IntoIterator<Item = (&'k [u8], u16)>,
@@ -168,7 +181,7 @@ impl KeyedSpill {
         Ok(())
     }
 
-    /// After the batch [`Self::load`] (or the change [`Self::load_keys`]) saw, which
+    /// After the batch [`Self::load`] (or the change [`Self::load_encoded`]) saw, which
     /// changed space `changed` of `maps` and only read the others: accounts for the
     /// values its keys read and changed, deletes
     /// those that emptied from the store, and evicts the least recently used values
@@ -236,9 +249,25 @@ impl KeyedSpill {
         }
     }
 
-    /// Drops the values of `keys` (each with its key group) in every space, from `maps`
-    /// and the store, without reading them: state that is over (a closed window's).
-    pub(crate) fn forget<'k, V>(
+    /// Drops the values of `keys` (in `converter`'s row format) in every space, from
+    /// `maps` and the store, without reading them: state that is over (a closed
+    /// window's).
+    pub(crate) fn forget<V>(
+        &mut self,
+        maps: &mut KeyedMaps<V>,
+        converter: &RowConverter,
+        keys: &[Box<[u8]>],
+    ) -> Result<()> {
+        for chunk in keys.chunks(WRITE_CHUNK) {
+            let chunk: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
+            let key_groups = key_groups_of_rows(converter, &chunk)?;
+            self.forget_keys(maps, chunk.into_iter().zip(key_groups));
+        }
+        Ok(())
+    }
+
+    /// [`Self::forget`] for `keys`, each with its key group.
+    fn forget_keys<'k, V>(
         &mut self,
         maps: &mut KeyedMaps<V>,
         keys: impl IntoIterator<Item = (&'k [u8], u16)>,

@@ -309,9 +309,8 @@ impl SessionWindowOperator {
             if let Some(spill) = &mut self.spill {
                 // A spilling operator has PARTITION BY keys.
                 let keys: Vec<&[u8]> = chunk.iter().map(|(_, key)| key.as_ref()).collect();
-                let key_groups = key_groups_of_rows(&self.key_converter, &keys)?;
                 let maps = std::slice::from_mut(&mut self.partitions);
-                spill.load_keys(maps, keys.into_iter().zip(key_groups))?;
+                spill.load_encoded(maps, &self.key_converter, &keys)?;
             }
             for (end, key) in chunk {
                 let sessions = self.partitions.get_mut(key).ok_or_else(|| {

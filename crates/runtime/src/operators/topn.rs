@@ -219,9 +219,8 @@ impl TopNOperator {
         for chunk in stale.chunks(WRITE_CHUNK) {
             if let Some(spill) = &mut self.spill {
                 let keys: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
-                let key_groups = key_groups_of_rows(&self.partition_converter, &keys)?;
                 let maps = std::slice::from_mut(&mut self.partitions);
-                spill.load_keys(maps, keys.into_iter().zip(key_groups))?;
+                spill.load_encoded(maps, &self.partition_converter, &keys)?;
             }
             for partition in chunk {
                 if let Some(ranking) = self.partitions.remove(partition) {
@@ -311,13 +310,8 @@ impl TopNOperator {
             }
             return Ok(());
         };
-        for chunk in partitions.chunks(WRITE_CHUNK) {
-            let chunk: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
-            let key_groups = key_groups_of_rows(&self.partition_converter, &chunk)?;
-            let maps = std::slice::from_mut(&mut self.partitions);
-            spill.forget(maps, chunk.into_iter().zip(key_groups));
-        }
-        Ok(())
+        let maps = std::slice::from_mut(&mut self.partitions);
+        spill.forget(maps, &self.partition_converter, &partitions)
     }
 
     /// Rows held, for tests and metrics.

@@ -15,9 +15,7 @@ use sluice_state::spill::WRITE_CHUNK;
 
 use super::{BUCKET, Bucket, JoinOperator};
 use crate::message::{Message, RowKind, changelog_schema, split_changelog};
-use crate::operators::encoding::{
-    key_groups_of_rows, take_through, timestamp_millis, wall_clock_ms,
-};
+use crate::operators::encoding::{take_through, timestamp_millis, wall_clock_ms};
 use crate::operators::keyed_spill::{SpillValue, split_entry_key};
 
 /// A join's state TTL: a row is forgotten `ttl_ms` (processing time) after it was
@@ -346,8 +344,7 @@ impl JoinOperator {
     ) -> Result<()> {
         let keys: Vec<&[u8]> = keys.iter().map(AsRef::as_ref).collect();
         if let Some(spill) = &mut self.spill {
-            let key_groups = key_groups_of_rows(&self.key_converter, &keys)?;
-            spill.load_keys(&mut self.state, keys.iter().copied().zip(key_groups))?;
+            spill.load_encoded(&mut self.state, &self.key_converter, &keys)?;
         }
         let buckets: Vec<KeyRows<'_>> = keys
             .iter()
@@ -546,12 +543,7 @@ impl JoinOperator {
             }
             return Ok(());
         };
-        for chunk in keys.chunks(WRITE_CHUNK) {
-            let chunk: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
-            let key_groups = key_groups_of_rows(&self.key_converter, &chunk)?;
-            spill.forget(&mut self.state, chunk.into_iter().zip(key_groups));
-        }
-        Ok(())
+        spill.forget(&mut self.state, &self.key_converter, &keys)
     }
 
     /// Rebuilds the window index from restored state in memory.
